@@ -1,0 +1,47 @@
+// repshare: one binary, one subcommand per job.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "apps/commands.h"
+#include "engine/error.h"
+
+namespace repshare {
+namespace {
+
+const Command kCommands[] = {
+    {"inspect", "list a model's ops, parameters, FLOPs, stages and cut points", cmd_inspect},
+};
+
+void usage(FILE* f) {
+  std::fprintf(f, "usage: repshare <command> [options]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(f, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(f, "\n'repshare <command> --help' describes a command's options.\n");
+}
+
+}  // namespace
+}  // namespace repshare
+
+int main(int argc, char** argv) {
+  using namespace repshare;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(CommandArgs(argv + 2, argv + argc));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "repshare %s: error (%s): %s\n", c.name, error_kind_name(e.kind()),
+                   e.what());
+      return e.kind() == ErrorKind::Argument ? 2 : 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "repshare %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "repshare: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,131 @@
+#include "engine/arena.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "engine/error.h"
+
+namespace repshare {
+
+namespace {
+// FNV-1a over the bytes: cheap, and equality is confirmed with memcmp anyway.
+uint64_t hash_bytes(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h ^ n;
+}
+}  // namespace
+
+WeightsArena::~WeightsArena() {
+  if (base_) backend_.free(base_);
+}
+
+int WeightsArena::add(const std::string& model, const std::string& layer,
+                      const std::string& tensor, const void* host, size_t bytes) {
+  check(!done_, ErrorKind::Argument, "weights arena is committed; cannot add '", tensor, "'");
+  uint64_t h = hash_bytes(host, bytes);
+  auto range = by_hash_.equal_range(h);
+  for (auto it = range.first; it != range.second; ++it) {
+    WeightRecord& r = records_[it->second];
+    if (r.bytes == bytes && std::memcmp(pending_[it->second], host, bytes) == 0) {
+      r.users.push_back(model + "/" + tensor);
+      return it->second;
+    }
+  }
+  WeightRecord r;
+  r.model = model;
+  r.layer = layer;
+  r.tensor = tensor;
+  r.offset = total_;
+  r.bytes = bytes;
+  r.users.push_back(model + "/" + tensor);
+  total_ = align_up(total_ + bytes, kArenaAlignment);
+  records_.push_back(std::move(r));
+  pending_.push_back(host);
+  int id = static_cast<int>(records_.size()) - 1;
+  by_hash_.emplace(h, id);
+  return id;
+}
+
+void WeightsArena::commit() {
+  check(!done_, ErrorKind::Argument, "weights arena committed twice");
+  done_ = true;
+  if (total_ == 0) return;
+  base_ = backend_.alloc(total_);
+  for (size_t i = 0; i < records_.size(); ++i)
+    backend_.upload(static_cast<char*>(base_) + records_[i].offset, pending_[i],
+                    records_[i].bytes);
+  pending_.clear();
+  pending_.shrink_to_fit();
+}
+
+void* WeightsArena::data(int id) const {
+  check(done_, ErrorKind::Argument, "weights arena used before commit()");
+  return static_cast<char*>(base_) + records_.at(id).offset;
+}
+
+std::map<std::string, size_t> WeightsArena::bytes_by_model() const {
+  std::map<std::string, size_t> m;
+  for (const auto& r : records_) m[r.model] += r.bytes;
+  return m;
+}
+
+ActivationPlan plan_activations(const std::vector<Lifetime>& tensors, size_t alignment) {
+  ActivationPlan plan;
+  plan.offsets.assign(tensors.size(), 0);
+  if (tensors.empty()) return plan;
+
+  // Lower bound: the most bytes alive at once.
+  int last_step = 0;
+  for (const auto& t : tensors) last_step = std::max(last_step, t.last);
+  int first_step = 0;
+  for (const auto& t : tensors) first_step = std::min(first_step, t.first);
+  std::vector<size_t> live(last_step - first_step + 2, 0);
+  for (const auto& t : tensors) {
+    live[t.first - first_step] += align_up(t.bytes, alignment);
+    live[t.last - first_step + 1] -= align_up(t.bytes, alignment);
+  }
+  size_t cur = 0;
+  for (size_t s : live) {
+    cur += s;
+    plan.lower_bound = std::max(plan.lower_bound, cur);
+  }
+
+  // Greedy by size: place the largest tensors first, each at the lowest offset that
+  // does not overlap a placed tensor whose lifetime intersects its own.
+  std::vector<size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return tensors[a].bytes > tensors[b].bytes;
+  });
+  struct Placed { size_t offset, end; int first, last; };
+  std::vector<Placed> placed;
+  std::vector<Placed> conflicts;
+  for (size_t idx : order) {
+    const Lifetime& t = tensors[idx];
+    size_t size = align_up(std::max<size_t>(t.bytes, 1), alignment);
+    conflicts.clear();
+    for (const auto& p : placed)
+      if (p.first <= t.last && t.first <= p.last) conflicts.push_back(p);
+    std::sort(conflicts.begin(), conflicts.end(),
+              [](const Placed& a, const Placed& b) { return a.offset < b.offset; });
+    // Best fit: the smallest gap between conflicting blocks that holds the tensor.
+    size_t best = SIZE_MAX, best_gap = SIZE_MAX, cursor = 0;
+    for (const auto& c : conflicts) {
+      if (c.offset >= cursor + size && c.offset - cursor < best_gap) {
+        best = cursor;
+        best_gap = c.offset - cursor;
+      }
+      cursor = std::max(cursor, c.end);
+    }
+    if (best == SIZE_MAX) best = cursor;
+    plan.offsets[idx] = best;
+    placed.push_back({best, best + size, t.first, t.last});
+    plan.peak = std::max(plan.peak, best + size);
+  }
+  return plan;
+}
+
+}  // namespace repshare

@@ -1,0 +1,28 @@
+#include "engine/backend.h"
+
+namespace repshare {
+
+const char* act_name(ActKind k) {
+  switch (k) {
+    case ActKind::None: return "none";
+    case ActKind::Relu: return "relu";
+    case ActKind::Clip: return "clip";
+    case ActKind::Sigmoid: return "sigmoid";
+    case ActKind::Swish: return "swish";
+    case ActKind::Tanh: return "tanh";
+    case ActKind::LeakyRelu: return "leaky_relu";
+    case ActKind::HardSigmoid: return "hard_sigmoid";
+    case ActKind::HardSwish: return "hard_swish";
+    case ActKind::Elu: return "elu";
+    case ActKind::Exp: return "exp";
+    case ActKind::Log: return "log";
+    case ActKind::Sqrt: return "sqrt";
+    case ActKind::Neg: return "neg";
+    case ActKind::Abs: return "abs";
+    case ActKind::Reciprocal: return "reciprocal";
+    case ActKind::Softplus: return "softplus";
+  }
+  return "?";
+}
+
+}  // namespace repshare

@@ -1,0 +1,205 @@
+// Backend: memory and kernels of one device kind (CPU, CUDA).
+//
+// Layers (layers/) translate graph nodes into the parameter structs below at load
+// time and call these entry points at run time; graph and executor code never see
+// a device. Every entry point has a CPU reference in kernels/cpu/<op>.cpp and a
+// CUDA kernel in kernels/cuda/<op>.cu, and tests/test_backend_ops.cpp compares them.
+//
+// This header is included by CUDA sources and stays C++14-clean.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace repshare {
+
+// Activation fused into the producing op, or run on its own.
+enum class ActKind : uint8_t {
+  None, Relu, Clip, Sigmoid, Swish, Tanh, LeakyRelu, HardSigmoid, HardSwish, Elu,
+  Exp, Log, Sqrt, Neg, Abs, Reciprocal, Softplus
+};
+struct Activation {
+  ActKind kind = ActKind::None;
+  float alpha = 0.f;  // Clip: min; LeakyRelu/Elu/HardSigmoid: alpha
+  float beta = 0.f;   // Clip: max; HardSigmoid: beta
+};
+const char* act_name(ActKind k);
+
+// 2-D convolution, NCHW, weights [C_out, C_in/groups, KH, KW]; pads are explicit
+// (TF "SAME" is resolved into asymmetric pads at load time).
+struct Conv2dParams {
+  int64_t n = 1, c_in = 0, h = 0, w = 0;
+  int64_t c_out = 0, kh = 1, kw = 1;
+  int64_t stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t groups = 1;
+  int64_t h_out = 0, w_out = 0;
+  Activation act;
+  bool is_depthwise() const { return groups == c_in && groups == c_out; }
+  bool is_pointwise() const {
+    return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 &&
+           pad_left == 0 && pad_bottom == 0 && pad_right == 0 && groups == 1;
+  }
+};
+
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Max, Min };
+
+// Elementwise binary op with NumPy broadcasting, on shapes padded to kMaxRank.
+constexpr int kMaxRank = 6;
+struct BroadcastParams {
+  int rank = 0;                    // number of dims used (<= kMaxRank)
+  int64_t out_dims[kMaxRank] = {};
+  int64_t a_strides[kMaxRank] = {};  // 0 where a is broadcast
+  int64_t b_strides[kMaxRank] = {};
+  int64_t numel = 0;
+  BinaryOp op = BinaryOp::Add;
+  Activation act;                  // fused activation on the result
+};
+
+// y[n, c, i] = x[n, c, i] * scale[c] + shift[c], then act (BatchNorm that could not
+// be folded into a conv).
+struct ChannelAffineParams {
+  int64_t n = 1, c = 0, inner = 1;
+  Activation act;
+};
+
+enum class PoolKind : uint8_t { Max, Average };
+struct Pool2dParams {
+  PoolKind kind = PoolKind::Max;
+  int64_t n = 1, c = 0, h = 0, w = 0;
+  int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t h_out = 0, w_out = 0;
+  bool count_include_pad = false;
+};
+
+enum class ReduceKind : uint8_t { Mean, Sum, Max, Min };
+// Reduction of a tensor viewed as [outer, reduce, inner] (adjacent axes).
+struct ReduceParams {
+  ReduceKind kind = ReduceKind::Mean;
+  int64_t outer = 1, reduce = 1, inner = 1;
+};
+
+// C[b] = alpha * op(A[b]) * op(B[b]) + beta * bias, bias broadcast from
+// [bias_rows or 1, bias_cols or 1]. Strides of 0 broadcast a matrix over the batch.
+struct GemmParams {
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  float alpha = 1.f, beta = 0.f;
+  int64_t a_batch_stride = 0, b_batch_stride = 0, c_batch_stride = 0;
+  int64_t bias_rows = 0, bias_cols = 0;  // 0 = no bias; 1 = broadcast
+  Activation act;
+};
+
+enum class ResizeMode : uint8_t { Nearest, Linear, Cubic };
+enum class CoordMode : uint8_t {
+  HalfPixel, PytorchHalfPixel, AlignCorners, Asymmetric, TfHalfPixelForNn, TfCropAndResize,
+  HalfPixelSymmetric
+};
+enum class NearestMode : uint8_t { RoundPreferFloor, RoundPreferCeil, Floor, Ceil };
+// Resize of the last two axes of a [outer, H, W] view (N and C scales are 1).
+struct ResizeParams {
+  ResizeMode mode = ResizeMode::Nearest;
+  CoordMode coord = CoordMode::HalfPixel;
+  NearestMode nearest = NearestMode::RoundPreferFloor;
+  int64_t outer = 1, h = 0, w = 0, h_out = 0, w_out = 0;
+  float scale_h = 1.f, scale_w = 1.f;  // output / input, as ONNX defines them
+  float cubic_a = -0.75f;
+  bool exclude_outside = false;
+  float extrapolation_value = 0.f;
+  float roi[4] = {0.f, 0.f, 1.f, 1.f};  // tf_crop_and_resize: h0, w0, h1, w1
+};
+
+// Generic strided copy used by Transpose, Concat, Slice and Pad: out[i] =
+// in[offset + sum_d idx_d * in_strides[d]] over out_dims.
+struct CopyParams {
+  int rank = 0;
+  int64_t dims[kMaxRank] = {};
+  int64_t in_strides[kMaxRank] = {};
+  int64_t out_strides[kMaxRank] = {};
+  int64_t in_offset = 0, out_offset = 0;
+};
+
+enum class PadMode : uint8_t { Constant, Reflect, Edge, Wrap };
+struct PadParams {
+  PadMode mode = PadMode::Constant;
+  int rank = 0;
+  int64_t in_dims[kMaxRank] = {};
+  int64_t out_dims[kMaxRank] = {};
+  int64_t pad_begin[kMaxRank] = {};
+  float value = 0.f;
+};
+
+// Softmax / LogSoftmax over the middle axis of an [outer, axis, inner] view.
+struct SoftmaxParams {
+  int64_t outer = 1, axis = 1, inner = 1;
+  bool log = false;
+};
+
+// BiFPN fast normalised fusion after folding: out = act(sum_i weight_i * x_i).
+constexpr int kMaxFusionInputs = 4;
+struct WeightedSumParams {
+  int count = 0;
+  float weights[kMaxFusionInputs] = {};
+  int64_t numel = 0;
+  Activation act;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() {}
+  virtual std::string name() const = 0;
+
+  // Memory. alloc() is used only while planning, never in the run loop.
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void free(void* p) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
+  virtual void synchronize() {}
+
+  // Kernels. Shapes are static and already checked by the layers. Tensors are
+  // contiguous row-major in their own dtype (fp32 unless a backend says otherwise).
+  // Unless stated, y must not alias an input.
+  //
+  // conv2d: y = act(conv(x, w) + bias); bias may be null. workspace holds
+  //   conv2d_workspace(p) bytes.
+  // activation: y = act(x) elementwise over x.numel(); y may alias x.
+  // binary: y[i] = act(a[.] op b[.]) over p.out_dims, a/b addressed through their
+  //   strides (0 on broadcast dims); y contiguous.
+  // channel_affine: scale and shift are [c].
+  // pool2d: Max ignores padding; Average divides by the window's in-image element
+  //   count, or by kh*kw clipped to the padded extent when count_include_pad.
+  // reduce: x is [outer, reduce, inner], y is [outer, inner].
+  // gemm: A row-major [m,k] ([k,m] if trans_a), B [k,n] ([n,k] if trans_b); bias
+  //   element (i, j) is bias[(bias_rows == 1 ? 0 : i) * bias_cols +
+  //   (bias_cols == 1 ? 0 : j)]; a bias is not batched.
+  // resize: ONNX Resize semantics on the last two axes (see ResizeParams).
+  // strided_copy: y[out_offset + sum idx*out_strides] = x[in_offset + sum idx*in_strides]
+  //   for every idx < dims (Transpose, Concat, Slice, Split).
+  // pad: out index o maps to input index o - pad_begin per axis; outside the input
+  //   the mode decides (Constant: value; Reflect/Edge/Wrap as numpy.pad).
+  // softmax: over the middle axis of [outer, axis, inner].
+  // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
+  virtual void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+                      Tensor& y, void* workspace) = 0;
+  virtual size_t conv2d_workspace(const Conv2dParams& p) const = 0;
+  virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;
+  virtual void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  virtual void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
+                              const Tensor& shift, Tensor& y) = 0;
+  virtual void pool2d(const Pool2dParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void reduce(const ReduceParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void gemm(const GemmParams& p, const Tensor& a, const Tensor& b, const Tensor* bias,
+                    Tensor& y) = 0;
+  virtual void resize(const ResizeParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void pad(const PadParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) = 0;
+  virtual void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) = 0;
+};
+
+}  // namespace repshare

@@ -1,0 +1,46 @@
+// The CPU backend: the reference every other backend is tested against, and fast
+// enough for studies on a 2-core machine (OpenBLAS GEMM for 1x1 and dense convs,
+// direct AVX2 depthwise convs, OpenMP across channels).
+//
+// One file per entry point: kernels/cpu/<op>.cpp.
+#pragma once
+
+#include "engine/backend.h"
+
+namespace repshare {
+
+class CpuBackend : public Backend {
+ public:
+  // threads <= 0: OpenMP's default (all cores).
+  explicit CpuBackend(int threads = 0);
+  std::string name() const override { return "cpu"; }
+  int threads() const { return threads_; }
+
+  void* alloc(size_t bytes) override;
+  void free(void* p) override;
+  void upload(void* dst, const void* src, size_t bytes) override;
+  void download(void* dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+
+  void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+              Tensor& y, void* workspace) override;
+  size_t conv2d_workspace(const Conv2dParams& p) const override;
+  void activation(const Activation& a, const Tensor& x, Tensor& y) override;
+  void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
+  void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
+                      const Tensor& shift, Tensor& y) override;
+  void pool2d(const Pool2dParams& p, const Tensor& x, Tensor& y) override;
+  void reduce(const ReduceParams& p, const Tensor& x, Tensor& y) override;
+  void gemm(const GemmParams& p, const Tensor& a, const Tensor& b, const Tensor* bias,
+            Tensor& y) override;
+  void resize(const ResizeParams& p, const Tensor& x, Tensor& y) override;
+  void strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) override;
+  void pad(const PadParams& p, const Tensor& x, Tensor& y) override;
+  void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
+  void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
+
+ private:
+  int threads_;
+};
+
+}  // namespace repshare

@@ -1,0 +1,56 @@
+// Layer: the compiled form of one graph node (ncnn-style tiny classes).
+//
+// build() reads the node's attributes and its input shapes, checks them, and sets
+// the output values' shapes in the graph (static shape inference). forward() calls
+// the backend's kernel entry points with parameters computed in build(); it never
+// allocates.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/graph.h"
+
+namespace repshare {
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  // Infers output shapes (writing graph.values[out].shape/dtype) and prepares the
+  // kernel parameters. Throws Error naming the node on bad attributes or shapes.
+  virtual void build(const Node& node, Graph& graph) = 0;
+
+  // Inputs read only while building (shape operands such as Reshape's shape or
+  // Resize's scales): the executor neither uploads nor passes them.
+  virtual bool reads_input_at_build(size_t input_index) const { return false; }
+
+  // Scratch memory forward() needs, planned by the executor.
+  virtual size_t workspace_bytes(const Backend& backend) const { return 0; }
+
+  // in[i] is nullptr for omitted optional inputs and for build-time inputs.
+  virtual void forward(Backend& backend, const Tensor* const* in, Tensor* const* out,
+                       void* workspace) = 0;
+
+  // Layers whose output is fully known from shapes alone (Shape, Size) set the
+  // output value's constant data in build() and never run.
+};
+
+// Creates the layer for an op type; throws ErrorKind::Unsupported naming the node
+// when the op is not implemented.
+std::unique_ptr<Layer> create_layer(const Node& node);
+bool is_supported_op(const std::string& op_type);
+std::vector<std::string> supported_ops();
+
+// Helpers shared by layer implementations.
+const Value& input_value(const Graph& g, const Node& n, size_t i);  // checks presence
+bool has_input(const Node& n, size_t i);
+void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t = DType::F32);
+// Requires float32 input i (the engine computes in fp32).
+void require_f32(const Graph& g, const Node& n, size_t i);
+// Normalises a possibly negative axis against rank; throws naming the node.
+int64_t normalize_axis(const Node& n, int64_t axis, int64_t rank);
+
+}  // namespace repshare
