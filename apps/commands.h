@@ -17,6 +17,5 @@ struct Command {
   int (*run)(const CommandArgs& argv);
 };
 
-int cmd_inspect(const CommandArgs& argv);
 
 }  // namespace repshare

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <vector>
 
 #include "apps/commands.h"
 #include "engine/error.h"
@@ -9,8 +10,7 @@
 namespace repshare {
 namespace {
 
-const Command kCommands[] = {
-    {"inspect", "list a model's ops, parameters, FLOPs, stages and cut points", cmd_inspect},
+const std::vector<Command> kCommands = {
 };
 
 void usage(FILE* f) {
