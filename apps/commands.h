@@ -17,5 +17,6 @@ struct Command {
   int (*run)(const CommandArgs& argv);
 };
 
+int cmd_cka(const CommandArgs& argv);
 
 }  // namespace repshare

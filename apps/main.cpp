@@ -11,6 +11,7 @@ namespace repshare {
 namespace {
 
 const std::vector<Command> kCommands = {
+    {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
 };
 
 void usage(FILE* f) {
