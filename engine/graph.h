@@ -64,6 +64,7 @@ struct Value {
 class Graph {
  public:
   std::string name;          // the model's name, used as owner in the weights arena
+  int64_t opset = 0;         // default-domain opset: some ops change meaning across opsets
   std::vector<Value> values;
   std::vector<Node> nodes;   // kept in topological order by the loader and passes
   std::vector<int> inputs;   // non-constant graph inputs

@@ -50,6 +50,16 @@ bool has_input(const Node& n, size_t i);
 void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t = DType::F32);
 // Requires float32 input i (the engine computes in fp32).
 void require_f32(const Graph& g, const Node& n, size_t i);
+// The activation a fusion pass attached to a node (attributes "activation",
+// "activation_alpha", "activation_beta"); ActKind::None when there is none.
+Activation fused_activation(const Node& n);
+void attach_activation(Node& n, const Activation& a);
+ActKind act_kind_from_name(const std::string& name);  // Unsupported on unknown names
+// Resolves ONNX pads / auto_pad for the spatial axes of a conv or pool window.
+// in, kernel (dilated extent), stride per axis; returns {begin..., end...}.
+std::vector<int64_t> resolve_pads(const Node& n, const std::vector<int64_t>& in,
+                                  const std::vector<int64_t>& kernel_extent,
+                                  const std::vector<int64_t>& strides);
 // Normalises a possibly negative axis against rank; throws naming the node.
 int64_t normalize_axis(const Node& n, int64_t axis, int64_t rank);
 

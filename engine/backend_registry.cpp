@@ -1,0 +1,45 @@
+#include "engine/backend_registry.h"
+
+#include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
+
+#ifdef REPSHARE_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace repshare {
+
+bool cuda_available(std::string* why) {
+#ifdef REPSHARE_WITH_CUDA
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string("no CUDA device: ") + cudaGetErrorString(e);
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device: none found";
+    return false;
+  }
+  return true;
+#else
+  if (why) *why = "no CUDA device: this build has no CUDA backend (configured without nvcc)";
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& name, int threads) {
+  if (name == "cpu") return std::unique_ptr<Backend>(new CpuBackend(threads));
+  if (name == "cuda") {
+    std::string why;
+    if (!cuda_available(&why)) fail(ErrorKind::Backend, "backend 'cuda': ", why);
+#ifdef REPSHARE_WITH_CUDA
+    return std::unique_ptr<Backend>(new CudaBackend(0));
+#endif
+  }
+  fail(ErrorKind::Argument, "unknown backend '", name, "' (expected cpu or cuda)");
+}
+
+}  // namespace repshare

@@ -1,0 +1,20 @@
+// Backends by name, for the command line (--backend cpu|cuda) and the tests.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/backend.h"
+
+namespace repshare {
+
+// "cpu" (threads <= 0: all cores) or "cuda" (threads ignored). Throws
+// Error(Backend) when "cuda" is asked for and there is no usable GPU, or the
+// binary was built without the CUDA backend; Error(Argument) for other names.
+std::unique_ptr<Backend> make_backend(const std::string& name, int threads = 0);
+
+// True when this build has the CUDA backend and a CUDA device is visible. Never
+// throws; *why (optional) receives the reason when it returns false.
+bool cuda_available(std::string* why = nullptr);
+
+}  // namespace repshare

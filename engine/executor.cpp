@@ -1,0 +1,184 @@
+#include "engine/executor.h"
+
+#include <algorithm>
+
+#include "engine/error.h"
+
+namespace repshare {
+
+int Executor::value_id(const std::string& name, const char* role) const {
+  int id = graph_.find(name);
+  check(id >= 0, ErrorKind::Argument, "model '", graph_.name, "' has no tensor named '", name,
+        "' (", role, ")");
+  return id;
+}
+
+Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
+                   const std::vector<std::string>& supplied, const std::vector<std::string>& wanted)
+    : graph_(graph), backend_(backend), weights_(weights) {
+  const size_t nv = graph_.values.size();
+  std::vector<bool> is_supplied(nv, false);
+  for (const auto& s : supplied) {
+    int id = value_id(s, "supplied");
+    check(!graph_.values[id].is_constant(), ErrorKind::Argument, "tensor '", s, "' of model '",
+          graph_.name, "' is a constant and cannot be supplied");
+    check(graph_.values[id].dtype == DType::F32, ErrorKind::Unsupported, "supplied tensor '", s,
+          "' is ", dtype_name(graph_.values[id].dtype), "; repshare computes in float32");
+    is_supplied[id] = true;
+    supplied_.push_back(id);
+  }
+  check(!wanted.empty(), ErrorKind::Argument, "no output tensors were asked of model '",
+        graph_.name, "'");
+  for (const auto& w : wanted) wanted_.push_back(value_id(w, "wanted"));
+
+  // Walk back from the wanted tensors to find the nodes that must run.
+  std::vector<int> producer = graph_.producers();
+  std::vector<bool> needed_value(nv, false), needed_node(graph_.nodes.size(), false);
+  std::vector<int> stack(wanted_.begin(), wanted_.end());
+  while (!stack.empty()) {
+    int v = stack.back();
+    stack.pop_back();
+    if (needed_value[v]) continue;
+    needed_value[v] = true;
+    if (is_supplied[v] || graph_.values[v].is_constant()) continue;
+    int p = producer[v];
+    check(p >= 0, ErrorKind::Argument, "model '", graph_.name, "': tensor '",
+          graph_.values[v].name, "' is needed for the requested outputs but is not supplied");
+    if (needed_node[p]) continue;
+    needed_node[p] = true;
+    for (int i : graph_.nodes[p].inputs)
+      if (i >= 0) stack.push_back(i);
+  }
+
+  // Layers, in graph (topological) order.
+  tensors_.resize(nv);
+  for (size_t v = 0; v < nv; ++v) {
+    tensors_[v].shape = graph_.values[v].shape;
+    tensors_[v].dtype = graph_.values[v].dtype;
+  }
+  weight_record_.assign(nv, -1);
+  lifetime_index_.assign(nv, -1);
+  auto lifetime_of = [&](int v) -> Lifetime& {
+    if (lifetime_index_[v] < 0) {
+      lifetime_index_[v] = static_cast<int>(lifetimes_.size());
+      Lifetime l;
+      l.bytes = tensors_[v].bytes();
+      l.first = l.last = -1;
+      lifetimes_.push_back(l);
+    }
+    return lifetimes_[lifetime_index_[v]];
+  };
+  for (int v : supplied_) lifetime_of(v).first = -1;
+
+  for (size_t k = 0; k < graph_.nodes.size(); ++k) {
+    if (!needed_node[k]) continue;
+    const Node& n = graph_.nodes[k];
+    Step step;
+    step.node = static_cast<int>(k);
+    step.layer = create_layer(n);
+    step.layer->build(n, graph_);
+    const int s = static_cast<int>(steps_.size());
+    step.in.assign(n.inputs.size(), nullptr);
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      int v = n.inputs[i];
+      if (v < 0 || step.layer->reads_input_at_build(i)) continue;
+      const Value& val = graph_.values[v];
+      if (val.is_constant()) {
+        if (weight_record_[v] < 0) {
+          weight_record_[v] = weights_.add(graph_.name, n.name, val.name, val.data->data(),
+                                           val.data->size());
+          weight_values_.push_back(v);
+        }
+      } else {
+        check(val.dtype == DType::F32, ErrorKind::Unsupported, n.label(), ": tensor '",
+              val.name, "' is ", dtype_name(val.dtype), " at run time");
+        lifetime_of(v).last = s;
+      }
+      step.in[i] = &tensors_[v];
+    }
+    step.out.assign(n.outputs.size(), nullptr);
+    for (size_t o = 0; o < n.outputs.size(); ++o) {
+      int v = n.outputs[o];
+      if (v < 0) continue;
+      tensors_[v].shape = graph_.values[v].shape;
+      tensors_[v].dtype = graph_.values[v].dtype;
+      Lifetime& l = lifetime_of(v);
+      l.bytes = tensors_[v].bytes();
+      l.first = l.last = s;  // an unused output still needs its slot during the step
+      step.out[o] = &tensors_[v];
+    }
+    size_t ws = step.layer->workspace_bytes(backend_);
+    if (ws > 0) {
+      step.workspace = static_cast<int>(lifetimes_.size());
+      lifetimes_.push_back(Lifetime{ws, s, s});
+    }
+    steps_.push_back(std::move(step));
+  }
+  // Wanted tensors stay alive to the end; supplied ones from before the first step.
+  const int end = static_cast<int>(steps_.size());
+  for (int v : wanted_)
+    if (!graph_.values[v].is_constant()) lifetime_of(v).last = end;
+  for (int v : supplied_) {
+    Lifetime& l = lifetime_of(v);
+    l.first = -1;
+    l.last = std::max(l.last, -1);
+  }
+  plan_ = plan_activations(lifetimes_);
+}
+
+Executor::~Executor() {
+  if (arena_) backend_.free(arena_);
+}
+
+void Executor::allocate() {
+  check(!allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' allocated twice");
+  check(weights_.committed(), ErrorKind::Argument, "weights arena of '", graph_.name,
+        "' must be committed before allocate()");
+  allocated_ = true;
+  if (plan_.peak > 0) arena_ = backend_.alloc(plan_.peak);
+  char* base = static_cast<char*>(arena_);
+  for (size_t v = 0; v < tensors_.size(); ++v) {
+    if (lifetime_index_[v] >= 0) tensors_[v].data = base + plan_.offsets[lifetime_index_[v]];
+    if (weight_record_[v] >= 0) tensors_[v].data = weights_.data(weight_record_[v]);
+  }
+  workspace_ptrs_.assign(steps_.size(), nullptr);
+  for (size_t s = 0; s < steps_.size(); ++s)
+    if (steps_[s].workspace >= 0) workspace_ptrs_[s] = base + plan_.offsets[steps_[s].workspace];
+  // Wanted tensors that folded to constants are served from their host data.
+  for (int v : wanted_)
+    if (graph_.values[v].is_constant() && weight_record_[v] < 0)
+      tensors_[v].data = graph_.values[v].data->data();
+}
+
+Tensor& Executor::input(const std::string& name) {
+  int id = value_id(name, "input");
+  check(std::find(supplied_.begin(), supplied_.end(), id) != supplied_.end(),
+        ErrorKind::Argument, "tensor '", name, "' is not a supplied input of this executor");
+  check(allocated_, ErrorKind::Argument, "executor used before allocate()");
+  return tensors_[id];
+}
+
+void Executor::bind(const std::string& name, void* data) { input(name).data = data; }
+
+const Tensor& Executor::output(const std::string& name) const {
+  int id = value_id(name, "output");
+  check(std::find(wanted_.begin(), wanted_.end(), id) != wanted_.end(), ErrorKind::Argument,
+        "tensor '", name, "' was not asked of this executor");
+  return tensors_[id];
+}
+
+void Executor::run() {
+  check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    Step& st = steps_[s];
+    st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);
+  }
+}
+
+std::vector<std::string> Executor::step_names() const {
+  std::vector<std::string> names;
+  for (const auto& s : steps_) names.push_back(graph_.nodes[s.node].name);
+  return names;
+}
+
+}  // namespace repshare

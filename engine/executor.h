@@ -1,0 +1,83 @@
+// Executor: runs the part of a graph that computes the wanted tensors from the
+// supplied ones.
+//
+// Construction plans everything: which nodes are needed (walking back from the
+// wanted tensors, stopping at supplied ones and constants), their layers, the
+// weights they read (registered in a WeightsArena: nodes that are not needed never
+// have their weights loaded), and the activation arena offsets from tensor
+// lifetimes. After the arena is committed, allocate() makes the one activation
+// allocation. run() then only calls kernels: no allocation, no lookups.
+//
+//   Executor ex(graph, backend, weights, {"input"}, {"logits"});
+//   weights.commit();
+//   ex.allocate();
+//   fill(ex.input("input"));  ex.run();  read(ex.output("logits"));
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/arena.h"
+#include "engine/graph.h"
+#include "layers/layer.h"
+
+namespace repshare {
+
+class Executor {
+ public:
+  Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
+           const std::vector<std::string>& supplied, const std::vector<std::string>& wanted);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Allocates the activation arena; the weights arena must be committed.
+  void allocate();
+
+  // A supplied tensor's storage in this executor's arena (backend memory).
+  Tensor& input(const std::string& name);
+  // Points a supplied tensor at memory owned elsewhere (e.g. a donor model's
+  // stage output in its own arena) instead of copying it in.
+  void bind(const std::string& name, void* data);
+  const Tensor& output(const std::string& name) const;
+
+  void run();
+
+  const Graph& graph() const { return graph_; }
+  Backend& backend() { return backend_; }
+  size_t activation_bytes() const { return plan_.peak; }
+  size_t activation_lower_bound() const { return plan_.lower_bound; }
+  size_t num_steps() const { return steps_.size(); }
+  // Names of the nodes that run, in order.
+  std::vector<std::string> step_names() const;
+  // Constant values this executor reads from the weights arena.
+  const std::vector<int>& weight_values() const { return weight_values_; }
+
+ private:
+  struct Step {
+    int node;
+    std::unique_ptr<Layer> layer;
+    std::vector<const Tensor*> in;
+    std::vector<Tensor*> out;
+    int workspace = -1;  // index into lifetimes_/plan_ for this step's scratch, -1 if none
+  };
+
+  int value_id(const std::string& name, const char* role) const;
+
+  Graph graph_;
+  Backend& backend_;
+  WeightsArena& weights_;
+  std::vector<Tensor> tensors_;        // per value id
+  std::vector<int> weight_record_;     // per value id: WeightsArena record, -1 if none
+  std::vector<int> lifetime_index_;    // per value id: index into lifetimes_, -1 if none
+  std::vector<Lifetime> lifetimes_;
+  std::vector<int> supplied_, wanted_, weight_values_;
+  std::vector<Step> steps_;
+  ActivationPlan plan_;
+  void* arena_ = nullptr;
+  std::vector<void*> workspace_ptrs_;
+  bool allocated_ = false;
+};
+
+}  // namespace repshare

@@ -1,0 +1,301 @@
+#include "engine/passes.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "layers/layer.h"
+
+namespace repshare {
+namespace {
+
+std::shared_ptr<std::vector<uint8_t>> float_bytes(const std::vector<float>& v) {
+  auto b = std::make_shared<std::vector<uint8_t>>(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(b->data(), v.data(), b->size());
+  return b;
+}
+
+// BatchNormalization with constant statistics becomes y = x * scale + shift.
+bool lower_batchnorm(Graph& g, Node& n) {
+  if (n.op_type != "BatchNormalization") return false;
+  check(n.outputs.size() == 1 && n.attr_int("training_mode", 0) == 0, ErrorKind::Unsupported,
+        n.label(), ": training mode");
+  for (size_t i = 1; i <= 4; ++i)
+    if (!has_input(n, i) || !g.values[n.inputs[i]].is_constant()) return false;
+  const float eps = n.attr_float("epsilon", 1e-5f);
+  auto gamma = g.values[n.inputs[1]].as_floats(), beta = g.values[n.inputs[2]].as_floats();
+  auto mean = g.values[n.inputs[3]].as_floats(), var = g.values[n.inputs[4]].as_floats();
+  const size_t c = gamma.size();
+  check(beta.size() == c && mean.size() == c && var.size() == c, ErrorKind::Shape, n.label(),
+        ": scale, bias, mean and var differ in size");
+  std::vector<float> scale(c), shift(c);
+  for (size_t i = 0; i < c; ++i) {
+    // Computed in double: the fold must not add error beyond the final float rounding.
+    double s = gamma[i] / std::sqrt(static_cast<double>(var[i]) + eps);
+    scale[i] = static_cast<float>(s);
+    shift[i] = static_cast<float>(beta[i] - mean[i] * s);
+  }
+  const int64_t cc = static_cast<int64_t>(c);
+  int si = g.add_constant(n.name + "/bn_scale", Shape{cc}, DType::F32, float_bytes(scale));
+  int hi = g.add_constant(n.name + "/bn_shift", Shape{cc}, DType::F32, float_bytes(shift));
+  n.op_type = "ChannelAffine";
+  n.inputs = {n.inputs[0], si, hi};
+  n.attrs.clear();
+  return true;
+}
+
+bool all_inputs_constant(const Graph& g, const Node& n) {
+  for (int i : n.inputs)
+    if (i >= 0 && !g.values[i].is_constant()) return false;
+  return true;
+}
+
+bool all_outputs_constant(const Graph& g, const Node& n) {
+  for (int o : n.outputs)
+    if (o >= 0 && !g.values[o].is_constant()) return false;
+  return true;
+}
+
+// Runs a float32 node whose inputs are all constants on the CPU backend and turns
+// its outputs into constants.
+void fold_node(Graph& g, const Node& n, Layer& layer, CpuBackend& cpu) {
+  std::vector<Tensor> ins(n.inputs.size()), outs(n.outputs.size());
+  std::vector<const Tensor*> in_ptrs(n.inputs.size(), nullptr);
+  std::vector<Tensor*> out_ptrs(n.outputs.size(), nullptr);
+  for (size_t i = 0; i < n.inputs.size(); ++i) {
+    if (n.inputs[i] < 0) continue;
+    const Value& v = g.values[n.inputs[i]];
+    ins[i] = Tensor{v.shape, v.dtype, const_cast<uint8_t*>(v.data->data())};
+    in_ptrs[i] = &ins[i];
+  }
+  for (size_t o = 0; o < n.outputs.size(); ++o) {
+    Value& v = g.values[n.outputs[o]];
+    v.data = std::make_shared<std::vector<uint8_t>>(v.shape.numel() * dtype_size(v.dtype));
+    outs[o] = Tensor{v.shape, v.dtype, v.data->data()};
+    out_ptrs[o] = &outs[o];
+  }
+  std::vector<uint8_t> workspace(layer.workspace_bytes(cpu));
+  layer.forward(cpu, in_ptrs.data(), out_ptrs.data(), workspace.data());
+}
+
+struct Uses {
+  std::vector<int> producer;
+  std::vector<std::vector<int>> consumers;
+  std::vector<bool> pinned;  // graph outputs and kept names: must stay materialised
+};
+
+Uses uses_of(const Graph& g, const std::set<std::string>& keep) {
+  Uses u{g.producers(), g.consumers(), std::vector<bool>(g.values.size(), false)};
+  for (int o : g.outputs) u.pinned[o] = true;
+  for (const auto& name : keep) {
+    int id = g.find(name);
+    if (id >= 0) u.pinned[id] = true;
+  }
+  return u;
+}
+
+// The node that alone consumes value v (and v is not pinned), or -1.
+int sole_consumer(const Uses& u, int v) {
+  if (v < 0 || u.pinned[v] || u.consumers[v].size() != 1) return -1;
+  return u.consumers[v][0];
+}
+
+void erase_marked(Graph& g) {
+  std::vector<Node> kept;
+  for (auto& n : g.nodes)
+    if (!n.op_type.empty()) kept.push_back(std::move(n));
+  g.nodes = std::move(kept);
+}
+
+// Pad(constant 0, spatial only) -> Conv with explicit pads.
+int fuse_pad_conv(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& pad : g.nodes) {
+    if (pad.op_type != "Pad" || pad.attr_string("mode", "constant") != "constant") continue;
+    int c = sole_consumer(u, pad.outputs[0]);
+    if (c < 0 || g.nodes[c].op_type != "Conv") continue;
+    Node& conv = g.nodes[c];
+    if (conv.inputs[0] != pad.outputs[0]) continue;
+    if (conv.attr_string("auto_pad", "NOTSET") != "NOTSET") continue;
+    std::vector<int64_t> pads = pad.attr_ints("pads");
+    float value = pad.attr_float("value", 0.f);
+    if (g.opset >= 11) {
+      if (!has_input(pad, 1) || !g.values[pad.inputs[1]].is_constant()) continue;
+      if (has_input(pad, 3)) continue;  // explicit axes: rare, leave alone
+      pads = g.values[pad.inputs[1]].as_ints();
+      if (has_input(pad, 2) && g.values[pad.inputs[2]].shape.numel() > 0)
+        value = g.values[pad.inputs[2]].as_floats()[0];
+    }
+    if (value != 0.f || pads.size() != 8) continue;
+    if (pads[0] || pads[1] || pads[4] || pads[5]) continue;  // N or C padded
+    bool negative = false;
+    for (int64_t p : pads) negative = negative || p < 0;
+    if (negative) continue;
+    std::vector<int64_t> cp = conv.attr_ints("pads", {0, 0, 0, 0});
+    cp[0] += pads[2];
+    cp[1] += pads[3];
+    cp[2] += pads[6];
+    cp[3] += pads[7];
+    conv.attrs["pads"].kind = Attribute::Kind::Ints;
+    conv.attrs["pads"].ints = cp;
+    conv.attrs.erase("auto_pad");
+    conv.inputs[0] = pad.inputs[0];
+    pad.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
+// Conv -> ChannelAffine (a lowered BatchNorm): W'[o] = W[o] * s[o], b' = b*s + t.
+int fold_batchnorm(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& conv : g.nodes) {
+    if (conv.op_type != "Conv" || conv.has("activation")) continue;
+    int c = sole_consumer(u, conv.outputs[0]);
+    if (c < 0 || g.nodes[c].op_type != "ChannelAffine") continue;
+    Node& bn = g.nodes[c];
+    if (bn.has("activation")) continue;
+    const Value& w = g.values[conv.inputs[1]];
+    if (!w.is_constant() || (has_input(conv, 2) && !g.values[conv.inputs[2]].is_constant()))
+      continue;
+    auto scale = g.values[bn.inputs[1]].as_floats(), shift = g.values[bn.inputs[2]].as_floats();
+    const int64_t c_out = w.shape[0];
+    if (static_cast<int64_t>(scale.size()) != c_out) continue;
+    std::vector<float> wf = w.as_floats();
+    const int64_t per = wf.size() / c_out;
+    for (int64_t o = 0; o < c_out; ++o)
+      for (int64_t i = 0; i < per; ++i) wf[o * per + i] *= scale[o];
+    std::vector<float> bias(c_out, 0.f);
+    if (has_input(conv, 2)) bias = g.values[conv.inputs[2]].as_floats();
+    for (int64_t o = 0; o < c_out; ++o) bias[o] = bias[o] * scale[o] + shift[o];
+    int wi = g.add_constant(conv.name + "/w_bn", w.shape, DType::F32, float_bytes(wf));
+    int bi = g.add_constant(conv.name + "/b_bn", Shape{c_out}, DType::F32, float_bytes(bias));
+    conv.inputs.resize(3);
+    conv.inputs[1] = wi;
+    conv.inputs[2] = bi;
+    conv.outputs[0] = bn.outputs[0];
+    bn.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
+// Mul(x, Sigmoid(x)) -> Swish(x), in either operand order.
+int fuse_swish(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& sig : g.nodes) {
+    if (sig.op_type != "Sigmoid") continue;
+    int c = sole_consumer(u, sig.outputs[0]);
+    if (c < 0 || g.nodes[c].op_type != "Mul") continue;
+    Node& mul = g.nodes[c];
+    const int x = sig.inputs[0];
+    if (!((mul.inputs[0] == x && mul.inputs[1] == sig.outputs[0]) ||
+          (mul.inputs[1] == x && mul.inputs[0] == sig.outputs[0])))
+      continue;
+    sig.op_type = "Swish";
+    sig.outputs[0] = mul.outputs[0];
+    mul.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
+Activation standalone_activation(const Graph& g, const Node& n, bool* ok) {
+  static const std::map<std::string, ActKind> kinds = {
+      {"Relu", ActKind::Relu}, {"Sigmoid", ActKind::Sigmoid}, {"Swish", ActKind::Swish},
+      {"Clip", ActKind::Clip}, {"Tanh", ActKind::Tanh}, {"HardSwish", ActKind::HardSwish},
+      {"HardSigmoid", ActKind::HardSigmoid}, {"LeakyRelu", ActKind::LeakyRelu}};
+  Activation a;
+  *ok = false;
+  auto it = kinds.find(n.op_type);
+  if (it == kinds.end()) return a;
+  a.kind = it->second;
+  if (a.kind == ActKind::Clip) {
+    a.alpha = n.attr_float("min", -INFINITY);
+    a.beta = n.attr_float("max", INFINITY);
+    for (size_t i = 1; i <= 2; ++i) {
+      if (!has_input(n, i)) continue;
+      const Value& v = g.values[n.inputs[i]];
+      if (!v.is_constant() || v.shape.numel() != 1) return a;
+      (i == 1 ? a.alpha : a.beta) = v.as_floats()[0];
+    }
+  } else if (a.kind == ActKind::HardSigmoid) {
+    a.alpha = n.attr_float("alpha", 0.2f);
+    a.beta = n.attr_float("beta", 0.5f);
+  } else if (a.kind == ActKind::LeakyRelu) {
+    a.alpha = n.attr_float("alpha", 0.01f);
+  }
+  *ok = true;
+  return a;
+}
+
+// Producer + activation -> producer with the activation applied in its epilogue.
+int fuse_activations(Graph& g, const PassOptions& opt) {
+  static const std::set<std::string> producers = {"Conv", "Gemm", "ChannelAffine", "Add",
+                                                  "Sub", "Mul", "Div", "WeightedSum"};
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& p : g.nodes) {
+    if (!producers.count(p.op_type) || p.has("activation") || p.outputs.size() != 1) continue;
+    int c = sole_consumer(u, p.outputs[0]);
+    if (c < 0) continue;
+    Node& act = g.nodes[c];
+    bool ok = false;
+    Activation a = standalone_activation(g, act, &ok);
+    if (!ok || act.inputs[0] != p.outputs[0]) continue;
+    attach_activation(p, a);
+    p.outputs[0] = act.outputs[0];
+    act.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
+}  // namespace
+
+void infer_shapes(Graph& g) {
+  for (const Node& n : g.nodes) create_layer(n)->build(n, g);
+}
+
+PassStats prepare_graph(Graph& g, const PassOptions& opt) {
+  PassStats stats;
+  CpuBackend cpu(1);
+  for (auto& n : g.nodes) {
+    lower_batchnorm(g, n);
+    auto layer = create_layer(n);
+    layer->build(n, g);
+    if (all_outputs_constant(g, n)) {  // Constant, Shape, shape arithmetic
+      n.op_type.clear();
+      ++stats.folded;
+      continue;
+    }
+    if (!opt.fold_constants || !all_inputs_constant(g, n)) continue;
+    bool floats = true;
+    for (int o : n.outputs) floats = floats && (o < 0 || g.values[o].dtype == DType::F32);
+    for (int i : n.inputs) floats = floats && (i < 0 || g.values[i].dtype == DType::F32);
+    if (!floats) continue;
+    fold_node(g, n, *layer, cpu);
+    n.op_type.clear();
+    ++stats.folded;
+  }
+  erase_marked(g);
+  if (opt.fuse_pad_conv) stats.pad_conv = fuse_pad_conv(g, opt);
+  if (opt.fold_batchnorm) stats.batchnorm = fold_batchnorm(g, opt);
+  if (opt.fuse_swish) stats.swish = fuse_swish(g, opt);
+  if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
+  g.remove_dead();
+  g.sort_topologically();
+  infer_shapes(g);  // re-check every fused node against its new attributes
+  return stats;
+}
+
+}  // namespace repshare

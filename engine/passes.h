@@ -1,0 +1,37 @@
+// Load-time graph passes: shape inference, constant folding, BatchNorm lowering,
+// and fusions. Each fusion can be switched off so tests can compare outputs with
+// and without it.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "engine/graph.h"
+
+namespace repshare {
+
+struct PassOptions {
+  bool fold_constants = true;    // run nodes whose inputs are all constants, at load
+  bool fuse_pad_conv = true;     // Pad(constant 0 on H, W) -> Conv's own pads
+  bool fold_batchnorm = true;    // Conv -> BatchNorm: scale the weights, shift the bias
+  bool fuse_swish = true;        // x * sigmoid(x) -> Swish
+  bool fuse_activations = true;  // Conv/Gemm/ChannelAffine/binary/WeightedSum + activation
+  bool fuse_weighted_sum = true; // BiFPN fast normalised fusion -> WeightedSum
+  // Tensors that must survive fusion (stage outputs a caller will cut at). Graph
+  // outputs always survive.
+  std::set<std::string> keep;
+};
+
+struct PassStats {
+  int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0;
+};
+
+// Infers every value's shape (throws naming the node on any mismatch), lowers
+// BatchNormalization to ChannelAffine, folds constants, applies the fusions and
+// drops what no graph output needs.
+PassStats prepare_graph(Graph& g, const PassOptions& options = PassOptions());
+
+// Shape inference only (layers' build()), in topological order.
+void infer_shapes(Graph& g);
+
+}  // namespace repshare

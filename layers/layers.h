@@ -1,0 +1,162 @@
+// The layer classes, one implementation file each (layers/<op>.cpp). Each turns a
+// node into backend parameters in build() and calls one or a few backend entry
+// points in forward().
+#pragma once
+
+#include <vector>
+
+#include "layers/layer.h"
+
+namespace repshare {
+
+// Conv (fused bias and activation).
+class ConvLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+  const Conv2dParams& params() const { return p_; }
+
+ private:
+  Conv2dParams p_;
+  bool has_bias_ = false;
+};
+
+// Relu, Sigmoid, Tanh, Clip, LeakyRelu, HardSigmoid, HardSwish, Elu, Exp, Log, Sqrt,
+// Neg, Abs, Reciprocal, Softplus, and repshare's fused Swish (x * sigmoid(x)).
+class ActivationLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override { return i > 0; }  // Clip min/max
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  Activation act_;
+};
+
+// Add, Sub, Mul, Div, Pow, Max, Min (two inputs, NumPy broadcasting); Sum, Mean,
+// Max and Min with one input are copies.
+class BinaryLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  BroadcastParams p_;
+  bool single_input_ = false;
+};
+
+// ChannelAffine: y = x * scale[c] + shift[c] (a BatchNormalization lowered at load).
+class ChannelAffineLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  ChannelAffineParams p_;
+};
+
+// MaxPool, AveragePool (2-D windows).
+class Pool2dLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  Pool2dParams p_;
+};
+
+// GlobalAveragePool, GlobalMaxPool, ReduceMean/Sum/Max/Min over adjacent axes.
+class ReduceLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override { return i > 0; }  // axes
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  ReduceParams p_;
+};
+
+// Gemm and MatMul.
+class GemmLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  GemmParams p_;
+  bool has_bias_ = false;
+};
+
+// Resize (opset 10+) and Upsample.
+class ResizeLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override { return i > 0; }  // roi, scales, sizes
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  ResizeParams p_;
+};
+
+// Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout (inference): same bytes,
+// new shape.
+class ReshapeLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override { return i > 0; }
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+};
+
+// Transpose, Concat, Slice, Split: strided copies.
+class CopyLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  // One strided copy per (input, output) pair, in order.
+  struct Piece { int input, output; CopyParams p; };
+  std::vector<Piece> pieces_;
+  bool concat_ = false;
+};
+
+class PadLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  bool reads_input_at_build(size_t i) const override { return i > 0; }
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  PadParams p_;
+};
+
+// Softmax, LogSoftmax.
+class SoftmaxLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  SoftmaxParams p_;
+};
+
+// WeightedSum: BiFPN's fast normalised fusion after its weights were folded.
+class WeightedSumLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  WeightedSumParams p_;
+};
+
+// Constant and Shape: outputs known at load time; they never run.
+class ConstantLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+};
+
+}  // namespace repshare
