@@ -1,0 +1,163 @@
+// 2-D convolution, NCHW. Depthwise: a direct kernel with bias and activation
+// fused. Everything else is a GEMM per image, batched over groups by cuBLAS:
+//   Y_g[Cout_g, Ho*Wo] = W_g[Cout_g, Cin_g*KH*KW] . X_g[Cin_g*KH*KW, Ho*Wo]
+// where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
+// im2col copy in the workspace otherwise; a bias+activation epilogue follows.
+#include "kernels/cpu/activation_math.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_util.h"
+
+namespace repshare {
+namespace {
+
+// Conv2dParams with 32-bit sizes (see cuda::to_int).
+struct Conv32 {
+  int n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+  int h_out, w_out;
+};
+
+Conv32 conv32(const Conv2dParams& p) {
+  const char* op = "conv2d";
+  Conv32 q;
+  q.n = cuda::to_int(p.n, op, "n");
+  q.c_in = cuda::to_int(p.c_in, op, "c_in");
+  q.h = cuda::to_int(p.h, op, "h");
+  q.w = cuda::to_int(p.w, op, "w");
+  q.c_out = cuda::to_int(p.c_out, op, "c_out");
+  q.kh = cuda::to_int(p.kh, op, "kh");
+  q.kw = cuda::to_int(p.kw, op, "kw");
+  q.stride_h = cuda::to_int(p.stride_h, op, "stride_h");
+  q.stride_w = cuda::to_int(p.stride_w, op, "stride_w");
+  q.dil_h = cuda::to_int(p.dil_h, op, "dil_h");
+  q.dil_w = cuda::to_int(p.dil_w, op, "dil_w");
+  q.pad_top = cuda::to_int(p.pad_top, op, "pad_top");
+  q.pad_left = cuda::to_int(p.pad_left, op, "pad_left");
+  q.h_out = cuda::to_int(p.h_out, op, "h_out");
+  q.w_out = cuda::to_int(p.w_out, op, "w_out");
+  // Every tensor the kernels index must fit too.
+  cuda::to_int(p.n * p.c_in * p.h * p.w, op, "input numel");
+  cuda::to_int(p.n * p.c_out * p.h_out * p.w_out, op, "output numel");
+  cuda::to_int(p.c_in * p.kh * p.kw * p.h_out * p.w_out, op, "im2col numel");
+  return q;
+}
+
+// The input is used as the GEMM operand directly (no im2col) for these.
+bool reads_input_directly(const Conv2dParams& p) {
+  return p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+         p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
+}
+
+// One thread per output element; consecutive threads walk along a row, so loads
+// of x and stores of y are coalesced.
+__global__ void depthwise_conv_kernel(Conv32 p, Activation act, const float* __restrict__ x,
+                                      const float* __restrict__ w,
+                                      const float* __restrict__ bias, float* __restrict__ y,
+                                      int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int ox = i % p.w_out;
+  const int oy = (i / p.w_out) % p.h_out;
+  const int nc = i / (p.w_out * p.h_out);  // n * C + c
+  const int c = nc % p.c_in;
+  const float* xp = x + static_cast<size_t>(nc) * p.h * p.w;
+  const float* wp = w + c * p.kh * p.kw;
+  const int iy0 = oy * p.stride_h - p.pad_top;
+  const int ix0 = ox * p.stride_w - p.pad_left;
+  float s = bias ? bias[c] : 0.f;
+  for (int ky = 0; ky < p.kh; ++ky) {
+    const int iy = iy0 + ky * p.dil_h;
+    if (iy < 0 || iy >= p.h) continue;
+    for (int kx = 0; kx < p.kw; ++kx) {
+      const int ix = ix0 + kx * p.dil_w;
+      if (ix < 0 || ix >= p.w) continue;
+      s += xp[iy * p.w + ix] * wp[ky * p.kw + kx];
+    }
+  }
+  y[i] = apply_activation(act, s);
+}
+
+// col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
+// (0 in the padding) for the C_in channels of one image.
+__global__ void im2col_kernel(Conv32 p, const float* __restrict__ x, float* __restrict__ col,
+                              int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int hw_out = p.h_out * p.w_out;
+  const int pos = i % hw_out;
+  const int row = i / hw_out;  // (ci*KH + ky)*KW + kx
+  const int ox = pos % p.w_out, oy = pos / p.w_out;
+  const int kx = row % p.kw, ky = (row / p.kw) % p.kh, ci = row / (p.kw * p.kh);
+  const int iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
+  const int ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
+  col[i] = (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) ? x[(ci * p.h + iy) * p.w + ix] : 0.f;
+}
+
+// y[n, c, :] = act(y + bias[c]) in place after the GEMM.
+__global__ void bias_activation_kernel(Activation act, const float* __restrict__ bias, float* y,
+                                       int channels, int inner, int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const float b = bias ? bias[(i / inner) % channels] : 0.f;
+  y[i] = apply_activation(act, y[i] + b);
+}
+
+}  // namespace
+
+size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
+  if (p.is_depthwise() || reads_input_directly(p)) return 0;
+  // One image's im2col matrix: the images take turns on the one stream.
+  return static_cast<size_t>(p.c_in * p.kh * p.kw * p.h_out * p.w_out) * sizeof(float);
+}
+
+void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                         const Tensor* bias, Tensor& y, void* workspace) {
+  const Conv32 q = conv32(p);
+  check(p.groups >= 1 && p.c_in % p.groups == 0 && p.c_out % p.groups == 0, ErrorKind::Shape,
+        "cuda conv2d: groups ", p.groups, " do not divide c_in ", p.c_in, " and c_out ", p.c_out);
+  const int out_total = q.n * q.c_out * q.h_out * q.w_out;
+  if (out_total == 0) return;
+  const float* bias_data = bias ? bias->f32() : nullptr;
+
+  if (p.is_depthwise()) {
+    depthwise_conv_kernel<<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+        q, p.act, x.f32(), w.f32(), bias_data, y.f32(), out_total);
+    after_launch("depthwise_conv_kernel");
+    return;
+  }
+
+  const bool direct = reads_input_directly(p);
+  check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
+        " convolution needs conv2d_workspace() bytes of workspace and got none");
+  const int groups = static_cast<int>(p.groups);
+  const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
+  const int hw_out = q.h_out * q.w_out;
+  const int k = cin_g * q.kh * q.kw;
+  const int col_total = q.c_in * q.kh * q.kw * hw_out;
+  const float one = 1.f, zero = 0.f;
+  for (int img = 0; img < q.n; ++img) {
+    const float* x_img = x.f32() + static_cast<size_t>(img) * q.c_in * q.h * q.w;
+    float* y_img = y.f32() + static_cast<size_t>(img) * q.c_out * hw_out;
+    const float* operand = x_img;
+    if (!direct) {
+      float* col = static_cast<float*>(workspace);
+      im2col_kernel<<<cuda::blocks_for(col_total), cuda::kBlock, 0, stream_>>>(q, x_img, col,
+                                                                              col_total);
+      after_launch("im2col_kernel");
+      operand = col;
+    }
+    // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T, and
+    // the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major X_g^T and
+    // W_g^T: no transposes, leading dimensions HWo, K and HWo.
+    REPSHARE_CUBLAS(cublasSgemmStridedBatched(
+        cublas_, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k, &one, operand, hw_out,
+        static_cast<long long>(k) * hw_out, w.f32(), k, static_cast<long long>(cout_g) * k, &zero,
+        y_img, hw_out, static_cast<long long>(cout_g) * hw_out, groups));
+  }
+  if (bias_data || p.act.kind != ActKind::None) {
+    bias_activation_kernel<<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+        p.act, bias_data, y.f32(), q.c_out, hw_out, out_total);
+    after_launch("bias_activation_kernel");
+  }
+}
+
+}  // namespace repshare

@@ -1,0 +1,118 @@
+// CudaBackend: device, stream, cuBLAS handle and memory. The kernels are in the
+// per-op .cu files beside this one.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/cuda_util.h"
+
+namespace repshare {
+
+namespace {
+// cuBLAS would otherwise allocate its workspace lazily inside the first GEMM of a
+// run; giving it one up front keeps cudaMalloc out of the run loop and its bytes in
+// cublas_bytes(). 4 MiB is NVIDIA's recommendation for fp32 on pre-Hopper GPUs and
+// enough for the sgemm shapes of these models.
+constexpr size_t kCublasWorkspaceBytes = size_t(4) << 20;
+
+size_t device_bytes_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  REPSHARE_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return total_bytes - free_bytes;
+}
+}  // namespace
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess)
+    fail(ErrorKind::Backend, "cuda backend: no CUDA device: ", cudaGetErrorString(e));
+  if (count == 0) fail(ErrorKind::Backend, "cuda backend: no CUDA device: none found");
+  check(device >= 0 && device < count, ErrorKind::Argument, "cuda backend: device ", device,
+        " does not exist (", count, " CUDA device(s))");
+
+  REPSHARE_CUDA(cudaSetDevice(device));
+  cudaDeviceProp prop;
+  REPSHARE_CUDA(cudaGetDeviceProperties(&prop, device));
+  device_name_ = prop.name;
+  // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
+  REPSHARE_CUDA(cudaFree(nullptr));
+  REPSHARE_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+
+  const size_t before_cublas = device_bytes_in_use();
+  REPSHARE_CUBLAS(cublasCreate(&cublas_));
+  REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
+  // Plain fp32 (the default mode never uses TF32 for sgemm; said explicitly because
+  // the CPU-reference tolerances of the tests assume full fp32 products).
+  REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  REPSHARE_CUDA(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+  context_bytes_ = device_bytes_in_use();
+  cublas_bytes_ = context_bytes_ > before_cublas ? context_bytes_ - before_cublas : 0;
+
+  const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
+  sync_each_launch_ = sync && std::strcmp(sync, "0") != 0;
+}
+
+// Destructors must not throw: failures here are reported, not raised.
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void* CudaBackend::alloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess)
+    fail(ErrorKind::Backend, "cuda backend: cudaMalloc of ", bytes, " bytes failed: ",
+         cudaGetErrorString(e));
+  return p;
+}
+
+// Called from arena destructors, so it reports instead of throwing.
+void CudaBackend::free(void* p) {
+  if (!p) return;
+  const cudaError_t e = cudaFree(p);
+  if (e != cudaSuccess)
+    std::fprintf(stderr, "repshare: cuda backend: cudaFree failed: %s\n", cudaGetErrorString(e));
+}
+
+// From pageable memory cudaMemcpyAsync returns once src is staged, so the caller
+// may reuse src at once; kernels queued later on the stream see the data.
+void CudaBackend::upload(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::download(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  REPSHARE_CUDA(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::synchronize() { REPSHARE_CUDA(cudaStreamSynchronize(stream_)); }
+
+void CudaBackend::after_launch(const char* kernel) const {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    fail(ErrorKind::Backend, "cuda backend: launch of ", kernel, " failed: ",
+         cudaGetErrorString(e));
+  if (sync_each_launch_) {
+    const cudaError_t s = cudaStreamSynchronize(stream_);
+    if (s != cudaSuccess)
+      fail(ErrorKind::Backend, "cuda backend: kernel ", kernel, " failed: ",
+           cudaGetErrorString(s));
+  }
+}
+
+}  // namespace repshare

@@ -1,0 +1,82 @@
+// The CUDA backend: every Backend entry point as CUDA kernels on one stream, with
+// cuBLAS for the GEMM-shaped convolutions and Gemm.
+//
+// One file per entry point: kernels/cuda/<op>.cu (named like kernels/cpu/<op>.cpp);
+// memory, the stream and the cuBLAS handle live in cuda_backend.cpp. Compiled only
+// when CMake finds nvcc (REPSHARE_WITH_CUDA); make_backend() in
+// engine/backend_registry.h is the way to get one.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "engine/backend.h"
+
+// Opaque handles, so that C++ code including this header needs no CUDA headers.
+struct CUstream_st;
+struct cublasContext;
+
+namespace repshare {
+
+class CudaBackend : public Backend {
+ public:
+  // Throws Error(Backend) naming the CUDA error when there is no usable device.
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  int device() const { return device_; }
+  const std::string& device_name() const { return device_name_; }
+  // Device memory in use once the CUDA context, the stream and the cuBLAS handle
+  // (with its workspace) exist: total minus free, so it also counts other processes
+  // on the same GPU. context_bytes() - cublas_bytes() is the context's share.
+  size_t context_bytes() const { return context_bytes_; }
+  // What creating the cuBLAS handle and its workspace took (free before - after).
+  size_t cublas_bytes() const { return cublas_bytes_; }
+
+  void* alloc(size_t bytes) override;
+  void free(void* p) override;
+  void upload(void* dst, const void* src, size_t bytes) override;
+  void download(void* dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+
+  void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+              Tensor& y, void* workspace) override;
+  size_t conv2d_workspace(const Conv2dParams& p) const override;
+  void activation(const Activation& a, const Tensor& x, Tensor& y) override;
+  void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
+  void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
+                      const Tensor& shift, Tensor& y) override;
+  void pool2d(const Pool2dParams& p, const Tensor& x, Tensor& y) override;
+  void reduce(const ReduceParams& p, const Tensor& x, Tensor& y) override;
+  void gemm(const GemmParams& p, const Tensor& a, const Tensor& b, const Tensor* bias,
+            Tensor& y) override;
+  void resize(const ResizeParams& p, const Tensor& x, Tensor& y) override;
+  void strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) override;
+  void pad(const PadParams& p, const Tensor& x, Tensor& y) override;
+  void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
+  void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
+
+  // For the kernel files: the backend's stream and cuBLAS handle, and the check
+  // every launch is followed by (it names the kernel; with REPSHARE_CUDA_SYNC=1 in
+  // the environment it also waits for the kernel, so that an asynchronous fault is
+  // reported by the launch that caused it).
+  CUstream_st* stream() const { return stream_; }
+  cublasContext* cublas() const { return cublas_; }
+  void after_launch(const char* kernel) const;
+
+ private:
+  int device_ = 0;
+  std::string device_name_;
+  CUstream_st* stream_ = nullptr;
+  cublasContext* cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  size_t context_bytes_ = 0;
+  size_t cublas_bytes_ = 0;
+  bool sync_each_launch_ = false;
+};
+
+}  // namespace repshare
