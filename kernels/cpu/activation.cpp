@@ -1,0 +1,114 @@
+#include <immintrin.h>
+
+#include "kernels/cpu/activation_math.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace repshare {
+namespace cpu {
+namespace {
+
+#ifdef __AVX2__
+// exp(x) as in Cephes expf: x = n*ln2 + r with |r| <= ln2/2, a degree-5 polynomial
+// for exp(r), and 2^n built in the exponent bits. ~1e-7 relative error over the
+// clamped range; inputs beyond +-88.37 saturate (exp overflows float there anyway).
+inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));  // keeps 2^n normal
+  __m256 n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  // r = x - n*ln2 in two steps so the high part is exact.
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i pow2n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+inline __m256 sigmoid256(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+template <ActKind K>
+inline __m256 act256(__m256 v, __m256 alpha, __m256 beta) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+  switch (K) {
+    case ActKind::None: return v;
+    case ActKind::Relu: return _mm256_max_ps(v, zero);
+    case ActKind::Clip: return _mm256_min_ps(_mm256_max_ps(v, alpha), beta);
+    case ActKind::Sigmoid: return sigmoid256(v);
+    case ActKind::Swish: return _mm256_mul_ps(v, sigmoid256(v));
+    case ActKind::LeakyRelu:
+      return _mm256_blendv_ps(v, _mm256_mul_ps(v, alpha), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+    case ActKind::HardSigmoid:
+      return _mm256_min_ps(_mm256_max_ps(_mm256_fmadd_ps(v, alpha, beta), zero), one);
+    case ActKind::HardSwish: {
+      const __m256 hs = _mm256_fmadd_ps(v, _mm256_set1_ps(1.f / 6.f), _mm256_set1_ps(0.5f));
+      return _mm256_mul_ps(v, _mm256_min_ps(_mm256_max_ps(hs, zero), one));
+    }
+    default: return v;  // not instantiated for the other kinds
+  }
+}
+#endif
+
+template <ActKind K>
+void span_kernel(const Activation& act, const float* x, float* y, int64_t n, float bias) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  const __m256 alpha = _mm256_set1_ps(act.alpha), beta = _mm256_set1_ps(act.beta);
+  const __m256 b = _mm256_set1_ps(bias);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, act256<K>(_mm256_add_ps(_mm256_loadu_ps(x + i), b), alpha, beta));
+#endif
+  for (; i < n; ++i) y[i] = apply_activation(K, act.alpha, act.beta, x[i] + bias);
+}
+
+// Kinds without a vector form: exact libm math, one element at a time.
+void span_scalar(const Activation& act, const float* x, float* y, int64_t n, float bias) {
+  for (int64_t i = 0; i < n; ++i) y[i] = apply_activation(act, x[i] + bias);
+}
+
+}  // namespace
+
+void activation_span(const Activation& act, const float* x, float* y, int64_t n, float bias) {
+  switch (act.kind) {
+    case ActKind::None:
+      if (bias == 0.f && x == y) return;
+      return span_kernel<ActKind::None>(act, x, y, n, bias);
+    case ActKind::Relu: return span_kernel<ActKind::Relu>(act, x, y, n, bias);
+    case ActKind::Clip: return span_kernel<ActKind::Clip>(act, x, y, n, bias);
+    case ActKind::Sigmoid: return span_kernel<ActKind::Sigmoid>(act, x, y, n, bias);
+    case ActKind::Swish: return span_kernel<ActKind::Swish>(act, x, y, n, bias);
+    case ActKind::LeakyRelu: return span_kernel<ActKind::LeakyRelu>(act, x, y, n, bias);
+    case ActKind::HardSigmoid: return span_kernel<ActKind::HardSigmoid>(act, x, y, n, bias);
+    case ActKind::HardSwish: return span_kernel<ActKind::HardSwish>(act, x, y, n, bias);
+    default: return span_scalar(act, x, y, n, bias);
+  }
+}
+
+}  // namespace cpu
+
+void CpuBackend::activation(const Activation& a, const Tensor& x, Tensor& y) {
+  const int64_t n = x.numel();
+  const float* in = x.f32();
+  float* out = y.f32();
+  // Blocks of 16 KiB per task: enough to amortise the call, small enough to balance.
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n >= cpu::kMinParallelWork)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t lo = blk * kBlock;
+    cpu::activation_span(a, in + lo, out + lo, std::min(kBlock, n - lo));
+  }
+}
+
+}  // namespace repshare

@@ -1,0 +1,247 @@
+// Convolution, three ways:
+//  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
+//    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue;
+//  - depthwise (groups == Cin == Cout): direct AVX2 loops over a zero-padded copy
+//    of each input plane, so the inner loops need no bounds checks;
+//  - everything else: im2col into the workspace, then one SGEMM per group.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace repshare {
+namespace {
+
+// Floats the input row may be over-read by a vector load that starts at the last
+// (partial) block of outputs: 8 lanes at stride 2 span 16 floats.
+constexpr int64_t kRowSlack = 16;
+
+struct PaddedPlane {
+  int64_t rows = 0, cols = 0;  // cols includes kRowSlack
+  int64_t floats() const { return rows * cols; }
+};
+
+PaddedPlane padded_plane(const Conv2dParams& p) {
+  PaddedPlane pp;
+  const int64_t rows_read = (p.h_out - 1) * p.stride_h + (p.kh - 1) * p.dil_h + 1;
+  const int64_t cols_read = (p.w_out - 1) * p.stride_w + (p.kw - 1) * p.dil_w + 1;
+  pp.rows = std::max(rows_read, p.pad_top + p.h + p.pad_bottom);
+  pp.cols = std::max(cols_read, p.pad_left + p.w + p.pad_right) + kRowSlack;
+  return pp;
+}
+
+int64_t im2col_floats(const Conv2dParams& p) {
+  return p.c_in / p.groups * p.kh * p.kw * p.h_out * p.w_out;
+}
+
+void add_bias_act(const Activation& act, const float* bias, float* y, int64_t ld, int64_t r0,
+                  int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; ++r)
+    cpu::activation_span(act, y + r * ld + c0, y + r * ld + c0, c1 - c0, bias ? bias[r] : 0.f);
+}
+
+#ifdef __AVX2__
+// Eight consecutive inputs (S == 1) or the even ones of sixteen (S == 2).
+template <int S>
+inline __m256 load_tap_inputs(const float* p) {
+  if (S == 1) return _mm256_loadu_ps(p);
+  const __m256 even = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8),
+                                        _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+  return _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// One output plane of a depthwise conv with horizontal stride S; K > 0 fixes the
+// kernel size at compile time (3 and 5 are the EfficientNet sizes) so the tap
+// loops unroll. `in` is the zero-padded plane, so every tap is in bounds.
+template <int S, int K>
+void depthwise_plane(const Conv2dParams& p, const float* in, int64_t ld, const float* w,
+                     float bias, float* out) {
+  const int64_t kh = K ? K : p.kh, kw = K ? K : p.kw, dh = p.dil_h, dw = p.dil_w;
+  const int64_t full = p.w_out / 8 * 8, rem = p.w_out - full;
+  alignas(32) int32_t lanes[8];
+  for (int i = 0; i < 8; ++i) lanes[i] = i < rem ? -1 : 0;
+  const __m256i tail_mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+  const __m256 b = _mm256_set1_ps(bias);
+  for (int64_t oy = 0; oy < p.h_out; ++oy) {
+    const float* rows = in + oy * p.stride_h * ld;
+    float* orow = out + oy * p.w_out;
+    int64_t ox = 0;
+    // Two vectors per step share each weight broadcast.
+    for (; ox + 16 <= full; ox += 16) {
+      __m256 acc0 = b, acc1 = b;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const float* r = rows + ky * dh * ld + ox * S;
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const __m256 wv = _mm256_set1_ps(w[ky * kw + kx]);
+          acc0 = _mm256_fmadd_ps(wv, load_tap_inputs<S>(r + kx * dw), acc0);
+          acc1 = _mm256_fmadd_ps(wv, load_tap_inputs<S>(r + kx * dw + 8 * S), acc1);
+        }
+      }
+      _mm256_storeu_ps(orow + ox, acc0);
+      _mm256_storeu_ps(orow + ox + 8, acc1);
+    }
+    // The rest, 8 at a time; the last partial vector reads into the row slack and
+    // stores only its valid lanes.
+    for (; ox < p.w_out; ox += 8) {
+      __m256 acc = b;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const float* r = rows + ky * dh * ld + ox * S;
+        for (int64_t kx = 0; kx < kw; ++kx)
+          acc = _mm256_fmadd_ps(_mm256_set1_ps(w[ky * kw + kx]),
+                                load_tap_inputs<S>(r + kx * dw), acc);
+      }
+      if (ox + 8 <= p.w_out)
+        _mm256_storeu_ps(orow + ox, acc);
+      else
+        _mm256_maskstore_ps(orow + ox, tail_mask, acc);
+    }
+    cpu::activation_span(p.act, orow, orow, p.w_out);
+  }
+}
+#endif
+
+// Any stride: plain loops over the padded plane.
+void depthwise_plane_generic(const Conv2dParams& p, const float* in, int64_t ld, const float* w,
+                             float bias, float* out) {
+  for (int64_t oy = 0; oy < p.h_out; ++oy) {
+    float* orow = out + oy * p.w_out;
+    for (int64_t ox = 0; ox < p.w_out; ++ox) {
+      float acc = bias;
+      for (int64_t ky = 0; ky < p.kh; ++ky) {
+        const float* r = in + (oy * p.stride_h + ky * p.dil_h) * ld + ox * p.stride_w;
+        for (int64_t kx = 0; kx < p.kw; ++kx) acc += w[ky * p.kw + kx] * r[kx * p.dil_w];
+      }
+      orow[ox] = acc;
+    }
+    cpu::activation_span(p.act, orow, orow, p.w_out);
+  }
+}
+
+using DepthwisePlaneFn = void (*)(const Conv2dParams&, const float*, int64_t, const float*,
+                                  float, float*);
+
+DepthwisePlaneFn pick_depthwise(const Conv2dParams& p) {
+#ifdef __AVX2__
+  const bool square3 = p.kh == 3 && p.kw == 3, square5 = p.kh == 5 && p.kw == 5;
+  if (p.stride_w == 1) {
+    if (square3) return depthwise_plane<1, 3>;
+    if (square5) return depthwise_plane<1, 5>;
+    return depthwise_plane<1, 0>;
+  }
+  if (p.stride_w == 2) {
+    if (square3) return depthwise_plane<2, 3>;
+    if (square5) return depthwise_plane<2, 5>;
+    return depthwise_plane<2, 0>;
+  }
+#endif
+  return depthwise_plane_generic;
+}
+
+void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
+  const int64_t cin_g = p.c_in / p.groups, hw_out = p.h_out * p.w_out;
+  const int64_t rows = cin_g * p.kh * p.kw;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * hw_out >= cpu::kMinParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t ci = r / (p.kh * p.kw), ky = r / p.kw % p.kh, kx = r % p.kw;
+    const float* plane = x + ci * p.h * p.w;
+    float* dst = col + r * hw_out;
+    // Output columns whose input column is inside the image: ox in [ox_lo, ox_hi).
+    const int64_t off_x = kx * p.dil_w - p.pad_left;
+    int64_t ox_lo = off_x >= 0 ? 0 : (-off_x + p.stride_w - 1) / p.stride_w;
+    int64_t ox_hi = off_x >= p.w ? 0 : (p.w - off_x + p.stride_w - 1) / p.stride_w;
+    ox_lo = std::min(ox_lo, p.w_out);
+    ox_hi = std::max(ox_lo, std::min(ox_hi, p.w_out));
+    for (int64_t oy = 0; oy < p.h_out; ++oy) {
+      float* d = dst + oy * p.w_out;
+      const int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
+      if (iy < 0 || iy >= p.h) {
+        std::fill(d, d + p.w_out, 0.f);
+        continue;
+      }
+      const float* s = plane + iy * p.w + off_x;
+      std::fill(d, d + ox_lo, 0.f);
+      if (p.stride_w == 1) {
+        std::memcpy(d + ox_lo, s + ox_lo, static_cast<size_t>(ox_hi - ox_lo) * sizeof(float));
+      } else {
+        for (int64_t ox = ox_lo; ox < ox_hi; ++ox) d[ox] = s[ox * p.stride_w];
+      }
+      std::fill(d + ox_hi, d + p.w_out, 0.f);
+    }
+  }
+}
+
+}  // namespace
+
+size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
+  if (p.is_pointwise()) return 0;
+  if (p.is_depthwise())
+    return static_cast<size_t>(threads_ * padded_plane(p).floats()) * sizeof(float);
+  return static_cast<size_t>(im2col_floats(p)) * sizeof(float);
+}
+
+void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                        const Tensor* bias, Tensor& y, void* workspace) {
+  const float* xd = x.f32();
+  const float* wd = w.f32();
+  const float* bd = bias ? bias->f32() : nullptr;
+  float* yd = y.f32();
+  const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+
+  if (p.is_depthwise()) {
+    const PaddedPlane pp = padded_plane(p);
+    const DepthwisePlaneFn plane_fn = pick_depthwise(p);
+    float* ws = static_cast<float*>(workspace);
+    const int64_t planes = p.n * p.c_in;
+#pragma omp parallel num_threads(threads_)
+    {
+      // The border of each thread's padded plane is zeroed once and never written.
+      float* buf = ws + omp_get_thread_num() * pp.floats();
+      std::memset(buf, 0, static_cast<size_t>(pp.floats()) * sizeof(float));
+#pragma omp for schedule(static)
+      for (int64_t plane = 0; plane < planes; ++plane) {
+        const int64_t c = plane % p.c_in;
+        const float* src = xd + plane * hw_in;
+        for (int64_t iy = 0; iy < p.h; ++iy)
+          std::memcpy(buf + (p.pad_top + iy) * pp.cols + p.pad_left, src + iy * p.w,
+                      static_cast<size_t>(p.w) * sizeof(float));
+        plane_fn(p, buf, pp.cols, wd + c * p.kh * p.kw, bd ? bd[c] : 0.f, yd + plane * hw_out);
+      }
+    }
+    return;
+  }
+
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t k = cin_g * p.kh * p.kw;
+  float* col = static_cast<float*>(workspace);
+  for (int64_t img = 0; img < p.n; ++img) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const float* xg = xd + (img * p.c_in + g * cin_g) * hw_in;
+      const float* b_mat = xg;  // a pointwise conv multiplies the input itself
+      if (!p.is_pointwise()) {
+        im2col(p, xg, col, threads_);
+        b_mat = col;
+      }
+      cpu::SgemmArgs args;
+      args.m = cout_g;
+      args.n = hw_out;
+      args.k = k;
+      args.a = wd + g * cout_g * k;
+      args.lda = k;
+      args.b = b_mat;
+      args.ldb = hw_out;
+      args.c = yd + (img * p.c_out + g * cout_g) * hw_out;
+      args.ldc = hw_out;
+      const float* bias_g = bd ? bd + g * cout_g : nullptr;
+      cpu::parallel_sgemm(threads_, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        add_bias_act(p.act, bias_g, args.c, hw_out, r0, r1, c0, c1);
+      });
+    }
+  }
+}
+
+}  // namespace repshare

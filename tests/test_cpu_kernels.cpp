@@ -1,0 +1,701 @@
+// CpuBackend against naive reference loops written here in double precision:
+// every entry point, on odd shapes (channels 1/3/13/17, sizes 1..33, strides 1-3,
+// asymmetric pads, dilation, grouped and depthwise convs, every activation) and
+// with 1, 2 and 3 threads (3 > cores checks the work split, not speed).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace repshare {
+namespace {
+
+using Vec = std::vector<float>;
+
+Vec random_vec(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Vec v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+Tensor view(Vec& v, Shape s) {
+  Tensor t;
+  t.shape = std::move(s);
+  t.data = v.data();
+  return t;
+}
+
+// max |got - want| / max(1, max |want|): absolute near zero, relative for big values.
+double normalized_error(const Vec& got, const std::vector<double>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double err = 0, scale = 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, std::fabs(want[i]));
+    if (std::isnan(want[i]) != std::isnan(got[i])) return INFINITY;
+    if (!std::isnan(want[i])) err = std::max(err, std::fabs(got[i] - want[i]));
+  }
+  return err / scale;
+}
+
+double ref_act(const Activation& a, double x) {
+  switch (a.kind) {
+    case ActKind::None: return x;
+    case ActKind::Relu: return x > 0 ? x : 0;
+    case ActKind::Clip: return std::min<double>(std::max<double>(x, a.alpha), a.beta);
+    case ActKind::Sigmoid: return 1 / (1 + std::exp(-x));
+    case ActKind::Swish: return x / (1 + std::exp(-x));
+    case ActKind::Tanh: return std::tanh(x);
+    case ActKind::LeakyRelu: return x < 0 ? a.alpha * x : x;
+    case ActKind::HardSigmoid: return std::min(1.0, std::max(0.0, a.alpha * x + a.beta));
+    case ActKind::HardSwish: return x * std::min(1.0, std::max(0.0, x / 6 + 0.5));
+    case ActKind::Elu: return x < 0 ? a.alpha * (std::exp(x) - 1) : x;
+    case ActKind::Exp: return std::exp(x);
+    case ActKind::Log: return std::log(x);
+    case ActKind::Sqrt: return std::sqrt(x);
+    case ActKind::Neg: return -x;
+    case ActKind::Abs: return std::fabs(x);
+    case ActKind::Reciprocal: return 1 / x;
+    case ActKind::Softplus: return std::log1p(std::exp(x));
+  }
+  return NAN;
+}
+
+// Activations defined on all reals (the ones fused into convs and binaries).
+std::vector<Activation> real_line_activations() {
+  std::vector<Activation> acts;
+  for (ActKind k : {ActKind::None, ActKind::Relu, ActKind::Clip, ActKind::Sigmoid,
+                    ActKind::Swish, ActKind::Tanh, ActKind::LeakyRelu, ActKind::HardSigmoid,
+                    ActKind::HardSwish, ActKind::Elu, ActKind::Exp, ActKind::Neg, ActKind::Abs,
+                    ActKind::Softplus}) {
+    Activation a;
+    a.kind = k;
+    if (k == ActKind::Clip) a.alpha = -0.25f, a.beta = 0.5f;
+    if (k == ActKind::LeakyRelu || k == ActKind::Elu) a.alpha = 0.1f;
+    if (k == ActKind::HardSigmoid) a.alpha = 0.2f, a.beta = 0.5f;
+    acts.push_back(a);
+  }
+  return acts;
+}
+
+TEST(CpuKernels, AllocIsAlignedAndCopiesBytes) {
+  CpuBackend be(2);
+  for (size_t bytes : {1, 3, 64, 1000}) {
+    void* p = be.alloc(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+    be.free(p);
+  }
+  Vec src = random_vec(37, 1), dst(37), dst2(37);
+  be.upload(dst.data(), src.data(), 37 * sizeof(float));
+  be.copy(dst2.data(), dst.data(), 37 * sizeof(float));
+  EXPECT_EQ(dst2, src);
+}
+
+TEST(CpuKernels, ActivationEveryKind) {
+  CpuBackend be(2);
+  std::vector<Activation> acts = real_line_activations();
+  for (ActKind k : {ActKind::Log, ActKind::Sqrt, ActKind::Reciprocal}) acts.push_back({k, 0, 0});
+  for (const Activation& a : acts) {
+    const bool positive = a.kind == ActKind::Log || a.kind == ActKind::Sqrt ||
+                          a.kind == ActKind::Reciprocal;
+    // 40007 elements: parallel blocks plus a scalar tail; extremes saturate exp.
+    Vec x = random_vec(40007, 7, positive ? 0.01f : -12.f, positive ? 20.f : 12.f);
+    if (!positive) {
+      x[0] = -100.f, x[1] = 100.f, x[2] = 0.f, x[3] = -88.5f, x[4] = 88.5f;
+      if (a.kind == ActKind::Exp) x[1] = x[4] = 80.f;  // stays finite
+    }
+    std::vector<double> want(x.size());
+    for (size_t i = 0; i < x.size(); ++i) want[i] = ref_act(a, x[i]);
+    Vec y(x.size());
+    Tensor tx = view(x, {40007}), ty = view(y, {40007});
+    be.activation(a, tx, ty);
+    // Relative error for Exp (range spans e^80), absolute/normalised otherwise.
+    double err = 0;
+    for (size_t i = 0; i < x.size(); ++i)
+      err = std::max(err, std::fabs(y[i] - want[i]) / std::max(1.0, std::fabs(want[i])));
+    EXPECT_LT(err, 2e-6) << act_name(a.kind);
+    be.activation(a, tx, tx);  // in place
+    EXPECT_EQ(x, y) << act_name(a.kind);
+  }
+}
+
+struct ConvCase {
+  int64_t n, c_in, h, w, c_out, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, groups;
+  bool bias;
+};
+
+std::vector<double> ref_conv(const Conv2dParams& p, const Vec& x, const Vec& w, const Vec* b) {
+  std::vector<double> y(p.n * p.c_out * p.h_out * p.w_out);
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t co = 0; co < p.c_out; ++co)
+      for (int64_t oy = 0; oy < p.h_out; ++oy)
+        for (int64_t ox = 0; ox < p.w_out; ++ox) {
+          double acc = b ? (*b)[co] : 0.0;
+          const int64_t g = co / cout_g;
+          for (int64_t ci = 0; ci < cin_g; ++ci)
+            for (int64_t ky = 0; ky < p.kh; ++ky)
+              for (int64_t kx = 0; kx < p.kw; ++kx) {
+                const int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
+                const int64_t ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
+                if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+                acc += double(x[((n * p.c_in + g * cin_g + ci) * p.h + iy) * p.w + ix]) *
+                       w[((co * cin_g + ci) * p.kh + ky) * p.kw + kx];
+              }
+          y[((n * p.c_out + co) * p.h_out + oy) * p.w_out + ox] = ref_act(p.act, acc);
+        }
+  return y;
+}
+
+TEST(CpuKernels, Conv2dAllPaths) {
+  const std::vector<ConvCase> cases = {
+      // pointwise (one SGEMM), including a 1x1 image and HW split across threads
+      {1, 13, 5, 7, 17, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
+      {2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false},
+      {1, 16, 37, 41, 24, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
+      {1, 96, 6, 6, 200, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},  // split along Cout
+      // dense via im2col: stem-like s2 with TF-SAME pads, dilation, 1x1 s2, 1x1 with pad
+      {1, 3, 15, 15, 13, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},
+      {2, 5, 7, 9, 3, 3, 3, 1, 1, 2, 2, 2, 1, 2, 3, 1, false},
+      {1, 4, 9, 8, 5, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, true},
+      {1, 3, 5, 5, 2, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, true},
+      {1, 17, 5, 7, 1, 2, 3, 3, 2, 1, 1, 1, 0, 0, 2, 1, true},
+      // grouped, in-between and channel multiplier 2
+      {1, 12, 7, 5, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, true},
+      {1, 3, 7, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 3, true},
+      // depthwise: 3x3/5x5 at stride 1/2 (specialised), widths around the 8/16
+      // blocks, asymmetric SAME pads, dilation, 4x2 kernel and stride 3 (generic)
+      {1, 17, 15, 15, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 17, true},
+      {2, 3, 33, 33, 3, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 3, true},
+      {1, 13, 14, 14, 13, 5, 5, 2, 2, 1, 1, 1, 1, 2, 2, 13, true},
+      {1, 5, 7, 7, 5, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 5, false},
+      {1, 1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true},
+      {1, 3, 31, 29, 3, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 3, true},
+      {1, 4, 12, 17, 4, 4, 2, 1, 2, 1, 1, 0, 1, 3, 0, 4, true},
+      {1, 3, 11, 13, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3, true},
+  };
+  const std::vector<Activation> acts = real_line_activations();
+  int case_id = 0;
+  for (const ConvCase& c : cases) {
+    Conv2dParams p;
+    p.n = c.n, p.c_in = c.c_in, p.h = c.h, p.w = c.w, p.c_out = c.c_out, p.kh = c.kh, p.kw = c.kw;
+    p.stride_h = c.sh, p.stride_w = c.sw, p.dil_h = c.dh, p.dil_w = c.dw;
+    p.pad_top = c.pt, p.pad_left = c.pl, p.pad_bottom = c.pb, p.pad_right = c.pr;
+    p.groups = c.groups;
+    p.h_out = (c.h + c.pt + c.pb - c.dh * (c.kh - 1) - 1) / c.sh + 1;
+    p.w_out = (c.w + c.pl + c.pr - c.dw * (c.kw - 1) - 1) / c.sw + 1;
+    p.act = acts[case_id % acts.size()];
+    Vec x = random_vec(p.n * p.c_in * p.h * p.w, 100 + case_id);
+    Vec w = random_vec(p.c_out * (p.c_in / p.groups) * p.kh * p.kw, 200 + case_id);
+    Vec b = random_vec(p.c_out, 300 + case_id);
+    const std::vector<double> want = ref_conv(p, x, w, c.bias ? &b : nullptr);
+    for (int threads : {1, 2, 3}) {
+      CpuBackend be(threads);
+      // Workspace with a guard band that must survive the call.
+      const size_t ws_floats = be.conv2d_workspace(p) / sizeof(float);
+      Vec ws(ws_floats + 64, 12345.f);
+      Vec y(want.size(), NAN);
+      Tensor tx = view(x, {p.n, p.c_in, p.h, p.w}), tw = view(w, {p.c_out, p.c_in / p.groups, p.kh, p.kw});
+      Tensor tb = view(b, {p.c_out}), ty = view(y, {p.n, p.c_out, p.h_out, p.w_out});
+      be.conv2d(p, tx, tw, c.bias ? &tb : nullptr, ty, ws.data());
+      EXPECT_LT(normalized_error(y, want), 1e-5)
+          << "case " << case_id << " threads " << threads << " act " << act_name(p.act.kind);
+      for (size_t i = ws_floats; i < ws.size(); ++i) ASSERT_EQ(ws[i], 12345.f) << "case " << case_id;
+    }
+    ++case_id;
+  }
+}
+
+// BroadcastParams for NumPy broadcasting of shapes a and b (right-aligned).
+BroadcastParams broadcast(std::vector<int64_t> a, std::vector<int64_t> b, BinaryOp op) {
+  BroadcastParams p;
+  p.op = op;
+  p.rank = static_cast<int>(std::max(a.size(), b.size()));
+  a.insert(a.begin(), p.rank - a.size(), 1);
+  b.insert(b.begin(), p.rank - b.size(), 1);
+  int64_t sa = 1, sb = 1;
+  p.numel = 1;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    p.out_dims[d] = std::max(a[d], b[d]);
+    p.a_strides[d] = a[d] == 1 ? 0 : sa;
+    p.b_strides[d] = b[d] == 1 ? 0 : sb;
+    sa *= a[d], sb *= b[d];
+    p.numel *= p.out_dims[d];
+  }
+  return p;
+}
+
+TEST(CpuKernels, BinaryBroadcastEveryOp) {
+  const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
+      {{2, 3, 5, 7}, {2, 3, 5, 7}}, {{2, 3, 5, 7}, {2, 3, 1, 1}}, {{1, 3, 1, 7}, {2, 3, 5, 7}},
+      {{2, 13, 17, 19}, {1}},       {{5, 1}, {1, 7}},             {{1}, {3, 1, 13}},
+      {{4, 64, 33}, {4, 64, 33}},   {{17}, {3, 17}}};
+  const std::vector<Activation> acts = real_line_activations();
+  int id = 0;
+  for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow,
+                      BinaryOp::Max, BinaryOp::Min}) {
+    for (const auto& s : shapes) {
+      BroadcastParams p = broadcast(s.first, s.second, op);
+      p.act = acts[id % acts.size()];
+      int64_t na = 1, nb = 1;
+      for (int64_t d : s.first) na *= d;
+      for (int64_t d : s.second) nb *= d;
+      // Pow and Div on positive numbers keep the reference finite.
+      const bool positive = op == BinaryOp::Pow || op == BinaryOp::Div;
+      Vec a = random_vec(na, 400 + id, positive ? 0.5f : -2.f, 2.f);
+      Vec b = random_vec(nb, 500 + id, positive ? 0.5f : -2.f, 2.f);
+      std::vector<double> want(p.numel);
+      for (int64_t i = 0; i < p.numel; ++i) {
+        int64_t rem = i, ia = 0, ib = 0;
+        for (int d = p.rank - 1; d >= 0; --d) {
+          const int64_t idx = rem % p.out_dims[d];
+          rem /= p.out_dims[d];
+          ia += idx * p.a_strides[d];
+          ib += idx * p.b_strides[d];
+        }
+        const double x = a[ia], z = b[ib];
+        double r = 0;
+        switch (op) {
+          case BinaryOp::Add: r = x + z; break;
+          case BinaryOp::Sub: r = x - z; break;
+          case BinaryOp::Mul: r = x * z; break;
+          case BinaryOp::Div: r = x / z; break;
+          case BinaryOp::Pow: r = std::pow(x, z); break;
+          case BinaryOp::Max: r = std::max(x, z); break;
+          case BinaryOp::Min: r = std::min(x, z); break;
+        }
+        want[i] = ref_act(p.act, r);
+      }
+      CpuBackend be(2);
+      Vec y(p.numel);
+      Tensor ta = view(a, Shape(s.first)), tb = view(b, Shape(s.second)), ty = view(y, {p.numel});
+      be.binary(p, ta, tb, ty);
+      EXPECT_LT(normalized_error(y, want), 1e-5) << "op " << int(op) << " shape case " << id % shapes.size();
+      ++id;
+    }
+  }
+}
+
+TEST(CpuKernels, ChannelAffine) {
+  ChannelAffineParams p;
+  p.n = 2, p.c = 13, p.inner = 35;
+  p.act.kind = ActKind::Swish;
+  Vec x = random_vec(p.n * p.c * p.inner, 1), s = random_vec(p.c, 2), t = random_vec(p.c, 3);
+  std::vector<double> want(x.size());
+  for (int64_t i = 0; i < int64_t(x.size()); ++i) {
+    const int64_t c = i / p.inner % p.c;
+    want[i] = ref_act(p.act, double(x[i]) * s[c] + t[c]);
+  }
+  CpuBackend be(2);
+  Vec y(x.size());
+  Tensor tx = view(x, {2, 13, 5, 7}), ts = view(s, {13}), tt = view(t, {13}), ty = view(y, {2, 13, 5, 7});
+  be.channel_affine(p, tx, ts, tt, ty);
+  EXPECT_LT(normalized_error(y, want), 1e-6);
+}
+
+TEST(CpuKernels, Pool2dMaxAndAverage) {
+  struct PoolCase { int64_t h, w, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr; bool ceil; };
+  const std::vector<PoolCase> cases = {
+      {15, 15, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, false},  // maxpool k3 s2 TF SAME
+      {7, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true},     // ceil_mode: last window past the pad
+      {1, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, false},
+      {9, 8, 2, 3, 1, 2, 2, 1, 1, 0, 2, 1, false},    // dilation, asymmetric pads
+      {6, 6, 6, 6, 1, 1, 1, 1, 0, 0, 0, 0, false},    // global
+  };
+  int id = 0;
+  for (const PoolCase& c : cases) {
+    for (PoolKind kind : {PoolKind::Max, PoolKind::Average}) {
+      for (bool include_pad : {false, true}) {
+        Pool2dParams p;
+        p.kind = kind, p.n = 2, p.c = 3, p.h = c.h, p.w = c.w, p.kh = c.kh, p.kw = c.kw;
+        p.stride_h = c.sh, p.stride_w = c.sw, p.dil_h = c.dh, p.dil_w = c.dw;
+        p.pad_top = c.pt, p.pad_left = c.pl, p.pad_bottom = c.pb, p.pad_right = c.pr;
+        p.count_include_pad = include_pad;
+        const int64_t span_h = c.h + c.pt + c.pb - c.dh * (c.kh - 1) - 1;
+        const int64_t span_w = c.w + c.pl + c.pr - c.dw * (c.kw - 1) - 1;
+        p.h_out = (c.ceil ? (span_h + c.sh - 1) / c.sh : span_h / c.sh) + 1;
+        p.w_out = (c.ceil ? (span_w + c.sw - 1) / c.sw : span_w / c.sw) + 1;
+        Vec x = random_vec(p.n * p.c * p.h * p.w, 600 + id++);
+        std::vector<double> want;
+        for (int64_t pl = 0; pl < p.n * p.c; ++pl)
+          for (int64_t oy = 0; oy < p.h_out; ++oy)
+            for (int64_t ox = 0; ox < p.w_out; ++ox) {
+              double mx = -INFINITY, sum = 0;
+              int64_t inside = 0, padded = 0;
+              for (int64_t ky = 0; ky < p.kh; ++ky)
+                for (int64_t kx = 0; kx < p.kw; ++kx) {
+                  const int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
+                  const int64_t ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
+                  if (iy < p.h + p.pad_bottom && ix < p.w + p.pad_right) ++padded;
+                  if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
+                  ++inside;
+                  mx = std::max<double>(mx, x[(pl * p.h + iy) * p.w + ix]);
+                  sum += x[(pl * p.h + iy) * p.w + ix];
+                }
+              want.push_back(kind == PoolKind::Max ? mx : sum / (include_pad ? padded : inside));
+            }
+        CpuBackend be(2);
+        Vec y(want.size());
+        Tensor tx = view(x, {p.n, p.c, p.h, p.w}), ty = view(y, {p.n, p.c, p.h_out, p.w_out});
+        be.pool2d(p, tx, ty);
+        EXPECT_LT(normalized_error(y, want), 1e-6) << "case " << id;
+      }
+    }
+  }
+}
+
+TEST(CpuKernels, ReduceEveryKind) {
+  for (ReduceKind kind : {ReduceKind::Mean, ReduceKind::Sum, ReduceKind::Max, ReduceKind::Min}) {
+    for (auto dims : std::vector<std::vector<int64_t>>{{13, 49, 1}, {3, 17, 5}, {1, 1, 7}, {2, 12544, 1}}) {
+      ReduceParams p;
+      p.kind = kind, p.outer = dims[0], p.reduce = dims[1], p.inner = dims[2];
+      Vec x = random_vec(p.outer * p.reduce * p.inner, 700);
+      std::vector<double> want(p.outer * p.inner);
+      for (int64_t o = 0; o < p.outer; ++o)
+        for (int64_t i = 0; i < p.inner; ++i) {
+          double acc = kind == ReduceKind::Max ? -INFINITY : kind == ReduceKind::Min ? INFINITY : 0;
+          for (int64_t r = 0; r < p.reduce; ++r) {
+            const double v = x[(o * p.reduce + r) * p.inner + i];
+            acc = kind == ReduceKind::Max ? std::max(acc, v) : kind == ReduceKind::Min ? std::min(acc, v) : acc + v;
+          }
+          want[o * p.inner + i] = kind == ReduceKind::Mean ? acc / p.reduce : acc;
+        }
+      CpuBackend be(2);
+      Vec y(want.size());
+      Tensor tx = view(x, {p.outer, p.reduce, p.inner}), ty = view(y, {p.outer, p.inner});
+      be.reduce(p, tx, ty);
+      EXPECT_LT(normalized_error(y, want), 1e-5) << int(kind) << " reduce " << p.reduce;
+    }
+  }
+}
+
+TEST(CpuKernels, GemmTransposesBiasAndBatch) {
+  struct GemmCase { int64_t batch, m, n, k; bool ta, tb; int64_t bias_rows, bias_cols; bool shared_b; };
+  const std::vector<GemmCase> cases = {
+      {1, 1, 1000, 1280, false, true, 1, 1000, false},  // classifier: x * W^T + b
+      {1, 13, 17, 5, true, false, 13, 17, false},   {1, 7, 3, 9, true, true, 7, 1, false},
+      {1, 5, 300, 11, false, false, 1, 1, false},   {3, 4, 5, 6, false, false, 0, 0, false},
+      {4, 9, 7, 3, false, true, 1, 7, true},        {1, 64, 96, 33, false, false, 64, 96, false}};
+  int id = 0;
+  for (const GemmCase& c : cases) {
+    GemmParams p;
+    p.batch = c.batch, p.m = c.m, p.n = c.n, p.k = c.k, p.trans_a = c.ta, p.trans_b = c.tb;
+    p.alpha = 0.75f, p.beta = id % 2 ? 1.f : -0.5f;
+    p.a_batch_stride = c.m * c.k, p.b_batch_stride = c.shared_b ? 0 : c.k * c.n, p.c_batch_stride = c.m * c.n;
+    p.bias_rows = c.bias_rows, p.bias_cols = c.bias_cols;
+    p.act = real_line_activations()[id % 9];
+    Vec a = random_vec(c.batch * c.m * c.k, 800 + id), b = random_vec((c.shared_b ? 1 : c.batch) * c.k * c.n, 900 + id);
+    Vec bias = random_vec(std::max<int64_t>(1, c.bias_rows * c.bias_cols), 1000 + id);
+    std::vector<double> want(c.batch * c.m * c.n);
+    for (int64_t bt = 0; bt < c.batch; ++bt)
+      for (int64_t i = 0; i < c.m; ++i)
+        for (int64_t j = 0; j < c.n; ++j) {
+          double acc = 0;
+          for (int64_t l = 0; l < c.k; ++l) {
+            const double av = a[bt * p.a_batch_stride + (c.ta ? l * c.m + i : i * c.k + l)];
+            const double bv = b[bt * p.b_batch_stride + (c.tb ? j * c.k + l : l * c.n + j)];
+            acc += av * bv;
+          }
+          acc *= p.alpha;
+          if (c.bias_rows) acc += p.beta * bias[(c.bias_rows == 1 ? 0 : i) * c.bias_cols + (c.bias_cols == 1 ? 0 : j)];
+          want[(bt * c.m + i) * c.n + j] = ref_act(p.act, acc);
+        }
+    for (int threads : {1, 2}) {
+      CpuBackend be(threads);
+      Vec y(want.size());
+      Tensor ta = view(a, {c.batch, c.m, c.k}), tb = view(b, {c.k, c.n}), tbias = view(bias, {c.bias_rows, c.bias_cols});
+      Tensor ty = view(y, {c.batch, c.m, c.n});
+      be.gemm(p, ta, tb, c.bias_rows ? &tbias : nullptr, ty);
+      EXPECT_LT(normalized_error(y, want), 1e-5) << "case " << id << " threads " << threads;
+    }
+    ++id;
+  }
+}
+
+// --- Resize: a direct port of onnx/reference/ops/op_resize.py (1-D interpolation
+// with neighbours picked by distance on an edge-padded array, rows then columns).
+double ref_input_coordinate(const ResizeParams& p, double x, double scale, int64_t in, int64_t out,
+                            double roi0, double roi1, bool& outside) {
+  outside = false;
+  const double out_f = scale * in;  // the reference's float output width
+  switch (p.coord) {
+    case CoordMode::HalfPixel: return (x + 0.5) / scale - 0.5;
+    case CoordMode::HalfPixelSymmetric:
+      return in / 2.0 * (1 - out / out_f) + (x + 0.5) / scale - 0.5;
+    case CoordMode::PytorchHalfPixel: return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+    case CoordMode::AlignCorners: return out == 1 ? 0.0 : x * (in - 1) / double(out - 1);
+    case CoordMode::Asymmetric: return x / scale;
+    case CoordMode::TfHalfPixelForNn: return (x + 0.5) / scale;
+    case CoordMode::TfCropAndResize: {
+      double r = out == 1 ? (roi1 - roi0) * (in - 1) / 2 : x * (roi1 - roi0) * (in - 1) / double(out - 1);
+      r += roi0 * (in - 1);
+      outside = r < 0 || r > in - 1;
+      return r;
+    }
+  }
+  return 0;
+}
+
+double ref_interpolate_1d(const ResizeParams& p, const std::vector<double>& data, double scale,
+                          int64_t out, double x, double roi0, double roi1) {
+  const int64_t in = data.size();
+  bool outside;
+  const double xo = ref_input_coordinate(p, x, scale, in, out, roi0, roi1, outside);
+  if (outside) return p.extrapolation_value;
+  const double ratio = xo == std::floor(xo) ? 1.0 : xo - std::floor(xo);
+  std::vector<double> coeffs;
+  if (p.mode == ResizeMode::Nearest) {
+    bool right = true;
+    if (ratio != 1.0) {
+      switch (p.nearest) {
+        case NearestMode::RoundPreferFloor: right = ratio > 0.5; break;
+        case NearestMode::RoundPreferCeil: right = ratio >= 0.5; break;
+        case NearestMode::Floor: right = false; break;
+        case NearestMode::Ceil: right = true; break;
+      }
+    }
+    coeffs = {right ? 0.0 : 1.0, right ? 1.0 : 0.0};
+  } else if (p.mode == ResizeMode::Linear) {
+    coeffs = {1 - ratio, ratio};
+  } else {
+    const double A = p.cubic_a, r = ratio;
+    coeffs = {((A * (r + 1) - 5 * A) * (r + 1) + 8 * A) * (r + 1) - 4 * A,
+              ((A + 2) * r - (A + 3)) * r * r + 1,
+              ((A + 2) * (1 - r) - (A + 3)) * (1 - r) * (1 - r) + 1,
+              ((A * (2 - r) - 5 * A) * (2 - r) + 8 * A) * (2 - r) - 4 * A};
+  }
+  const int64_t n = coeffs.size(), pad = (n + 1) / 2;
+  std::vector<double> padded;
+  for (int64_t i = -pad; i < in + pad; ++i) padded.push_back(data[std::min(std::max<int64_t>(i, 0), in - 1)]);
+  std::vector<int64_t> idx(padded.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  // Distances in input coordinates: the reference's x + pad rounds away the last
+  // bit of x (1 + 2^-52 + 1 == 2), which would pick the wrong neighbour pair.
+  auto dist = [&](int64_t i) { return std::fabs(xo - double(i - pad)); };
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return dist(a) < dist(b); });
+  idx.resize(n);
+  std::sort(idx.begin(), idx.end());
+  if (p.exclude_outside) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (idx[i] - pad < 0 || idx[i] - pad >= in) coeffs[i] = 0;
+      sum += coeffs[i];
+    }
+    for (double& c : coeffs) c /= sum;
+  }
+  double r = 0;
+  for (int64_t i = 0; i < n; ++i) r += coeffs[i] * padded[idx[i]];
+  return r;
+}
+
+std::vector<double> ref_resize(const ResizeParams& p, const Vec& x) {
+  std::vector<double> y;
+  for (int64_t o = 0; o < p.outer; ++o)
+    for (int64_t oy = 0; oy < p.h_out; ++oy)
+      for (int64_t ox = 0; ox < p.w_out; ++ox) {
+        std::vector<double> rows(p.h);
+        for (int64_t iy = 0; iy < p.h; ++iy) {
+          std::vector<double> line(x.begin() + (o * p.h + iy) * p.w, x.begin() + (o * p.h + iy + 1) * p.w);
+          rows[iy] = ref_interpolate_1d(p, line, p.scale_w, p.w_out, ox, p.roi[1], p.roi[3]);
+        }
+        y.push_back(ref_interpolate_1d(p, rows, p.scale_h, p.h_out, oy, p.roi[0], p.roi[2]));
+      }
+  return y;
+}
+
+TEST(CpuKernels, ResizeEveryModeAgainstOnnxReferencePort) {
+  struct Size { int64_t h, w, h_out, w_out; };
+  const std::vector<Size> sizes = {{4, 4, 8, 8}, {5, 7, 3, 4}, {3, 5, 7, 13}, {1, 3, 1, 6}, {6, 4, 6, 4}};
+  int id = 0;
+  for (ResizeMode mode : {ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic})
+    for (CoordMode coord : {CoordMode::HalfPixel, CoordMode::PytorchHalfPixel, CoordMode::AlignCorners,
+                            CoordMode::Asymmetric, CoordMode::TfHalfPixelForNn, CoordMode::TfCropAndResize,
+                            CoordMode::HalfPixelSymmetric})
+      for (const Size& s : sizes) {
+        ResizeParams p;
+        p.mode = mode, p.coord = coord, p.outer = 3;
+        p.nearest = static_cast<NearestMode>(id % 4);
+        p.h = s.h, p.w = s.w, p.h_out = s.h_out, p.w_out = s.w_out;
+        // Scales as a layer derives them from `sizes`; one case with a scale whose
+        // product is not the size (floor(0.7 * 5) = 3), as `scales` inputs allow.
+        p.scale_h = float(s.h_out) / s.h, p.scale_w = float(s.w_out) / s.w;
+        if (s.h == 5) p.scale_h = 0.7f;
+        // exclude_outside renormalises interpolation weights; nearest has none.
+        p.exclude_outside = mode != ResizeMode::Nearest && id % 3 == 0;
+        p.cubic_a = id % 2 ? -0.75f : -0.5f;
+        p.extrapolation_value = 10.f;
+        if (coord == CoordMode::TfCropAndResize) {
+          const float roi[4] = {0.2f, -0.1f, 0.9f, 1.2f};
+          std::copy(roi, roi + 4, p.roi);
+        }
+        Vec x = random_vec(p.outer * p.h * p.w, 1100 + id);
+        const std::vector<double> want = ref_resize(p, x);
+        CpuBackend be(2);
+        Vec y(want.size());
+        Tensor tx = view(x, {p.outer, p.h, p.w}), ty = view(y, {p.outer, p.h_out, p.w_out});
+        be.resize(p, tx, ty);
+        EXPECT_LT(normalized_error(y, want), 1e-5)
+            << "mode " << int(mode) << " coord " << int(coord) << " nearest " << int(p.nearest) << " size "
+            << s.h << "x" << s.w << "->" << s.h_out << "x" << s.w_out << " exclude " << p.exclude_outside;
+        ++id;
+      }
+}
+
+TEST(CpuKernels, ResizeWideRowsUseColumnChunks) {
+  ResizeParams p;  // wider than one 256-column chunk
+  p.mode = ResizeMode::Linear, p.outer = 2, p.h = 3, p.w = 150, p.h_out = 6, p.w_out = 300;
+  p.scale_h = 2.f, p.scale_w = 2.f;
+  Vec x = random_vec(p.outer * p.h * p.w, 1200);
+  const std::vector<double> want = ref_resize(p, x);
+  CpuBackend be(2);
+  Vec y(want.size());
+  Tensor tx = view(x, {2, 3, 150}), ty = view(y, {2, 6, 300});
+  be.resize(p, tx, ty);
+  EXPECT_LT(normalized_error(y, want), 1e-5);
+}
+
+TEST(CpuKernels, StridedCopyTransposeSliceConcat) {
+  CpuBackend be(2);
+  // Transpose [2,3,4,5] -> [2,4,5,3] (perm 0,2,3,1).
+  Vec x = random_vec(120, 1300), y(120);
+  CopyParams t;
+  t.rank = 4;
+  const int64_t dims[4] = {2, 4, 5, 3}, in_strides[4] = {60, 5, 1, 20}, out_strides[4] = {60, 15, 3, 1};
+  std::copy(dims, dims + 4, t.dims), std::copy(in_strides, in_strides + 4, t.in_strides);
+  std::copy(out_strides, out_strides + 4, t.out_strides);
+  Tensor tx = view(x, {2, 3, 4, 5}), ty = view(y, {2, 4, 5, 3});
+  be.strided_copy(t, tx, ty);
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 3; ++b)
+      for (int c = 0; c < 4; ++c)
+        for (int d = 0; d < 5; ++d)
+          ASSERT_EQ(y[((a * 4 + c) * 5 + d) * 3 + b], x[((a * 3 + b) * 4 + c) * 5 + d]);
+  // Slice x[:, 1:3, ::2, 1:] into the channels 2..3 of a [2, 5, 2, 4] concat output.
+  Vec out(2 * 5 * 2 * 4, -7.f);
+  CopyParams s;
+  s.rank = 4;
+  const int64_t sd[4] = {2, 2, 2, 4}, si[4] = {60, 20, 10, 1}, so[4] = {40, 8, 4, 1};
+  std::copy(sd, sd + 4, s.dims), std::copy(si, si + 4, s.in_strides), std::copy(so, so + 4, s.out_strides);
+  s.in_offset = 20 + 1, s.out_offset = 2 * 8;
+  Tensor tout = view(out, {2, 5, 2, 4});
+  be.strided_copy(s, tx, tout);
+  for (int a = 0; a < 2; ++a)
+    for (int c = 0; c < 5; ++c)
+      for (int h = 0; h < 2; ++h)
+        for (int w = 0; w < 4; ++w) {
+          const float want = (c == 2 || c == 3) ? x[((a * 3 + c - 1) * 4 + 2 * h) * 5 + w + 1] : -7.f;
+          ASSERT_EQ(out[((a * 5 + c) * 2 + h) * 4 + w], want) << a << c << h << w;
+        }
+}
+
+TEST(CpuKernels, PadEveryModeWithCrops) {
+  struct PadCase { std::vector<int64_t> dims, begin, end; };
+  const std::vector<PadCase> cases = {
+      {{2, 3, 5, 7}, {0, 0, 1, 2}, {0, 0, 2, 1}},
+      {{3, 4}, {2, 3}, {3, 2}},
+      {{1, 2, 4, 6}, {0, 1, -1, 2}, {0, -1, 1, -2}},  // crops on some axes
+      {{5}, {7, }, {6}},                                // wider than the axis: repeats
+      {{1, 1}, {2, 1}, {1, 2}}};
+  for (PadMode mode : {PadMode::Constant, PadMode::Reflect, PadMode::Edge, PadMode::Wrap}) {
+    for (const PadCase& c : cases) {
+      if (mode == PadMode::Reflect && c.dims.back() == 1 && c.dims.size() == 2) continue;
+      PadParams p;
+      p.mode = mode, p.rank = c.dims.size(), p.value = 2.5f;
+      int64_t n_in = 1, n_out = 1;
+      for (int d = 0; d < p.rank; ++d) {
+        p.in_dims[d] = c.dims[d];
+        p.pad_begin[d] = c.begin[d];
+        p.out_dims[d] = c.dims[d] + c.begin[d] + c.end[d];
+        n_in *= p.in_dims[d], n_out *= p.out_dims[d];
+      }
+      Vec x = random_vec(n_in, 1400);
+      std::vector<double> want(n_out);
+      for (int64_t o = 0; o < n_out; ++o) {
+        int64_t rem = o, in_idx = 0, stride = 1;
+        bool constant = false;
+        for (int d = p.rank - 1; d >= 0; --d) {
+          int64_t i = rem % p.out_dims[d] - p.pad_begin[d];
+          rem /= p.out_dims[d];
+          const int64_t n = p.in_dims[d];
+          if (i < 0 || i >= n) {
+            if (mode == PadMode::Constant) constant = true;
+            if (mode == PadMode::Edge) i = std::min(std::max<int64_t>(i, 0), n - 1);
+            if (mode == PadMode::Wrap) i = ((i % n) + n) % n;
+            // numpy reflect: mirror about the edges (edge not repeated) until inside.
+            while (mode == PadMode::Reflect && (i < 0 || i >= n)) i = i < 0 ? -i : 2 * (n - 1) - i;
+          }
+          in_idx += i * stride;
+          stride *= n;
+        }
+        want[o] = constant ? p.value : x[in_idx];
+      }
+      CpuBackend be(2);
+      Vec y(n_out);
+      Tensor tx = view(x, {n_in}), ty = view(y, {n_out});
+      be.pad(p, tx, ty);
+      EXPECT_LT(normalized_error(y, want), 1e-7) << "mode " << int(mode) << " rank " << p.rank;
+    }
+  }
+}
+
+TEST(CpuKernels, SoftmaxAndLogSoftmax) {
+  for (bool log : {false, true}) {
+    for (auto dims : std::vector<std::vector<int64_t>>{{2, 1000, 1}, {3, 13, 7}, {1, 1, 5}}) {
+      SoftmaxParams p;
+      p.outer = dims[0], p.axis = dims[1], p.inner = dims[2], p.log = log;
+      Vec x = random_vec(p.outer * p.axis * p.inner, 1500, -30.f, 30.f);
+      std::vector<double> want(x.size());
+      for (int64_t o = 0; o < p.outer; ++o)
+        for (int64_t i = 0; i < p.inner; ++i) {
+          double sum = 0;
+          for (int64_t a = 0; a < p.axis; ++a) sum += std::exp(double(x[(o * p.axis + a) * p.inner + i]));
+          for (int64_t a = 0; a < p.axis; ++a) {
+            const int64_t k = (o * p.axis + a) * p.inner + i;
+            want[k] = log ? x[k] - std::log(sum) : std::exp(double(x[k])) / sum;
+          }
+        }
+      CpuBackend be(2);
+      Vec y(x.size());
+      Tensor tx = view(x, {p.outer, p.axis, p.inner}), ty = view(y, {p.outer, p.axis, p.inner});
+      be.softmax(p, tx, ty);
+      EXPECT_LT(normalized_error(y, want), 1e-5) << "log " << log << " axis " << p.axis;
+    }
+  }
+}
+
+TEST(CpuKernels, WeightedSumOneToFourInputs) {
+  for (int count = 1; count <= kMaxFusionInputs; ++count) {
+    WeightedSumParams p;
+    p.count = count, p.numel = 64 * 33 * 17 + 3;
+    p.act.kind = count % 2 ? ActKind::Swish : ActKind::None;
+    std::vector<Vec> xs;
+    std::vector<Tensor> ts;
+    for (int i = 0; i < count; ++i) {
+      p.weights[i] = 0.3f * (i + 1);
+      xs.push_back(random_vec(p.numel, 1600 + i));
+    }
+    for (Vec& v : xs) ts.push_back(view(v, {p.numel}));
+    std::vector<const Tensor*> ptrs;
+    for (const Tensor& t : ts) ptrs.push_back(&t);
+    std::vector<double> want(p.numel);
+    for (int64_t j = 0; j < p.numel; ++j) {
+      double acc = 0;
+      for (int i = 0; i < count; ++i) acc += double(p.weights[i]) * xs[i][j];
+      want[j] = ref_act(p.act, acc);
+    }
+    CpuBackend be(2);
+    Vec y(p.numel);
+    Tensor ty = view(y, {p.numel});
+    be.weighted_sum(p, ptrs.data(), ty);
+    EXPECT_LT(normalized_error(y, want), 1e-6) << count;
+  }
+}
+
+}  // namespace
+}  // namespace repshare
