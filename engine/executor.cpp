@@ -114,14 +114,15 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     }
     steps_.push_back(std::move(step));
   }
-  // Wanted tensors stay alive to the end; supplied ones from before the first step.
+  // Wanted tensors stay alive to the end. Supplied ones too: the caller fills them
+  // once and may run() again (same input, same output), so no step may reuse them.
   const int end = static_cast<int>(steps_.size());
   for (int v : wanted_)
     if (!graph_.values[v].is_constant()) lifetime_of(v).last = end;
   for (int v : supplied_) {
     Lifetime& l = lifetime_of(v);
     l.first = -1;
-    l.last = std::max(l.last, -1);
+    l.last = end;
   }
   plan_ = plan_activations(lifetimes_);
 }

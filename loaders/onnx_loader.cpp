@@ -174,7 +174,6 @@ Graph load_onnx(const std::string& path, const OnnxLoadOptions& options) {
   g.name = gp.name().empty() ? path : gp.name();
   for (const auto& op : model.opset_import())
     if (op.domain().empty() || op.domain() == "ai.onnx") g.opset = op.version();
-  check(g.opset > 0, ErrorKind::Malformed, "'", path, "' imports no default-domain opset");
 
   for (const auto& init : gp.initializer()) {
     check(!init.name().empty(), ErrorKind::Malformed, "'", path, "' has an unnamed initializer");
@@ -220,6 +219,8 @@ Graph load_onnx(const std::string& path, const OnnxLoadOptions& options) {
     n.name = np.name().empty() ? np.op_type() + "_" + std::to_string(unnamed++) : np.name();
     check(np.domain().empty() || np.domain() == "ai.onnx", ErrorKind::Unsupported, n.label(),
           " is in domain '", np.domain(), "', repshare implements the default ONNX domain");
+    check(g.opset > 0, ErrorKind::Malformed, "'", path, "' uses ", n.label(),
+          " but imports no default-domain opset");
     for (const auto& i : np.input()) n.inputs.push_back(i.empty() ? -1 : g.add_value(i));
     for (const auto& o : np.output()) n.outputs.push_back(o.empty() ? -1 : g.add_value(o));
     for (const auto& a : np.attribute()) n.attrs[a.name()] = decode_attribute(a, dir, n.label());

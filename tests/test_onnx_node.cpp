@@ -1,0 +1,128 @@
+// Every case of ONNX's official node tests (Debian's libonnx-testdata) whose ops
+// and dtypes the engine supports, discovered from the data; and the repo's own
+// composite-block fixtures (tests/fixtures/<case>/, made by scripts/make_fixtures.py)
+// in the same layout.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/onnx_case.h"
+
+namespace repshare {
+namespace {
+
+const char* kNodeTestDir = "/usr/share/libonnx-testdata/data/node";
+
+std::vector<std::string> case_dirs(const std::string& root) {
+  std::vector<std::string> out;
+  DIR* d = opendir(root.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string dir = root + "/" + name;
+    if (FILE* f = std::fopen((dir + "/model.onnx").c_str(), "rb")) {
+      std::fclose(f);
+      out.push_back(dir);
+    }
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A skip reason without the node name, so that reasons group: "op 'If' is not ...".
+std::string reason_key(const std::string& r) {
+  auto colon = r.find("': ");
+  std::string k = colon == std::string::npos ? r : r.substr(colon + 3);
+  return k.size() > 90 ? k.substr(0, 90) : k;
+}
+
+struct Tally {
+  int passed = 0, failed = 0, skipped = 0;
+  std::map<std::string, int> skip_reasons;
+};
+
+Tally run_all(const std::vector<std::string>& dirs, const PassOptions& passes, double rtol,
+              double atol) {
+  CpuBackend cpu;
+  Tally t;
+  for (const auto& dir : dirs) {
+    CaseResult r = run_onnx_case(dir, cpu, passes, rtol, atol);
+    switch (r.status) {
+      case CaseResult::Status::Passed: ++t.passed; break;
+      case CaseResult::Status::Skipped:
+        ++t.skipped;
+        ++t.skip_reasons[reason_key(r.reason)];
+        break;
+      case CaseResult::Status::Failed:
+        ++t.failed;
+        ADD_FAILURE() << dir << ": " << r.reason << " (max abs diff " << r.max_abs_diff << ")";
+        break;
+    }
+  }
+  return t;
+}
+
+void print(const char* what, const Tally& t) {
+  std::printf("%s: %d cases ran and passed, %d failed, %d skipped (unsupported)\n", what,
+              t.passed, t.failed, t.skipped);
+  std::vector<std::pair<int, std::string>> reasons;
+  for (const auto& kv : t.skip_reasons) reasons.push_back({kv.second, kv.first});
+  std::sort(reasons.rbegin(), reasons.rend());
+  for (size_t i = 0; i < reasons.size() && i < 25; ++i)
+    std::printf("  skipped %4d: %s\n", reasons[i].first, reasons[i].second.c_str());
+}
+
+TEST(OnnxNodeTests, EverySupportedCasePasses) {
+  auto dirs = case_dirs(kNodeTestDir);
+  if (dirs.empty()) GTEST_SKIP() << "ONNX node tests not installed (apt libonnx-testdata)";
+  // ONNX's own backend test tolerances (rtol 1e-3, atol 1e-7) with atol raised
+  // for float32 transcendental ops computed with fast approximations.
+  Tally t = run_all(dirs, PassOptions(), 1e-3, 1e-5);
+  print("ONNX node tests", t);
+  RecordProperty("passed", t.passed);
+  RecordProperty("skipped", t.skipped);
+  // The op set this engine exists for must be covered, not skipped wholesale.
+  EXPECT_GE(t.passed, 150);
+}
+
+TEST(OnnxNodeTests, FusionsOffGiveTheSameResults) {
+  auto dirs = case_dirs(kNodeTestDir);
+  if (dirs.empty()) GTEST_SKIP() << "ONNX node tests not installed (apt libonnx-testdata)";
+  PassOptions off;
+  off.fold_constants = off.fuse_pad_conv = off.fold_batchnorm = off.fuse_swish =
+      off.fuse_activations = off.fuse_weighted_sum = false;
+  std::vector<std::string> some;
+  for (const auto& d : dirs)
+    if (d.find("conv") != std::string::npos || d.find("batchnorm") != std::string::npos ||
+        d.find("resize") != std::string::npos || d.find("pool") != std::string::npos)
+      some.push_back(d);
+  Tally t = run_all(some, off, 1e-3, 1e-5);
+  print("node tests with all passes off", t);
+  EXPECT_GT(t.passed, 20);
+}
+
+TEST(RepoFixtures, CompositeBlocksMatchPyTorch) {
+  auto dirs = case_dirs(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures");
+  if (dirs.empty()) GTEST_SKIP() << "no fixtures (run scripts/make_fixtures.py)";
+  // Fixtures are PyTorch float32 outputs of whole blocks: max abs error 1e-4.
+  for (bool fused : {true, false}) {
+    PassOptions opt;
+    opt.fold_batchnorm = opt.fuse_swish = opt.fuse_activations = opt.fuse_pad_conv =
+        opt.fuse_weighted_sum = fused;
+    Tally t = run_all(dirs, opt, 0, 1e-4);
+    print(fused ? "fixtures (fused)" : "fixtures (unfused)", t);
+    EXPECT_EQ(t.skipped, 0);
+    EXPECT_EQ(t.failed, 0);
+  }
+}
+
+}  // namespace
+}  // namespace repshare
