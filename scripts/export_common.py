@@ -37,7 +37,7 @@ def export_and_verify(args, model, resolution, sidecar):
     try:
         with torch.no_grad():
             torch_out = dict(zip(names, (t.numpy() for t in staged(x))))
-        onnx_model = rm.export_onnx(staged, x, args.out, names, opset=args.opset)
+        onnx_model = rm.export_onnx(staged, (x,), args.out, names, opset=args.opset)
         rm.check_static(onnx_model)
     except rm.ExportError as e:
         fail("%s: %s" % (args.out, e))

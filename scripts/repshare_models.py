@@ -161,16 +161,18 @@ def _batchnorms(model):
 
 
 @torch.no_grad()
-def randomize_(model, seed, input_shape):
+def randomize_(model, seed, input_shape, calib_batch=2):
     """Gives every parameter and BatchNorm statistic a seeded random value.
 
-    Conv/linear weights keep each library's own (seeded) init. BN affine
-    parameters are drawn at random; BN running statistics come from one
-    forward pass of random N(0,1) input with BN in batch-statistics mode, so
-    that activations stay normalised through 16 blocks instead of exploding
-    or vanishing, and are then perturbed per channel so that no layer is
-    exactly normalising. Every running_var is therefore positive and unequal
-    to 1 and every running_mean non-zero: BN folding is really exercised.
+    Conv/linear weights keep each library's own (seeded) init; BN affine
+    parameters and BiFPN fusion weights are drawn at random. BN statistics come
+    from one forward pass of random N(0,1) input with BN in batch-statistics
+    mode, so activations stay normalised through 16 blocks instead of exploding
+    or vanishing. The statistics are then moved at random (mean by up to half a
+    standard deviation, variance by a factor 0.5..2) and gamma/beta are adjusted
+    so that each BN still computes the calibrated function: every running_mean,
+    running_var, weight and bias is an arbitrary value, so BN folding is really
+    exercised, yet activations keep their calibrated scale.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -185,16 +187,22 @@ def randomize_(model, seed, input_shape):
         bn.weight.copy_(uniform(bn.weight.shape, 0.5, 1.5))
         bn.bias.copy_(uniform(bn.bias.shape, -0.25, 0.25))
         bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the calibration batch
+        bn.momentum = None  # cumulative average: exactly the calibration batch's statistics
         bn.train()
-    calib = torch.randn((2,) + tuple(input_shape[1:]), generator=gen)
+    calib = torch.randn((calib_batch,) + tuple(input_shape[1:]), generator=gen)
     model(calib)
     for bn in bns:
         bn.eval()
         bn.momentum = 0.1
-        std = bn.running_var.sqrt()
-        bn.running_mean.add_(uniform(bn.running_mean.shape, -0.2, 0.2) * std)
-        bn.running_var.mul_(uniform(bn.running_var.shape, 0.7, 1.4))
+        sigma = (bn.running_var + bn.eps).sqrt()
+        new_mean = bn.running_mean + uniform(bn.running_mean.shape, -0.5, 0.5) * sigma
+        new_var = bn.running_var * uniform(bn.running_var.shape, 0.5, 2.0)
+        new_sigma = (new_var + bn.eps).sqrt()
+        # gamma (x - mu) / sigma + beta == gamma' (x - mu') / sigma' + beta'
+        bn.bias.add_(bn.weight * (new_mean - bn.running_mean) / sigma)
+        bn.weight.mul_(new_sigma / sigma)
+        bn.running_mean.copy_(new_mean)
+        bn.running_var.copy_(new_var)
     model.eval()
 
 
@@ -321,7 +329,7 @@ def staged(arch, model):
 
 # ------------------------------------------------------------------ export
 
-def export_onnx(module, example, path, output_names, opset=13):
+def export_onnx(module, examples, path, output_names, input_names=("input",), opset=13):
     """Exports with static shapes and BatchNormalization kept as its own node.
 
     TrainingMode.PRESERVE on a module in eval mode skips torch's eval peephole
@@ -334,7 +342,7 @@ def export_onnx(module, example, path, output_names, opset=13):
     with warnings.catch_warnings():  # torch 1.13 warns about every traced size and in-place op
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), path, input_names=["input"], output_names=output_names,
+            module, tuple(examples), path, input_names=list(input_names), output_names=output_names,
             opset_version=opset, do_constant_folding=True,
             training=torch.onnx.TrainingMode.PRESERVE, dynamic_axes=None)
     model = fold_constants(onnx.load(path))
