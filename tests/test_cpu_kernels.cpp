@@ -173,6 +173,8 @@ TEST(CpuKernels, Conv2dAllPaths) {
       // blocks, asymmetric SAME pads, dilation, 4x2 kernel and stride 3 (generic)
       {1, 17, 15, 15, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 17, true},
       {2, 3, 33, 33, 3, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 3, true},
+      {1, 3, 20, 37, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 3, true},  // odd pad_left, stride 2
+      {1, 2, 9, 40, 2, 5, 5, 2, 2, 1, 2, 1, 3, 2, 2, 2, true},   // dilated 5x5 stride 2
       {1, 13, 14, 14, 13, 5, 5, 2, 2, 1, 1, 1, 1, 2, 2, 13, true},
       {1, 5, 7, 7, 5, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 5, false},
       {1, 1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true},

@@ -16,22 +16,76 @@
 namespace repshare {
 namespace {
 
-// Floats the input row may be over-read by a vector load that starts at the last
-// (partial) block of outputs: 8 lanes at stride 2 span 16 floats.
+// Floats a vector load may read past the last output's inputs in a padded row
+// (the last, partial block of 8 outputs is computed in full and stored masked).
 constexpr int64_t kRowSlack = 16;
 
+// Per-thread copy of one input plane with its zero padding. For horizontal stride
+// 2 each row is stored deinterleaved, even padded columns then odd ones (each part
+// `half` floats), so every tap of 8 strided outputs is one contiguous load.
 struct PaddedPlane {
-  int64_t rows = 0, cols = 0;  // cols includes kRowSlack
-  int64_t floats() const { return rows * cols; }
+  int64_t rows = 0;
+  int64_t ld = 0;    // floats per row
+  int64_t half = 0;  // stride 2: offset of the odd columns in a row; 0 otherwise
+  int64_t floats() const { return rows * ld; }
 };
+
+// Only the AVX2 stride-2 kernel reads the deinterleaved layout (pick_depthwise).
+bool deinterleaved(const Conv2dParams& p) {
+#ifdef __AVX2__
+  return p.stride_w == 2 && p.kw <= 16;
+#else
+  return false;
+#endif
+}
 
 PaddedPlane padded_plane(const Conv2dParams& p) {
   PaddedPlane pp;
   const int64_t rows_read = (p.h_out - 1) * p.stride_h + (p.kh - 1) * p.dil_h + 1;
   const int64_t cols_read = (p.w_out - 1) * p.stride_w + (p.kw - 1) * p.dil_w + 1;
+  const int64_t cols = std::max(cols_read, p.pad_left + p.w + p.pad_right);
   pp.rows = std::max(rows_read, p.pad_top + p.h + p.pad_bottom);
-  pp.cols = std::max(cols_read, p.pad_left + p.w + p.pad_right) + kRowSlack;
+  if (deinterleaved(p)) {
+    pp.half = (cols + 1) / 2 + kRowSlack;
+    pp.ld = 2 * pp.half;
+  } else {
+    pp.ld = cols + kRowSlack;
+  }
   return pp;
+}
+
+// Copies input plane `src` into the interior of the padded plane (whose border
+// stays zero from the thread's one memset).
+void fill_padded_plane(const Conv2dParams& p, const PaddedPlane& pp, const float* src, float* buf) {
+  for (int64_t iy = 0; iy < p.h; ++iy) {
+    float* row = buf + (p.pad_top + iy) * pp.ld;
+    const float* s = src + iy * p.w;
+    if (pp.half == 0) {
+      std::memcpy(row + p.pad_left, s, static_cast<size_t>(p.w) * sizeof(float));
+      continue;
+    }
+    int64_t ix = 0;
+#ifdef __AVX2__
+    // 16 inputs at a time: their even and odd elements are 8 consecutive floats of
+    // one part each (which part depends on the parity of pad_left).
+    const int64_t first = p.pad_left & 1;
+    for (; ix + 16 <= p.w; ix += 16) {
+      const __m256 a = _mm256_loadu_ps(s + ix), b = _mm256_loadu_ps(s + ix + 8);
+      const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+      const __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      const int order = _MM_SHUFFLE(3, 1, 2, 0);  // 64-bit lanes to a0 a2 a4 a6 b0 b2 b4 b6
+      const int64_t col = p.pad_left + ix;
+      _mm256_storeu_ps(row + first * pp.half + (col >> 1),
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), order)));
+      _mm256_storeu_ps(row + (1 - first) * pp.half + ((col + 1) >> 1),
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), order)));
+    }
+#endif
+    for (; ix < p.w; ++ix) {
+      const int64_t col = p.pad_left + ix;
+      row[(col & 1) * pp.half + (col >> 1)] = s[ix];
+    }
+  }
 }
 
 int64_t im2col_floats(const Conv2dParams& p) {
@@ -45,24 +99,26 @@ void add_bias_act(const Activation& act, const float* bias, float* y, int64_t ld
 }
 
 #ifdef __AVX2__
-// Eight consecutive inputs (S == 1) or the even ones of sixteen (S == 2).
-template <int S>
-inline __m256 load_tap_inputs(const float* p) {
-  if (S == 1) return _mm256_loadu_ps(p);
-  const __m256 even = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8),
-                                        _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
-  return _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-// One output plane of a depthwise conv with horizontal stride S; K > 0 fixes the
-// kernel size at compile time (3 and 5 are the EfficientNet sizes) so the tap
-// loops unroll. `in` is the zero-padded plane, so every tap is in bounds.
+// One output plane of a depthwise conv with horizontal stride S (1, or 2 on the
+// deinterleaved layout); K > 0 fixes a KxK kernel at compile time (3 and 5 are the
+// EfficientNet sizes) so the tap loops unroll and the weights stay broadcast.
 template <int S, int K>
-void depthwise_plane(const Conv2dParams& p, const float* in, int64_t ld, const float* w,
-                     float bias, float* out) {
-  const int64_t kh = K ? K : p.kh, kw = K ? K : p.kw, dh = p.dil_h, dw = p.dil_w;
-  const int64_t full = p.w_out / 8 * 8, rem = p.w_out - full;
+void depthwise_plane(const Conv2dParams& p, const PaddedPlane& pp, const float* in,
+                     const float* w, float bias, float* out) {
+  const int64_t kh = K ? K : p.kh, kw = K ? K : p.kw, dh = p.dil_h, dw = p.dil_w, ld = pp.ld;
+  // Offset of tap kx from an output's first input, in the plane's layout.
+  int64_t tap_offset[16];
+  const int64_t taps_x = std::min<int64_t>(kw, 16);
+  for (int64_t kx = 0; kx < taps_x; ++kx) {
+    const int64_t c = kx * dw;
+    tap_offset[kx] = S == 1 ? c : (c & 1) * pp.half + (c >> 1);
+  }
+  __m256 wk[K ? K * K : 1];
+  if (K)
+    for (int i = 0; i < K * K; ++i) wk[i] = _mm256_set1_ps(w[i]);
+  auto weight = [&](int64_t i) { return K ? wk[i] : _mm256_set1_ps(w[i]); };
+
+  const int64_t rem = p.w_out % 8;
   alignas(32) int32_t lanes[8];
   for (int i = 0; i < 8; ++i) lanes[i] = i < rem ? -1 : 0;
   const __m256i tail_mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
@@ -71,29 +127,26 @@ void depthwise_plane(const Conv2dParams& p, const float* in, int64_t ld, const f
     const float* rows = in + oy * p.stride_h * ld;
     float* orow = out + oy * p.w_out;
     int64_t ox = 0;
-    // Two vectors per step share each weight broadcast.
-    for (; ox + 16 <= full; ox += 16) {
+    // Two vectors per step share each weight.
+    for (; ox + 16 <= p.w_out; ox += 16) {
       __m256 acc0 = b, acc1 = b;
       for (int64_t ky = 0; ky < kh; ++ky) {
-        const float* r = rows + ky * dh * ld + ox * S;
+        const float* r = rows + ky * dh * ld + ox;
         for (int64_t kx = 0; kx < kw; ++kx) {
-          const __m256 wv = _mm256_set1_ps(w[ky * kw + kx]);
-          acc0 = _mm256_fmadd_ps(wv, load_tap_inputs<S>(r + kx * dw), acc0);
-          acc1 = _mm256_fmadd_ps(wv, load_tap_inputs<S>(r + kx * dw + 8 * S), acc1);
+          const __m256 wv = weight(ky * kw + kx);
+          acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx]), acc0);
+          acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx] + 8), acc1);
         }
       }
       _mm256_storeu_ps(orow + ox, acc0);
       _mm256_storeu_ps(orow + ox + 8, acc1);
     }
-    // The rest, 8 at a time; the last partial vector reads into the row slack and
-    // stores only its valid lanes.
     for (; ox < p.w_out; ox += 8) {
       __m256 acc = b;
       for (int64_t ky = 0; ky < kh; ++ky) {
-        const float* r = rows + ky * dh * ld + ox * S;
+        const float* r = rows + ky * dh * ld + ox;
         for (int64_t kx = 0; kx < kw; ++kx)
-          acc = _mm256_fmadd_ps(_mm256_set1_ps(w[ky * kw + kx]),
-                                load_tap_inputs<S>(r + kx * dw), acc);
+          acc = _mm256_fmadd_ps(weight(ky * kw + kx), _mm256_loadu_ps(r + tap_offset[kx]), acc);
       }
       if (ox + 8 <= p.w_out)
         _mm256_storeu_ps(orow + ox, acc);
@@ -105,15 +158,15 @@ void depthwise_plane(const Conv2dParams& p, const float* in, int64_t ld, const f
 }
 #endif
 
-// Any stride: plain loops over the padded plane.
-void depthwise_plane_generic(const Conv2dParams& p, const float* in, int64_t ld, const float* w,
-                             float bias, float* out) {
+// Any stride and kernel: plain loops over the (not deinterleaved) padded plane.
+void depthwise_plane_generic(const Conv2dParams& p, const PaddedPlane& pp, const float* in,
+                             const float* w, float bias, float* out) {
   for (int64_t oy = 0; oy < p.h_out; ++oy) {
     float* orow = out + oy * p.w_out;
     for (int64_t ox = 0; ox < p.w_out; ++ox) {
       float acc = bias;
       for (int64_t ky = 0; ky < p.kh; ++ky) {
-        const float* r = in + (oy * p.stride_h + ky * p.dil_h) * ld + ox * p.stride_w;
+        const float* r = in + (oy * p.stride_h + ky * p.dil_h) * pp.ld + ox * p.stride_w;
         for (int64_t kx = 0; kx < p.kw; ++kx) acc += w[ky * p.kw + kx] * r[kx * p.dil_w];
       }
       orow[ox] = acc;
@@ -122,18 +175,18 @@ void depthwise_plane_generic(const Conv2dParams& p, const float* in, int64_t ld,
   }
 }
 
-using DepthwisePlaneFn = void (*)(const Conv2dParams&, const float*, int64_t, const float*,
-                                  float, float*);
+using DepthwisePlaneFn = void (*)(const Conv2dParams&, const PaddedPlane&, const float*,
+                                  const float*, float, float*);
 
 DepthwisePlaneFn pick_depthwise(const Conv2dParams& p) {
 #ifdef __AVX2__
   const bool square3 = p.kh == 3 && p.kw == 3, square5 = p.kh == 5 && p.kw == 5;
-  if (p.stride_w == 1) {
+  if (p.kw <= 16 && p.stride_w == 1) {
     if (square3) return depthwise_plane<1, 3>;
     if (square5) return depthwise_plane<1, 5>;
     return depthwise_plane<1, 0>;
   }
-  if (p.stride_w == 2) {
+  if (p.kw <= 16 && p.stride_w == 2) {
     if (square3) return depthwise_plane<2, 3>;
     if (square5) return depthwise_plane<2, 5>;
     return depthwise_plane<2, 0>;
@@ -205,11 +258,8 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
 #pragma omp for schedule(static)
       for (int64_t plane = 0; plane < planes; ++plane) {
         const int64_t c = plane % p.c_in;
-        const float* src = xd + plane * hw_in;
-        for (int64_t iy = 0; iy < p.h; ++iy)
-          std::memcpy(buf + (p.pad_top + iy) * pp.cols + p.pad_left, src + iy * p.w,
-                      static_cast<size_t>(p.w) * sizeof(float));
-        plane_fn(p, buf, pp.cols, wd + c * p.kh * p.kw, bd ? bd[c] : 0.f, yd + plane * hw_out);
+        fill_padded_plane(p, pp, xd + plane * hw_in, buf);
+        plane_fn(p, pp, buf, wd + c * p.kh * p.kw, bd ? bd[c] : 0.f, yd + plane * hw_out);
       }
     }
     return;
