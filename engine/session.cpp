@@ -1,0 +1,49 @@
+#include "engine/session.h"
+
+#include "engine/error.h"
+
+namespace repshare {
+
+Session::Session(const Model& model, Backend& backend, std::vector<std::string> wanted)
+    : backend_(backend), weights_(backend), wanted_(std::move(wanted)) {
+  if (wanted_.empty()) wanted_ = model.info.outputs;
+  input_name_ = model.info.input;
+  executor_.reset(new Executor(model.graph, backend, weights_, {input_name_}, wanted_));
+  weights_.commit();
+  executor_->allocate();
+  input_shape_ = executor_->input(input_name_).shape;
+  input_.assign(input_shape_.numel(), 0.f);
+  for (const auto& w : wanted_) {
+    const Tensor& t = executor_->output(w);
+    check(t.dtype == DType::F32, ErrorKind::Unsupported, "output '", w, "' is not float32");
+    outputs_.emplace_back(t.numel());
+    output_shapes_.push_back(t.shape);
+  }
+}
+
+void Session::run() {
+  Tensor& in = executor_->input(input_name_);
+  backend_.upload(in.data, input_.data(), input_.size() * sizeof(float));
+  executor_->run();
+  for (size_t i = 0; i < wanted_.size(); ++i) {
+    const Tensor& t = executor_->output(wanted_[i]);
+    backend_.download(outputs_[i].data(), t.data, outputs_[i].size() * sizeof(float));
+  }
+  backend_.synchronize();
+}
+
+int Session::index(const std::string& name) const {
+  for (size_t i = 0; i < wanted_.size(); ++i)
+    if (wanted_[i] == name) return static_cast<int>(i);
+  fail(ErrorKind::Argument, "output '", name, "' was not requested from this session");
+}
+
+const float* Session::host_output(const std::string& name) const {
+  return outputs_[index(name)].data();
+}
+
+const Shape& Session::output_shape(const std::string& name) const {
+  return output_shapes_[index(name)];
+}
+
+}  // namespace repshare

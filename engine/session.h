@@ -1,0 +1,51 @@
+// Session: one model ready to run on one backend: its weights arena, its executor
+// and host staging buffers for the input and the wanted outputs. This is the path
+// image -> tensor -> graph -> arena -> backend -> output, top to bottom:
+//
+//   Model m = load_model("b0.onnx");
+//   Session s(m, backend);              // plans and allocates everything once
+//   preprocess(image, s.host_input());  // host memory
+//   s.run();                            // upload, kernels, download
+//   const float* logits = s.host_output("logits");
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/arena.h"
+#include "engine/executor.h"
+#include "engine/model.h"
+
+namespace repshare {
+
+class Session {
+ public:
+  // wanted: tensors to fetch after each run (default: the model's task outputs).
+  Session(const Model& model, Backend& backend, std::vector<std::string> wanted = {});
+
+  float* host_input() { return input_.data(); }
+  const Shape& input_shape() const { return input_shape_; }
+  void run();
+  const float* host_output(const std::string& name) const;
+  const Shape& output_shape(const std::string& name) const;
+  const std::vector<std::string>& wanted() const { return wanted_; }
+
+  Executor& executor() { return *executor_; }
+  const WeightsArena& weights() const { return weights_; }
+  Backend& backend() { return backend_; }
+
+ private:
+  int index(const std::string& name) const;
+  Backend& backend_;
+  WeightsArena weights_;
+  std::unique_ptr<Executor> executor_;
+  std::string input_name_;
+  Shape input_shape_;
+  std::vector<float> input_;
+  std::vector<std::string> wanted_;
+  std::vector<std::vector<float>> outputs_;
+  std::vector<Shape> output_shapes_;
+};
+
+}  // namespace repshare
