@@ -1,0 +1,250 @@
+// EfficientDet post-processing against effdet 0.4.1: anchors, and the detections
+// of _post_process + _batch_detection (hard NMS, soft-NMS, letterbox frame) on
+// network outputs that both sides compute from one integer formula
+// (scripts/make_detection_fixtures.py); plus hand-checked NMS cases and bad shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "tasks/detection.h"
+
+namespace repshare {
+namespace {
+
+const std::string kFixtures = std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/detection/";
+
+std::vector<std::string> fixture_lines(const std::string& name) {
+  std::ifstream f(kFixtures + name);
+  EXPECT_TRUE(f.good()) << "missing fixture " << kFixtures + name;
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line[0] != '#') lines.push_back(line);
+  }
+  return lines;
+}
+
+TEST(DetectionAnchors, FeatureSizesHalveRoundingUp) {
+  DetectionConfig config;
+  const auto sizes = feature_sizes(config);
+  ASSERT_EQ(sizes.size(), 5u);
+  const int expected[5] = {64, 32, 16, 8, 4};
+  for (int l = 0; l < 5; ++l) {
+    EXPECT_EQ(sizes[l][0], expected[l]);
+    EXPECT_EQ(sizes[l][1], expected[l]);
+  }
+  config.image_height = 100;  // 100 -> 50 -> 25 -> 13 -> 7 -> 4 -> 2
+  config.image_width = 96;
+  const auto odd = feature_sizes(config);
+  EXPECT_EQ(odd[0][0], 13);
+  EXPECT_EQ(odd[4][0], 1);
+  EXPECT_EQ(odd[0][1], 12);
+}
+
+TEST(DetectionAnchors, EqualEffdetAnchors) {
+  const std::vector<std::array<float, 4>> anchors = generate_anchors(DetectionConfig());
+  EXPECT_EQ(anchors.size(), 49104u);
+  const std::vector<std::string> lines = fixture_lines("anchors_512.txt");
+  ASSERT_GT(lines.size(), 900u);
+  std::istringstream count_line(lines[0]);
+  std::string word;
+  size_t count = 0;
+  count_line >> word >> count;
+  EXPECT_EQ(count, anchors.size());
+  for (size_t n = 1; n < lines.size(); ++n) {
+    std::istringstream row(lines[n]);
+    size_t index = 0;
+    float expected[4];
+    row >> index >> expected[0] >> expected[1] >> expected[2] >> expected[3];
+    ASSERT_LT(index, anchors.size());
+    for (int k = 0; k < 4; ++k) {
+      // Both round the same float64 value to float32.
+      EXPECT_FLOAT_EQ(anchors[index][k], expected[k]) << "anchor " << index << " coord " << k;
+    }
+  }
+}
+
+TEST(DetectionAnchors, FirstAnchorByHand) {
+  // P3 cell (0, 0), octave 0, aspect (1, 1): centre 4, half size 4 * 8 / 2 = 16.
+  // Aspect (1.4, 0.7) is wider: half sizes 16 * 0.7 (y) and 16 * 1.4 (x).
+  const auto anchors = generate_anchors(DetectionConfig());
+  EXPECT_FLOAT_EQ(anchors[0][0], -12.f);
+  EXPECT_FLOAT_EQ(anchors[0][3], 20.f);
+  EXPECT_FLOAT_EQ(anchors[1][0], 4.f - 16.f * 0.7f);
+  EXPECT_FLOAT_EQ(anchors[1][1], 4.f - 16.f * 1.4f);
+  // Anchor 9 is the next column (x centre 12), same shape as anchor 0.
+  EXPECT_FLOAT_EQ(anchors[9][1], 12.f - 16.f);
+}
+
+// The synthetic network outputs of scripts/make_detection_fixtures.py.
+struct FormulaOutputs {
+  std::vector<std::vector<float>> class_data, box_data;
+  std::vector<Tensor> class_outputs, box_outputs;
+};
+
+FormulaOutputs formula_outputs(const std::vector<std::string>& lines, const DetectionConfig& c) {
+  uint64_t cls_mul = 0, cls_add = 0, box_mul = 0, box_add = 0;
+  double boost = 0;
+  struct Object {
+    int cls;
+    double y0, x0, y1, x1;
+  };
+  std::vector<Object> objects;
+  for (const std::string& line : lines) {
+    std::istringstream in(line);
+    std::string key;
+    in >> key;
+    if (key == "formula") in >> cls_mul >> cls_add >> box_mul >> box_add >> boost;
+    Object o{};
+    if (key == "object" && in >> o.cls >> o.y0 >> o.x0 >> o.y1 >> o.x1) objects.push_back(o);
+  }
+  EXPECT_NE(cls_mul, 0u) << "fixture has no formula line";
+  FormulaOutputs out;
+  const int64_t anchors = c.anchors_per_location();
+  uint64_t cls_index = 0, box_index = 0;
+  for (const auto& size : feature_sizes(c)) {
+    const int64_t h = size[0], w = size[1], stride = c.image_height / h;
+    std::vector<float> logits(anchors * c.num_classes * h * w);
+    for (float& v : logits) {
+      v = static_cast<float>(((cls_index++ * cls_mul + cls_add) % (1u << 24)) / 2097152.0 - 7.0);
+    }
+    for (const Object& o : objects) {
+      for (int64_t y = 0; y < h; ++y) {
+        for (int64_t x = 0; x < w; ++x) {
+          const double cy = y * stride + stride / 2.0, cx = x * stride + stride / 2.0;
+          if (cy < o.y0 || cy > o.y1 || cx < o.x0 || cx > o.x1) continue;
+          for (int64_t a = 0; a < anchors; ++a) {
+            logits[((a * c.num_classes + o.cls) * h + y) * w + x] += static_cast<float>(boost);
+          }
+        }
+      }
+    }
+    std::vector<float> deltas(anchors * 4 * h * w);
+    for (float& v : deltas) {
+      v = static_cast<float>(((box_index++ * box_mul + box_add) % (1u << 24)) / 16777216.0 - 0.5);
+    }
+    out.class_data.push_back(std::move(logits));
+    out.box_data.push_back(std::move(deltas));
+    out.class_outputs.push_back({Shape{1, anchors * c.num_classes, h, w}, DType::F32,
+                                 out.class_data.back().data()});
+    out.box_outputs.push_back({Shape{1, anchors * 4, h, w}, DType::F32,
+                               out.box_data.back().data()});
+  }
+  return out;
+}
+
+void expect_effdet_detections(const std::string& fixture) {
+  const std::vector<std::string> lines = fixture_lines(fixture);
+  DetectionConfig config;
+  ImageFrame frame;
+  bool has_frame = false;
+  std::vector<std::vector<float>> expected;
+  for (const std::string& line : lines) {
+    std::istringstream in(line);
+    std::string key;
+    in >> key;
+    if (key == "soft_nms") {
+      in >> config.soft_nms;
+    } else if (key == "frame") {
+      in >> frame.scale >> frame.width >> frame.height;
+      has_frame = true;
+    } else if (key != "formula" && key != "object") {
+      std::istringstream row(line);
+      std::vector<float> v(6);
+      for (float& x : v) row >> x;
+      expected.push_back(v);
+    }
+  }
+  FormulaOutputs outputs = formula_outputs(lines, config);
+  const DetectionPostprocess post(config);
+  const std::vector<Detection> got =
+      post.run(outputs.class_outputs, outputs.box_outputs, has_frame ? &frame : nullptr);
+  ASSERT_EQ(got.size(), expected.size()) << fixture;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const Detection& d = got[i];
+    const std::vector<float>& e = expected[i];
+    EXPECT_NEAR(d.x_min, e[0], 1e-3) << fixture << " detection " << i;
+    EXPECT_NEAR(d.y_min, e[1], 1e-3) << fixture << " detection " << i;
+    EXPECT_NEAR(d.x_max, e[2], 1e-3) << fixture << " detection " << i;
+    EXPECT_NEAR(d.y_max, e[3], 1e-3) << fixture << " detection " << i;
+    EXPECT_NEAR(d.score, e[4], 1e-4) << fixture << " detection " << i;
+    EXPECT_EQ(d.category_id, static_cast<int>(e[5])) << fixture << " detection " << i;
+  }
+}
+
+TEST(DetectionPostprocess, HardNmsEqualsEffdet) {
+  expect_effdet_detections("postprocess_hard.txt");
+}
+TEST(DetectionPostprocess, SoftNmsEqualsEffdet) {
+  expect_effdet_detections("postprocess_soft.txt");
+}
+TEST(DetectionPostprocess, LetterboxFrameEqualsEffdet) {
+  expect_effdet_detections("postprocess_frame.txt");
+}
+
+DetectionCandidates candidates(std::vector<std::array<float, 4>> boxes, std::vector<float> scores,
+                               std::vector<int> classes) {
+  return {std::move(boxes), std::move(scores), std::move(classes)};
+}
+
+TEST(DetectionNms, SuppressesOnlyWithinAClassAboveThreshold) {
+  // Boxes 0 and 1: IoU 50/150 = 1/3. Boxes 0 and 2: IoU 80/100 = 0.8 (suppressed in
+  // class 0). Box 3 equals box 0 but is class 1: kept. Box 4 (area 50) lies inside
+  // box 0: IoU exactly 0.5, not suppressed (the test is strictly greater); with box
+  // 1 its IoU is 25/125.
+  const DetectionCandidates c = candidates(
+      {{0, 0, 10, 10}, {5, 0, 15, 10}, {0, 0, 10, 8}, {0, 0, 10, 10}, {0, 0, 10, 5}},
+      {0.9f, 0.8f, 0.85f, 0.7f, 0.6f}, {0, 0, 0, 1, 0});
+  const std::vector<int> kept = batched_nms(c, 0.5);
+  EXPECT_EQ(kept, (std::vector<int>{0, 1, 3, 4}));
+  EXPECT_EQ(batched_nms(c, 0.3), (std::vector<int>{0, 3}));
+}
+
+TEST(DetectionNms, SoftNmsDecaysByGaussianOfIou) {
+  // IoU(0, 1) = 1/3: score 0.8 * exp(-(1/9) / 0.5). Class 1's box is untouched.
+  const DetectionCandidates c =
+      candidates({{0, 0, 10, 10}, {5, 0, 15, 10}, {0, 0, 10, 10}}, {0.9f, 0.8f, 0.5f}, {0, 0, 1});
+  const SoftNmsResult r = batched_soft_nms(c, 0.5f, 0.001f);
+  ASSERT_EQ(r.indices, (std::vector<int>{0, 1, 2}));
+  EXPECT_FLOAT_EQ(r.scores[0], 0.9f);
+  EXPECT_NEAR(r.scores[1], 0.8 * std::exp(-(1.0 / 9) / 0.5), 1e-6);
+  EXPECT_FLOAT_EQ(r.scores[2], 0.5f);
+  // A threshold above the decayed score drops it.
+  EXPECT_EQ(batched_soft_nms(c, 0.5f, 0.7f).indices, (std::vector<int>{0}));
+}
+
+TEST(DetectionPostprocess, RejectsWrongOutputs) {
+  DetectionConfig config;
+  config.image_height = config.image_width = 128;
+  const DetectionPostprocess post(config);
+  std::vector<float> buffer(810 * 16 * 16);
+  std::vector<Tensor> cls, box;
+  for (const auto& s : feature_sizes(config)) {
+    cls.push_back({Shape{1, 810, s[0], s[1]}, DType::F32, buffer.data()});
+    box.push_back({Shape{1, 36, s[0], s[1]}, DType::F32, buffer.data()});
+  }
+  EXPECT_NO_THROW(post.run(cls, box));
+  try {
+    std::vector<Tensor> four(cls.begin(), cls.begin() + 4);
+    post.run(four, box);
+    FAIL() << "4 levels accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Shape);
+    EXPECT_NE(std::string(e.what()).find("got 4 levels"), std::string::npos) << e.what();
+  }
+  box[2].shape = Shape{1, 36, 4, 5};
+  try {
+    post.run(cls, box);
+    FAIL() << "wrong box shape accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Shape);
+    EXPECT_NE(std::string(e.what()).find("box output of P5"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace repshare
