@@ -17,6 +17,7 @@ struct Command {
   int (*run)(const CommandArgs& argv);
 };
 
+int cmd_inspect(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
 
 }  // namespace repshare

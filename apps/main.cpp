@@ -11,6 +11,7 @@ namespace repshare {
 namespace {
 
 const std::vector<Command> kCommands = {
+    {"inspect", "ops, parameters, FLOPs, stages and cut points of a model", cmd_inspect},
     {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
 };
 

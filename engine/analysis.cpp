@@ -1,0 +1,117 @@
+#include "engine/analysis.h"
+
+#include <algorithm>
+#include <set>
+
+namespace repshare {
+
+int64_t node_flops(const Graph& g, const Node& n) {
+  if (n.op_type == "Conv") {
+    const Shape& w = g.values[n.inputs[1]].shape;     // [Cout, Cin/groups, kh, kw]
+    const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
+    return 2 * y.numel() * w[1] * w[2] * w[3];
+  }
+  if (n.op_type == "Gemm" || n.op_type == "MatMul") {
+    const Shape& a = g.values[n.inputs[0]].shape;
+    const Shape& y = g.values[n.outputs[0]].shape;
+    int64_t k = n.op_type == "Gemm" && n.attr_int("transA", 0) ? a[0] : a[a.rank() - 1];
+    return 2 * y.numel() * k;
+  }
+  return 0;
+}
+
+namespace {
+
+// Marks the nodes needed to compute `target` (stopping at already-assigned nodes).
+void ancestors(const Graph& g, const std::vector<int>& producer, int target,
+               std::vector<int>& owner, int stage) {
+  std::vector<int> stack = {target};
+  std::vector<bool> seen(g.values.size(), false);
+  while (!stack.empty()) {
+    int v = stack.back();
+    stack.pop_back();
+    if (v < 0 || seen[v]) continue;
+    seen[v] = true;
+    int p = producer[v];
+    if (p < 0 || owner[p] >= 0) continue;
+    owner[p] = stage;
+    for (int i : g.nodes[p].inputs) stack.push_back(i);
+  }
+}
+
+}  // namespace
+
+ModelAnalysis analyze(const Model& m) {
+  const Graph& g = m.graph;
+  ModelAnalysis a;
+  const std::vector<int> producer = g.producers();
+  a.node_flops.resize(g.nodes.size());
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    a.node_flops[k] = node_flops(g, g.nodes[k]);
+    a.total_flops += a.node_flops[k];
+  }
+
+  // Stage ownership: a node belongs to the first stage that needs it.
+  const int ns = static_cast<int>(m.info.stages.size());
+  std::vector<int> owner(g.nodes.size(), -1);
+  for (int s = 0; s < ns; ++s) ancestors(g, producer, g.find(m.info.stages[s].tensor), owner, s);
+  for (const auto& o : m.info.outputs) ancestors(g, producer, g.find(o), owner, ns);
+  for (int s = 0; s <= ns; ++s) {
+    StageStats st;
+    st.name = s < ns ? m.info.stages[s].name : "output";
+    if (s < ns) {
+      st.tensor = m.info.stages[s].tensor;
+      st.shape = m.info.stages[s].shape;
+    }
+    a.stages.push_back(st);
+  }
+  std::set<int> counted;
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    if (owner[k] < 0) continue;
+    StageStats& st = a.stages[owner[k]];
+    ++st.nodes;
+    st.flops += a.node_flops[k];
+    for (int i : g.nodes[k].inputs)
+      if (i >= 0 && g.values[i].is_constant() && counted.insert(i).second) {
+        st.params += g.values[i].shape.numel();
+        a.total_params += g.values[i].shape.numel();
+      }
+  }
+
+  // Cut points with respect to the task outputs: after node p, exactly one
+  // non-constant value is still needed later.
+  std::vector<int> last_use(g.values.size(), -1);
+  std::vector<bool> is_output(g.values.size(), false);
+  for (const auto& o : m.info.outputs) is_output[g.find(o)] = true;
+  for (size_t k = 0; k < g.nodes.size(); ++k)
+    for (int i : g.nodes[k].inputs)
+      if (i >= 0 && !g.values[i].is_constant()) last_use[i] = static_cast<int>(k);
+  const int n = static_cast<int>(g.nodes.size());
+  for (size_t v = 0; v < g.values.size(); ++v)
+    if (is_output[v]) last_use[v] = n;
+  // live[p] counts values produced at or before p and used after p.
+  std::vector<int> delta(n + 2, 0);
+  auto add_range = [&](int from, int to) {  // live on positions [from, to)
+    if (to <= from) return;
+    delta[from + 1] += 1;
+    delta[std::min(to, n) + 1] -= 1;
+  };
+  for (int v : g.inputs) add_range(-1, last_use[v]);
+  for (int k = 0; k < n; ++k)
+    for (int o : g.nodes[k].outputs)
+      if (o >= 0) add_range(k, last_use[o]);
+  int live = 0;
+  int64_t flops = 0;
+  live += delta[0];
+  for (int k = 0; k < n; ++k) {
+    live += delta[k + 1];
+    flops += a.node_flops[k];
+    if (live != 1 || owner[k] < 0) continue;
+    for (int o : g.nodes[k].outputs)
+      if (o >= 0 && last_use[o] > k && !is_output[o])
+        a.cut_points.push_back({g.values[o].name, g.values[o].shape, flops});
+  }
+  return a;
+}
+
+}  // namespace repshare
