@@ -6,9 +6,35 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/backend_registry.h"
 #include "engine/error.h"
+#include "loaders/labels.h"
 
 namespace repshare {
+
+const char* kBackendUsage =
+    "  --backend cpu|cuda     where to run (default cpu)\n"
+    "  --threads N            CPU threads (default: all cores)\n"
+    "  --precision fp32       arithmetic precision (fp32; fp16 is planned for CUDA)\n";
+
+std::unique_ptr<Backend> backend_from_args(Args& args) {
+  const std::string name = args.get("backend", "cpu");
+  const int threads = args.get_int("threads", 0);
+  const std::string precision = args.get("precision", "fp32");
+  check(precision == "fp32" || precision == "fp16", ErrorKind::Argument,
+        "--precision must be fp32 or fp16, got '", precision, "'");
+  check(precision == "fp32", ErrorKind::Unsupported,
+        "--precision fp16 is not implemented yet; use fp32");
+  return make_backend(name, threads);
+}
+
+std::vector<std::string> load_class_names(const std::string& path) {
+  if (path.empty()) return {};
+  const std::string ext = ".json";
+  if (path.size() > ext.size() && path.compare(path.size() - ext.size(), ext.size(), ext) == 0)
+    return read_class_index_json(path).names;
+  return read_label_lines(path);
+}
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";

@@ -4,10 +4,24 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "apps/args.h"
+#include "engine/backend.h"
+
 namespace repshare {
+
+// --backend cpu|cuda, --threads N, --precision fp32|fp16: the backend every
+// subcommand runs on. Errors name the option (no GPU, unknown backend, ...).
+std::unique_ptr<Backend> backend_from_args(Args& args);
+// Usage text for those options.
+extern const char* kBackendUsage;
+
+// Class names from a labels file: ImageNet class-index JSON or one name per line.
+// Empty path: no names (callers print indices).
+std::vector<std::string> load_class_names(const std::string& path);
 
 // Writes `bytes` to path.tmp then renames it over path, so a failure never leaves
 // a partial file. Throws Io naming the path.

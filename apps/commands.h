@@ -18,6 +18,7 @@ struct Command {
 };
 
 int cmd_inspect(const CommandArgs& argv);
+int cmd_classify(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
 
 }  // namespace repshare

@@ -12,6 +12,7 @@ namespace {
 
 const std::vector<Command> kCommands = {
     {"inspect", "ops, parameters, FLOPs, stages and cut points of a model", cmd_inspect},
+    {"classify", "top-k ImageNet classes of images", cmd_classify},
     {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
 };
 

@@ -1,0 +1,59 @@
+#include "tasks/classification.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "engine/error.h"
+
+namespace repshare {
+
+ClassifyPreprocess classify_preprocess_for(const ModelInfo& info) {
+  ClassifyPreprocess p;
+  if (info.input_shape.rank() == 4) {
+    p.crop = static_cast<int>(info.input_shape[3]);
+    p.resize = static_cast<int>(std::lround(p.crop / 0.875));
+  }
+  if (info.sidecar_json.empty()) return p;
+  try {
+    auto j = nlohmann::json::parse(info.sidecar_json);
+    if (!j.contains("preprocess")) return p;
+    const auto& pp = j["preprocess"];
+    if (pp.contains("resize") && pp["resize"].is_number()) p.resize = pp["resize"].get<int>();
+    if (pp.contains("crop") && pp["crop"].is_number()) p.crop = pp["crop"].get<int>();
+    if (pp.contains("interpolation")) p.interp = parse_interp(pp["interpolation"].get<std::string>());
+    for (int c = 0; c < 3; ++c) {
+      if (pp.contains("mean")) p.mean[c] = pp["mean"][c].get<float>();
+      if (pp.contains("std")) p.std[c] = pp["std"][c].get<float>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorKind::Malformed, "preprocess entry of model '", info.name, "': ", e.what());
+  }
+  check(p.crop > 0 && p.resize >= p.crop, ErrorKind::Malformed, "model '", info.name,
+        "': preprocess resize ", p.resize, " / crop ", p.crop, " is not usable");
+  return p;
+}
+
+std::vector<int> top_k(const float* values, int count, int k) {
+  k = std::min(k, count);
+  std::vector<int> idx(count);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) {
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  });
+  idx.resize(k);
+  return idx;
+}
+
+std::vector<std::pair<int, float>> top_k_softmax(const float* logits, int count, int k) {
+  double mx = -INFINITY, sum = 0;
+  for (int i = 0; i < count; ++i) mx = std::max<double>(mx, logits[i]);
+  for (int i = 0; i < count; ++i) sum += std::exp(logits[i] - mx);
+  std::vector<std::pair<int, float>> out;
+  for (int i : top_k(logits, count, k))
+    out.push_back({i, static_cast<float>(std::exp(logits[i] - mx) / sum)});
+  return out;
+}
+
+}  // namespace repshare

@@ -1,0 +1,25 @@
+// Classification task helpers: the preprocessing a model's sidecar records, and
+// top-k over logits.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/model.h"
+#include "loaders/image.h"
+
+namespace repshare {
+
+// The sidecar's "preprocess" entry (resize, crop, interpolation, mean, std); the
+// torchvision ImageNet defaults (256 / 224 bicubic) for a model without one, with
+// the crop taken from the model's input shape.
+ClassifyPreprocess classify_preprocess_for(const ModelInfo& info);
+
+// Indices of the k largest values, largest first (ties: lower index first).
+std::vector<int> top_k(const float* values, int count, int k);
+
+// Softmax probabilities of the top-k entries, as (index, probability).
+std::vector<std::pair<int, float>> top_k_softmax(const float* logits, int count, int k);
+
+}  // namespace repshare
