@@ -34,6 +34,14 @@ inline int to_int(int64_t v, const char* op, const char* what) {
   return static_cast<int>(v);
 }
 
+// Same for values that may be negative (strides of a reversed Slice, crops).
+inline int to_signed_int(int64_t v, const char* op, const char* what) {
+  if (v < INT_MIN || v > INT_MAX)
+    fail(ErrorKind::Unsupported, "cuda ", op, ": ", what, " = ", v,
+         " does not fit the 32-bit indexing of the CUDA kernels");
+  return static_cast<int>(v);
+}
+
 constexpr int kBlock = 256;
 // One thread per element; n > 0 (callers return early on empty tensors, since a
 // grid of zero blocks is a launch error).

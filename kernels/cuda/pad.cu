@@ -72,9 +72,7 @@ void CudaBackend::pad(const PadParams& p, const Tensor& x, Tensor& y) {
   for (int d = 0; d < p.rank; ++d) {
     q.in_dims[d] = cuda::to_int(p.in_dims[d], op, "input dimension");
     q.out_dims[d] = cuda::to_int(p.out_dims[d], op, "output dimension");
-    check(p.pad_begin[d] >= INT_MIN && p.pad_begin[d] <= INT_MAX, ErrorKind::Unsupported,
-          "cuda pad: pad_begin ", p.pad_begin[d], " does not fit 32 bits");
-    q.pad_begin[d] = static_cast<int>(p.pad_begin[d]);
+    q.pad_begin[d] = cuda::to_signed_int(p.pad_begin[d], op, "pad_begin");
     in_total *= p.in_dims[d];
     out_total *= p.out_dims[d];
   }

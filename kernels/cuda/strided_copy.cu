@@ -13,7 +13,7 @@ struct Copy32 {
   int out_strides[kMaxRank];
 };
 
-// Threads walk the index space in row-major order of dims; the last axis is
+// Strides may be negative (a Slice with a negative step). Threads walk the index space in row-major order of dims; the last axis is
 // usually the contiguous one on at least one side, so one side is coalesced.
 __global__ void strided_copy_kernel(Copy32 p, const float* __restrict__ x, float* __restrict__ y,
                                     int total) {
@@ -40,16 +40,14 @@ void CudaBackend::strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) 
   int64_t total = 1;
   for (int d = 0; d < p.rank; ++d) {
     q.dims[d] = cuda::to_int(p.dims[d], op, "dimension");
-    q.in_strides[d] = cuda::to_int(p.in_strides[d], op, "input stride");
-    q.out_strides[d] = cuda::to_int(p.out_strides[d], op, "output stride");
+    q.in_strides[d] = cuda::to_signed_int(p.in_strides[d], op, "input stride");
+    q.out_strides[d] = cuda::to_signed_int(p.out_strides[d], op, "output stride");
     total *= p.dims[d];
   }
   const int n = cuda::to_int(total, op, "numel");
   if (n == 0) return;
   // The offsets are applied to the pointers on the host: the kernel's int index
   // math then only spans the copied window.
-  cuda::to_int(p.in_offset, op, "in_offset");
-  cuda::to_int(p.out_offset, op, "out_offset");
   strided_copy_kernel<<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(
       q, x.f32() + p.in_offset, y.f32() + p.out_offset, n);
   after_launch("strided_copy_kernel");

@@ -1,0 +1,786 @@
+// Backend comparison (the idea of ggml's test-backend-ops): every Backend entry
+// point runs on random inputs of odd shapes on the CPU reference and on the CUDA
+// backend, and the outputs must agree to a normalized error
+// ||cuda - cpu|| / ||cpu||. Without a GPU (or a CUDA build) the comparisons skip.
+//
+// The table is all_cases(): adding an op or a shape is one entry there.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend_registry.h"
+#include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
+
+#ifdef REPSHARE_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace repshare {
+namespace {
+
+using Floats = std::vector<float>;
+
+// fp32 kernels that sum in a different order (cuBLAS vs OpenBLAS, warp shuffles
+// vs serial loops) differ by a few ulps per element: 1e-5 of the norm.
+constexpr double kFp32Tolerance = 1e-5;
+// Transcendental activations: CUDA's expf/logf/powf/tanhf are within 2 ulp and the
+// CPU's vectorised sigmoid polynomial within ~1e-7 relative; still far below 1e-4.
+constexpr double kTranscendentalTolerance = 1e-4;
+
+Floats random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Floats v(n);
+  for (float& f : v) f = dist(gen);
+  return v;
+}
+
+size_t count(const Shape& s) { return static_cast<size_t>(s.numel()); }
+
+// A tensor in one backend's memory, freed with it.
+class DeviceTensor {
+ public:
+  DeviceTensor(Backend& be, const Shape& shape, const Floats& host) : be_(be) {
+    t.shape = shape;
+    EXPECT_EQ(host.size(), count(shape)) << "host data for " << shape.str();
+    t.data = be.alloc(t.bytes());
+    be.upload(t.data, host.data(), t.bytes());
+  }
+  // An output: filled with NaN, so an element the kernel never writes fails the
+  // comparison instead of matching stale memory.
+  DeviceTensor(Backend& be, const Shape& shape)
+      : DeviceTensor(be, shape, Floats(count(shape), std::numeric_limits<float>::quiet_NaN())) {}
+  ~DeviceTensor() { be_.free(t.data); }
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+
+  Floats download() const {
+    Floats host(count(t.shape));
+    be_.download(host.data(), t.data, t.bytes());
+    return host;
+  }
+
+  Tensor t;
+
+ private:
+  Backend& be_;
+};
+
+// Raw workspace bytes (conv2d).
+class DeviceBytes {
+ public:
+  DeviceBytes(Backend& be, size_t bytes) : be_(be), data(be.alloc(bytes)) {}
+  ~DeviceBytes() { be_.free(data); }
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+
+ private:
+  Backend& be_;
+
+ public:
+  void* data;
+};
+
+struct OpCase {
+  std::string name;  // letters, digits and '_' (a gtest parameter name)
+  double tolerance;
+  // Runs the op on `be` with inputs fixed when the case was made; returns the output.
+  std::function<Floats(Backend& be)> run;
+};
+
+// ||b - a|| / ||a||; infinite when either holds a non-finite value or a is zero.
+double normalized_error(const Floats& a, const Floats& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0.0, ref = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return std::numeric_limits<double>::infinity();
+    diff += (double(b[i]) - a[i]) * (double(b[i]) - a[i]);
+    ref += double(a[i]) * a[i];
+  }
+  if (ref == 0.0) return diff == 0.0 && !a.empty() ? 0.0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(diff / ref);
+}
+
+// ---- case builders: one per entry point ----
+
+int64_t conv_out(int64_t in, int64_t k, int64_t stride, int64_t dil, int64_t pad0, int64_t pad1) {
+  return (in + pad0 + pad1 - dil * (k - 1) - 1) / stride + 1;
+}
+
+Activation act(ActKind kind, float alpha = 0.f, float beta = 0.f) {
+  Activation a;
+  a.kind = kind;
+  a.alpha = alpha;
+  a.beta = beta;
+  return a;
+}
+
+OpCase conv_case(const std::string& name, Conv2dParams p, bool with_bias) {
+  p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+  p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+  const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+  const Shape bs{p.c_out}, ys{p.n, p.c_out, p.h_out, p.w_out};
+  const Floats x = random_floats(count(xs), 1), w = random_floats(count(ws), 2);
+  const Floats b = random_floats(count(bs), 3);
+  return {"conv2d_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), W(be, ws, w), B(be, bs, b), Y(be, ys);
+            DeviceBytes workspace(be, be.conv2d_workspace(p));
+            be.conv2d(p, X.t, W.t, with_bias ? &B.t : nullptr, Y.t, workspace.data);
+            return Y.download();
+          }};
+}
+
+Conv2dParams conv(int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out, int64_t k,
+                  int64_t stride, int64_t groups, Activation a) {
+  Conv2dParams p;
+  p.n = n;
+  p.c_in = c_in;
+  p.h = h;
+  p.w = w;
+  p.c_out = c_out;
+  p.kh = p.kw = k;
+  p.stride_h = p.stride_w = stride;
+  p.groups = groups;
+  p.act = a;
+  return p;
+}
+
+Conv2dParams with_pads(Conv2dParams p, int64_t top, int64_t left, int64_t bottom, int64_t right) {
+  p.pad_top = top;
+  p.pad_left = left;
+  p.pad_bottom = bottom;
+  p.pad_right = right;
+  return p;
+}
+
+// Inputs in the activation's domain: positive for Log/Sqrt, away from 0 for
+// Reciprocal; wide enough to reach every branch (Clip bounds, HardSigmoid's ends).
+Floats activation_input(ActKind k, size_t n) {
+  switch (k) {
+    case ActKind::Log:
+    case ActKind::Sqrt: return random_floats(n, 4, 0.05f, 5.f);
+    case ActKind::Reciprocal: return random_floats(n, 4, 0.5f, 4.f);
+    default: return random_floats(n, 4, -6.f, 6.f);
+  }
+}
+
+OpCase activation_case(Activation a, bool in_place) {
+  const Shape s{2, 13, 7, 15};
+  const Floats x = activation_input(a.kind, count(s));
+  return {std::string("activation_") + act_name(a.kind) + (in_place ? "_in_place" : ""),
+          kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor X(be, s, x);
+            if (in_place) {
+              be.activation(a, X.t, X.t);
+              return X.download();
+            }
+            DeviceTensor Y(be, s);
+            be.activation(a, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+// NumPy broadcasting of two shapes of equal rank (size-1 dims broadcast).
+OpCase binary_case(const std::string& name, BinaryOp op, const Shape& as, const Shape& bs,
+                   Activation a = Activation()) {
+  BroadcastParams p;
+  p.op = op;
+  p.act = a;
+  p.rank = static_cast<int>(as.rank());
+  Shape ys = as;
+  int64_t sa = 1, sb = 1;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    ys[d] = std::max(as[d], bs[d]);
+    p.out_dims[d] = ys[d];
+    p.a_strides[d] = as[d] == 1 ? 0 : sa;
+    p.b_strides[d] = bs[d] == 1 ? 0 : sb;
+    sa *= as[d];
+    sb *= bs[d];
+  }
+  p.numel = ys.numel();
+  // Pow wants a positive base; Div a divisor away from 0.
+  const Floats x = random_floats(count(as), 5, op == BinaryOp::Pow ? 0.1f : -2.f, 2.f);
+  const Floats y = op == BinaryOp::Div ? random_floats(count(bs), 6, 0.5f, 2.f)
+                                       : random_floats(count(bs), 6, -2.f, 2.f);
+  return {"binary_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor A(be, as, x), B(be, bs, y), Y(be, ys);
+            be.binary(p, A.t, B.t, Y.t);
+            return Y.download();
+          }};
+}
+
+OpCase channel_affine_case(const std::string& name, int64_t n, int64_t c, int64_t inner,
+                           Activation a) {
+  ChannelAffineParams p;
+  p.n = n;
+  p.c = c;
+  p.inner = inner;
+  p.act = a;
+  const Shape xs{n, c, inner}, cs{c};
+  const Floats x = random_floats(count(xs), 7), scale = random_floats(count(cs), 8);
+  const Floats shift = random_floats(count(cs), 9);
+  return {"channel_affine_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), S(be, cs, scale), T(be, cs, shift), Y(be, xs);
+            be.channel_affine(p, X.t, S.t, T.t, Y.t);
+            return Y.download();
+          }};
+}
+
+// h_out/w_out from floor division, or ceil division when ceil_mode (the last
+// window may then run past the padded extent).
+OpCase pool_case(const std::string& name, Pool2dParams p, bool ceil_mode) {
+  auto out = [&](int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1) {
+    const int64_t span = in + p0 + p1 - d * (k - 1) - 1;
+    return (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  };
+  p.h_out = out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+  p.w_out = out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+  const Shape xs{p.n, p.c, p.h, p.w}, ys{p.n, p.c, p.h_out, p.w_out};
+  const Floats x = random_floats(count(xs), 10);
+  return {"pool2d_" + name, kFp32Tolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys);
+            be.pool2d(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+Pool2dParams pool(PoolKind kind, int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride,
+                  int64_t pad) {
+  Pool2dParams p;
+  p.kind = kind;
+  p.n = 2;
+  p.c = c;
+  p.h = h;
+  p.w = w;
+  p.kh = p.kw = k;
+  p.stride_h = p.stride_w = stride;
+  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+  return p;
+}
+
+OpCase reduce_case(const std::string& name, ReduceKind kind, int64_t outer, int64_t len,
+                   int64_t inner) {
+  ReduceParams p;
+  p.kind = kind;
+  p.outer = outer;
+  p.reduce = len;
+  p.inner = inner;
+  const Shape xs{outer, len, inner}, ys{outer, inner};
+  const Floats x = random_floats(count(xs), 11);
+  return {"reduce_" + name, kFp32Tolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys);
+            be.reduce(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+// Batch strides: 0 broadcasts a matrix; otherwise matrices are packed.
+OpCase gemm_case(const std::string& name, GemmParams p, bool broadcast_b) {
+  const int64_t a_size = p.m * p.k, b_size = p.k * p.n;
+  p.a_batch_stride = p.batch > 1 ? a_size : 0;
+  p.b_batch_stride = p.batch > 1 && !broadcast_b ? b_size : 0;
+  p.c_batch_stride = p.m * p.n;
+  const Shape as{p.a_batch_stride ? p.batch : 1, a_size};
+  const Shape bs{p.b_batch_stride ? p.batch : 1, b_size};
+  const Shape bias_s{std::max<int64_t>(p.bias_rows * p.bias_cols, 1)};
+  const Shape ys{p.batch, p.m, p.n};
+  const Floats a = random_floats(count(as), 12), b = random_floats(count(bs), 13);
+  const Floats bias = random_floats(count(bias_s), 14);
+  const bool has_bias = p.bias_rows > 0;
+  return {"gemm_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor A(be, as, a), B(be, bs, b), Bias(be, bias_s, bias), Y(be, ys);
+            be.gemm(p, A.t, B.t, has_bias ? &Bias.t : nullptr, Y.t);
+            return Y.download();
+          }};
+}
+
+GemmParams gemm(int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b,
+                int64_t bias_rows, int64_t bias_cols, Activation a = Activation()) {
+  GemmParams p;
+  p.batch = batch;
+  p.m = m;
+  p.n = n;
+  p.k = k;
+  p.trans_a = trans_a;
+  p.trans_b = trans_b;
+  p.bias_rows = bias_rows;
+  p.bias_cols = bias_cols;
+  p.act = a;
+  return p;
+}
+
+const char* resize_mode_name(ResizeMode m) {
+  switch (m) {
+    case ResizeMode::Nearest: return "nearest";
+    case ResizeMode::Linear: return "linear";
+    case ResizeMode::Cubic: return "cubic";
+  }
+  return "?";
+}
+
+const char* coord_name(CoordMode c) {
+  switch (c) {
+    case CoordMode::HalfPixel: return "half_pixel";
+    case CoordMode::PytorchHalfPixel: return "pytorch_half_pixel";
+    case CoordMode::AlignCorners: return "align_corners";
+    case CoordMode::Asymmetric: return "asymmetric";
+    case CoordMode::TfHalfPixelForNn: return "tf_half_pixel_for_nn";
+    case CoordMode::TfCropAndResize: return "tf_crop_and_resize";
+    case CoordMode::HalfPixelSymmetric: return "half_pixel_symmetric";
+  }
+  return "?";
+}
+
+const char* nearest_name(NearestMode n) {
+  switch (n) {
+    case NearestMode::RoundPreferFloor: return "round_prefer_floor";
+    case NearestMode::RoundPreferCeil: return "round_prefer_ceil";
+    case NearestMode::Floor: return "floor";
+    case NearestMode::Ceil: return "ceil";
+  }
+  return "?";
+}
+
+// Scales are output/input, as ONNX derives them from `sizes`.
+OpCase resize_case(const std::string& suffix, ResizeParams p, int64_t h, int64_t w,
+                   int64_t h_out, int64_t w_out) {
+  p.outer = 3;
+  p.h = h;
+  p.w = w;
+  p.h_out = h_out;
+  p.w_out = w_out;
+  p.scale_h = static_cast<float>(h_out) / static_cast<float>(h);
+  p.scale_w = static_cast<float>(w_out) / static_cast<float>(w);
+  const Shape xs{p.outer, h, w}, ys{p.outer, h_out, w_out};
+  const Floats x = random_floats(count(xs), 15);
+  std::string name = std::string("resize_") + resize_mode_name(p.mode) + "_" + coord_name(p.coord);
+  if (p.mode == ResizeMode::Nearest) name += std::string("_") + nearest_name(p.nearest);
+  return {name + "_" + suffix, kFp32Tolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys);
+            be.resize(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+// Copies x (shape xs) through `p` into an output of shape ys that starts as
+// `initial` (so the elements a Concat-like copy leaves alone are compared too).
+OpCase copy_case(const std::string& name, const CopyParams& p, const Shape& xs, const Shape& ys) {
+  const Floats x = random_floats(count(xs), 16), initial = random_floats(count(ys), 17);
+  return {"strided_copy_" + name, 0.0, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys, initial);
+            be.strided_copy(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+// Transpose of a contiguous tensor by `perm`.
+OpCase transpose_case(const std::string& name, const Shape& xs, const std::vector<int>& perm) {
+  CopyParams p;
+  p.rank = static_cast<int>(xs.rank());
+  std::vector<int64_t> in_strides(xs.rank());
+  int64_t s = 1;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    in_strides[d] = s;
+    s *= xs[d];
+  }
+  Shape ys = xs;
+  for (int d = 0; d < p.rank; ++d) ys[d] = xs[perm[d]];
+  s = 1;
+  for (int d = p.rank - 1; d >= 0; --d) {
+    p.dims[d] = ys[d];
+    p.in_strides[d] = in_strides[perm[d]];
+    p.out_strides[d] = s;
+    s *= ys[d];
+  }
+  return copy_case(name, p, xs, ys);
+}
+
+OpCase pad_case(const std::string& name, PadMode mode, const Shape& xs,
+                const std::vector<int64_t>& begin, const std::vector<int64_t>& end,
+                float value = 0.f) {
+  PadParams p;
+  p.mode = mode;
+  p.value = value;
+  p.rank = static_cast<int>(xs.rank());
+  Shape ys = xs;
+  for (int d = 0; d < p.rank; ++d) {
+    ys[d] = xs[d] + begin[d] + end[d];
+    p.in_dims[d] = xs[d];
+    p.out_dims[d] = ys[d];
+    p.pad_begin[d] = begin[d];
+  }
+  const Floats x = random_floats(count(xs), 18);
+  return {"pad_" + name, 0.0, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys);
+            be.pad(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+OpCase softmax_case(const std::string& name, int64_t outer, int64_t axis, int64_t inner,
+                    bool log) {
+  SoftmaxParams p;
+  p.outer = outer;
+  p.axis = axis;
+  p.inner = inner;
+  p.log = log;
+  const Shape s{outer, axis, inner};
+  const Floats x = random_floats(count(s), 19, -8.f, 8.f);
+  return {std::string(log ? "log_softmax_" : "softmax_") + name, kTranscendentalTolerance,
+          [=](Backend& be) {
+            DeviceTensor X(be, s, x), Y(be, s);
+            be.softmax(p, X.t, Y.t);
+            return Y.download();
+          }};
+}
+
+OpCase weighted_sum_case(int inputs, Activation a) {
+  WeightedSumParams p;
+  p.count = inputs;
+  p.act = a;
+  const Shape s{1, 13, 15, 33};
+  p.numel = s.numel();
+  const Floats w = random_floats(kMaxFusionInputs, 20, 0.f, 1.f);
+  for (int i = 0; i < inputs; ++i) p.weights[i] = w[i];
+  std::vector<Floats> xs;
+  for (int i = 0; i < inputs; ++i) xs.push_back(random_floats(count(s), 21 + i));
+  return {"weighted_sum_" + std::to_string(inputs) + "_" + act_name(a.kind),
+          kTranscendentalTolerance, [=](Backend& be) {
+            std::vector<std::unique_ptr<DeviceTensor>> owned;
+            std::vector<const Tensor*> ptrs;
+            for (const Floats& x : xs) {
+              owned.emplace_back(new DeviceTensor(be, s, x));
+              ptrs.push_back(&owned.back()->t);
+            }
+            DeviceTensor Y(be, s);
+            be.weighted_sum(p, ptrs.data(), Y.t);
+            return Y.download();
+          }};
+}
+
+// ---- the table ----
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> c;
+  const Activation none, relu = act(ActKind::Relu), swish = act(ActKind::Swish);
+  const Activation sigmoid = act(ActKind::Sigmoid);
+
+  // conv2d: depthwise (direct kernel), pointwise (GEMM on the input), dense and
+  // grouped (im2col + GEMM); odd channels and sizes, strides 1/2, TF-SAME-style
+  // asymmetric pads, dilation, batch 2.
+  c.push_back(conv_case("depthwise3_s1", with_pads(conv(1, 13, 15, 15, 13, 3, 1, 13, swish), 1, 1, 1, 1), true));
+  c.push_back(conv_case("depthwise5_s2_asym", with_pads(conv(2, 3, 33, 7, 3, 5, 2, 3, relu), 1, 1, 2, 2), true));
+  c.push_back(conv_case("depthwise3_s2_same", with_pads(conv(1, 13, 33, 33, 13, 3, 2, 13, none), 0, 0, 1, 1), false));
+  Conv2dParams dw_dil = with_pads(conv(1, 1, 15, 15, 1, 3, 1, 1, none), 2, 2, 2, 2);
+  dw_dil.dil_h = dw_dil.dil_w = 2;
+  c.push_back(conv_case("depthwise3_dilated_c1", dw_dil, true));
+  c.push_back(conv_case("depthwise_1x1_spatial", with_pads(conv(1, 13, 1, 1, 13, 3, 1, 13, sigmoid), 1, 1, 1, 1), true));
+  c.push_back(conv_case("pointwise_13_to_7", conv(2, 13, 15, 33, 7, 1, 1, 1, sigmoid), true));
+  c.push_back(conv_case("pointwise_1_to_3_1x1", conv(1, 1, 1, 1, 3, 1, 1, 1, none), false));
+  c.push_back(conv_case("pointwise_grouped", conv(1, 6, 7, 15, 4, 1, 1, 2, relu), true));
+  c.push_back(conv_case("pointwise_s2", conv(1, 13, 15, 15, 7, 1, 2, 1, none), true));
+  c.push_back(conv_case("dense3_s2_stem", with_pads(conv(1, 3, 33, 33, 13, 3, 2, 1, swish), 0, 0, 1, 1), true));
+  c.push_back(conv_case("dense3_s1_n2", with_pads(conv(2, 3, 7, 15, 13, 3, 1, 1, relu), 1, 1, 1, 1), true));
+  Conv2dParams dense_dil = with_pads(conv(1, 3, 15, 15, 7, 3, 1, 1, none), 2, 2, 2, 2);
+  dense_dil.dil_h = dense_dil.dil_w = 2;
+  c.push_back(conv_case("dense3_dilated", dense_dil, false));
+  c.push_back(conv_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, relu), 1, 0, 1, 2), true));
+  c.push_back(conv_case("depthwise_multiplier", with_pads(conv(1, 3, 7, 7, 6, 3, 1, 3, none), 1, 1, 1, 1), true));
+  Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
+  rect.kh = 3;
+  rect.kw = 5;
+  rect.stride_h = 2;
+  rect.pad_top = 1;
+  c.push_back(conv_case("dense_3x5_rect", rect, true));
+
+  // activation: every kind, out of place and in place.
+  const Activation kinds[] = {
+      act(ActKind::None),        act(ActKind::Relu),     act(ActKind::Clip, -1.5f, 2.5f),
+      act(ActKind::Sigmoid),     act(ActKind::Swish),    act(ActKind::Tanh),
+      act(ActKind::LeakyRelu, 0.1f), act(ActKind::HardSigmoid, 0.2f, 0.5f),
+      act(ActKind::HardSwish),   act(ActKind::Elu, 0.7f), act(ActKind::Exp),
+      act(ActKind::Log),         act(ActKind::Sqrt),     act(ActKind::Neg),
+      act(ActKind::Abs),         act(ActKind::Reciprocal), act(ActKind::Softplus)};
+  for (const Activation& a : kinds) c.push_back(activation_case(a, false));
+  c.push_back(activation_case(swish, true));
+  c.push_back(activation_case(act(ActKind::Clip, 0.f, 6.f), true));
+
+  // binary: every op on same shapes, and the broadcasting patterns of the models
+  // (per-channel scale, SE gating, both sides broadcast), with a fused activation.
+  const std::pair<const char*, BinaryOp> ops[] = {
+      {"add", BinaryOp::Add}, {"sub", BinaryOp::Sub}, {"mul", BinaryOp::Mul},
+      {"div", BinaryOp::Div}, {"pow", BinaryOp::Pow}, {"max", BinaryOp::Max},
+      {"min", BinaryOp::Min}};
+  for (const auto& op : ops) c.push_back(binary_case(std::string(op.first) + "_same", op.second, {2, 13, 7, 15}, {2, 13, 7, 15}));
+  c.push_back(binary_case("mul_channel", BinaryOp::Mul, {2, 13, 7, 15}, {1, 13, 1, 1}));
+  c.push_back(binary_case("mul_se_gate", BinaryOp::Mul, {2, 13, 33, 1}, {2, 13, 1, 1}, sigmoid));
+  c.push_back(binary_case("add_both_broadcast", BinaryOp::Add, {3, 1, 7}, {1, 5, 1}, relu));
+  c.push_back(binary_case("sub_scalar", BinaryOp::Sub, {1, 13, 15}, {1, 1, 1}));
+  c.push_back(binary_case("div_lhs_broadcast", BinaryOp::Div, {1, 1, 33}, {3, 7, 33}, swish));
+  c.push_back(binary_case("add_rank6", BinaryOp::Add, {2, 1, 3, 1, 5, 7}, {1, 3, 3, 2, 1, 7}));
+
+  // channel_affine
+  c.push_back(channel_affine_case("n2_c13_relu", 2, 13, 33 * 7, relu));
+  c.push_back(channel_affine_case("c1", 1, 1, 15, none));
+  c.push_back(channel_affine_case("inner1_swish", 3, 13, 1, swish));
+
+  // pool2d: max and average (both padding conventions), ceil-mode windows that
+  // run past the padded extent, dilation, a global-sized window.
+  c.push_back(pool_case("max3_s2_p1", pool(PoolKind::Max, 13, 15, 15, 3, 2, 1), false));
+  c.push_back(pool_case("max2_s2_odd", pool(PoolKind::Max, 3, 33, 7, 2, 2, 0), false));
+  c.push_back(pool_case("max3_s2_ceil", pool(PoolKind::Max, 3, 8, 8, 3, 2, 0), true));
+  c.push_back(pool_case("avg3_s1_p1_exclude_pad", pool(PoolKind::Average, 13, 15, 7, 3, 1, 1), false));
+  Pool2dParams avg_include = pool(PoolKind::Average, 13, 15, 7, 3, 1, 1);
+  avg_include.count_include_pad = true;
+  c.push_back(pool_case("avg3_s1_p1_include_pad", avg_include, false));
+  Pool2dParams avg_ceil = pool(PoolKind::Average, 3, 8, 9, 3, 2, 1);
+  avg_ceil.count_include_pad = true;
+  c.push_back(pool_case("avg3_s2_ceil_include_pad", avg_ceil, true));
+  Pool2dParams avg_asym = pool(PoolKind::Average, 1, 15, 15, 3, 2, 0);
+  avg_asym.pad_bottom = avg_asym.pad_right = 1;
+  c.push_back(pool_case("avg3_s2_asym_pad", avg_asym, false));
+  Pool2dParams max_dil = pool(PoolKind::Max, 3, 15, 15, 3, 1, 2);
+  max_dil.dil_h = max_dil.dil_w = 2;
+  c.push_back(pool_case("max3_dilated", max_dil, false));
+  c.push_back(pool_case("avg_global_7x7", pool(PoolKind::Average, 13, 7, 7, 7, 1, 0), false));
+
+  // reduce: the global-pooling shape (inner 1, long rows, one row per warp) and
+  // strided ones, for every kind.
+  c.push_back(reduce_case("mean_rows", ReduceKind::Mean, 26, 225, 1));
+  c.push_back(reduce_case("mean_se_112x112", ReduceKind::Mean, 3, 112 * 112, 1));
+  c.push_back(reduce_case("sum_strided", ReduceKind::Sum, 3, 13, 33));
+  c.push_back(reduce_case("max_rows_1000", ReduceKind::Max, 1, 1000, 1));
+  c.push_back(reduce_case("min_strided", ReduceKind::Min, 7, 15, 3));
+  c.push_back(reduce_case("sum_len1", ReduceKind::Sum, 13, 1, 7));
+  c.push_back(reduce_case("max_rows_short", ReduceKind::Max, 33, 7, 1));
+
+  // gemm: each transpose combination, every bias broadcast, alpha/beta, batches
+  // with a packed or a broadcast B, the classifier shape (1x1280 . 1280x1000^T).
+  GemmParams g = gemm(1, 13, 33, 7, false, false, 1, 33);
+  g.beta = 1.f;
+  c.push_back(gemm_case("nn_row_bias", g, false));
+  g = gemm(1, 13, 33, 7, true, true, 13, 1, relu);
+  g.alpha = 0.5f;
+  g.beta = 2.f;
+  c.push_back(gemm_case("tt_col_bias_alpha_beta", g, false));
+  g = gemm(1, 7, 15, 13, true, false, 7, 15);
+  g.beta = 1.f;
+  c.push_back(gemm_case("tn_full_bias", g, false));
+  g = gemm(1, 15, 7, 33, false, true, 1, 1, sigmoid);
+  g.beta = 1.f;
+  c.push_back(gemm_case("nt_scalar_bias", g, false));
+  c.push_back(gemm_case("batch3_packed", gemm(3, 13, 7, 15, false, false, 0, 0, relu), false));
+  c.push_back(gemm_case("batch2_broadcast_b", gemm(2, 7, 13, 15, false, true, 0, 0), true));
+  g = gemm(1, 1, 1000, 1280, false, true, 1, 1000);
+  g.beta = 1.f;
+  c.push_back(gemm_case("classifier", g, false));
+  c.push_back(gemm_case("k1", gemm(1, 13, 7, 1, false, false, 0, 0), false));
+
+  // resize: every mode with every coordinate transformation, every nearest
+  // rounding, upsampling by 2 (exact rounding ties), odd ratios, downsampling and
+  // a 1-pixel output axis.
+  struct Sizes {
+    const char* name;
+    int64_t h, w, h_out, w_out;
+  };
+  const Sizes sizes[] = {{"up2", 7, 15, 14, 30}, {"odd", 15, 7, 7, 15}, {"to1", 33, 1, 1, 3}};
+  const CoordMode coords[] = {CoordMode::HalfPixel, CoordMode::PytorchHalfPixel,
+                              CoordMode::AlignCorners, CoordMode::Asymmetric,
+                              CoordMode::TfHalfPixelForNn, CoordMode::HalfPixelSymmetric};
+  const NearestMode roundings[] = {NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil,
+                                   NearestMode::Floor, NearestMode::Ceil};
+  for (const Sizes& s : sizes) {
+    for (CoordMode coord : coords) {
+      ResizeParams p;
+      p.coord = coord;
+      p.mode = ResizeMode::Nearest;
+      for (NearestMode r : roundings) {
+        p.nearest = r;
+        c.push_back(resize_case(s.name, p, s.h, s.w, s.h_out, s.w_out));
+      }
+      p.mode = ResizeMode::Linear;
+      c.push_back(resize_case(s.name, p, s.h, s.w, s.h_out, s.w_out));
+      p.mode = ResizeMode::Cubic;
+      c.push_back(resize_case(s.name, p, s.h, s.w, s.h_out, s.w_out));
+    }
+  }
+  ResizeParams cubic;
+  cubic.mode = ResizeMode::Cubic;
+  cubic.cubic_a = -0.5f;
+  cubic.exclude_outside = true;
+  c.push_back(resize_case("a05_exclude_outside", cubic, 7, 15, 15, 7));
+  ResizeParams crop;
+  crop.coord = CoordMode::TfCropAndResize;
+  crop.extrapolation_value = 0.25f;
+  const float roi[4] = {-0.2f, 0.1f, 0.9f, 1.3f};  // partly outside: extrapolates
+  std::memcpy(crop.roi, roi, sizeof(roi));
+  for (ResizeMode m : {ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic}) {
+    crop.mode = m;
+    c.push_back(resize_case("roi", crop, 15, 7, 7, 15));
+    c.push_back(resize_case("roi_to1", crop, 15, 7, 1, 15));
+  }
+
+  // strided_copy: transposes, a Concat-like copy into a slab of a bigger output,
+  // a strided and a reversed Slice.
+  c.push_back(transpose_case("nchw_to_nhwc", {2, 13, 7, 15}, {0, 2, 3, 1}));
+  c.push_back(transpose_case("rank6", {2, 3, 1, 5, 7, 3}, {5, 3, 1, 0, 4, 2}));
+  CopyParams concat;  // x [2,3,7,15] into channels 5..7 of y [2,13,7,15]
+  concat.rank = 4;
+  const int64_t concat_dims[] = {2, 3, 7, 15}, concat_in[] = {3 * 105, 105, 15, 1};
+  const int64_t concat_out[] = {13 * 105, 105, 15, 1};
+  for (int d = 0; d < 4; ++d) {
+    concat.dims[d] = concat_dims[d];
+    concat.in_strides[d] = concat_in[d];
+    concat.out_strides[d] = concat_out[d];
+  }
+  concat.out_offset = 5 * 105;
+  c.push_back(copy_case("concat_slab", concat, {2, 3, 7, 15}, {2, 13, 7, 15}));
+  CopyParams slice;  // x [13, 33]: rows 1, 3, .., 11 reversed columns 32..1
+  slice.rank = 2;
+  slice.dims[0] = 6;
+  slice.dims[1] = 32;
+  slice.in_strides[0] = 2 * 33;
+  slice.in_strides[1] = -1;
+  slice.out_strides[0] = 32;
+  slice.out_strides[1] = 1;
+  slice.in_offset = 33 + 32;
+  c.push_back(copy_case("slice_step2_reversed", slice, {13, 33}, {6, 32}));
+
+  // pad: each mode, asymmetric pads, pads wider than the axis (reflect repeats),
+  // a negative pad (crop).
+  c.push_back(pad_case("constant_asym", PadMode::Constant, {1, 3, 7, 15}, {0, 0, 1, 2}, {0, 0, 3, 0}, 0.5f));
+  c.push_back(pad_case("constant_crop", PadMode::Constant, {2, 3, 7, 15}, {0, 1, -2, 1}, {0, 0, 1, -3}, -1.f));
+  c.push_back(pad_case("reflect", PadMode::Reflect, {1, 3, 7, 15}, {0, 0, 2, 3}, {0, 0, 3, 1}));
+  c.push_back(pad_case("reflect_wider_than_axis", PadMode::Reflect, {2, 3, 4}, {0, 5, 9}, {1, 7, 6}));
+  c.push_back(pad_case("edge", PadMode::Edge, {1, 13, 7, 1}, {0, 0, 3, 2}, {0, 1, 1, 4}));
+  c.push_back(pad_case("wrap", PadMode::Wrap, {3, 5, 7}, {1, 6, 2}, {2, 0, 9}));
+
+  // softmax over the classifier row, a middle axis, a length-1 axis.
+  c.push_back(softmax_case("classifier_1000", 2, 1000, 1, false));
+  c.push_back(softmax_case("classifier_1000", 2, 1000, 1, true));
+  c.push_back(softmax_case("middle_axis", 3, 13, 33, false));
+  c.push_back(softmax_case("middle_axis", 3, 13, 33, true));
+  c.push_back(softmax_case("axis1", 7, 1, 15, false));
+
+  // weighted_sum: BiFPN fusions of 2, 3 and 4 inputs.
+  c.push_back(weighted_sum_case(2, swish));
+  c.push_back(weighted_sum_case(3, none));
+  c.push_back(weighted_sum_case(4, relu));
+  return c;
+}
+
+// ---- the tests ----
+
+class BackendOps : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(BackendOps, CudaMatchesCpu) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  const OpCase& op = GetParam();
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 0);
+  std::unique_ptr<Backend> gpu = make_backend("cuda", 0);
+  const Floats expected = op.run(*cpu);
+  const Floats actual = op.run(*gpu);
+  ASSERT_EQ(expected.size(), actual.size());
+  double ref_norm = 0.0;
+  for (float v : expected) ref_norm += double(v) * v;
+  ASSERT_GT(ref_norm, 0.0) << op.name << ": the CPU reference is all zero, the case tests nothing";
+  const double err = normalized_error(expected, actual);
+  EXPECT_LE(err, op.tolerance) << op.name << ": normalized error " << err;
+  if (err > op.tolerance) {
+    // The first few disagreeing elements say where the index math went wrong.
+    int shown = 0;
+    for (size_t i = 0; i < expected.size() && shown < 5; ++i) {
+      const double scale = std::max(1.0, std::fabs(double(expected[i])));
+      if (!(std::fabs(double(actual[i]) - expected[i]) <= 1e-3 * scale)) {
+        ADD_FAILURE() << op.name << " element " << i << ": cpu " << expected[i] << ", cuda "
+                      << actual[i];
+        ++shown;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BackendOps, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<OpCase>& info) {
+                           return info.param.name;
+                         });
+
+// The table's names must be unique gtest names, and every case must run on the CPU
+// (this part needs no GPU: it catches a broken case before the GPU slot does).
+TEST(BackendOpsTable, EveryCaseRunsOnCpuAndIsFinite) {
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+  for (const OpCase& op : all_cases()) {
+    const Floats out = op.run(*cpu);
+    ASSERT_FALSE(out.empty()) << op.name;
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_TRUE(std::isfinite(out[i])) << op.name << ": element " << i << " not written";
+    EXPECT_EQ(normalized_error(out, out), 0.0) << op.name;
+  }
+}
+
+TEST(BackendOpsTable, NormalizedErrorDetectsDifferences) {
+  const Floats a = {1.f, 2.f, 3.f};
+  EXPECT_EQ(normalized_error(a, a), 0.0);
+  EXPECT_GT(normalized_error(a, {1.f, 2.f, 3.1f}), 1e-2);
+  EXPECT_TRUE(std::isinf(normalized_error(a, {1.f, 2.f, std::nanf("")})));
+  EXPECT_TRUE(std::isinf(normalized_error(a, {1.f, 2.f})));
+}
+
+TEST(BackendRegistry, MakesCpuAndRejectsUnknownNames) {
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+  EXPECT_EQ(cpu->name(), "cpu");
+  try {
+    make_backend("tpu", 1);
+    FAIL() << "expected an error for an unknown backend";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Argument);
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BackendRegistry, CudaWithoutDeviceIsABackendError) {
+  std::string why;
+  if (cuda_available(&why)) GTEST_SKIP() << "a CUDA device is present";
+  try {
+    make_backend("cuda", 0);
+    FAIL() << "expected an error: " << why;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Backend);
+    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BackendRegistry, CudaBackendReportsItsContextMemory) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+#ifdef REPSHARE_WITH_CUDA
+  std::unique_ptr<Backend> gpu = make_backend("cuda", 0);
+  const CudaBackend* cuda = dynamic_cast<const CudaBackend*>(gpu.get());
+  ASSERT_NE(cuda, nullptr);
+  EXPECT_EQ(cuda->name(), "cuda");
+  EXPECT_GT(cuda->context_bytes(), cuda->cublas_bytes());
+  EXPECT_GT(cuda->cublas_bytes(), size_t(0));
+  // Sizes beyond the kernels' 32-bit indexing are refused with an Error before any
+  // launch, never wrapped around.
+  Tensor huge;
+  huge.shape = Shape{int64_t(1) << 31};
+  try {
+    gpu->activation(Activation(), huge, huge);
+    FAIL() << "expected an error for 2^31 elements";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Unsupported) << e.what();
+  }
+#endif
+}
+
+}  // namespace
+}  // namespace repshare
