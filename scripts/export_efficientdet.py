@@ -23,9 +23,11 @@ def detection_sidecar(model):
     # (bilinear), pad bottom/right with the mean colour.
     return {
         "task": "detection",
-        "preprocess": {"resize": "longer side to 512, keep aspect, pad bottom/right",
-                       "crop": None, "interpolation": "bilinear",
-                       "fill": "mean", "mean": rm.IMAGENET_MEAN, "std": rm.IMAGENET_STD},
+        "preprocess": {"letterbox": True, "resize": cfg.image_size[0], "crop": None,
+                       "interpolation": "bilinear", "fill": "mean",
+                       "note": "scale the longer side to resize (keep aspect), pad bottom/right "
+                               "with the mean colour; box outputs are in that scaled frame",
+                       "mean": rm.IMAGENET_MEAN, "std": rm.IMAGENET_STD},
         "anchors": {
             "min_level": cfg.min_level, "max_level": cfg.max_level,
             "num_scales": cfg.num_scales,
