@@ -22,37 +22,6 @@ namespace repshare {
 
 namespace {
 
-// stb_image decodes a JPEG cut short without complaint (it reads zeros past the
-// end and returns a half-grey picture). PIL refuses such a file, so the engine does
-// too: walk the marker segments and require the end-of-image marker.
-bool jpeg_reaches_end_marker(const uint8_t* d, size_t n) {
-  size_t i = 2;  // after SOI
-  while (i + 1 < n) {
-    if (d[i] != 0xFF) return false;
-    const uint8_t marker = d[i + 1];
-    if (marker == 0xFF) {  // fill byte before a marker
-      ++i;
-      continue;
-    }
-    i += 2;
-    if (marker == 0xD9) return true;                                  // EOI
-    if ((marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length
-    if (i + 2 > n) return false;
-    const size_t length = (static_cast<size_t>(d[i]) << 8) | d[i + 1];
-    if (length < 2) return false;
-    i += length;
-    if (marker == 0xDA) {
-      // Entropy-coded data runs to the next marker; FF00 is a stuffed byte and
-      // FFD0..FFD7 are restart markers inside the scan.
-      while (i + 1 < n && !(d[i] == 0xFF && d[i + 1] != 0x00 &&
-                            !(d[i + 1] >= 0xD0 && d[i + 1] <= 0xD7))) {
-        ++i;
-      }
-    }
-  }
-  return false;
-}
-
 constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL: 8-bit result, 2 bits of headroom
 
 double bilinear_filter(double x) {
@@ -204,10 +173,6 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   check(size > 0, ErrorKind::Malformed, "image '", name, "' is empty");
   check(size <= static_cast<size_t>(INT32_MAX), ErrorKind::Malformed, "image '", name,
         "' is too large (", size, " bytes)");
-  if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8) {
-    check(jpeg_reaches_end_marker(data, size), ErrorKind::Malformed, "image '", name,
-          "': JPEG is truncated or corrupt (no end-of-image marker)");
-  }
   int w = 0, h = 0, channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);
   if (pixels == nullptr) {
