@@ -78,6 +78,8 @@ void Progress::step(size_t done) {
   const double since = std::chrono::duration<double>(now - last_).count();
   // Terminals get a live bar; logs get a line every 10 s.
   if (done < total_ && since < (tty_ ? 0.2 : 10.0)) return;
+  if (done == total_ && printed_total_) return;
+  printed_total_ = done == total_;
   last_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;

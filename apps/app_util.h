@@ -41,6 +41,7 @@ class Progress {
   std::string label_;
   size_t total_;
   bool tty_;
+  bool printed_total_ = false;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_;
 };

@@ -19,6 +19,8 @@ struct Command {
 
 int cmd_inspect(const CommandArgs& argv);
 int cmd_classify(const CommandArgs& argv);
+int cmd_eval(const CommandArgs& argv);
+int cmd_bench(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
 
 }  // namespace repshare

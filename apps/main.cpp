@@ -13,6 +13,8 @@ namespace {
 const std::vector<Command> kCommands = {
     {"inspect", "ops, parameters, FLOPs, stages and cut points of a model", cmd_inspect},
     {"classify", "top-k ImageNet classes of images", cmd_classify},
+    {"eval", "top-1/top-5 accuracy over a labelled image list", cmd_eval},
+    {"bench", "latency, throughput and memory; vs onnxruntime", cmd_bench},
     {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
 };
 

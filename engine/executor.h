@@ -43,6 +43,9 @@ class Executor {
   const Tensor& output(const std::string& name) const;
 
   void run();
+  // run() that also adds each step's wall time (seconds, after synchronize) to
+  // seconds_per_step (resized to num_steps()); for `repshare bench --profile`.
+  void run_profiled(std::vector<double>& seconds_per_step);
 
   const Graph& graph() const { return graph_; }
   Backend& backend() { return backend_; }

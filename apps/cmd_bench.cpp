@@ -1,0 +1,170 @@
+// repshare bench: latency of one model (median and p90 of repeated runs after
+// warm-up), throughput and memory; optionally against onnxruntime on the same file
+// with the same threads in the same run, and a per-op profile.
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "apps/app_util.h"
+#include "apps/commands.h"
+#include "engine/error.h"
+#include "engine/session.h"
+#include "kernels/cpu/cpu_backend.h"
+
+#ifndef REPSHARE_SOURCE_DIR
+#define REPSHARE_SOURCE_DIR "."
+#endif
+
+namespace repshare {
+namespace {
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+std::vector<double> time_runs(Session& s, int runs) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    s.run();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  return ms;
+}
+
+std::vector<double> onnxruntime_runs(const std::string& model, int threads, int runs,
+                                     int warmup, const std::vector<std::string>& outputs,
+                                     std::string* version) {
+  const char* py = std::getenv("REPSHARE_PYTHON");
+  std::string python = py ? py : std::string(REPSHARE_SOURCE_DIR) + "/.venv/bin/python";
+  std::string outs;
+  for (const auto& o : outputs) outs += (outs.empty() ? "" : ",") + o;
+  std::string cmd = python + " " + REPSHARE_SOURCE_DIR + "/scripts/bench_onnxruntime.py --model '" +
+                    model + "' --threads " + std::to_string(threads) + " --runs " +
+                    std::to_string(runs) + " --warmup " + std::to_string(warmup) +
+                    " --outputs '" + outs + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  check(p != nullptr, ErrorKind::Io, "cannot start onnxruntime: ", cmd);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int rc = pclose(p);
+  check(rc == 0, ErrorKind::Io, "onnxruntime benchmark failed (", cmd,
+        "); set REPSHARE_PYTHON to a python with onnxruntime (scripts/setup.sh)");
+  auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  *version = j["version"].get<std::string>();
+  return j["times_ms"].get<std::vector<double>>();
+}
+
+}  // namespace
+
+int cmd_bench(const CommandArgs& argv) {
+  Args args(argv, {"vs-onnxruntime", "profile", "help"});
+  if (args.flag("help")) {
+    std::printf(
+        "usage: repshare bench --model M.onnx [options]\n"
+        "  --runs N               timed runs per round (default 30)\n"
+        "  --rounds R             alternating rounds with onnxruntime (default 3)\n"
+        "  --warmup N             untimed runs first (default 5)\n"
+        "  --vs-onnxruntime       time onnxruntime on the same file and threads, same run\n"
+        "  --profile              time each op type\n"
+        "  --json FILE            write the results as JSON\n%s",
+        kBackendUsage);
+    return 0;
+  }
+  const std::string model_path = args.require("model");
+  const int runs = args.get_int("runs", 30), warmup = args.get_int("warmup", 5);
+  const int rounds = args.get_int("rounds", 3);
+  const bool vs_ort = args.flag("vs-onnxruntime"), profile = args.flag("profile");
+  const std::string json_out = args.get("json");
+  auto backend = backend_from_args(args);
+  args.finish();
+  check(runs > 0 && rounds > 0 && warmup >= 0, ErrorKind::Argument, "bad --runs/--rounds/--warmup");
+
+  Model model = load_model(model_path);
+  Session session(model, *backend);
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal;
+  for (int64_t i = 0; i < session.input_shape().numel(); ++i) session.host_input()[i] = normal(rng);
+  const int threads = backend->name() == "cpu" ? static_cast<CpuBackend&>(*backend).threads() : 0;
+
+  for (int i = 0; i < warmup; ++i) session.run();
+  std::vector<double> ours, ort;
+  std::string ort_version;
+  for (int r = 0; r < rounds; ++r) {
+    auto t = time_runs(session, runs);
+    ours.insert(ours.end(), t.begin(), t.end());
+    if (vs_ort) {
+      auto o = onnxruntime_runs(model_path, threads, runs, warmup, model.info.outputs, &ort_version);
+      ort.insert(ort.end(), o.begin(), o.end());
+    }
+  }
+  const double batch = static_cast<double>(session.input_shape()[0]);
+  nlohmann::json j = {
+      {"model", model.info.name},
+      {"backend", backend->name()},
+      {"threads", threads},
+      {"input", session.input_shape().dims},
+      {"runs", ours.size()},
+      {"median_ms", percentile(ours, 0.5)},
+      {"p90_ms", percentile(ours, 0.9)},
+      {"min_ms", percentile(ours, 0.0)},
+      {"throughput_per_s", 1000.0 * batch / percentile(ours, 0.5)},
+      {"activation_arena_bytes", session.executor().activation_bytes()},
+      {"activation_lower_bound_bytes", session.executor().activation_lower_bound()},
+      {"weights_bytes", session.weights().total_bytes()}};
+  std::printf("%s on %s (%d threads), input %s\n", model.info.name.c_str(),
+              backend->name().c_str(), threads, session.input_shape().str().c_str());
+  std::printf("  repshare     median %8.2f ms  p90 %8.2f ms  (%zu runs)  %.1f inferences/s\n",
+              percentile(ours, 0.5), percentile(ours, 0.9), ours.size(),
+              1000.0 * batch / percentile(ours, 0.5));
+  if (vs_ort) {
+    const double ratio = percentile(ours, 0.5) / percentile(ort, 0.5);
+    j["onnxruntime"] = {{"version", ort_version},
+                        {"median_ms", percentile(ort, 0.5)},
+                        {"p90_ms", percentile(ort, 0.9)},
+                        {"runs", ort.size()}};
+    j["ratio_vs_onnxruntime"] = ratio;
+    std::printf("  onnxruntime  median %8.2f ms  p90 %8.2f ms  (%zu runs, v%s)\n",
+                percentile(ort, 0.5), percentile(ort, 0.9), ort.size(), ort_version.c_str());
+    std::printf("  ratio repshare/onnxruntime (median): %.3f\n", ratio);
+  }
+  std::printf("  activation arena %.2f MiB (liveness lower bound %.2f MiB), weights %.2f MiB\n",
+              session.executor().activation_bytes() / 1048576.0,
+              session.executor().activation_lower_bound() / 1048576.0,
+              session.weights().total_bytes() / 1048576.0);
+  if (profile) {
+    std::vector<double> per_step;
+    for (int i = 0; i < runs; ++i) session.executor().run_profiled(per_step);
+    std::map<std::string, double> by_op;
+    const auto names = session.executor().step_names();
+    double total = 0;
+    for (size_t s = 0; s < per_step.size(); ++s) {
+      const Node& n = *std::find_if(model.graph.nodes.begin(), model.graph.nodes.end(),
+                                    [&](const Node& x) { return x.name == names[s]; });
+      by_op[n.op_type + (n.has("activation") ? "+" + n.attr_string("activation", "") : "")] +=
+          per_step[s] / runs;
+      total += per_step[s] / runs;
+    }
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& kv : by_op) rows.push_back({kv.second, kv.first});
+    std::sort(rows.rbegin(), rows.rend());
+    std::printf("  profile (mean ms per run by op):\n");
+    for (const auto& r : rows) {
+      std::printf("    %-24s %8.3f ms  %5.1f%%\n", r.second.c_str(), r.first * 1e3,
+                  100 * r.first / total);
+      j["profile_ms"][r.second] = r.first * 1e3;
+    }
+  }
+  if (!json_out.empty()) write_file_atomic(json_out, j.dump(1) + "\n");
+  return 0;
+}
+
+}  // namespace repshare
