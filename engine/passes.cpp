@@ -186,6 +186,63 @@ int fold_batchnorm(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// BiFPN's fast normalised fusion, exported with its folded weights as
+// Add(Mul(x0, w0), Mul(x1, w1)) (+ Mul(x2, w2)), becomes WeightedSum(x0, x1, ...).
+// Terms are Muls by a constant scalar, or an earlier WeightedSum, used only here.
+int fuse_weighted_sum(Graph& g, const PassOptions& opt) {
+  int count = 0;
+  bool changed = true;
+  while (changed) {  // an Add of a new WeightedSum and a Mul folds on the next sweep
+    changed = false;
+    Uses u = uses_of(g, opt.keep);
+    for (auto& add : g.nodes) {
+      if (add.op_type != "Add" || add.has("activation") || add.inputs.size() != 2) continue;
+      const Shape& out = g.values[add.outputs[0]].shape;
+      std::vector<int> xs;
+      std::vector<float> ws;
+      std::vector<int> absorbed;
+      bool ok = true;
+      for (int v : add.inputs) {
+        int p = u.producer[v];
+        if (p < 0 || sole_consumer(u, v) < 0) { ok = false; break; }
+        Node& t = g.nodes[p];
+        if (t.op_type == "WeightedSum" && !t.has("activation")) {
+          for (size_t i = 0; i < t.inputs.size(); ++i) xs.push_back(t.inputs[i]);
+          for (float w : t.attr_floats("weights")) ws.push_back(w);
+        } else if (t.op_type == "Mul") {
+          int scalar = -1, x = -1;
+          for (int k = 0; k < 2; ++k) {
+            const Value& val = g.values[t.inputs[k]];
+            if (val.is_constant() && val.dtype == DType::F32 && val.shape.numel() == 1) scalar = k;
+          }
+          if (scalar < 0) { ok = false; break; }
+          x = t.inputs[1 - scalar];
+          if (g.values[x].shape != out) { ok = false; break; }
+          xs.push_back(x);
+          ws.push_back(g.values[t.inputs[scalar]].as_floats()[0]);
+        } else {
+          ok = false;
+          break;
+        }
+        absorbed.push_back(p);
+      }
+      if (!ok || xs.size() > static_cast<size_t>(kMaxFusionInputs) || absorbed[0] == absorbed[1])
+        continue;
+      for (int p : absorbed) g.nodes[p].op_type.clear();
+      add.op_type = "WeightedSum";
+      add.inputs = xs;
+      add.attrs.clear();
+      add.attrs["weights"].kind = Attribute::Kind::Floats;
+      add.attrs["weights"].floats = ws;
+      ++count;
+      changed = true;
+      break;  // producers and consumers changed: recompute them
+    }
+    erase_marked(g);
+  }
+  return count;
+}
+
 // Mul(x, Sigmoid(x)) -> Swish(x), in either operand order.
 int fuse_swish(Graph& g, const PassOptions& opt) {
   Uses u = uses_of(g, opt.keep);
@@ -291,6 +348,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_pad_conv) stats.pad_conv = fuse_pad_conv(g, opt);
   if (opt.fold_batchnorm) stats.batchnorm = fold_batchnorm(g, opt);
   if (opt.fuse_swish) stats.swish = fuse_swish(g, opt);
+  if (opt.fuse_weighted_sum) stats.weighted_sum = fuse_weighted_sum(g, opt);
   if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
   g.remove_dead();
   g.sort_topologically();
