@@ -10,13 +10,15 @@ namespace {
 
 #ifdef __AVX2__
 // exp(x) as in Cephes expf: x = n*ln2 + r with |r| <= ln2/2, a degree-5 polynomial
-// for exp(r), and 2^n built in the exponent bits. ~1e-7 relative error over the
-// clamped range; inputs beyond +-88.37 saturate (exp overflows float there anyway).
+// for exp(r), and 2^n built in the exponent bits. n is rounded by adding 1.5*2^23,
+// which leaves it in the low mantissa bits (cheaper than round + convert). ~1e-7
+// relative error; inputs beyond +-87.3 saturate (exp leaves float's normal range).
 inline __m256 exp256(__m256 x) {
   x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));  // keeps 2^n normal
-  __m256 n = _mm256_floor_ps(
-      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  const __m256 magic = _mm256_set1_ps(12582912.f);             // 1.5 * 2^23
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
   // r = x - n*ln2 in two steps so the high part is exact.
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
@@ -28,8 +30,9 @@ inline __m256 exp256(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
   const __m256 r2 = _mm256_mul_ps(r, r);
   p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i pow2n = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  // (n << 23) + (127 << 23): the bits of t above the 23 shifted ones fall off.
+  const __m256i pow2n = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23),
+                                         _mm256_set1_epi32(127 << 23));
   return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
 }
 

@@ -118,43 +118,48 @@ void depthwise_plane(const Conv2dParams& p, const PaddedPlane& pp, const float* 
     for (int i = 0; i < K * K; ++i) wk[i] = _mm256_set1_ps(w[i]);
   auto weight = [&](int64_t i) { return K ? wk[i] : _mm256_set1_ps(w[i]); };
 
-  const int64_t rem = p.w_out % 8;
-  alignas(32) int32_t lanes[8];
-  for (int i = 0; i < 8; ++i) lanes[i] = i < rem ? -1 : 0;
-  const __m256i tail_mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+  // The last block of a row may be partial: its inputs are read from the row
+  // slack and only its valid outputs are stored.
+  const __m256i tail_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(p.w_out % 8)),
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  auto store = [&](float* dst, int64_t valid, __m256 v) {
+    if (valid >= 8)
+      _mm256_storeu_ps(dst, v);
+    else
+      _mm256_maskstore_ps(dst, tail_mask, v);
+  };
   const __m256 b = _mm256_set1_ps(bias);
   for (int64_t oy = 0; oy < p.h_out; ++oy) {
     const float* rows = in + oy * p.stride_h * ld;
     float* orow = out + oy * p.w_out;
-    int64_t ox = 0;
-    // Two vectors per step share each weight.
-    for (; ox + 16 <= p.w_out; ox += 16) {
-      __m256 acc0 = b, acc1 = b;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const float* r = rows + ky * dh * ld + ox;
-        for (int64_t kx = 0; kx < kw; ++kx) {
-          const __m256 wv = weight(ky * kw + kx);
-          acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx]), acc0);
-          acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx] + 8), acc1);
+    for (int64_t ox = 0; ox < p.w_out; ox += 16) {
+      const int64_t valid = p.w_out - ox;
+      if (valid > 8) {  // two vectors share each weight
+        __m256 acc0 = b, acc1 = b;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const float* r = rows + ky * dh * ld + ox;
+          for (int64_t kx = 0; kx < kw; ++kx) {
+            const __m256 wv = weight(ky * kw + kx);
+            acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx]), acc0);
+            acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r + tap_offset[kx] + 8), acc1);
+          }
         }
+        _mm256_storeu_ps(orow + ox, acc0);
+        store(orow + ox + 8, valid - 8, acc1);
+      } else {
+        __m256 acc = b;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const float* r = rows + ky * dh * ld + ox;
+          for (int64_t kx = 0; kx < kw; ++kx)
+            acc = _mm256_fmadd_ps(weight(ky * kw + kx), _mm256_loadu_ps(r + tap_offset[kx]), acc);
+        }
+        store(orow + ox, valid, acc);
       }
-      _mm256_storeu_ps(orow + ox, acc0);
-      _mm256_storeu_ps(orow + ox + 8, acc1);
     }
-    for (; ox < p.w_out; ox += 8) {
-      __m256 acc = b;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const float* r = rows + ky * dh * ld + ox;
-        for (int64_t kx = 0; kx < kw; ++kx)
-          acc = _mm256_fmadd_ps(weight(ky * kw + kx), _mm256_loadu_ps(r + tap_offset[kx]), acc);
-      }
-      if (ox + 8 <= p.w_out)
-        _mm256_storeu_ps(orow + ox, acc);
-      else
-        _mm256_maskstore_ps(orow + ox, tail_mask, acc);
-    }
-    cpu::activation_span(p.act, orow, orow, p.w_out);
   }
+  // One pass over the whole plane (still in L1/L2): on 7x7 and 14x14 maps a call per
+  // row would cost more than the activation itself.
+  cpu::activation_span(p.act, out, out, p.h_out * p.w_out);
 }
 #endif
 
@@ -171,8 +176,8 @@ void depthwise_plane_generic(const Conv2dParams& p, const PaddedPlane& pp, const
       }
       orow[ox] = acc;
     }
-    cpu::activation_span(p.act, orow, orow, p.w_out);
   }
+  cpu::activation_span(p.act, out, out, p.h_out * p.w_out);
 }
 
 using DepthwisePlaneFn = void (*)(const Conv2dParams&, const PaddedPlane&, const float*,
