@@ -466,6 +466,32 @@ OpCase weighted_sum_case(int inputs, Activation a) {
           }};
 }
 
+// index: int64 [c_out] of donor channels, repeats allowed (c_out may exceed c_in).
+OpCase channel_gather_case(const std::string& name, int64_t n, int64_t c_in, int64_t c_out,
+                           int64_t inner) {
+  ChannelGatherParams p;
+  p.n = n;
+  p.c_in = c_in;
+  p.c_out = c_out;
+  p.inner = inner;
+  const Shape xs{n, c_in, inner}, is{c_out}, ys{n, c_out, inner};
+  const Floats x = random_floats(count(xs), 30);
+  std::vector<int64_t> index(static_cast<size_t>(c_out));
+  std::mt19937 gen(31);
+  for (int64_t& i : index) i = static_cast<int64_t>(gen() % static_cast<uint32_t>(c_in));
+  return {"channel_gather_" + name, 0.0, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), Y(be, ys);
+            DeviceBytes index_data(be, index.size() * sizeof(int64_t));
+            be.upload(index_data.data, index.data(), index.size() * sizeof(int64_t));
+            Tensor I;
+            I.shape = is;
+            I.dtype = DType::I64;
+            I.data = index_data.data;
+            be.channel_gather(p, X.t, I, Y.t);
+            return Y.download();
+          }};
+}
+
 // ---- the table ----
 
 std::vector<OpCase> all_cases() {
@@ -674,21 +700,50 @@ std::vector<OpCase> all_cases() {
   c.push_back(weighted_sum_case(2, swish));
   c.push_back(weighted_sum_case(3, none));
   c.push_back(weighted_sum_case(4, relu));
+
+  // channel_gather: the sharing adapter, narrowing and widening.
+  c.push_back(channel_gather_case("narrow", 2, 13, 7, 15 * 7));
+  c.push_back(channel_gather_case("widen_inner1", 1, 3, 13, 1));
   return c;
 }
 
 // ---- the tests ----
 
-class BackendOps : public ::testing::TestWithParam<OpCase> {};
+// The two backends are made once for the whole table: creating a CUDA context and
+// cuBLAS handle per case would dominate the run (and more so under
+// compute-sanitizer, which scripts/gpu-check.sh runs these under).
+class BackendOps : public ::testing::TestWithParam<OpCase> {
+ protected:
+  static void SetUpTestSuite() {
+    if (!cuda_available(&no_cuda_reason_)) return;
+    try {
+      cpu_ = make_backend("cpu", 0).release();
+      gpu_ = make_backend("cuda", 0).release();
+    } catch (const Error& e) {
+      setup_error_ = e.what();  // a GPU is there but unusable: every case fails
+    }
+  }
+  static void TearDownTestSuite() {
+    delete gpu_;
+    delete cpu_;
+    gpu_ = cpu_ = nullptr;
+  }
+  static std::string no_cuda_reason_;
+  static std::string setup_error_;
+  static Backend* cpu_;
+  static Backend* gpu_;
+};
+std::string BackendOps::no_cuda_reason_;
+std::string BackendOps::setup_error_;
+Backend* BackendOps::cpu_ = nullptr;
+Backend* BackendOps::gpu_ = nullptr;
 
 TEST_P(BackendOps, CudaMatchesCpu) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+  if (!gpu_) GTEST_SKIP() << no_cuda_reason_;
   const OpCase& op = GetParam();
-  std::unique_ptr<Backend> cpu = make_backend("cpu", 0);
-  std::unique_ptr<Backend> gpu = make_backend("cuda", 0);
-  const Floats expected = op.run(*cpu);
-  const Floats actual = op.run(*gpu);
+  const Floats expected = op.run(*cpu_);
+  const Floats actual = op.run(*gpu_);
   ASSERT_EQ(expected.size(), actual.size());
   double ref_norm = 0.0;
   for (float v : expected) ref_norm += double(v) * v;
