@@ -149,19 +149,6 @@ std::vector<uint8_t> read_file(const std::filesystem::path& path) {
 
 }  // namespace
 
-int coco_category_id(int contiguous_class) {
-  // COCO 2017's 80 categories among ids 1..90 (ids 12, 26, 29, 30, 45, 66, 68, 69,
-  // 71, 83 are unused), in id order, which is also names.yaml's order.
-  static const int kIds[kCocoClasses] = {
-      1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-      22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44,
-      46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
-      67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
-  check(contiguous_class >= 0 && contiguous_class < kCocoClasses, ErrorKind::Argument,
-        "COCO class index ", contiguous_class, " is outside 0..", kCocoClasses - 1);
-  return kIds[contiguous_class];
-}
-
 const char* CocoStats::name(int i) {
   static const char* kNames[kCount] = {"AP",       "AP50",     "AP75",  "AP_small",
                                        "AP_medium", "AP_large", "AR1",   "AR10",

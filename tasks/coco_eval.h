@@ -11,14 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "loaders/labels.h"  // kCocoClasses, coco_category_id
 #include "tasks/detection.h"
 
 namespace repshare {
-
-// COCO category id (1..90, with gaps) of a contiguous class index 0..79 in the
-// standard order (YOLO names.yaml, torchvision, pycocotools' sorted getCatIds).
-int coco_category_id(int contiguous_class);
-constexpr int kCocoClasses = 80;
 
 struct CocoBox {
   double x = 0, y = 0, w = 0, h = 0;  // COCO's [x, y, width, height] in pixels
