@@ -5,9 +5,13 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "engine/model.h"
+#include "engine/session.h"
 #include "engine/tensor.h"
+#include "loaders/image.h"
 
 namespace repshare {
 
@@ -41,6 +45,18 @@ struct DetectionConfig {
   }
 };
 
+// The post-processing parameters a model's sidecar records ("anchors",
+// "num_classes", "postprocess"), DetectionConfig's defaults for what it leaves out
+// or when there is no sidecar (then the image size is the input's). Throws
+// Malformed naming the model for entries of the wrong type or an anchor image size
+// unlike the input's.
+DetectionConfig detection_config_for(const ModelInfo& info);
+
+// effdet's letterbox preprocessing from the sidecar's "preprocess" entry
+// (resize, interpolation, mean, std, fill "mean" = round(255 * mean));
+// DetectPreprocess's defaults with the target from the input shape otherwise.
+DetectPreprocess detect_preprocess_for(const ModelInfo& info);
+
 // COCO category id of a network class index: effdet's 90 classes are the COCO ids
 // 1..90 (with their gaps) shifted by one.
 inline int detection_category_id(int class_index) { return class_index + 1; }
@@ -59,6 +75,11 @@ struct ImageFrame {
   float scale = 1.0f;
   float width = 0, height = 0;
 };
+
+// The img_info effdet gives its post-processing for a letterboxed image:
+// img_scale = 1 / letterbox scale (computed in double, stored in float32 as
+// effdet's tensor does) and the original size.
+ImageFrame image_frame(const Letterbox& box);
 
 // Feature map (height, width) per level min_level..max_level: each level halves
 // the previous one rounding up, as effdet's get_feat_sizes.
@@ -119,6 +140,51 @@ class DetectionPostprocess {
   DetectionConfig config_;
   std::vector<std::array<int, 2>> feature_sizes_;
   std::vector<std::array<float, 4>> anchors_;
+};
+
+// The post-processing end of a detection model: which outputs hold each level's
+// class logits and box regressions (the sidecar's "class_outputs"/"box_outputs",
+// class_pN/box_pN for a model without them) and the DetectionPostprocess that
+// turns them into detections.
+class DetectionHead {
+ public:
+  // Throws Argument naming the model and the missing output when the model lacks
+  // a class or box output per level (it is not an EfficientDet).
+  DetectionHead(const ModelInfo& info, DetectionConfig config);
+
+  const DetectionPostprocess& postprocess() const { return postprocess_; }
+  // Class outputs then box outputs, level order: the tensors a Session must fetch.
+  std::vector<std::string> outputs() const;
+  // Detections from the outputs `session` fetched in its last run.
+  std::vector<Detection> run(const Session& session, const ImageFrame* frame) const;
+
+ private:
+  std::vector<std::string> class_outputs_, box_outputs_;
+  DetectionPostprocess postprocess_;
+};
+
+// A detection model on a backend, image in, detections out: the sidecar's
+// letterbox, the network and the head.
+//   Model m = load_model("d0.onnx");
+//   Detector d(m, backend, detection_config_for(m.info));
+//   for (const Detection& det : d.detect(load_image("x.jpg"))) ...
+class Detector {
+ public:
+  Detector(const Model& model, Backend& backend, DetectionConfig config);
+
+  // Letterboxes img into the network input, runs the network and post-processes:
+  // boxes in img's pixels, best first. Throws Malformed for an empty image.
+  std::vector<Detection> detect(const Image& img);
+
+  // The halves of detect(), for timing them apart.
+  Session& session() { return session_; }
+  const DetectionHead& head() const { return head_; }
+
+ private:
+  DetectionHead head_;
+  DetectPreprocess preprocess_;
+  Session session_;
+  Preprocessor preprocessor_;
 };
 
 }  // namespace repshare
