@@ -22,5 +22,7 @@ int cmd_classify(const CommandArgs& argv);
 int cmd_eval(const CommandArgs& argv);
 int cmd_bench(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
+int cmd_detect(const CommandArgs& argv);
+int cmd_eval_det(const CommandArgs& argv);
 
 }  // namespace repshare
