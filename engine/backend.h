@@ -148,6 +148,12 @@ struct WeightedSumParams {
   Activation act;
 };
 
+// Sharing adapter: y[n, t, i] = x[n, index[t], i], index an int64 [c_out] tensor
+// (receiver channel t reads donor channel index[t]; merge/adapter.h builds it).
+struct ChannelGatherParams {
+  int64_t n = 1, c_in = 0, c_out = 0, inner = 1;
+};
+
 class Backend {
  public:
   virtual ~Backend() {}
@@ -184,6 +190,7 @@ class Backend {
   //   the mode decides (Constant: value; Reflect/Edge/Wrap as numpy.pad).
   // softmax: over the middle axis of [outer, axis, inner].
   // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
+  // channel_gather: see ChannelGatherParams.
   virtual void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                       Tensor& y, void* workspace) = 0;
   virtual size_t conv2d_workspace(const Conv2dParams& p) const = 0;
@@ -200,6 +207,8 @@ class Backend {
   virtual void pad(const PadParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) = 0;
+  virtual void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
+                              Tensor& y) = 0;
 };
 
 }  // namespace repshare

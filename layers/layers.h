@@ -152,6 +152,16 @@ class WeightedSumLayer : public Layer {
   WeightedSumParams p_;
 };
 
+// ChannelGather: the sharing adapter's channel sampling (input 1: int64 indices).
+class ChannelGatherLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  ChannelGatherParams p_;
+};
+
 // Constant and Shape: outputs known at load time; they never run.
 class ConstantLayer : public Layer {
  public:

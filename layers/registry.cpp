@@ -71,6 +71,7 @@ const std::map<std::string, Factory>& registry() {
       {"Softmax", make<SoftmaxLayer>()},
       {"LogSoftmax", make<SoftmaxLayer>()},
       {"WeightedSum", make<WeightedSumLayer>()},
+      {"ChannelGather", make<ChannelGatherLayer>()},
       {"Constant", make<ConstantLayer>()},
       {"Shape", make<ConstantLayer>()},
   };

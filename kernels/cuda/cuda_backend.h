@@ -59,6 +59,8 @@ class CudaBackend : public Backend {
   void pad(const PadParams& p, const Tensor& x, Tensor& y) override;
   void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
+  void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
+                      Tensor& y) override;
 
   // For the kernel files: the backend's stream and cuBLAS handle, and the check
   // every launch is followed by (it names the kernel; with REPSHARE_CUDA_SYNC=1 in
