@@ -431,11 +431,11 @@ double ref_input_coordinate(const ResizeParams& p, double x, double scale, int64
     case CoordMode::HalfPixelSymmetric:
       return in / 2.0 * (1 - out / out_f) + (x + 0.5) / scale - 0.5;
     case CoordMode::PytorchHalfPixel: return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
-    case CoordMode::AlignCorners: return out == 1 ? 0.0 : x * (in - 1) / double(out - 1);
+    case CoordMode::AlignCorners: return out_f == 1 ? 0.0 : x * (in - 1) / (out_f - 1);
     case CoordMode::Asymmetric: return x / scale;
     case CoordMode::TfHalfPixelForNn: return (x + 0.5) / scale;
     case CoordMode::TfCropAndResize: {
-      double r = out == 1 ? (roi1 - roi0) * (in - 1) / 2 : x * (roi1 - roi0) * (in - 1) / double(out - 1);
+      double r = out_f == 1 ? (roi1 - roi0) * (in - 1) / 2 : x * (roi1 - roi0) * (in - 1) / (out_f - 1);
       r += roi0 * (in - 1);
       outside = r < 0 || r > in - 1;
       return r;

@@ -4,7 +4,9 @@
 // the reference's edge padding does) are weighted by the mode's coefficients.
 // Coordinates are computed in double like the reference, so rounding ties in
 // nearest mode land where ONNX puts them. align_corners and tf_crop_and_resize use
-// the integer output size (as ONNX Runtime does).
+// the output length as the reference does, scale * input (not the integer size):
+// the two agree when Resize gives `sizes`, and the ONNX node tests that give
+// `scales` (e.g. 0.6 * 4 = 2.4 -> 2 outputs) expect the scaled length.
 #include <algorithm>
 #include <cmath>
 
@@ -31,6 +33,7 @@ struct AxisSpec {
 double input_coordinate(const ResizeParams& p, const AxisSpec& a, int64_t o) {
   const double x = static_cast<double>(o), in = static_cast<double>(a.in);
   const double out = static_cast<double>(a.out);
+  const double scaled_length = a.scale * in;
   switch (p.coord) {
     case CoordMode::HalfPixel: return (x + 0.5) / a.scale - 0.5;
     case CoordMode::HalfPixelSymmetric: {
@@ -40,12 +43,14 @@ double input_coordinate(const ResizeParams& p, const AxisSpec& a, int64_t o) {
       return offset + (x + 0.5) / a.scale - 0.5;
     }
     case CoordMode::PytorchHalfPixel: return a.out > 1 ? (x + 0.5) / a.scale - 0.5 : 0.0;
-    case CoordMode::AlignCorners: return a.out == 1 ? 0.0 : x * (in - 1.0) / (out - 1.0);
+    case CoordMode::AlignCorners:
+      return scaled_length == 1.0 ? 0.0 : x * (in - 1.0) / (scaled_length - 1.0);
     case CoordMode::Asymmetric: return x / a.scale;
     case CoordMode::TfHalfPixelForNn: return (x + 0.5) / a.scale;
     case CoordMode::TfCropAndResize:
-      if (a.out == 1) return 0.5 * (a.roi_start + a.roi_end) * (in - 1.0);
-      return a.roi_start * (in - 1.0) + x * (a.roi_end - a.roi_start) * (in - 1.0) / (out - 1.0);
+      if (scaled_length == 1.0) return 0.5 * (a.roi_start + a.roi_end) * (in - 1.0);
+      return a.roi_start * (in - 1.0) +
+             x * (a.roi_end - a.roi_start) * (in - 1.0) / (scaled_length - 1.0);
   }
   return 0.0;
 }
