@@ -102,13 +102,14 @@ TEST(ImageDecode, JpegCloseToLibjpeg) {
   ASSERT_EQ(c["image"], "wide.jpg");
   const Image img = load_image(kFixtures + "wide.jpg");
   const std::vector<uint8_t> pil = read_bytes(kFixtures + c["expected"].get<std::string>());
-  // stb_image and libjpeg (PIL) differ in chroma upsampling and colour-conversion
-  // rounding, never in the DCT: over the 1,428 JPEGs of imagenet-val and
-  // coco-val128 the largest difference is 3 levels and the mean 0.06.
+  // The decoder runs stb_image with libjpeg's chroma upsampling and colour
+  // conversion; what still differs is rare rounding (over the 1,428 JPEGs of
+  // imagenet-val and coco-val128: max 3 levels, mean 0.008, 0.8% of values). With
+  // stb's own kernels this file's mean is 0.071, so the mean bound catches losing them.
   EXPECT_LE(max_pixel_diff(img, pil), 3);
   double sum = 0;
   for (size_t i = 0; i < pil.size(); ++i) sum += std::abs(int(img.pixels[i]) - int(pil[i]));
-  EXPECT_LT(sum / pil.size(), 0.25);
+  EXPECT_LT(sum / pil.size(), 0.03);
 }
 
 TEST(ImageDecode, BadFilesNameTheFile) {
