@@ -383,7 +383,12 @@ TEST(CpuKernels, GemmTransposesBiasAndBatch) {
       {1, 1, 1000, 1280, false, true, 1, 1000, false},  // classifier: x * W^T + b
       {1, 13, 17, 5, true, false, 13, 17, false},   {1, 7, 3, 9, true, true, 7, 1, false},
       {1, 5, 300, 11, false, false, 1, 1, false},   {3, 4, 5, 6, false, false, 0, 0, false},
-      {4, 9, 7, 3, false, true, 1, 7, true},        {1, 64, 96, 33, false, false, 64, 96, false}};
+      {4, 9, 7, 3, false, true, 1, 7, true},        {1, 64, 96, 33, false, false, 64, 96, false},
+      // matrix-vector shapes (sgemv paths), every transpose combination
+      {1, 1, 7, 5, true, false, 0, 0, false},       {1, 1, 300, 40, false, false, 1, 300, false},
+      {1, 1, 9, 6, true, true, 1, 9, false},        {1, 600, 1, 4, true, true, 600, 1, false},
+      {1, 6, 1, 4, false, false, 0, 0, false},      {1, 200, 1, 96, false, true, 1, 1, false},
+      {1, 6, 1, 4, true, false, 6, 1, false}};
   int id = 0;
   for (const GemmCase& c : cases) {
     GemmParams p;

@@ -1,4 +1,6 @@
+#ifdef __AVX2__
 #include <immintrin.h>
+#endif
 
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/cpu_backend.h"

@@ -4,7 +4,9 @@
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops over a zero-padded copy
 //    of each input plane, so the inner loops need no bounds checks;
 //  - everything else: im2col into the workspace, then one SGEMM per group.
+#ifdef __AVX2__
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>

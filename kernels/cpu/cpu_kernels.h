@@ -52,6 +52,22 @@ inline void sgemm_block(const SgemmArgs& g, int64_t r0, int64_t r1, int64_t c0, 
     for (int64_t r = r0; r < r1; ++r) std::fill(g.c + r * g.ldc + c0, g.c + r * g.ldc + c1, 0.f);
     return;
   }
+  // Matrix-vector shapes (squeeze-excitation convs on 1x1 maps, the classifier
+  // with batch 1) go to sgemv: sgemm would pack the whole matrix on every call.
+  if (c1 - c0 == 1) {  // one column of C: op(A)[r0:r1, :] * op(B)[:, c0]
+    cblas_sgemv(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
+                static_cast<int>(g.trans_a ? g.k : r1 - r0), static_cast<int>(g.trans_a ? r1 - r0 : g.k),
+                g.alpha, a, static_cast<int>(g.lda), b, g.trans_b ? 1 : static_cast<int>(g.ldb), 0.f,
+                g.c + r0 * g.ldc + c0, static_cast<int>(g.ldc));
+    return;
+  }
+  if (r1 - r0 == 1) {  // one row of C: op(B)[:, c0:c1]^T * op(A)[r0, :]
+    cblas_sgemv(CblasRowMajor, g.trans_b ? CblasNoTrans : CblasTrans,
+                static_cast<int>(g.trans_b ? c1 - c0 : g.k), static_cast<int>(g.trans_b ? g.k : c1 - c0),
+                g.alpha, b, static_cast<int>(g.ldb), a, g.trans_a ? static_cast<int>(g.lda) : 1, 0.f,
+                g.c + r0 * g.ldc + c0, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans,
               g.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(r1 - r0),
               static_cast<int>(c1 - c0), static_cast<int>(g.k), g.alpha, a,
