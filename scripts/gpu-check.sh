@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# One-shot check on a machine with an NVIDIA GPU and no internet:
+#
+#   scripts/gpu-check.sh OUTDIR        # from the repo root
+#
+# Builds Release for the detected GPU architecture, runs the CPU-vs-CUDA op
+# comparison (tests/test_backend_ops.cpp), the same under compute-sanitizer, and
+# the whole test suite; writes OUTDIR/report.md and OUTDIR/report.json (GPU,
+# driver, CUDA, per-step status and time, test counts and failures) plus
+# steps.log (each step's output tail) and the gtest XML files: at most 8 files.
+#
+# Every step runs under `timeout`, inside an overall budget (GPU_CHECK_BUDGET_S,
+# default 450 s, for a slot of a few minutes); a failing or hung step is recorded
+# and the next one still runs. Build dependencies missing on the machine
+# (protobuf, OpenBLAS, GoogleTest, ...) are taken from .gpu/deps, unpacked from
+# .gpu/deps.tar.xz that scripts/prepare-gpu-deps.sh makes on the dev machine.
+#
+# To add a step: one `step NAME LIMIT_S command...` line in the steps section.
+set -uo pipefail
+
+if [ $# -ne 1 ]; then
+  echo "usage: scripts/gpu-check.sh OUTDIR" >&2
+  exit 2
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+cd "$repo"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+budget=${GPU_CHECK_BUDGET_S:-450}
+started=$(date +%s)
+build=${GPU_CHECK_BUILD_DIR:-build-gpu}
+jobs=$(nproc)
+log="$out/steps.log"
+: >"$log"
+: >"$work/steps.tsv"
+: >"$work/facts.tsv"
+
+fact() { printf '%s\t%s\n' "$1" "$2" >>"$work/facts.tsv"; }
+
+# step NAME LIMIT_S command...: runs the command with stdout+stderr captured,
+# killed after min(LIMIT_S, what is left of the budget); records the outcome.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((budget - ($(date +%s) - started)))
+  if [ "$left" -lt 15 ]; then
+    printf '%s\tskipped\t0\t%s\tbudget spent\n' "$name" "$limit" >>"$work/steps.tsv"
+    echo "=== $name: skipped (budget spent)" >>"$log"
+    return 1
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== $name (limit ${limit}s): $*" >>"$log"
+  local t0 rc status
+  t0=$(date +%s%N)
+  if declare -F "$1" >/dev/null; then
+    # timeout runs programs, not shell functions: give the function to a child bash.
+    timeout -k 10 "$limit" bash -c '"$@"' step "$@" >"$work/$name.out" 2>&1
+  else
+    timeout -k 10 "$limit" "$@" >"$work/$name.out" 2>&1
+  fi
+  rc=$?
+  local ms=$((($(date +%s%N) - t0) / 1000000))
+  local secs="$((ms / 1000)).$((ms % 1000 / 100))"
+  case $rc in
+    0) status=ok ;;
+    124 | 137) status=timeout ;;
+    *) status=failed ;;
+  esac
+  tail -n 120 "$work/$name.out" >>"$log"
+  echo "=== $name: $status (exit $rc, ${secs}s)" >>"$log"
+  printf '%s\t%s\t%s\t%s\texit %s\n' "$name" "$status" "$secs" "$limit" "$rc" >>"$work/steps.tsv"
+  return $rc
+}
+
+# ---- the machine ----
+if command -v nvidia-smi >/dev/null; then
+  IFS=',' read -r gpu_name driver gpu_mem cap < <(nvidia-smi \
+    --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | head -1)
+  fact gpu "$(echo "$gpu_name" | xargs)"
+  fact driver "$(echo "$driver" | xargs)"
+  fact gpu_memory "$(echo "$gpu_mem" | xargs)"
+  fact compute_capability "$(echo "$cap" | xargs)"
+  fact driver_cuda "$(nvidia-smi | grep -o 'CUDA Version: [0-9.]*' | cut -d' ' -f3)"
+  arch=$(echo "$cap" | tr -d ' .')
+else
+  fact gpu "none (nvidia-smi not found)"
+fi
+arch=${arch:-90}
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+fact nvcc "$("$nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' | cut -d' ' -f2)"
+fact cuda_arch "$arch"
+fact cmake "$(cmake --version 2>/dev/null | head -1 | awk '{print $3}')"
+fact cxx "$(c++ --version 2>/dev/null | head -1)"
+fact glibc "$(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')"
+fact torch "$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)"
+fact commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+# ---- build dependencies: the system's, or all of .gpu/deps ----
+# One prefix for all of them, so protobuf headers, protoc and library always match.
+deps_missing=""
+deps=""
+[ -f /usr/include/google/protobuf/message.h ] && command -v protoc >/dev/null || deps_missing+=" protobuf"
+{ compgen -G "/usr/lib/x86_64-linux-gnu/libopenblas.so*" >/dev/null &&
+  { [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -f /usr/include/cblas.h ]; }; } ||
+  deps_missing+=" openblas"
+[ -f /usr/include/gtest/gtest.h ] || deps_missing+=" gtest"
+[ -f /usr/include/onnx/onnx.proto ] || [ -f third_party/onnx/onnx.proto ] || deps_missing+=" onnx.proto"
+[ -f /usr/include/stb/stb_image.h ] || [ -f third_party/stb/stb_image.h ] || deps_missing+=" stb"
+cmake_deps=()
+if [ -n "$deps_missing" ]; then
+  deps="$repo/.gpu/deps"
+  if [ ! -d "$deps" ] && [ -f .gpu/deps.tar.xz ]; then
+    tar -C .gpu -xJf .gpu/deps.tar.xz
+  fi
+  if [ -d "$deps" ]; then
+    lib="$deps/lib/x86_64-linux-gnu"
+    cmake_deps=(-DCMAKE_PREFIX_PATH="$deps"
+      -DProtobuf_PROTOC_EXECUTABLE="$deps/bin/protoc" -DProtobuf_INCLUDE_DIR="$deps/include"
+      -DProtobuf_LIBRARY="$lib/libprotobuf.so" -DProtobuf_LIBRARY_RELEASE="$lib/libprotobuf.so"
+      -DOPENBLAS_LIB="$lib/libopenblas.so"
+      -DOPENBLAS_INCLUDE="$deps/include/x86_64-linux-gnu/openblas-pthread"
+      -DONNX_PROTO="$deps/include/onnx/onnx.proto" -DSTB_INCLUDE="$deps/include/stb"
+      -DGTest_DIR="$lib/cmake/GTest" -Dbenchmark_DIR="$lib/cmake/benchmark"
+      -Dnlohmann_json_DIR="$deps/share/cmake/nlohmann_json")
+    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fact dependencies "system lacks${deps_missing}; all taken from .gpu/deps"
+  else
+    fact dependencies "system lacks${deps_missing} and there is no .gpu/deps(.tar.xz): run scripts/prepare-gpu-deps.sh and carry .gpu/deps.tar.xz"
+  fi
+else
+  fact dependencies "system packages"
+fi
+
+# The op comparison alone, linked from its own object: the whole test binary
+# needs every test file to build and link, and a break in an unrelated one must
+# not cost the GPU check.
+link_backend_tests_alone() {
+  local gtest_dir=/usr/lib/x86_64-linux-gnu
+  [ -n "${deps:-}" ] && [ -d "${deps:-}" ] && gtest_dir="$deps/lib/x86_64-linux-gnu"
+  local protobuf openblas cuda_lib
+  protobuf=$(sed -n 's/^Protobuf_LIBRARY_RELEASE:FILEPATH=//p; s/^Protobuf_LIBRARY:FILEPATH=//p' \
+    "$build/CMakeCache.txt" | head -1)
+  openblas=$(sed -n 's/^OPENBLAS_LIB:FILEPATH=//p' "$build/CMakeCache.txt" | head -1)
+  cuda_lib=$(dirname "$(dirname "$nvcc")")/lib64
+  ninja -C "$build" tests/CMakeFiles/repshare_tests.dir/test_backend_ops.cpp.o repshare_lib &&
+    c++ -O2 "$build/tests/CMakeFiles/repshare_tests.dir/test_backend_ops.cpp.o" \
+      -o "$build/backend_ops_tests" "$build/librepshare_lib.a" "$build/libonnx_proto.a" \
+      "$gtest_dir/libgtest_main.a" "$gtest_dir/libgtest.a" "$protobuf" "$openblas" -fopenmp \
+      -L"$cuda_lib" -Wl,-rpath,"$cuda_lib" -lcudart -lcublas -lpthread -ldl -lrt
+}
+
+# gtest with XML; the binary is the full suite when it linked, else the op tests alone.
+run_gtest() {
+  local xml=$1
+  shift
+  local bin="$build/tests/repshare_tests"
+  [ -x "$bin" ] || bin="$build/backend_ops_tests"
+  "$bin" --gtest_output=xml:"$out/$xml" "$@"
+}
+
+export -f link_backend_tests_alone run_gtest
+export build out nvcc deps
+
+# ---- steps ----
+step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DREPSHARE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" \
+  "${cmake_deps[@]}"
+step build 300 cmake --build "$build" -j "$jobs" -- -k 0
+[ -x "$build/tests/repshare_tests" ] || step link_backend_tests_alone 120 link_backend_tests_alone
+test_bin="$build/tests/repshare_tests"
+[ -x "$test_bin" ] || test_bin="$build/backend_ops_tests"
+# REPSHARE_CUDA_SYNC makes a faulting kernel fail the case that launched it.
+export REPSHARE_CUDA_SYNC=1
+step backend_ops 120 run_gtest backend_ops.xml \
+  --gtest_filter='All/BackendOps.*:BackendOpsTable.*:BackendRegistry.*'
+if command -v compute-sanitizer >/dev/null; then
+  step backend_ops_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
+    --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
+else
+  fact compute_sanitizer "not found"
+fi
+unset REPSHARE_CUDA_SYNC
+[ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
+
+# ---- report ----
+fact elapsed_s "$(($(date +%s) - started))"
+python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" <<'PY'
+import json, os, sys
+import xml.etree.ElementTree as ET
+
+steps_tsv, facts_tsv, out = sys.argv[1:4]
+steps = []
+for line in open(steps_tsv):
+    name, status, secs, limit, note = line.rstrip("\n").split("\t")
+    steps.append({"name": name, "status": status, "seconds": round(float(secs or 0), 1),
+                  "limit_s": int(limit), "note": note})
+facts = dict(line.rstrip("\n").split("\t", 1) for line in open(facts_tsv) if "\t" in line)
+
+def gtest_summary(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        return {"error": f"unreadable XML: {e}"}
+    s = {"tests": 0, "passed": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "failures": []}
+    for case in root.iter("testcase"):
+        s["tests"] += 1
+        s["seconds"] += float(case.get("time", 0))
+        name = f'{case.get("classname")}.{case.get("name")}'
+        failure = case.find("failure")
+        if failure is not None:
+            s["failed"] += 1
+            s["failures"].append({"test": name, "message": (failure.get("message") or "")[:600]})
+        elif case.find("skipped") is not None or case.get("result") == "skipped":
+            s["skipped"] += 1
+        else:
+            s["passed"] += 1
+    s["seconds"] = round(s["seconds"], 2)
+    return s
+
+tests = {k: gtest_summary(os.path.join(out, f"{k}.xml")) for k in ("backend_ops", "all_tests")}
+report = {"machine": facts, "steps": steps, "tests": tests}
+json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
+
+md = ["# repshare GPU check", ""]
+md += [f"- **{k}**: {v}" for k, v in facts.items()]
+md += ["", "| step | status | seconds | limit | note |", "| --- | --- | --- | --- | --- |"]
+md += [f'| {s["name"]} | {s["status"]} | {s["seconds"]} | {s["limit_s"]} | {s["note"]} |'
+       for s in steps]
+for k, s in tests.items():
+    md += ["", f"## {k}", ""]
+    if s is None:
+        md.append("not run")
+        continue
+    if "error" in s:
+        md.append(s["error"])
+        continue
+    md.append(f'{s["tests"]} tests: {s["passed"]} passed, {s["failed"]} failed, '
+              f'{s["skipped"]} skipped ({s["seconds"]} s)')
+    for f in s["failures"][:40]:
+        md.append(f'- `{f["test"]}`: {f["message"].splitlines()[0] if f["message"] else ""}')
+md += ["", "Step output tails: steps.log."]
+open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY
