@@ -15,6 +15,9 @@ CpuBackend::CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_m
   // OpenBLAS (pthread build) would start its own pool next to OpenMP's and the two
   // would spin against each other on 2 cores; the kernels split GEMMs across OpenMP
   // threads themselves (cpu::parallel_sgemm) and call OpenBLAS single-threaded.
+  // On a loaded machine run with OMP_WAIT_POLICY=passive: libgomp's default spinning
+  // made EfficientNet-B0 with 2 threads ~4x slower at load ~12 (it can only be set
+  // in the environment, before libgomp starts).
   openblas_set_num_threads(1);
 }
 

@@ -29,9 +29,10 @@ constexpr int64_t kMinParallelWork = 1 << 15;
 //
 // OpenBLAS is pinned to one thread (CpuBackend's constructor) and the product is
 // split here across OpenMP threads along n (the spatial axis of a convolution) or,
-// when n is too narrow to split, along m. Measured on the 2-core AVX2 machine this
-// beats OpenBLAS's own threading on the EfficientNet-B0 layer shapes and lets the
-// bias/activation epilogue run on cache-hot data (see bench/bench_ops.cpp).
+// when n is too narrow to split, along m. On the 2-core AVX2 machine (shared, load
+// ~10, OMP_WAIT_POLICY=passive) this ran the EfficientNet-B0 pointwise shapes 1.3x
+// to 5x faster than one call with OpenBLAS's own 2 threads (BM_BlasThreading* in
+// bench/bench_ops.cpp), and the bias/activation epilogue runs on cache-hot data.
 struct SgemmArgs {
   int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
