@@ -140,6 +140,12 @@ void CpuBackend::resize(const ResizeParams& p, const Tensor& x, Tensor& y) {
       for (int64_t oy = 0; oy < p.h_out; ++oy) {
         const AxisTaps row = axis_taps(p, ay, oy);
         float* orow = out + oy * p.w_out;
+        if (p.mode == ResizeMode::Nearest && !row.outside &&
+            p.coord != CoordMode::TfCropAndResize) {  // a gather from one input row
+          const float* irow = in + row.index[0] * p.w;
+          for (int64_t ox = c0; ox < c1; ++ox) orow[ox] = irow[cols[ox - c0].index[0]];
+          continue;
+        }
         for (int64_t ox = c0; ox < c1; ++ox) {
           const AxisTaps& col = cols[ox - c0];
           if (row.outside || col.outside) {
