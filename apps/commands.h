@@ -21,6 +21,7 @@ int cmd_inspect(const CommandArgs& argv);
 int cmd_classify(const CommandArgs& argv);
 int cmd_eval(const CommandArgs& argv);
 int cmd_bench(const CommandArgs& argv);
+int cmd_study(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
 int cmd_detect(const CommandArgs& argv);
 int cmd_eval_det(const CommandArgs& argv);

@@ -15,6 +15,7 @@ const std::vector<Command> kCommands = {
     {"classify", "top-k ImageNet classes of images", cmd_classify},
     {"eval", "top-1/top-5 accuracy over a labelled image list", cmd_eval},
     {"bench", "latency, throughput and memory; vs onnxruntime", cmd_bench},
+    {"study", "CKA similarity vs merged accuracy over stage pairs", cmd_study},
     {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
     {"detect", "COCO objects in images (EfficientDet)", cmd_detect},
     {"eval-det", "COCO box AP over a YOLO-layout image folder", cmd_eval_det},
