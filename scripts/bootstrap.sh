@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine (as root): system packages, the Python venv for
+# exports and references, the Release build in build/, and models/ (real
+# EfficientNet-Lite weights + random-weight B0/D0 exports).
+#
+#   scripts/bootstrap.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+  python3-venv python3-torch python3-torchvision
+bash scripts/setup.sh
+cuda=()
+[ -x /usr/local/cuda/bin/nvcc ] && cuda=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${cuda[@]}"
+cmake --build build -j"$(nproc)"
+bash scripts/fetch_models.sh
