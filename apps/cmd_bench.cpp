@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tasks/detection.h"
 
 #ifndef REPSHARE_SOURCE_DIR
 #define REPSHARE_SOURCE_DIR "."
@@ -63,10 +64,27 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
   return j["times_ms"].get<std::vector<double>>();
 }
 
+// Times post-processing alone and network + post-processing (detection models).
+void time_postprocess(Session& s, const DetectionHead& head, int runs, std::vector<double>* post,
+                      std::vector<double>* total) {
+  const DetectionConfig& c = head.postprocess().config();
+  const ImageFrame frame{1.0f, static_cast<float>(c.image_width),
+                         static_cast<float>(c.image_height)};
+  for (int i = 0; i < runs; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    s.run();
+    const auto t1 = std::chrono::steady_clock::now();
+    head.run(s, &frame);
+    const auto t2 = std::chrono::steady_clock::now();
+    post->push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    total->push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
+  }
+}
+
 }  // namespace
 
 int cmd_bench(const CommandArgs& argv) {
-  Args args(argv, {"vs-onnxruntime", "profile", "help"});
+  Args args(argv, {"vs-onnxruntime", "profile", "with-postprocess", "help"});
   if (args.flag("help")) {
     std::printf(
         "usage: repshare bench --model M.onnx [options]\n"
@@ -75,6 +93,7 @@ int cmd_bench(const CommandArgs& argv) {
         "  --warmup N             untimed runs first (default 5)\n"
         "  --vs-onnxruntime       time onnxruntime on the same file and threads, same run\n"
         "  --profile              time each op type\n"
+        "  --with-postprocess     detection models: also time anchors/top-k/NMS after the network\n"
         "  --json FILE            write the results as JSON\n%s",
         kBackendUsage);
     return 0;
@@ -83,6 +102,7 @@ int cmd_bench(const CommandArgs& argv) {
   const int runs = args.get_int("runs", 30), warmup = args.get_int("warmup", 5);
   const int rounds = args.get_int("rounds", 3);
   const bool vs_ort = args.flag("vs-onnxruntime"), profile = args.flag("profile");
+  const bool with_postprocess = args.flag("with-postprocess");
   const std::string json_out = args.get("json");
   auto backend = backend_from_args(args);
   args.finish();
@@ -90,13 +110,16 @@ int cmd_bench(const CommandArgs& argv) {
 
   Model model = load_model(model_path);
   Session session(model, *backend);
+  std::unique_ptr<DetectionHead> head;
+  if (with_postprocess)
+    head = std::make_unique<DetectionHead>(model.info, detection_config_for(model.info));
   std::mt19937 rng(0);
   std::normal_distribution<float> normal;
   for (int64_t i = 0; i < session.input_shape().numel(); ++i) session.host_input()[i] = normal(rng);
   const int threads = backend->name() == "cpu" ? static_cast<CpuBackend&>(*backend).threads() : 0;
 
   for (int i = 0; i < warmup; ++i) session.run();
-  std::vector<double> ours, ort;
+  std::vector<double> ours, ort, post, with_post;
   std::string ort_version;
   for (int r = 0; r < rounds; ++r) {
     auto t = time_runs(session, runs);
@@ -105,6 +128,7 @@ int cmd_bench(const CommandArgs& argv) {
       auto o = onnxruntime_runs(model_path, threads, runs, warmup, model.info.outputs, &ort_version);
       ort.insert(ort.end(), o.begin(), o.end());
     }
+    if (head) time_postprocess(session, *head, runs, &post, &with_post);
   }
   const double batch = static_cast<double>(session.input_shape()[0]);
   nlohmann::json j = {
@@ -125,6 +149,13 @@ int cmd_bench(const CommandArgs& argv) {
   std::printf("  repshare     median %8.2f ms  p90 %8.2f ms  (%zu runs)  %.1f inferences/s\n",
               percentile(ours, 0.5), percentile(ours, 0.9), ours.size(),
               1000.0 * batch / percentile(ours, 0.5));
+  if (head) {
+    j["postprocess_median_ms"] = percentile(post, 0.5);
+    j["with_postprocess_median_ms"] = percentile(with_post, 0.5);
+    j["with_postprocess_p90_ms"] = percentile(with_post, 0.9);
+    std::printf("  + postproc   median %8.2f ms  p90 %8.2f ms  (post-processing alone %.2f ms)\n",
+                percentile(with_post, 0.5), percentile(with_post, 0.9), percentile(post, 0.5));
+  }
   if (vs_ort) {
     const double ratio = percentile(ours, 0.5) / percentile(ort, 0.5);
     j["onnxruntime"] = {{"version", ort_version},
@@ -135,6 +166,11 @@ int cmd_bench(const CommandArgs& argv) {
     std::printf("  onnxruntime  median %8.2f ms  p90 %8.2f ms  (%zu runs, v%s)\n",
                 percentile(ort, 0.5), percentile(ort, 0.9), ort.size(), ort_version.c_str());
     std::printf("  ratio repshare/onnxruntime (median): %.3f\n", ratio);
+    if (head) {  // onnxruntime runs the network only: the ratio of the whole job
+      j["ratio_with_postprocess_vs_onnxruntime"] = percentile(with_post, 0.5) / percentile(ort, 0.5);
+      std::printf("  ratio repshare+postproc/onnxruntime network (median): %.3f\n",
+                  percentile(with_post, 0.5) / percentile(ort, 0.5));
+    }
   }
   std::printf("  activation arena %.2f MiB (liveness lower bound %.2f MiB), weights %.2f MiB\n",
               session.executor().activation_bytes() / 1048576.0,
