@@ -96,6 +96,9 @@ struct OpCase {
   std::function<Floats(Backend& be)> run;
 };
 
+// gtest prints a parameter on failure and in test listings: the name, not bytes.
+void PrintTo(const OpCase& op, std::ostream* os) { *os << op.name; }
+
 // ||b - a|| / ||a||; infinite when either holds a non-finite value or a is zero.
 double normalized_error(const Floats& a, const Floats& b) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
