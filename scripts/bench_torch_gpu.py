@@ -67,8 +67,9 @@ def main():
             except Exception as e:  # record and go on: one failing mode must not hide the rest
                 report["errors"][key] = "%s: %s" % (type(e).__name__, str(e)[:300])
             print(key, report["results"].get(key, report["errors"].get(key)), flush=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=1)
+            # Written after every mode: a time limit that stops a slow compile keeps the rest.
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":

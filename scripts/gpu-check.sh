@@ -181,16 +181,47 @@ if command -v compute-sanitizer >/dev/null; then
 else
   fact compute_sanitizer "not found"
 fi
+# Whole models and a merged plan, CUDA vs CPU (models carried in models/).
+step models_cuda_vs_cpu 90 run_gtest models.xml --gtest_filter='BackendModels.*'
 unset REPSHARE_CUDA_SYNC
+
+# One inference of each whole model under memcheck (`bench` with one run and no warm-up).
+models=${REPSHARE_MODELS:-$repo/models}
+bench_dir="$work/bench"
+mkdir -p "$bench_dir"
+export models bench_dir
+for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
+  if [ -f "$models/$m.onnx" ] && command -v compute-sanitizer >/dev/null; then
+    step "memcheck_$m" 120 compute-sanitizer --tool memcheck --error-exitcode 3 --print-limit 20 \
+      "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 1 --rounds 1 --warmup 0
+  fi
+done
+
+# Benchmarks on this GPU, repshare and PyTorch in the same run. PyTorch packages the
+# image lacks (effdet and its needs) travel as wheels in .whl/.
+for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
+  [ -f "$models/$m.onnx" ] || continue
+  extra=()
+  [ "$m" = tf_efficientdet_d0_rand0 ] && extra=(--with-postprocess)
+  step "bench_repshare_$m" 90 "$build/repshare" bench --backend cuda --model "$models/$m.onnx" \
+    --runs 100 --rounds 3 --json "$bench_dir/repshare_$m.json" "${extra[@]}"
+done
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
+    >>"$log" 2>&1 && export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+step bench_torch_b0 200 python3 scripts/bench_torch_gpu.py --model b0 --out "$bench_dir/torch_b0.json"
+step bench_torch_d0 100 python3 scripts/bench_torch_gpu.py --model d0 --no-compile \
+  --out "$bench_dir/torch_d0.json"
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 
 # ---- report ----
 fact elapsed_s "$(($(date +%s) - started))"
-python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" <<'PY'
-import json, os, sys
+python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" "$work/bench" <<'PY'
+import glob, json, os, sys
 import xml.etree.ElementTree as ET
 
-steps_tsv, facts_tsv, out = sys.argv[1:4]
+steps_tsv, facts_tsv, out, bench_dir = sys.argv[1:5]
 steps = []
 for line in open(steps_tsv):
     name, status, secs, limit, note = line.rstrip("\n").split("\t")
@@ -221,8 +252,15 @@ def gtest_summary(path):
     s["seconds"] = round(s["seconds"], 2)
     return s
 
-tests = {k: gtest_summary(os.path.join(out, f"{k}.xml")) for k in ("backend_ops", "all_tests")}
-report = {"machine": facts, "steps": steps, "tests": tests}
+tests = {k: gtest_summary(os.path.join(out, f"{k}.xml"))
+         for k in ("backend_ops", "models", "all_tests")}
+bench = {}
+for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
+    try:
+        bench[os.path.basename(path)[:-5]] = json.load(open(path))
+    except ValueError as e:
+        bench[os.path.basename(path)[:-5]] = {"error": str(e)}
+report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench}
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
 
 md = ["# repshare GPU check", ""]
@@ -242,7 +280,19 @@ for k, s in tests.items():
               f'{s["skipped"]} skipped ({s["seconds"]} s)')
     for f in s["failures"][:40]:
         md.append(f'- `{f["test"]}`: {f["message"].splitlines()[0] if f["message"] else ""}')
-md += ["", "Step output tails: steps.log."]
+md += ["", "## Benchmarks (batch 1, same GPU, same run)", "",
+       "| what | median ms | p90 ms |", "| --- | --- | --- |"]
+for name, b in bench.items():
+    if name.startswith("repshare_"):
+        md.append(f'| repshare {b.get("model")} fp32 (CUDA) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
+        if "with_postprocess_median_ms" in b:
+            md.append(f'| repshare {b.get("model")} with post-processing (CPU NMS) | {b["with_postprocess_median_ms"]:.3f} | {b["with_postprocess_p90_ms"]:.3f} |')
+    elif name.startswith("torch_"):
+        for mode, r in b.get("results", {}).items():
+            md.append(f'| PyTorch {b.get("torch")} {b.get("model")} {mode} | {r["median_ms"]:.3f} | {r["p90_ms"]:.3f} |')
+        for mode, e in b.get("errors", {}).items():
+            md.append(f'| PyTorch {b.get("model")} {mode} | error: {e[:120]} | |')
+md += ["", "Step output tails: steps.log; raw benchmark JSON in report.json."]
 open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY
