@@ -55,7 +55,7 @@ void compare_whole_model(const std::string& name) {
   for (const auto& w : wanted) {
     const double err =
         normalized_error(a.host_output(w), b.host_output(w), a.output_shape(w).numel());
-    RecordProperty(w, std::to_string(err));
+    ::testing::Test::RecordProperty(w, std::to_string(err));
     // fp32 on both sides; differences come from summation order (cuBLAS vs OpenBLAS)
     // accumulated over up to ~300 layers.
     EXPECT_LT(err, 1e-4) << name << " output " << w;
