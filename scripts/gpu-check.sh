@@ -163,6 +163,10 @@ run_gtest() {
 export -f link_backend_tests_alone run_gtest
 export build out nvcc deps
 
+# repshare restarts itself to set this when it is unset; set it here so tools that
+# wrap the binary (compute-sanitizer) see one process.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+
 # ---- steps ----
 step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DREPSHARE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" \
