@@ -95,7 +95,7 @@ fact cmake "$(cmake --version 2>/dev/null | head -1 | awk '{print $3}')"
 fact cxx "$(c++ --version 2>/dev/null | head -1)"
 fact glibc "$(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')"
 fact torch "$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)"
-fact commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+fact commit "$(git rev-parse --short HEAD 2>/dev/null || echo "${REPSHARE_COMMIT:-unknown}")"
 
 # ---- build dependencies: the system's, or all of .gpu/deps ----
 # One prefix for all of them, so protobuf headers, protoc and library always match.
