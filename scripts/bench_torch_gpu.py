@@ -21,7 +21,9 @@ def build(name):
         import timm
         return timm.create_model("efficientnet_b0", pretrained=False), (1, 3, 224, 224)
     import effdet
-    model = effdet.create_model("tf_efficientdet_d0", pretrained=False, bench_task="")
+    # pretrained_backbone=False: the default fetches ImageNet backbone weights from a hub.
+    model = effdet.create_model("tf_efficientdet_d0", pretrained=False, pretrained_backbone=False,
+                                bench_task="")
     return model, (1, 3, 512, 512)
 
 

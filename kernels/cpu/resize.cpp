@@ -2,16 +2,13 @@
 // each output coordinate maps to an input coordinate x (coordinate transformation),
 // whose neighbours (1 nearest, 2 linear, 4 cubic; indices clamped to the edge as
 // the reference's edge padding does) are weighted by the mode's coefficients.
-// Coordinates are computed in double like the reference, so rounding ties in
-// nearest mode land where ONNX puts them. align_corners and tf_crop_and_resize use
-// the output length as the reference does, scale * input (not the integer size):
-// the two agree when Resize gives `sizes`, and the ONNX node tests that give
-// `scales` (e.g. 0.6 * 4 = 2.4 -> 2 outputs) expect the scaled length.
+// The coordinate transformation is kernels/cpu/resize_math.h, shared with CUDA.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/resize_math.h"
 
 namespace repshare {
 namespace {
@@ -31,28 +28,8 @@ struct AxisSpec {
 };
 
 double input_coordinate(const ResizeParams& p, const AxisSpec& a, int64_t o) {
-  const double x = static_cast<double>(o), in = static_cast<double>(a.in);
-  const double out = static_cast<double>(a.out);
-  const double scaled_length = a.scale * in;
-  switch (p.coord) {
-    case CoordMode::HalfPixel: return (x + 0.5) / a.scale - 0.5;
-    case CoordMode::HalfPixelSymmetric: {
-      // Centres the (possibly non-integer) scaled canvas on the integer output.
-      const double adjustment = out / (a.scale * in);
-      const double offset = in / 2.0 * (1.0 - adjustment);
-      return offset + (x + 0.5) / a.scale - 0.5;
-    }
-    case CoordMode::PytorchHalfPixel: return a.out > 1 ? (x + 0.5) / a.scale - 0.5 : 0.0;
-    case CoordMode::AlignCorners:
-      return scaled_length == 1.0 ? 0.0 : x * (in - 1.0) / (scaled_length - 1.0);
-    case CoordMode::Asymmetric: return x / a.scale;
-    case CoordMode::TfHalfPixelForNn: return (x + 0.5) / a.scale;
-    case CoordMode::TfCropAndResize:
-      if (scaled_length == 1.0) return 0.5 * (a.roi_start + a.roi_end) * (in - 1.0);
-      return a.roi_start * (in - 1.0) +
-             x * (a.roi_end - a.roi_start) * (in - 1.0) / (scaled_length - 1.0);
-  }
-  return 0.0;
+  return resize_input_coordinate(p.coord, static_cast<double>(o), static_cast<double>(a.in),
+                                 static_cast<double>(a.out), a.scale, a.roi_start, a.roi_end);
 }
 
 int taps_of(ResizeMode m) { return m == ResizeMode::Nearest ? 1 : m == ResizeMode::Linear ? 2 : 4; }

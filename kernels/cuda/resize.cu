@@ -4,6 +4,7 @@
 // indices clamped to the edge) are weighted by the mode's coefficients. The
 // coordinates are computed in double, like the CPU reference, so that rounding
 // ties in nearest mode resolve identically on both backends.
+#include "kernels/cpu/resize_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
 
@@ -34,24 +35,8 @@ struct Resize32 {
 };
 
 __device__ double input_coordinate(const Resize32& p, const AxisSpec& a, int o) {
-  const double x = static_cast<double>(o), in = static_cast<double>(a.in);
-  const double out = static_cast<double>(a.out);
-  switch (p.coord) {
-    case CoordMode::HalfPixel: return (x + 0.5) / a.scale - 0.5;
-    case CoordMode::HalfPixelSymmetric: {
-      const double adjustment = out / (a.scale * in);
-      const double offset = in / 2.0 * (1.0 - adjustment);
-      return offset + (x + 0.5) / a.scale - 0.5;
-    }
-    case CoordMode::PytorchHalfPixel: return a.out > 1 ? (x + 0.5) / a.scale - 0.5 : 0.0;
-    case CoordMode::AlignCorners: return a.out == 1 ? 0.0 : x * (in - 1.0) / (out - 1.0);
-    case CoordMode::Asymmetric: return x / a.scale;
-    case CoordMode::TfHalfPixelForNn: return (x + 0.5) / a.scale;
-    case CoordMode::TfCropAndResize:
-      if (a.out == 1) return 0.5 * (a.roi_start + a.roi_end) * (in - 1.0);
-      return a.roi_start * (in - 1.0) + x * (a.roi_end - a.roi_start) * (in - 1.0) / (out - 1.0);
-  }
-  return 0.0;
+  return resize_input_coordinate(p.coord, static_cast<double>(o), static_cast<double>(a.in),
+                                 static_cast<double>(a.out), a.scale, a.roi_start, a.roi_end);
 }
 
 __host__ __device__ int taps_of(ResizeMode m) {
