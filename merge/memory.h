@@ -1,0 +1,74 @@
+// Memory accounting of a set of pipelines: what each one's weights, activations
+// and host buffers take, where shared weights are counted once (for their owner),
+// plus helpers for byte sizes and the process's resident set.
+//
+// Every number is what the pipelines allocate (WeightsArena totals, activation
+// arena peaks, host staging buffers), so the total can be checked against the
+// process's real growth (tests/test_memory.cpp: RSS delta within 5%).
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace repshare {
+
+// Weights of one stage of a pipeline's model (params x 4 bytes, float32), and
+// whether this pipeline loads them or takes that stage's output from a donor.
+struct StageWeights {
+  std::string name;
+  size_t bytes = 0;
+  bool loaded = true;
+};
+
+// One executor's activation arena: the planned size (what is allocated), the
+// liveness lower bound no plan can beat, and the largest kernel workspace in it.
+struct ArenaMemory {
+  std::string name;  // e.g. "det", "cls suffix", "adapter det/stage4->cls/stage4"
+  size_t bytes = 0;
+  size_t lower_bound = 0;
+  size_t largest_workspace = 0;
+};
+
+struct PipelineMemory {
+  std::string name;
+  std::string model;
+  std::string shares_from;      // "" or "det/stage4 -> stage4"
+  size_t weights_owned = 0;     // weights arena bytes this pipeline's model owns
+  size_t weights_borrowed = 0;  // bytes of weights it reads that another model owns
+  std::vector<StageWeights> stages;
+  std::vector<ArenaMemory> arenas;
+  size_t host_buffers = 0;      // input staging and downloaded outputs (host)
+  size_t activations() const;
+  size_t activation_lower_bound() const;
+  size_t total() const { return weights_owned + activations() + host_buffers; }
+};
+
+struct MemoryReport {
+  std::string label;  // "separate" or "merged"
+  std::vector<PipelineMemory> pipelines;
+  size_t weights = 0;  // all weights arenas
+  size_t activations() const;
+  size_t activation_lower_bound() const;
+  size_t host_buffers() const;
+  size_t total() const { return weights + activations() + host_buffers(); }
+};
+
+nlohmann::json to_json(const MemoryReport& r);
+// A table of the report, one line per pipeline and a total.
+std::string format_report(const MemoryReport& r);
+
+// "4GiB", "512MiB", "1.5GB", "300k", "123" (bytes) -> bytes. Binary (Ki/Mi/Gi)
+// and decimal (k/M/G) units; Argument naming `what` otherwise.
+size_t parse_byte_size(const std::string& s, const std::string& what);
+// 1536 -> "1.50 KiB".
+std::string format_bytes(double bytes);
+
+// Resident set size of this process in bytes (/proc/self/statm); 0 where unknown.
+size_t resident_bytes();
+// Hands freed heap pages back to the OS (malloc_trim), so that an RSS delta taken
+// from here counts new allocations instead of hiding them in reused free memory.
+void release_free_heap();
+
+}  // namespace repshare
