@@ -25,5 +25,7 @@ int cmd_study(const CommandArgs& argv);
 int cmd_cka(const CommandArgs& argv);
 int cmd_detect(const CommandArgs& argv);
 int cmd_eval_det(const CommandArgs& argv);
+int cmd_run(const CommandArgs& argv);
+int cmd_mem(const CommandArgs& argv);
 
 }  // namespace repshare

@@ -21,6 +21,8 @@ const std::vector<Command> kCommands = {
     {"cka", "CKA similarity of two feature files (.npy)", cmd_cka},
     {"detect", "COCO objects in images (EfficientDet)", cmd_detect},
     {"eval-det", "COCO box AP over a YOLO-layout image folder", cmd_eval_det},
+    {"run", "pipelines over frames, sharing representations per a plan", cmd_run},
+    {"mem", "memory of a model or plan: separate vs merged, does it fit", cmd_mem},
 };
 
 void usage(FILE* f) {
