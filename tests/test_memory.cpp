@@ -1,0 +1,185 @@
+// Memory accounting: byte sizes, shared weights counted once for their owner, and
+// the reported totals against what the process really takes (RSS delta of
+// allocating the arenas and running once, which touches them) within 5%.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "engine/error.h"
+#include "engine/passes.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "merge/pipeline.h"
+
+namespace repshare {
+namespace {
+
+TEST(ByteSize, ParsesBinaryAndDecimalUnits) {
+  EXPECT_EQ(parse_byte_size("4GiB", "x"), 4ull << 30);
+  EXPECT_EQ(parse_byte_size("512MiB", "x"), 512ull << 20);
+  EXPECT_EQ(parse_byte_size("1.5GB", "x"), 1500000000ull);
+  EXPECT_EQ(parse_byte_size("300k", "x"), 300000ull);
+  EXPECT_EQ(parse_byte_size("123", "x"), 123ull);
+  EXPECT_THROW(parse_byte_size("4 parsecs", "--device-mem"), Error);
+  EXPECT_THROW(parse_byte_size("GiB", "--device-mem"), Error);
+  EXPECT_EQ(format_bytes(1536), "1.50 KiB");
+  EXPECT_EQ(format_bytes(512), "512 B");
+}
+
+// A classifier big enough for RSS to resolve: 224 px input, three named stages,
+// then global pooling and a 1x1 conv to `classes` logits (the bulk of the weights).
+std::shared_ptr<const Model> toy_classifier(const std::string& name, float scale, int classes) {
+  Model m;
+  Graph& g = m.graph;
+  g.name = name;
+  g.opset = 13;
+  int x = g.add_value("input");
+  g.values[x].shape = Shape{1, 3, 224, 224};
+  g.values[x].shape_known = true;
+  g.inputs.push_back(x);
+  struct Spec { const char* name; int64_t c_in, c_out, k, stride; };
+  const Spec specs[] = {{"s1", 3, 32, 3, 2}, {"s2", 32, 64, 3, 2}, {"s3", 64, 256, 1, 1}};
+  std::string prev = "input";
+  auto conv = [&](const std::string& out, const std::string& in, int64_t ci, int64_t co,
+                  int64_t k, int64_t stride) {
+    std::vector<float> w(co * ci * k * k);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = scale * (0.01f * ((i * 7 + co) % 13) - 0.06f);
+    g.add_constant_f32(out + ".w", Shape{co, ci, k, k}, w);
+    Node n;
+    n.op_type = "Conv";
+    n.name = out;
+    n.inputs = {g.add_value(in), g.find(out + ".w")};
+    n.outputs = {g.add_value(out)};
+    const int64_t pad = k / 2;
+    n.attrs["pads"].kind = Attribute::Kind::Ints;
+    n.attrs["pads"].ints = {pad, pad, pad, pad};
+    n.attrs["strides"].kind = Attribute::Kind::Ints;
+    n.attrs["strides"].ints = {stride, stride};
+    g.nodes.push_back(n);
+  };
+  for (const Spec& s : specs) {
+    conv(s.name, prev, s.c_in, s.c_out, s.k, s.stride);
+    prev = s.name;
+    m.info.stages.push_back({s.name, s.name, Shape{}});
+  }
+  Node gap;
+  gap.op_type = "GlobalAveragePool";
+  gap.name = "pool";
+  gap.inputs = {g.find("s3")};
+  gap.outputs = {g.add_value("pooled")};
+  g.nodes.push_back(gap);
+  conv("logits", "pooled", 256, classes, 1, 1);
+  for (const Spec& s : specs) g.outputs.push_back(g.find(s.name));
+  g.outputs.push_back(g.find("logits"));
+  m.info.name = name;
+  m.info.task = "classification";
+  m.info.input = "input";
+  m.info.outputs = {"logits"};
+  prepare_graph(g);
+  for (auto& s : m.info.stages) s.shape = g.values[g.find(s.tensor)].shape;
+  m.info.input_shape = g.values[x].shape;
+  return std::make_shared<const Model>(std::move(m));
+}
+
+Plan toy_plan(const std::string& stage) {
+  return parse_plan(R"({"pipelines": [{"name": "a", "model": "a.onnx"},
+      {"name": "b", "model": "b.onnx", "share": {"from": "a", "donor_stage": ")" + stage +
+                        R"(", "receiver_stage": ")" + stage + R"("}}]})",
+                    ".", "toy plan");
+}
+
+Image test_frame() {
+  Image img;
+  img.reset(256, 256);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 31 % 251);
+  return img;
+}
+
+size_t constant_bytes(const Model& m, const std::vector<std::string>& tensors) {
+  size_t n = 0;
+  for (const auto& t : tensors) n += m.graph.values[m.graph.find(t)].data->size();
+  return n;
+}
+
+TEST(Memory, ReceiverWithTheDonorsWeightsBorrowsThemAndMatchesItsFullRun) {
+  CpuBackend cpu(1);
+  // Same weights, different names: the receiver's suffix weights are stored once,
+  // owned by the donor; its front is never loaded.
+  std::vector<std::shared_ptr<const Model>> models = {toy_classifier("a", 1.f, 300),
+                                                      toy_classifier("b", 1.f, 300)};
+  Pipelines merged(toy_plan("s2"), models, cpu, true);
+  Pipelines separate(toy_plan("s2"), models, cpu, false);
+  const MemoryReport m = merged.memory(), s = separate.memory();
+  const size_t all = constant_bytes(*models[0], {"s1.w", "s2.w", "s3.w", "logits.w"});
+  EXPECT_EQ(s.weights, 2 * all);
+  EXPECT_EQ(m.weights, all);
+  EXPECT_EQ(m.pipelines[0].weights_owned, all);
+  EXPECT_EQ(m.pipelines[1].weights_owned, 0u);
+  EXPECT_EQ(m.pipelines[1].weights_borrowed, constant_bytes(*models[1], {"s3.w", "logits.w"}));
+  EXPECT_EQ(m.pipelines[1].shares_from, "a/s2 -> s2");
+  ASSERT_EQ(m.pipelines[1].stages.size(), 4u);  // s1, s2, s3, output
+  EXPECT_FALSE(m.pipelines[1].stages[0].loaded);
+  EXPECT_FALSE(m.pipelines[1].stages[1].loaded);
+  EXPECT_TRUE(m.pipelines[1].stages[2].loaded);
+  EXPECT_EQ(m.pipelines[1].stages[1].bytes, constant_bytes(*models[1], {"s2.w"}));
+  EXPECT_LT(m.total(), s.total());
+  EXPECT_LT(m.pipelines[1].activations(), s.pipelines[1].activations());
+
+  merged.allocate();
+  separate.allocate();
+  const Image img = test_frame();
+  const auto rm = merged.run(img), rs = separate.run(img);
+  ASSERT_EQ(rm.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_EQ(rm[i].classes.size(), 5u);
+    for (size_t k = 0; k < 5; ++k) {
+      EXPECT_EQ(rm[i].classes[k].first, rs[i].classes[k].first);
+      EXPECT_NEAR(rm[i].classes[k].second, rs[i].classes[k].second, 1e-6);
+    }
+  }
+}
+
+TEST(Memory, ReportedTotalsMatchTheProcessRssDelta) {
+  CpuBackend cpu(1);
+  std::vector<std::shared_ptr<const Model>> models = {toy_classifier("a", 1.f, 20000),
+                                                      toy_classifier("b", 0.5f, 20000)};
+  const Image img = test_frame();
+  for (bool share : {false, true}) {
+    const MeasuredMemory mm = measure_memory(toy_plan("s2"), models, cpu, share, img);
+    const double reported = static_cast<double>(mm.reported.total());
+    EXPECT_GT(reported, 40e6);  // large enough for page-level noise not to matter
+    EXPECT_NEAR(mm.allocate_and_run_rss / reported, 1.0, 0.05)
+        << mm.reported.label << ": RSS grew " << mm.allocate_and_run_rss << " B, reported "
+        << reported << " B";
+  }
+}
+
+// The D0 -> B0 plan of examples/plans on real exports, when they are built.
+TEST(Memory, D0SharingKeepsDetectionsAndMatchesRss) {
+  const std::string src = REPSHARE_SOURCE_DIR;
+  const std::string plan_path = src + "/examples/plans/d0_b0_stage4.json";
+  if (!std::filesystem::exists(src + "/models/tf_efficientdet_d0_rand0.onnx") ||
+      !std::filesystem::exists(src + "/models/timm_tf_b0_rand0.onnx"))
+    GTEST_SKIP() << "models not exported (scripts/bootstrap.sh)";
+  const Plan plan = load_plan(plan_path);
+  const auto models = load_plan_models(plan);
+  CpuBackend cpu(2);
+  const Image frame = load_image(src + "/data/samples/frame_002.jpg");
+  const MeasuredMemory mm = measure_memory(plan, models, cpu, true, frame);
+  EXPECT_NEAR(static_cast<double>(mm.allocate_and_run_rss) / mm.reported.total(), 1.0, 0.05);
+
+  Pipelines merged(plan, models, cpu, true), separate(plan, models, cpu, false);
+  EXPECT_LT(merged.memory().total(), separate.memory().total());
+  merged.allocate();
+  separate.allocate();
+  const auto a = merged.run(frame), b = separate.run(frame);
+  ASSERT_EQ(a[0].detections.size(), b[0].detections.size());
+  for (size_t i = 0; i < a[0].detections.size(); ++i) {
+    EXPECT_EQ(a[0].detections[i].score, b[0].detections[i].score);
+    EXPECT_EQ(a[0].detections[i].x_min, b[0].detections[i].x_min);
+    EXPECT_EQ(a[0].detections[i].category_id, b[0].detections[i].category_id);
+  }
+  EXPECT_EQ(a[1].task, "classification");
+}
+
+}  // namespace
+}  // namespace repshare
