@@ -133,6 +133,11 @@ int cmd_run(const CommandArgs& argv) {
         "give either --plan PLAN.json or --models A.onnx,B.onnx");
   check(!args.positionals().empty(), ErrorKind::Argument, "give frames: images or folders");
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
+  // Output is written to FILE.tmp and renamed over FILE, which would replace a
+  // device such as /dev/null with a regular file.
+  for (const std::string& f : {out_path, summary_path})
+    check(f.empty() || !fs::exists(f) || fs::is_regular_file(f), ErrorKind::Argument, "'", f,
+          "' is not a regular file; --out and --summary write files (omit --out for stdout)");
 
   std::vector<std::string> frames = frame_list(args.positionals());
   if (limit > 0 && frames.size() > static_cast<size_t>(limit)) frames.resize(limit);
