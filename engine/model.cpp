@@ -91,6 +91,9 @@ Model load_model(const std::string& onnx_path, PassOptions passes, int64_t input
     load.input_shapes[m.info.input.empty() ? in.name : m.info.input] = s;
   }
   m.graph = load_onnx(onnx_path, load);
+  // The weights arena records owners by graph name, and exporters name every graph
+  // alike ("main_graph"): name it after the model.
+  m.graph.name = m.info.name;
   check(!m.graph.inputs.empty(), ErrorKind::Malformed, "model '", onnx_path, "' has no inputs");
   if (m.info.input.empty()) m.info.input = m.graph.values[m.graph.inputs[0]].name;
   check(m.graph.find(m.info.input) >= 0, ErrorKind::Malformed, "sidecar of '", onnx_path,

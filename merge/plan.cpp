@@ -150,11 +150,7 @@ std::vector<std::shared_ptr<const Model>> load_plan_models(const Plan& plan) {
   for (const auto& p : plan.pipelines) {
     check(fs::is_regular_file(p.model), ErrorKind::Io, "plan '", plan.origin, "', pipeline '",
           p.name, "': model file '", p.model, "' does not exist");
-    Model m = load_model(p.model);
-    // The weights arena names a weight's owner by graph name, and exporters name
-    // every graph alike (torch: "main_graph"): name it after the model instead.
-    m.graph.name = m.info.name;
-    models.push_back(std::make_shared<const Model>(std::move(m)));
+    models.push_back(std::make_shared<const Model>(load_model(p.model)));
   }
   check_plan_stages(plan, models);
   return models;
