@@ -33,7 +33,11 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
     sxx += (x[i] - mx) * (x[i] - mx);
     syy += (y[i] - my) * (y[i] - my);
   }
-  return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : NAN;
+  // A constant series (all pairs at one accuracy) has no correlation: report NaN
+  // rather than rounding noise divided by rounding noise.
+  const double tiny = 1e-12;
+  if (sxx <= tiny * (1 + mx * mx) * n || syy <= tiny * (1 + my * my) * n) return NAN;
+  return sxy / std::sqrt(sxx * syy);
 }
 
 namespace {

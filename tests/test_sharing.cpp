@@ -2,12 +2,14 @@
 // suffix run on a donor's stage output.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "engine/error.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
+#include "merge/study.h"
 
 namespace repshare {
 namespace {
@@ -171,6 +173,19 @@ TEST(ReceiverSuffix, StageThatDoesNotExistIsNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no stage 'stage9'"), std::string::npos) << e.what();
   }
+}
+
+TEST(StudyStatistics, PearsonSpearmanAndConstantSeries) {
+  EXPECT_NEAR(pearson({1, 2, 3, 4}, {2, 4, 6, 8}), 1.0, 1e-12);
+  EXPECT_NEAR(pearson({1, 2, 3, 4}, {8, 6, 4, 2}), -1.0, 1e-12);
+  EXPECT_NEAR(pearson({1, 2, 3}, {1, 3, 2}), 0.5, 1e-12);
+  // Monotone but not linear: Spearman 1, Pearson below 1.
+  EXPECT_NEAR(spearman({1, 2, 3, 4}, {1, 10, 100, 1000}), 1.0, 1e-12);
+  EXPECT_LT(pearson({1, 2, 3, 4}, {1, 10, 100, 1000}), 0.95);
+  // Ties share their mean rank.
+  EXPECT_NEAR(spearman({1, 1, 2}, {1, 1, 2}), 1.0, 1e-12);
+  EXPECT_TRUE(std::isnan(pearson({0.8, 0.8, 0.8}, {0.1, 0.5, 0.9})));
+  EXPECT_TRUE(std::isnan(pearson({0.8 + 1e-17, 0.8, 0.8}, {0.1, 0.5, 0.9})));
 }
 
 }  // namespace
