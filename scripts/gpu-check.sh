@@ -214,9 +214,12 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
     >>"$log" 2>&1 && export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-step bench_torch_b0 200 python3 scripts/bench_torch_gpu.py --model b0 --out "$bench_dir/torch_b0.json"
-step bench_torch_d0 100 python3 scripts/bench_torch_gpu.py --model d0 --no-compile \
-  --out "$bench_dir/torch_d0.json"
+# GPU_CHECK_SKIP_TORCH=1 skips the PyTorch anchor (a quick re-check of correctness).
+if [ -z "${GPU_CHECK_SKIP_TORCH:-}" ]; then
+  step bench_torch_b0 200 python3 scripts/bench_torch_gpu.py --model b0 --out "$bench_dir/torch_b0.json"
+  step bench_torch_d0 100 python3 scripts/bench_torch_gpu.py --model d0 --no-compile \
+    --out "$bench_dir/torch_d0.json"
+fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 
 # ---- report ----
