@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages repshare builds and tests with (run as root). CUDA is optional
+# Debian packages repshare builds and tests with (run as root), including the
+# PyTorch that scripts/ export models and reference outputs with. CUDA is optional
 # and not installed here: where /usr/local/cuda/bin/nvcc exists, the CUDA backend
 # is compiled too.
 set -euo pipefail
@@ -9,4 +10,7 @@ apt-get install -y -q --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
   libprotobuf-dev protobuf-compiler libonnx-dev libonnx-testdata \
   libstb-dev libopenblas-dev nlohmann-json3-dev \
-  libgtest-dev libbenchmark-dev
+  libgtest-dev libbenchmark-dev \
+  python3-torch python3-torchvision python3-venv
+# The Python packages on top (timm, effdet, onnxruntime, ...: the exports and
+# PyTorch references of the parity tests) go into .venv: scripts/setup.sh.
