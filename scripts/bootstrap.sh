@@ -7,8 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  python3-venv python3-torch python3-torchvision
 bash scripts/setup.sh
 cuda=()
 [ -x /usr/local/cuda/bin/nvcc ] && cuda=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
