@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -70,6 +71,9 @@ struct ParityCase {
   const char* model;    // models/NAME.onnx
   const char* backend;  // "cpu" or "cuda"
 };
+
+// Readable in ctest's test names (gtest_discover_tests appends the parameter).
+void PrintTo(const ParityCase& c, std::ostream* os) { *os << c.model << " on " << c.backend; }
 
 std::string case_name(const testing::TestParamInfo<ParityCase>& info) {
   return std::string(info.param.model) + "_" + info.param.backend;
