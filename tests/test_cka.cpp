@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/cli_runner.h"
 #include "engine/error.h"
 #include "loaders/npy.h"
 #include "merge/cka.h"
@@ -213,29 +214,24 @@ TEST(Cka, MatchesNumpyFloat64OnFixtures) {
   }
 }
 
-// Runs the repshare binary; returns its exit status and its stdout + stderr.
-int run_repshare(const std::string& args, std::string* output) {
-  std::string cmd = std::string(REPSHARE_BINARY) + " cka " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  output->clear();
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, p)) *output += buf;
-  int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+// `repshare cka ARGS`: its exit status, and its stdout + stderr in *output.
+int run_cka(const std::string& args, std::string* output) {
+  CommandResult r = run_repshare("cka " + args);
+  *output = r.output;
+  return r.status;
 }
 
 TEST(CkaCommand, PrintsJsonMatchingNumpy) {
   std::string out;
   const std::string wide = kFixtures + "wide_x.npy " + kFixtures + "wide_y.npy";
-  ASSERT_EQ(run_repshare(wide + " --json", &out), 0) << out;
+  ASSERT_EQ(run_cka(wide + " --json", &out), 0) << out;
   EXPECT_NE(out.find("\"estimator\": \"biased\", \"n\": 16}"), std::string::npos) << out;
   size_t at = out.find("\"cka\": ");
   ASSERT_NE(at, std::string::npos) << out;
   EXPECT_NEAR(std::strtod(out.c_str() + at + 7, nullptr), expected_value("wide", "biased"), 1e-9);
 
   const std::string tall = kFixtures + "tall_x.npy " + kFixtures + "tall_y.npy";
-  ASSERT_EQ(run_repshare(tall + " --batch-size 300 --json --memory-mb 1", &out), 0) << out;
+  ASSERT_EQ(run_cka(tall + " --batch-size 300 --json --memory-mb 1", &out), 0) << out;
   EXPECT_NE(out.find("\"estimator\": \"unbiased\", \"n\": 2000, \"batch_size\": 300}"),
             std::string::npos)
       << out;
@@ -243,7 +239,7 @@ TEST(CkaCommand, PrintsJsonMatchingNumpy) {
   EXPECT_NEAR(std::strtod(out.c_str() + at + 7, nullptr), expected_value("tall", "minibatch"),
               1e-9);
 
-  ASSERT_EQ(run_repshare(tall + " --estimator unbiased", &out), 0) << out;
+  ASSERT_EQ(run_cka(tall + " --estimator unbiased", &out), 0) << out;
   EXPECT_NEAR(std::strtod(out.c_str(), nullptr), expected_value("tall", "unbiased"), 1e-8);
 }
 
@@ -272,7 +268,7 @@ TEST(CkaCommand, BadInputsFailNamingTheProblem) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.args);
     std::string out;
-    EXPECT_EQ(run_repshare(c.args, &out), c.status) << out;
+    EXPECT_EQ(run_cka(c.args, &out), c.status) << out;
     for (const std::string& phrase : c.phrases)
       EXPECT_NE(out.find(phrase), std::string::npos) << "'" << phrase << "' not in: " << out;
   }

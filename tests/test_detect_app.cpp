@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/cli_runner.h"
 #include "engine/backend_registry.h"
 #include "engine/error.h"
 #include "loaders/image.h"
@@ -179,21 +180,6 @@ TEST(TinyDetector, EmptyImageIsAnError) {
 
 // ---- the commands ----
 
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult run_repshare(const std::string& args) {
-  const std::string cmd = std::string(REPSHARE_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CommandResult r;
-  if (!p) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  r.status = pclose(p);
-  return r;
-}
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream f(path);

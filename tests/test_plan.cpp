@@ -7,6 +7,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "tests/cli_runner.h"
 #include "engine/error.h"
 #include "merge/plan.h"
 
@@ -108,21 +109,6 @@ TEST(Plan, MissingModelFileNamesThePipelineAndPath) {
 
 // ---- through the binary ----
 
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult run_repshare(const std::string& args) {
-  const std::string cmd = std::string(REPSHARE_BINARY) + " " + args + " 2>&1";
-  CommandResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  r.status = pclose(p);
-  return r;
-}
 
 class RunCommand : public ::testing::Test {
  protected:
