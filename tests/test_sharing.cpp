@@ -165,6 +165,43 @@ TEST(ReceiverSuffix, ReceiverWeightsBeforeTheCutAreNeverLoaded) {
   EXPECT_EQ(r.output("logits").shape, (Shape{1, 5, 1, 1}));
 }
 
+TEST(ReceiverSuffix, CutsThatReadSeveralStagesTakeEachFromTheDonor) {
+  // Receiver whose output adds stem back in (a skip over s1, s2): cutting after s2
+  // needs stem and s2, fed from donor stages at the same offset.
+  Model receiver = toy_model("receiver", 1.f);
+  Graph& g = receiver.graph;
+  Node add;
+  add.op_type = "Add";
+  add.name = "skip";
+  add.inputs = {g.find("logits"), g.add_value("stem_pool")};
+  Node pool;
+  pool.op_type = "ReduceMean";
+  pool.name = "stem_pool";
+  pool.inputs = {g.find("stem")};
+  pool.outputs = {g.find("stem_pool")};
+  pool.attrs["axes"].kind = Attribute::Kind::Ints;
+  pool.attrs["axes"].ints = {1, 2, 3};
+  add.outputs = {g.add_value("out")};
+  g.nodes.push_back(pool);
+  g.nodes.push_back(add);
+  g.outputs.push_back(g.find("out"));
+  receiver.info.outputs = {"out"};
+  infer_shapes(g);
+  Model donor = toy_model("donor", 1.f);
+  auto links = links_for_cut(donor, receiver, 2, 2);
+  ASSERT_EQ(links.size(), 2u);
+  EXPECT_EQ(links[0].receiver_stage, 0);  // stem <- donor stage 0
+  EXPECT_EQ(links[0].donor_stage, 0);
+  EXPECT_EQ(links[1].receiver_stage, 2);
+  EXPECT_EQ(links[1].donor_stage, 2);
+  try {  // donor stage 1 would have to feed receiver stem from donor stage -1
+    links_for_cut(donor, receiver, 1, 2);
+    FAIL() << "expected an incompatible cut";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("incompatible cut"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ReceiverSuffix, StageThatDoesNotExistIsNamed) {
   Model m = toy_model("m", 1.f);
   try {
