@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "tests/toy_model.h"
 #include "engine/error.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -28,56 +29,9 @@ TEST(ByteSize, ParsesBinaryAndDecimalUnits) {
 // A classifier big enough for RSS to resolve: 224 px input, three named stages,
 // then global pooling and a 1x1 conv to `classes` logits (the bulk of the weights).
 std::shared_ptr<const Model> toy_classifier(const std::string& name, float scale, int classes) {
-  Model m;
-  Graph& g = m.graph;
-  g.name = name;
-  g.opset = 13;
-  int x = g.add_value("input");
-  g.values[x].shape = Shape{1, 3, 224, 224};
-  g.values[x].shape_known = true;
-  g.inputs.push_back(x);
-  struct Spec { const char* name; int64_t c_in, c_out, k, stride; };
-  const Spec specs[] = {{"s1", 3, 32, 3, 2}, {"s2", 32, 64, 3, 2}, {"s3", 64, 256, 1, 1}};
-  std::string prev = "input";
-  auto conv = [&](const std::string& out, const std::string& in, int64_t ci, int64_t co,
-                  int64_t k, int64_t stride) {
-    std::vector<float> w(co * ci * k * k);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = scale * (0.01f * ((i * 7 + co) % 13) - 0.06f);
-    g.add_constant_f32(out + ".w", Shape{co, ci, k, k}, w);
-    Node n;
-    n.op_type = "Conv";
-    n.name = out;
-    n.inputs = {g.add_value(in), g.find(out + ".w")};
-    n.outputs = {g.add_value(out)};
-    const int64_t pad = k / 2;
-    n.attrs["pads"].kind = Attribute::Kind::Ints;
-    n.attrs["pads"].ints = {pad, pad, pad, pad};
-    n.attrs["strides"].kind = Attribute::Kind::Ints;
-    n.attrs["strides"].ints = {stride, stride};
-    g.nodes.push_back(n);
-  };
-  for (const Spec& s : specs) {
-    conv(s.name, prev, s.c_in, s.c_out, s.k, s.stride);
-    prev = s.name;
-    m.info.stages.push_back({s.name, s.name, Shape{}});
-  }
-  Node gap;
-  gap.op_type = "GlobalAveragePool";
-  gap.name = "pool";
-  gap.inputs = {g.find("s3")};
-  gap.outputs = {g.add_value("pooled")};
-  g.nodes.push_back(gap);
-  conv("logits", "pooled", 256, classes, 1, 1);
-  for (const Spec& s : specs) g.outputs.push_back(g.find(s.name));
-  g.outputs.push_back(g.find("logits"));
-  m.info.name = name;
-  m.info.task = "classification";
-  m.info.input = "input";
-  m.info.outputs = {"logits"};
-  prepare_graph(g);
-  for (auto& s : m.info.stages) s.shape = g.values[g.find(s.tensor)].shape;
-  m.info.input_shape = g.values[x].shape;
-  return std::make_shared<const Model>(std::move(m));
+  return std::make_shared<const Model>(toy_model(
+      name, scale, Shape{1, 3, 224, 224}, {{"s1", 32, 3, 2}, {"s2", 64, 3, 2}, {"s3", 256, 1, 1}},
+      classes));
 }
 
 Plan toy_plan(const std::string& stage) {

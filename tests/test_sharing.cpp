@@ -5,6 +5,7 @@
 #include <cmath>
 #include <set>
 
+#include "tests/toy_model.h"
 #include "engine/error.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -78,51 +79,10 @@ TEST(Adapter, BilinearUpsamplingKeepsConstantsAndInterpolates) {
   EXPECT_FLOAT_EQ(y[1], 0.25f);  // x = 0.25 between 0 and 1
 }
 
-// A toy "network": input -> conv(stem) -> conv(s1) -> conv(s2) -> GAP -> logits,
-// with named stages, standing in for an exported model with a sidecar.
+// A toy network with stages stem, s1, s2 (3x3 convs, stride 1) and pooled logits.
 Model toy_model(const std::string& name, float scale) {
-  Model m;
-  Graph& g = m.graph;
-  g.name = name;
-  g.opset = 13;
-  int x = g.add_value("input");
-  g.values[x].shape = Shape{1, 3, 8, 8};
-  g.values[x].shape_known = true;
-  g.inputs.push_back(x);
-  const char* names[] = {"stem", "s1", "s2"};
-  const int64_t ch[] = {3, 4, 6, 5};
-  std::string prev = "input";
-  for (int s = 0; s < 3; ++s) {
-    std::vector<float> w(ch[s + 1] * ch[s] * 9);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = scale * (0.07f * ((i * 7 + s) % 13) - 0.4f);
-    const std::string wn = std::string(names[s]) + ".w";
-    g.add_constant_f32(wn, Shape{ch[s + 1], ch[s], 3, 3}, w);
-    Node n;
-    n.op_type = "Conv";
-    n.name = names[s];
-    n.inputs = {g.add_value(prev), g.find(wn)};
-    n.outputs = {g.add_value(names[s])};
-    n.attrs["pads"].kind = Attribute::Kind::Ints;
-    n.attrs["pads"].ints = {1, 1, 1, 1};
-    g.nodes.push_back(n);
-    prev = names[s];
-    m.info.stages.push_back({names[s], names[s], Shape{}});
-  }
-  Node gap;
-  gap.op_type = "GlobalAveragePool";
-  gap.name = "pool";
-  gap.inputs = {g.find("s2")};
-  gap.outputs = {g.add_value("logits")};
-  g.nodes.push_back(gap);
-  for (const char* s : names) g.outputs.push_back(g.find(s));
-  g.outputs.push_back(g.find("logits"));
-  m.info.name = name;
-  m.info.input = "input";
-  m.info.outputs = {"logits"};
-  prepare_graph(g);
-  for (auto& s : m.info.stages) s.shape = g.values[g.find(s.tensor)].shape;
-  m.info.input_shape = g.values[x].shape;
-  return m;
+  return toy_model(name, scale, Shape{1, 3, 8, 8}, {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}},
+                   0);
 }
 
 TEST(ReceiverSuffix, SameModelSameStageReproducesTheFullRun) {
