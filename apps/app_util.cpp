@@ -84,13 +84,25 @@ Progress::Progress(std::string label, size_t total)
   start_ = last_ = std::chrono::steady_clock::now();
 }
 
-void Progress::step(size_t done) {
+void Progress::step(size_t done) { report(done, false); }
+
+void Progress::finish() {
+  // The total may have been an estimate (a video's announced frame count) that
+  // the stream fell short of: the last line shows what was done.
+  total_ = done_;
+  report(done_, true);
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+void Progress::report(size_t done, bool final) {
+  done_ = done;
+  if (done > total_) total_ = done;  // an estimated total the stream went past
+  if (done == printed_) return;
   auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_).count();
   // Terminals get a live bar; logs get a line every 10 s.
-  if (done < total_ && since < (tty_ ? 0.2 : 10.0)) return;
-  if (done == total_ && printed_total_) return;
-  printed_total_ = done == total_;
+  if (!final && since < (tty_ ? 0.2 : 10.0)) return;
+  printed_ = done;
   last_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;
@@ -101,11 +113,6 @@ void Progress::step(size_t done) {
                label_.c_str(), filled, "==============================", width - filled, "",
                done, total_, rate, eta, tty_ ? "" : "\n");
   std::fflush(stderr);
-}
-
-void Progress::finish() {
-  step(total_);
-  if (tty_) std::fprintf(stderr, "\n");
 }
 
 }  // namespace repshare

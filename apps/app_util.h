@@ -29,8 +29,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // Reads a raw float32 file, checking it holds exactly `count` values.
 std::vector<float> read_floats(const std::string& path, size_t count);
 
-// A progress bar on stderr with rate and ETA; silent when stderr is not a terminal
-// unless forced.
+// A progress bar on stderr with rate and ETA: live on a terminal, a line every
+// 10 s in logs, and a last line at finish(). `total` may be an estimate.
 class Progress {
  public:
   Progress(std::string label, size_t total);
@@ -38,10 +38,13 @@ class Progress {
   void finish();
 
  private:
+  void report(size_t done, bool final);
+
   std::string label_;
   size_t total_;
   bool tty_;
-  bool printed_total_ = false;
+  size_t done_ = 0;
+  size_t printed_ = static_cast<size_t>(-1);  // `done` of the last line printed
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_;
 };

@@ -10,6 +10,7 @@
 #include "apps/app_util.h"
 #include "apps/commands.h"
 #include "engine/error.h"
+#include "loaders/frame_source.h"
 #include "loaders/labels.h"
 #include "merge/pipeline.h"
 
@@ -18,38 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-bool has_extension(const fs::path& p, std::initializer_list<const char*> exts) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
-  for (const char* x : exts)
-    if (e == x) return true;
-  return false;
-}
-
-// Frames from image files and folders of images (sorted by name). Video files are
-// refused by name: this build has no FFmpeg input.
-std::vector<std::string> frame_list(const std::vector<std::string>& inputs) {
-  std::vector<std::string> frames;
-  for (const std::string& in : inputs) {
-    check(!has_extension(in, {".mp4", ".mkv", ".avi", ".mov", ".webm", ".h264"}),
-          ErrorKind::Unsupported, "input '", in, "' looks like a video; this build reads ",
-          "image files and folders only (extract frames first, e.g. ffmpeg -i ", in,
-          " frames/%06d.png)");
-    if (!fs::is_directory(in)) {
-      frames.push_back(in);  // an unreadable file is skipped with a warning when reached
-      continue;
-    }
-    std::vector<std::string> found;
-    for (const auto& e : fs::directory_iterator(in))
-      if (e.is_regular_file() && has_extension(e.path(), {".jpg", ".jpeg", ".png", ".ppm", ".pgm"}))
-        found.push_back(e.path().string());
-    check(!found.empty(), ErrorKind::Argument, "folder '", in, "' holds no .jpg/.png/.ppm images");
-    std::sort(found.begin(), found.end());
-    frames.insert(frames.end(), found.begin(), found.end());
-  }
-  return frames;
-}
 
 std::string category_name(int category_id) {
   const int index = coco_contiguous_index(category_id);
@@ -102,8 +71,9 @@ int cmd_run(const CommandArgs& argv) {
   if (args.flag("help")) {
     std::printf(
         "usage: repshare run (--plan PLAN.json | --models A.onnx,B.onnx) [options] INPUT...\n"
-        "  INPUT                  image files and/or folders of images (.jpg .png .ppm);\n"
-        "                         unreadable frames are skipped with a warning\n"
+        "  INPUT                  image files, folders of images (.jpg .png .ppm) and video\n"
+        "                         files (.mp4 .mkv .avi ...: %s); unreadable\n"
+        "                         frames are skipped with a warning\n"
         "  --plan FILE            sharing plan (examples/plans/); model paths relative to it\n"
         "  --models A,B           models without a plan: each runs in full\n"
         "  --no-share             run every model of the plan in full (the comparison)\n"
@@ -113,8 +83,9 @@ int cmd_run(const CommandArgs& argv) {
         "  --limit N              first N frames only\n"
         "  --top K                classes per classifier (default 5)\n"
         "  --score-threshold T    detections printed per frame scoring at least T (default 0.3)\n"
-        "  --labels FILE          ImageNet class names (class-index JSON or one per line)\n%s"
-        "Video files are not read by this build (no FFmpeg input): extract frames first.\n",
+        "  --labels FILE          ImageNet class names (class-index JSON or one per line)\n%s",
+        video_input_available() ? "decoded with FFmpeg"
+                                : "not in this build, which has no FFmpeg",
         kBackendUsage);
     return 0;
   }
@@ -131,7 +102,7 @@ int cmd_run(const CommandArgs& argv) {
   args.finish();
   check(plan_path.empty() != model_list.empty(), ErrorKind::Argument,
         "give either --plan PLAN.json or --models A.onnx,B.onnx");
-  check(!args.positionals().empty(), ErrorKind::Argument, "give frames: images or folders");
+  check(!args.positionals().empty(), ErrorKind::Argument, "give frames: images, folders of images or videos");
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
   // Output is written to FILE.tmp and renamed over FILE, which would replace a
   // device such as /dev/null with a regular file.
@@ -139,8 +110,7 @@ int cmd_run(const CommandArgs& argv) {
     check(f.empty() || !fs::exists(f) || fs::is_regular_file(f), ErrorKind::Argument, "'", f,
           "' is not a regular file; --out and --summary write files (omit --out for stdout)");
 
-  std::vector<std::string> frames = frame_list(args.positionals());
-  if (limit > 0 && frames.size() > static_cast<size_t>(limit)) frames.resize(limit);
+  FrameSource frames(args.positionals(), static_cast<size_t>(limit));
   Plan plan;
   if (!plan_path.empty()) {
     plan = load_plan(plan_path);
@@ -167,23 +137,26 @@ int cmd_run(const CommandArgs& argv) {
   std::vector<std::vector<double>> seconds(plan.pipelines.size());
   std::vector<double> frame_seconds;
   size_t skipped = 0;
-  Progress progress("run", frames.size());
+  Progress progress("run", frames.expected());
   const auto start = std::chrono::steady_clock::now();
-  for (size_t f = 0; f < frames.size(); ++f) {
+  Frame frame;
+  std::string why;
+  for (size_t done = 1;; ++done) {
     const auto t0 = std::chrono::steady_clock::now();
-    Image img;
-    try {
-      img = load_image(frames[f]);
-    } catch (const Error& e) {
+    const FrameSource::Status status = frames.next(frame, &why);
+    if (status == FrameSource::Status::End) break;
+    if (status == FrameSource::Status::Skipped) {
       ++skipped;
-      std::fprintf(stderr, "warning: skipping frame '%s': %s\n", frames[f].c_str(), e.what());
-      progress.step(f + 1);
+      std::fprintf(stderr, "warning: skipping frame '%s': %s\n", frame.name.c_str(), why.c_str());
+      progress.step(done);
       continue;
     }
+    const Image& img = frame.image;
     const std::vector<PipelineResult> results = pipelines.run(img);
     frame_seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    json line = {{"frame", frames[f]}, {"width", img.width}, {"height", img.height}};
+    json line = {{"frame", frame.name}, {"width", img.width}, {"height", img.height}};
+    if (frame.seconds >= 0) line["seconds"] = frame.seconds;
     for (size_t i = 0; i < results.size(); ++i) {
       seconds[i].push_back(results[i].seconds);
       line["pipelines"][results[i].name] = result_json(results[i], score_threshold, class_names);
@@ -195,13 +168,13 @@ int cmd_run(const CommandArgs& argv) {
     } else {
       buffered += text;
     }
-    progress.step(f + 1);
+    progress.step(done);
   }
   progress.finish();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const size_t rss_end = resident_bytes();
   const size_t processed = frame_seconds.size();
-  check(processed > 0, ErrorKind::Io, "none of the ", frames.size(), " frames could be read");
+  check(processed > 0, ErrorKind::Io, "none of the ", skipped, " frames could be read");
 
   json summary = {{"plan", plan.origin},
                   {"sharing", share},

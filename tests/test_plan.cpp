@@ -178,14 +178,5 @@ TEST_F(RunCommand, UnreadableFramesAreSkippedAndCounted) {
   EXPECT_NE(text.find("\"skipped_frames\": 1"), std::string::npos) << text;
 }
 
-TEST_F(RunCommand, VideoInputIsRefusedByName) {
-  const std::string model = src_ + "/tests/fixtures/tiny_detector/model.onnx";
-  const std::string out = path("out.jsonl");
-  CommandResult r = run_repshare("run --models " + model + " --out " + out + " clip.mp4");
-  EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.output.find("'clip.mp4' looks like a video"), std::string::npos) << r.output;
-  EXPECT_FALSE(fs::exists(out));
-}
-
 }  // namespace
 }  // namespace repshare
