@@ -6,6 +6,8 @@ resolution; the weights' sha256 must match the export's), runs it and
 onnxruntime on the same input, and writes to DIR:
   input.bin            the input, raw float32 NCHW
   NAME.bin             PyTorch's value of every named output, raw float32
+  NAME.f64.bin         the same network run in float64, raw float64: the value
+                       every fp32 implementation (PyTorch's included) approximates
   reference.json       shapes, files, and onnxruntime-vs-PyTorch max abs diff
 
   scripts/reference_outputs.py --model models/lite0.onnx --seed 1 --out out/ref_lite0
@@ -69,7 +71,18 @@ def main(argv=None):
     names = staged.output_names()
     with torch.no_grad():
         torch_out = dict(zip(names, (t.numpy() for t in staged(torch.from_numpy(x)))))
+        # PyTorch against itself on another thread count (other summation splits):
+        # how reproducible an fp32 result is at all, next to the engine's distance.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1 if threads > 1 else 4)
+        other_threads = dict(zip(names, (t.numpy() for t in staged(torch.from_numpy(x)))))
+        torch.set_num_threads(threads)
     ort_out = rm.run_onnxruntime(args.model, {"input": x})
+    # Float64 in place, after every fp32 use of the model: how far PyTorch's own
+    # fp32 result is from the exact one is the scale the engine's error is judged on.
+    with torch.no_grad():
+        exact = staged.double()(torch.from_numpy(x).double())
+    exact_out = dict(zip(names, (t.numpy() for t in exact)))
     try:
         diffs = rm.compare(torch_out, ort_out)
     except rm.ExportError as e:
@@ -85,9 +98,15 @@ def main(argv=None):
     for name in names:
         value = torch_out[name].astype(np.float32)
         value.tofile(os.path.join(args.out, name + ".bin"))
+        exact_out[name].astype(np.float64).tofile(os.path.join(args.out, name + ".f64.bin"))
         report["outputs"][name] = {"file": name + ".bin", "shape": list(value.shape),
                                    "ort_max_abs_diff": diffs[name][0],
-                                   "max_abs": diffs[name][1]}
+                                   "max_abs": diffs[name][1],
+                                   "fp64_file": name + ".f64.bin",
+                                   "torch_vs_fp64_max_abs_diff":
+                                       float(np.abs(value.astype(np.float64) - exact_out[name]).max()),
+                                   "torch_threads_max_abs_diff":
+                                       float(np.abs(value - other_threads[name]).max())}
         worst = max(worst, rm.relative_error(diffs[name]))
         print("%-9s %-20s ort max|diff| %.2e" % (name, list(value.shape), diffs[name][0]))
     with open(os.path.join(args.out, "reference.json"), "w") as f:

@@ -315,14 +315,17 @@ std::string models_dir() {
   return env ? env : kSource + "/models";
 }
 
-std::vector<float> read_f32(const std::string& path, size_t count) {
+template <typename T>
+std::vector<T> read_raw(const std::string& path, size_t count) {
   std::ifstream f(path, std::ios::binary);
   EXPECT_TRUE(f.good()) << "missing " << path;
-  std::vector<float> v(count);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  EXPECT_EQ(static_cast<size_t>(f.gcount()), count * sizeof(float)) << path;
+  std::vector<T> v(count);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(count * sizeof(T)));
+  EXPECT_EQ(static_cast<size_t>(f.gcount()), count * sizeof(T)) << path;
   return v;
 }
+std::vector<float> read_f32(const std::string& path, size_t count) { return read_raw<float>(path, count); }
+std::vector<double> read_f64(const std::string& path, size_t count) { return read_raw<double>(path, count); }
 
 class D0Parity : public ::testing::TestWithParam<std::string> {
  protected:
@@ -330,7 +333,7 @@ class D0Parity : public ::testing::TestWithParam<std::string> {
     onnx_ = models_dir() + "/" + GetParam() + ".onnx";
     ref_ = models_dir() + "/parity/" + GetParam() + "/";
     if (!fs::exists(onnx_) || !fs::exists(ref_ + "reference.json") ||
-        !fs::exists(ref_ + "detections_effdet.txt"))
+        !fs::exists(ref_ + "detections_effdet.txt") || !fs::exists(ref_ + "class_p3.f64.bin"))
       GTEST_SKIP() << onnx_ << " or " << ref_
                    << " missing: scripts/make_parity_models.sh makes them (REPSHARE_MODELS "
                       "points elsewhere)";
@@ -349,15 +352,21 @@ class D0Parity : public ::testing::TestWithParam<std::string> {
   nlohmann::json reference_;
 };
 
-// Tolerance: max |ours - PyTorch| <= 1e-4 * max |PyTorch| per output, the
-// criterion the export scripts hold onnxruntime to (export_common.MAX_RELATIVE_DIFF).
-// Why relative: float32 through ~200 convolutions summed in other orders (im2col
-// GEMM blocking and fused BN/activations here, MKL-DNN in PyTorch) leaves errors
-// proportional to the activations' scale, and the random-weight heads reach |15|
-// on an N(0,1) input. The absolute 1e-4 holds for efficientdet_d0 (worst
-// 7.8e-5) but not for tf_efficientdet_d0 (worst 2.5e-4..3.2e-4 on class_p3 over
-// this week's kernels, max |15.3|: 2.1e-5 relative), where onnxruntime itself is 1.5e-4 off PyTorch
-// (reference.json). Each output's absolute difference is recorded as a property.
+// Two bars per head output.
+// (1) Against PyTorch's fp32 values: max |ours - PyTorch| <= 1e-4 * max |PyTorch|,
+// the criterion the export scripts hold onnxruntime to (export_common.MAX_RELATIVE_DIFF).
+// Relative because float32 through ~200 convolutions summed in other orders leaves
+// errors proportional to the activations' scale, and the random-weight heads reach
+// |15| on an N(0,1) input. The absolute 1e-4 holds for efficientdet_d0 but
+// not for tf_efficientdet_d0 (ours: 2.5e-4), and no implementation can promise it
+// there: PyTorch's fp32 class_p3 is 1.3e-4 from the float64 result, so even the
+// exact answer is further than 1e-4 from it, and PyTorch moves by 1.1e-4 itself
+// on another thread count (reference.json; docs/results/model_parity.md).
+// (2) Against the float64 run of the same network (reference_outputs.py): ours
+// must be at most 3x as far from it as PyTorch's fp32 result is (measured: up to
+// 2.7x on tf_efficientdet_d0's box_p7, 1.3x on efficientdet_d0). A real mistake is
+// far beyond either bar (a wrong BN eps moves B0's stem by 5e-3).
+// Each output's absolute differences are recorded as properties.
 TEST_P(D0Parity, HeadOutputsEqualPyTorch) {
   const Model model = load_model(onnx_);
   auto cpu = make_backend("cpu", 0);
@@ -372,13 +381,23 @@ TEST_P(D0Parity, HeadOutputsEqualPyTorch) {
     const Tensor want = reference_output(name, storage);
     ASSERT_EQ(session.output_shape(name), want.shape) << name;
     const float* got = session.host_output(name);
-    double worst = 0;
-    for (int64_t i = 0; i < want.numel(); ++i)
+    const auto& entry = reference_["outputs"][name];
+    const std::vector<double> exact =
+        read_f64(ref_ + entry["fp64_file"].get<std::string>(), static_cast<size_t>(want.numel()));
+    double worst = 0, worst_exact = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
       worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want.f32()[i])));
-    const double scale = reference_["outputs"][name]["max_abs"].get<double>();
+      worst_exact = std::max(worst_exact, std::fabs(got[i] - exact[i]));
+    }
+    const double scale = entry["max_abs"].get<double>();
+    const double torch_exact = entry["torch_vs_fp64_max_abs_diff"].get<double>();
     RecordProperty(name + "_max_abs_diff", std::to_string(worst));
+    RecordProperty(name + "_max_abs_diff_fp64", std::to_string(worst_exact));
     EXPECT_LE(worst, 1e-4 * std::max(scale, 1.0))
         << GetParam() << " " << name << " (max |PyTorch| " << scale << ")";
+    EXPECT_LE(worst_exact, 3 * torch_exact)
+        << GetParam() << " " << name << ": " << worst_exact << " from the float64 result, "
+        << "PyTorch's fp32 " << torch_exact;
   }
 }
 
