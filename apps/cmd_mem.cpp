@@ -1,6 +1,7 @@
 // repshare mem: the memory a model or a sharing plan takes, separate vs merged,
 // what sharing at each candidate stage would save, whether it fits a device, and
-// on the CPU the process's real growth next to the reported total.
+// the real growth next to the reported total (process RSS on the CPU, device
+// memory in use on a GPU).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -118,14 +119,22 @@ int cmd_mem(const CommandArgs& argv) {
   }
   const bool merged = plan.any_sharing();
   const MemoryReport& as_written = merged ? variants[1].memory : variants[0].memory;
-  if (measure && backend->name() == "cpu") {
+  const bool on_host = backend->name() == "cpu";
+  if (measure) {
     Image gray;  // a VGA frame: preprocessing scratch stays small next to the arenas
     gray.reset(640, 480);
     std::fill(gray.pixels.begin(), gray.pixels.end(), uint8_t(128));
     const MeasuredMemory m = measure_memory(plan, models, *backend, merged, gray);
     out["rss_construction"] = m.construction_rss;
     out["rss_allocate_and_run"] = m.allocate_and_run_rss;
-    out["rss_vs_reported"] = static_cast<double>(m.allocate_and_run_rss) / as_written.total() - 1.0;
+    if (on_host) {
+      out["rss_vs_reported"] = static_cast<double>(m.allocate_and_run_rss) / as_written.total() - 1.0;
+    } else {
+      // On a GPU the arenas are device memory: compare the device's growth with them.
+      out["device_allocate_and_run"] = m.allocate_and_run_device;
+      out["device_vs_reported"] =
+          static_cast<double>(m.allocate_and_run_device) / as_written.arena_bytes() - 1.0;
+    }
   }
   if (!device_mem.empty()) {
     const size_t device = parse_byte_size(device_mem, "--device-mem");
@@ -186,13 +195,22 @@ int cmd_mem(const CommandArgs& argv) {
   }
   std::printf("\nhost copies of the loaded model constants (held by the loader): %s\n",
               format_bytes(loaders).c_str());
-  if (out.contains("rss_allocate_and_run"))
+  if (out.contains("rss_vs_reported"))
     std::printf("measured on %s (%s plan, one 640x480 frame): process RSS grew by %s allocating "
                 "and running (reported %s, %+.1f%%), after %s building graphs and layers\n",
                 backend->name().c_str(), merged ? "merged" : "separate",
                 format_bytes(out["rss_allocate_and_run"].get<double>()).c_str(),
                 format_bytes(as_written.total()).c_str(), 100.0 * out["rss_vs_reported"].get<double>(),
                 format_bytes(out["rss_construction"].get<double>()).c_str());
+  if (out.contains("device_vs_reported"))
+    std::printf("measured on %s (%s plan, one 640x480 frame): device memory in use grew by %s "
+                "allocating and running (reported weights + activations %s, %+.1f%%); host RSS "
+                "grew by %s\n",
+                backend->name().c_str(), merged ? "merged" : "separate",
+                format_bytes(out["device_allocate_and_run"].get<double>()).c_str(),
+                format_bytes(as_written.arena_bytes()).c_str(),
+                100.0 * out["device_vs_reported"].get<double>(),
+                format_bytes(out["rss_allocate_and_run"].get<double>()).c_str());
   if (out.contains("fit")) {
     std::printf("\ndoes it fit in %s (minus %s reserved: %s)? engine total + loader copies:\n",
                 format_bytes(out["fit"]["device_bytes"].get<double>()).c_str(),

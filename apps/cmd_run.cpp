@@ -129,6 +129,7 @@ int cmd_run(const CommandArgs& argv) {
   const size_t rss_before = resident_bytes();
   Pipelines pipelines(plan, models, *backend, share, top);
   const size_t rss_built = resident_bytes();
+  const size_t device_built = backend->device_bytes_in_use();
   pipelines.allocate();
   const MemoryReport memory = pipelines.memory();
 
@@ -173,6 +174,8 @@ int cmd_run(const CommandArgs& argv) {
   progress.finish();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const size_t rss_end = resident_bytes();
+  const size_t device_end = backend->device_bytes_in_use();
+  const size_t device_growth = device_end > device_built ? device_end - device_built : 0;
   const size_t processed = frame_seconds.size();
   check(processed > 0, ErrorKind::Io, "none of the ", skipped, " frames could be read");
 
@@ -187,6 +190,7 @@ int cmd_run(const CommandArgs& argv) {
                   {"memory", to_json(memory)},
                   {"rss_construction", rss_built - rss_before},
                   {"rss_allocate_and_run", rss_end - rss_built}};
+  if (backend->name() != "cpu") summary["device_allocate_and_run"] = device_growth;
   for (size_t i = 0; i < plan.pipelines.size(); ++i)
     summary["pipelines"][plan.pipelines[i].name] = latency_json(seconds[i]);
 
@@ -207,6 +211,10 @@ int cmd_run(const CommandArgs& argv) {
                  "after %s building graphs and layers\n",
                  format_bytes(rss_end - rss_built).c_str(), format_bytes(memory.total()).c_str(),
                  format_bytes(rss_built - rss_before).c_str());
+  else
+    std::fprintf(report, "%s device memory in use grew by %s allocating and running (reported "
+                 "weights + activations %s)\n", backend->name().c_str(),
+                 format_bytes(device_growth).c_str(), format_bytes(memory.arena_bytes()).c_str());
 
   if (!out_path.empty()) write_file_atomic(out_path, buffered);
   if (!summary_path.empty()) write_file_atomic(summary_path, summary.dump(1) + "\n");

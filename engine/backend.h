@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -154,10 +155,23 @@ struct ChannelGatherParams {
   int64_t n = 1, c_in = 0, c_out = 0, inner = 1;
 };
 
+// Memory a backend holds outside the arenas: a GPU context, library handles and
+// their workspaces, as measured when the backend was created.
+struct BackendMemoryItem {
+  std::string name;
+  size_t bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() {}
   virtual std::string name() const = 0;
+
+  // What the backend itself takes (empty on the CPU: nothing beyond the process).
+  virtual std::vector<BackendMemoryItem> overhead() const { return {}; }
+  // Device memory in use now, by every process (a GPU's total minus free), for
+  // checking reported totals against reality; 0 for backends on host memory.
+  virtual size_t device_bytes_in_use() const { return 0; }
 
   // Memory. alloc() is used only while planning, never in the run loop.
   virtual void* alloc(size_t bytes) = 0;

@@ -41,6 +41,12 @@ size_t MemoryReport::host_buffers() const {
   return n;
 }
 
+size_t MemoryReport::overhead_bytes() const {
+  size_t n = 0;
+  for (const BackendMemoryItem& o : overhead) n += o.bytes;
+  return n;
+}
+
 nlohmann::json to_json(const MemoryReport& r) {
   nlohmann::json pipelines = nlohmann::json::array();
   for (const PipelineMemory& p : r.pipelines) {
@@ -65,11 +71,15 @@ nlohmann::json to_json(const MemoryReport& r) {
                          {"stages", stages},
                          {"arenas", arenas}});
   }
+  nlohmann::json overhead = nlohmann::json::array();
+  for (const BackendMemoryItem& o : r.overhead) overhead.push_back({{"name", o.name}, {"bytes", o.bytes}});
   return {{"label", r.label},
+          {"backend", r.backend},
           {"weights", r.weights},
           {"activations", r.activations()},
           {"activation_lower_bound", r.activation_lower_bound()},
           {"host_buffers", r.host_buffers()},
+          {"backend_overhead", overhead},
           {"total", r.total()},
           {"pipelines", pipelines}};
 }
@@ -94,6 +104,16 @@ std::string format_report(const MemoryReport& r) {
                 format_bytes(r.activation_lower_bound()).c_str(),
                 format_bytes(r.host_buffers()).c_str(), format_bytes(r.total()).c_str());
   out += line;
+  for (const BackendMemoryItem& o : r.overhead) {
+    std::snprintf(line, sizeof line, "  + %-47s %11s\n", o.name.c_str(), format_bytes(o.bytes).c_str());
+    out += line;
+  }
+  if (!r.overhead.empty()) {
+    std::snprintf(line, sizeof line, "  on the %s device: weights + activations %s, with the above %s\n",
+                  r.backend.c_str(), format_bytes(r.arena_bytes()).c_str(),
+                  format_bytes(r.arena_bytes() + r.overhead_bytes()).c_str());
+    out += line;
+  }
   return out;
 }
 

@@ -4,13 +4,16 @@
 //
 // Every number is what the pipelines allocate (WeightsArena totals, activation
 // arena peaks, host staging buffers), so the total can be checked against the
-// process's real growth (tests/test_memory.cpp: RSS delta within 5%).
+// process's real growth (tests/test_memory.cpp: RSS delta within 5%; on a GPU the
+// device's used-memory delta against the arenas, same test and scripts/gpu-check.sh).
 #pragma once
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "engine/backend.h"
 
 namespace repshare {
 
@@ -47,12 +50,19 @@ struct PipelineMemory {
 
 struct MemoryReport {
   std::string label;  // "separate" or "merged"
+  std::string backend;  // where the weights and activation arenas live
   std::vector<PipelineMemory> pipelines;
   size_t weights = 0;  // all weights arenas
+  // The backend's own memory (GPU context, library handles and workspaces): one
+  // backend serves every pipeline, so it is counted once, outside them.
+  std::vector<BackendMemoryItem> overhead;
   size_t activations() const;
   size_t activation_lower_bound() const;
   size_t host_buffers() const;
-  size_t total() const { return weights + activations() + host_buffers(); }
+  size_t overhead_bytes() const;
+  // What the arenas take: device memory on a GPU backend, host memory on the CPU.
+  size_t arena_bytes() const { return weights + activations(); }
+  size_t total() const { return arena_bytes() + host_buffers() + overhead_bytes(); }
 };
 
 nlohmann::json to_json(const MemoryReport& r);

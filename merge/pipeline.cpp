@@ -220,6 +220,8 @@ std::vector<PipelineResult> Pipelines::run(const Image& img) {
 MemoryReport Pipelines::memory() const {
   MemoryReport report;
   report.label = share_ ? "merged" : "separate";
+  report.backend = backend_.name();
+  report.overhead = backend_.overhead();
   for (const auto& a : arenas_) report.weights += a->total_bytes();
   // Each record is counted once: for the first pipeline whose model owns it
   // (adapter graphs' constants count for their receiver).
@@ -270,13 +272,18 @@ MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<cons
   release_free_heap();
   const size_t before = resident_bytes();
   Pipelines p(plan, std::move(models), backend, share);
+  backend.synchronize();
   const size_t built = resident_bytes();
+  const size_t built_device = backend.device_bytes_in_use();
   p.allocate();
   p.run(frame);
+  backend.synchronize();
   const size_t ran = resident_bytes();
+  const size_t ran_device = backend.device_bytes_in_use();
   m.reported = p.memory();
   m.construction_rss = built - before;
   m.allocate_and_run_rss = ran - built;
+  m.allocate_and_run_device = ran_device > built_device ? ran_device - built_device : 0;
   return m;
 }
 

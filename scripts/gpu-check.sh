@@ -220,6 +220,22 @@ if [ -z "${GPU_CHECK_SKIP_TORCH:-}" ]; then
   step bench_torch_d0 100 python3 scripts/bench_torch_gpu.py --model d0 --no-compile \
     --out "$bench_dir/torch_d0.json"
 fi
+# GPU memory: weights, activations, context and cuBLAS as `repshare mem` reports
+# them, next to the device's measured growth (cudaMemGetInfo), for B0 alone and a
+# D0 -> B0 plan sharing stage4.
+mem_json() { "$build/repshare" mem --backend cuda --json "$1" >"$2"; }
+export -f mem_json
+if [ -f "$models/timm_b0_rand0.onnx" ]; then
+  step mem_b0 60 mem_json "$models/timm_b0_rand0.onnx" "$bench_dir/mem_b0.json"
+  if [ -f "$models/tf_efficientdet_d0_rand0.onnx" ]; then
+    cat >"$work/plan_d0_b0.json" <<EOF
+{"pipelines": [{"name": "det", "model": "$models/tf_efficientdet_d0_rand0.onnx"},
+  {"name": "cls", "model": "$models/timm_b0_rand0.onnx",
+   "share": {"from": "det", "donor_stage": "stage4", "receiver_stage": "stage4"}}]}
+EOF
+    step mem_d0_b0_plan 90 mem_json "$work/plan_d0_b0.json" "$bench_dir/mem_d0_b0_plan.json"
+  fi
+fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 
 # ---- report ----
@@ -299,6 +315,25 @@ for name, b in bench.items():
             md.append(f'| PyTorch {b.get("torch")} {b.get("model")} {mode} | {r["median_ms"]:.3f} | {r["p90_ms"]:.3f} |')
         for mode, e in b.get("errors", {}).items():
             md.append(f'| PyTorch {b.get("model")} {mode} | error: {e[:120]} | |')
+def mib(x):
+    return f"{x / 2**20:.2f} MiB"
+for name, b in bench.items():
+    if not name.startswith("mem_") or "variants" not in b:
+        continue
+    md += ["", f"## GPU memory: {b.get('input')}", "",
+           "| variant | weights | activations | host io | backend overhead | total |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for v in b["variants"]:
+        m = v["memory"]
+        over = sum(o["bytes"] for o in m.get("backend_overhead", []))
+        md.append(f'| {v["name"]} | {mib(m["weights"])} | {mib(m["activations"])} | '
+                  f'{mib(m["host_buffers"])} | {mib(over)} | {mib(m["total"])} |')
+    for o in b["variants"][0]["memory"].get("backend_overhead", []):
+        md.append(f'- {o["name"]}: {mib(o["bytes"])}')
+    if "device_allocate_and_run" in b:
+        md.append(f'- device memory in use grew by {mib(b["device_allocate_and_run"])} allocating '
+                  f'and running the plan as written ({100 * b["device_vs_reported"]:+.1f}% vs the '
+                  f'reported weights + activations)')
 md += ["", "Step output tails: steps.log; raw benchmark JSON in report.json."]
 open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))

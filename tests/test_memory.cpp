@@ -7,6 +7,7 @@
 
 #include "tests/toy_model.h"
 #include "engine/error.h"
+#include "engine/backend_registry.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/pipeline.h"
@@ -105,6 +106,40 @@ TEST(Memory, ReportedTotalsMatchTheProcessRssDelta) {
         << mm.reported.label << ": RSS grew " << mm.allocate_and_run_rss << " B, reported "
         << reported << " B";
   }
+}
+
+// On a GPU the arenas are device memory: the device's used-memory growth over
+// allocate() and one run must match weights + activations, and the backend's own
+// overhead (context, cuBLAS) is reported apart. Keep the GPU otherwise idle.
+TEST(Memory, ReportedArenasMatchTheDeviceMemoryDelta) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  auto cuda = make_backend("cuda");
+  std::vector<std::shared_ptr<const Model>> models = {toy_classifier("a", 1.f, 20000),
+                                                      toy_classifier("b", 0.5f, 20000)};
+  const Image img = test_frame();
+  for (bool share : {false, true}) {
+    const MeasuredMemory mm = measure_memory(toy_plan("s2"), models, *cuda, share, img);
+    const double arenas = static_cast<double>(mm.reported.arena_bytes());
+    EXPECT_GT(arenas, 40e6);  // large enough for the allocator's 2 MiB pages not to matter
+    EXPECT_NEAR(mm.allocate_and_run_device / arenas, 1.0, 0.05)
+        << mm.reported.label << ": device use grew " << mm.allocate_and_run_device
+        << " B, reported arenas " << arenas << " B";
+    ASSERT_EQ(mm.reported.overhead.size(), 2u);
+    EXPECT_GT(mm.reported.overhead[1].bytes, size_t(0)) << mm.reported.overhead[1].name;
+    EXPECT_EQ(mm.reported.total(), mm.reported.arena_bytes() + mm.reported.host_buffers() +
+                                       mm.reported.overhead_bytes());
+  }
+}
+
+TEST(Memory, CpuBackendReportsNoOverhead) {
+  CpuBackend cpu(1);
+  Pipelines p(toy_plan("s2"), {toy_classifier("a", 1.f, 10), toy_classifier("b", 1.f, 10)}, cpu, true);
+  const MemoryReport r = p.memory();
+  EXPECT_EQ(r.backend, "cpu");
+  EXPECT_TRUE(r.overhead.empty());
+  EXPECT_EQ(r.total(), r.weights + r.activations() + r.host_buffers());
+  EXPECT_EQ(to_json(r)["backend_overhead"].size(), 0u);
 }
 
 // The D0 -> B0 plan of examples/plans on real exports, when they are built.

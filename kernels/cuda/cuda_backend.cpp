@@ -17,12 +17,21 @@ namespace {
 // enough for the sgemm shapes of these models.
 constexpr size_t kCublasWorkspaceBytes = size_t(4) << 20;
 
-size_t device_bytes_in_use() {
+size_t bytes_in_use_now() {
   size_t free_bytes = 0, total_bytes = 0;
   REPSHARE_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
   return total_bytes - free_bytes;
 }
 }  // namespace
+
+size_t CudaBackend::device_bytes_in_use() const { return bytes_in_use_now(); }
+
+std::vector<BackendMemoryItem> CudaBackend::overhead() const {
+  // The runtime API cannot read free memory before the context exists, so the
+  // context's share also holds what other processes had on this GPU then.
+  return {{"CUDA context, stream (and other processes)", context_bytes_ - cublas_bytes_},
+          {"cuBLAS handle and workspace", cublas_bytes_}};
+}
 
 CudaBackend::CudaBackend(int device) : device_(device) {
   int count = 0;
@@ -41,7 +50,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   REPSHARE_CUDA(cudaFree(nullptr));
   REPSHARE_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
-  const size_t before_cublas = device_bytes_in_use();
+  const size_t before_cublas = bytes_in_use_now();
   REPSHARE_CUBLAS(cublasCreate(&cublas_));
   REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
   // Plain fp32 (the default mode never uses TF32 for sgemm; said explicitly because
@@ -49,7 +58,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   REPSHARE_CUDA(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
-  context_bytes_ = device_bytes_in_use();
+  context_bytes_ = bytes_in_use_now();
   cublas_bytes_ = context_bytes_ > before_cublas ? context_bytes_ - before_cublas : 0;
 
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");

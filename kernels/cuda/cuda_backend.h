@@ -35,6 +35,8 @@ class CudaBackend : public Backend {
   size_t context_bytes() const { return context_bytes_; }
   // What creating the cuBLAS handle and its workspace took (free before - after).
   size_t cublas_bytes() const { return cublas_bytes_; }
+  std::vector<BackendMemoryItem> overhead() const override;
+  size_t device_bytes_in_use() const override;
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;
