@@ -56,8 +56,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   // Plain fp32 (the default mode never uses TF32 for sgemm; said explicitly because
   // the CPU-reference tolerances of the tests assume full fp32 products).
   REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+#if CUBLAS_VER_MAJOR >= 11
   REPSHARE_CUDA(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+#endif  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
   context_bytes_ = bytes_in_use_now();
   cublas_bytes_ = context_bytes_ > before_cublas ? context_bytes_ - before_cublas : 0;
 

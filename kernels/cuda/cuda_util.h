@@ -19,10 +19,20 @@ inline void check_cuda(cudaError_t e, const char* call) {
          cudaGetErrorString(e));
 }
 
+// cuBLAS names its status codes from 11.6 (CUDA 11.4 update 2) on; JetPack 4's
+// CUDA 10.2 (Jetson Nano) gets the number.
+#if defined(CUBLAS_VER_MAJOR) && (CUBLAS_VER_MAJOR > 11 || (CUBLAS_VER_MAJOR == 11 && CUBLAS_VER_MINOR >= 6))
+#define REPSHARE_CUBLAS_STATUS_NAMES 1
+#endif
+
 inline void check_cublas(cublasStatus_t s, const char* call) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    fail(ErrorKind::Backend, "cuBLAS: ", call, " failed: ", cublasGetStatusName(s), ": ",
-         cublasGetStatusString(s));
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+#ifdef REPSHARE_CUBLAS_STATUS_NAMES
+  fail(ErrorKind::Backend, "cuBLAS: ", call, " failed: ", cublasGetStatusName(s), ": ",
+       cublasGetStatusString(s));
+#else
+  fail(ErrorKind::Backend, "cuBLAS: ", call, " failed: status ", static_cast<int>(s));
+#endif
 }
 
 // The kernels index with 32-bit ints (64-bit division is emulated on GPUs and
