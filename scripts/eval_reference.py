@@ -84,15 +84,9 @@ def main(argv=None):
     import torch
     from PIL import Image
     try:
-        model, _ = rm.make_model(rebuild["arch"], rebuild["random_weights"], rebuild["seed"],
-                                 rebuild["resolution"], rebuild["batch"])
+        model = rm.rebuild_from_sidecar(rebuild)
     except rm.ExportError as e:
         fail(str(e))
-    digest = rm.weights_digest(model)
-    if digest != rebuild["weights_sha256"]:
-        fail("rebuilt %s weights differ from the exported ones (sha256 %s, sidecar %s)"
-             % (rebuild["arch"], digest[:12], rebuild["weights_sha256"][:12]))
-    model.eval()
     transform = make_transform(pre)
 
     items = read_labels(args.labels)

@@ -56,15 +56,9 @@ def main(argv=None):
     rebuild = sidecar["rebuild"]
     import torch
     try:
-        model, _ = rm.make_model(rebuild["arch"], rebuild["random_weights"], rebuild["seed"],
-                                 rebuild["resolution"], rebuild["batch"])
+        model = rm.rebuild_from_sidecar(rebuild)
     except rm.ExportError as e:
         fail(str(e))
-    digest = rm.weights_digest(model)
-    if digest != rebuild["weights_sha256"]:
-        fail("rebuilt %s weights differ from the exported ones (sha256 %s, sidecar %s): "
-             "re-export with this torch/timm/effdet" % (rebuild["arch"], digest[:12],
-                                                        rebuild["weights_sha256"][:12]))
     shape = sidecar["input"]["shape"]
     x = load_input(args, shape)
     staged = rm.staged(rebuild["arch"], model).eval()

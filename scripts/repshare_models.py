@@ -232,6 +232,20 @@ def make_model(arch, random_weights, seed, resolution, batch=1):
     return model, source
 
 
+def rebuild_from_sidecar(rebuild):
+    """The PyTorch model an export was made from, from its sidecar's "rebuild"
+    entry (arch, seed, resolution, batch); ExportError unless its weights hash
+    to the exported ones (another torch/timm/effdet would build other weights)."""
+    model, _ = make_model(rebuild["arch"], rebuild["random_weights"], rebuild["seed"],
+                          rebuild["resolution"], rebuild["batch"])
+    digest = weights_digest(model)
+    if digest != rebuild["weights_sha256"]:
+        raise ExportError("rebuilt %s weights differ from the exported ones (sha256 %s, sidecar %s): "
+                          "re-export with this torch/timm/effdet"
+                          % (rebuild["arch"], digest[:12], rebuild["weights_sha256"][:12]))
+    return model.eval()
+
+
 # ----------------------------------------------------------- staged forward
 
 class StagedClassifier(nn.Module):
