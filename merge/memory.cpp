@@ -11,40 +11,33 @@
 
 namespace repshare {
 
+namespace {
+// Sum of f(item) over a container.
+template <typename Items, typename F>
+size_t sum_of(const Items& items, F f) {
+  size_t n = 0;
+  for (const auto& item : items) n += f(item);
+  return n;
+}
+}  // namespace
+
 size_t PipelineMemory::activations() const {
-  size_t n = 0;
-  for (const auto& a : arenas) n += a.bytes;
-  return n;
+  return sum_of(arenas, [](const ArenaMemory& a) { return a.bytes; });
 }
-
 size_t PipelineMemory::activation_lower_bound() const {
-  size_t n = 0;
-  for (const auto& a : arenas) n += a.lower_bound;
-  return n;
+  return sum_of(arenas, [](const ArenaMemory& a) { return a.lower_bound; });
 }
-
 size_t MemoryReport::activations() const {
-  size_t n = 0;
-  for (const auto& p : pipelines) n += p.activations();
-  return n;
+  return sum_of(pipelines, [](const PipelineMemory& p) { return p.activations(); });
 }
-
 size_t MemoryReport::activation_lower_bound() const {
-  size_t n = 0;
-  for (const auto& p : pipelines) n += p.activation_lower_bound();
-  return n;
+  return sum_of(pipelines, [](const PipelineMemory& p) { return p.activation_lower_bound(); });
 }
-
 size_t MemoryReport::host_buffers() const {
-  size_t n = 0;
-  for (const auto& p : pipelines) n += p.host_buffers;
-  return n;
+  return sum_of(pipelines, [](const PipelineMemory& p) { return p.host_buffers; });
 }
-
 size_t MemoryReport::overhead_bytes() const {
-  size_t n = 0;
-  for (const BackendMemoryItem& o : overhead) n += o.bytes;
-  return n;
+  return sum_of(overhead, [](const BackendMemoryItem& o) { return o.bytes; });
 }
 
 nlohmann::json to_json(const MemoryReport& r) {
