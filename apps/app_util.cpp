@@ -16,7 +16,9 @@ namespace repshare {
 const char* kBackendUsage =
     "  --backend cpu|cuda     where to run (default cpu)\n"
     "  --threads N            CPU threads (default: all cores)\n"
-    "  --precision fp32       arithmetic precision (fp32; fp16 is planned for CUDA)\n";
+    "  --precision fp32       arithmetic precision (fp32; fp16 is planned for CUDA)\n"
+    "  --cuda-graphs on|off   CUDA: record each network once as a CUDA graph and replay\n"
+    "                         it (default on)\n";
 
 std::unique_ptr<Backend> backend_from_args(Args& args) {
   const std::string name = args.get("backend", "cpu");
@@ -26,7 +28,12 @@ std::unique_ptr<Backend> backend_from_args(Args& args) {
         "--precision must be fp32 or fp16, got '", precision, "'");
   check(precision == "fp32", ErrorKind::Unsupported,
         "--precision fp16 is not implemented yet; use fp32");
-  return make_backend(name, threads);
+  const std::string graphs = args.get("cuda-graphs", "on");
+  check(graphs == "on" || graphs == "off", ErrorKind::Argument,
+        "--cuda-graphs must be on or off, got '", graphs, "'");
+  std::unique_ptr<Backend> backend = make_backend(name, threads);
+  backend->set_recording(graphs == "on");
+  return backend;
 }
 
 std::vector<std::string> load_class_names(const std::string& path) {

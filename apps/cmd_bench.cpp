@@ -143,9 +143,18 @@ int cmd_bench(const CommandArgs& argv) {
       {"throughput_per_s", 1000.0 * batch / percentile(ours, 0.5)},
       {"activation_arena_bytes", session.executor().activation_bytes()},
       {"activation_lower_bound_bytes", session.executor().activation_lower_bound()},
-      {"weights_bytes", session.weights().total_bytes()}};
+      {"weights_bytes", session.weights().total_bytes()},
+      {"recorded_graph", session.executor().recorded()}};
+  if (!session.executor().recording_error().empty())
+    j["recording_error"] = session.executor().recording_error();
   std::printf("%s on %s (%d threads), input %s\n", model.info.name.c_str(),
               backend->name().c_str(), threads, session.input_shape().str().c_str());
+  if (backend->name() != "cpu")
+    std::printf("  replayed as one recorded graph: %s%s\n",
+                session.executor().recorded() ? "yes" : "no",
+                session.executor().recording_error().empty()
+                    ? ""
+                    : (" (" + session.executor().recording_error() + ")").c_str());
   std::printf("  repshare     median %8.2f ms  p90 %8.2f ms  (%zu runs)  %.1f inferences/s\n",
               percentile(ours, 0.5), percentile(ours, 0.9), ours.size(),
               1000.0 * batch / percentile(ours, 0.5));

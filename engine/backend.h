@@ -10,6 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -162,10 +164,29 @@ struct BackendMemoryItem {
   size_t bytes = 0;
 };
 
+// Backend calls recorded once and replayed as one unit (on CUDA, a CUDA graph:
+// one launch instead of one per kernel).
+class RecordedWork {
+ public:
+  virtual ~RecordedWork() {}
+  // Queues the recorded calls again, with the pointers and parameters they had.
+  virtual void replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() {}
   virtual std::string name() const = 0;
+
+  // Records the calls `work` makes on this backend, without running them, for
+  // replay. nullptr where the backend does not record (the CPU: nothing to save)
+  // or recording is switched off. Throws Error(Backend) naming the reason when a
+  // call cannot be recorded; the backend is then usable as before.
+  virtual std::unique_ptr<RecordedWork> record(const std::function<void()>& work) {
+    return nullptr;
+  }
+  // Recording on or off (on by default where supported; --cuda-graphs off).
+  virtual void set_recording(bool on) {}
 
   // What the backend itself takes (empty on the CPU: nothing beyond the process).
   virtual std::vector<BackendMemoryItem> overhead() const { return {}; }

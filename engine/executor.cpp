@@ -160,7 +160,13 @@ Tensor& Executor::input(const std::string& name) {
   return tensors_[id];
 }
 
-void Executor::bind(const std::string& name, void* data) { input(name).data = data; }
+void Executor::bind(const std::string& name, void* data) {
+  Tensor& t = input(name);
+  if (t.data == data) return;
+  t.data = data;
+  recorded_.reset();
+  tried_recording_ = false;
+}
 
 const Tensor& Executor::output(const std::string& name) const {
   int id = value_id(name, "output");
@@ -171,6 +177,21 @@ const Tensor& Executor::output(const std::string& name) const {
 
 void Executor::run() {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
+  if (!tried_recording_) {
+    tried_recording_ = true;
+    try {
+      recorded_ = backend_.record([this] { run_steps(); });
+    } catch (const Error& e) {
+      recording_error_ = e.what();
+    }
+  }
+  if (recorded_)
+    recorded_->replay();
+  else
+    run_steps();
+}
+
+void Executor::run_steps() {
   for (size_t s = 0; s < steps_.size(); ++s) {
     Step& st = steps_[s];
     st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);

@@ -38,11 +38,18 @@ class Executor {
   // A supplied tensor's storage in this executor's arena (backend memory).
   Tensor& input(const std::string& name);
   // Points a supplied tensor at memory owned elsewhere (e.g. a donor model's
-  // stage output in its own arena) instead of copying it in.
+  // stage output in its own arena) instead of copying it in. A new pointer drops
+  // the recording (below): the next run records again.
   void bind(const std::string& name, void* data);
   const Tensor& output(const std::string& name) const;
 
+  // Runs the steps. On a backend that records (CUDA graphs), the first run records
+  // them and every run replays the recording: the pointers never change after
+  // allocate(), so one recording serves all runs. Where recording fails the steps
+  // run one by one, and recording_error() says why.
   void run();
+  bool recorded() const { return recorded_ != nullptr; }
+  const std::string& recording_error() const { return recording_error_; }
   // run() that also adds each step's wall time (seconds, after synchronize) to
   // seconds_per_step (resized to num_steps()); for `repshare bench --profile`.
   void run_profiled(std::vector<double>& seconds_per_step);
@@ -67,6 +74,7 @@ class Executor {
   };
 
   int value_id(const std::string& name, const char* role) const;
+  void run_steps();
 
   Graph graph_;
   Backend& backend_;
@@ -81,6 +89,9 @@ class Executor {
   void* arena_ = nullptr;
   std::vector<void*> workspace_ptrs_;
   bool allocated_ = false;
+  bool tried_recording_ = false;
+  std::unique_ptr<RecordedWork> recorded_;
+  std::string recording_error_;
 };
 
 }  // namespace repshare

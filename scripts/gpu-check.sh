@@ -209,6 +209,9 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   [ "$m" = tf_efficientdet_d0_rand0 ] && extra=(--with-postprocess)
   step "bench_repshare_$m" 90 "$build/repshare" bench --backend cuda --model "$models/$m.onnx" \
     --runs 100 --rounds 3 --json "$bench_dir/repshare_$m.json" "${extra[@]}"
+  # The same without CUDA graphs: one launch per kernel.
+  step "bench_repshare_nograph_$m" 60 "$build/repshare" bench --backend cuda --cuda-graphs off \
+    --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_nograph_$m.json"
 done
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
@@ -307,7 +310,10 @@ md += ["", "## Benchmarks (batch 1, same GPU, same run)", "",
        "| what | median ms | p90 ms |", "| --- | --- | --- |"]
 for name, b in bench.items():
     if name.startswith("repshare_"):
-        md.append(f'| repshare {b.get("model")} fp32 (CUDA) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
+        graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
+        md.append(f'| repshare {b.get("model")} fp32 (CUDA, {graph}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
+        if b.get("recording_error"):
+            md.append(f'| (recording failed: {b["recording_error"][:120]}) | | |')
         if "with_postprocess_median_ms" in b:
             md.append(f'| repshare {b.get("model")} with post-processing (CPU NMS) | {b["with_postprocess_median_ms"]:.3f} | {b["with_postprocess_p90_ms"]:.3f} |')
     elif name.startswith("torch_"):

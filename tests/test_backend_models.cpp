@@ -65,6 +65,33 @@ void compare_whole_model(const std::string& name) {
 TEST(BackendModels, EfficientNetB0CudaMatchesCpu) { compare_whole_model("timm_b0_rand0"); }
 TEST(BackendModels, EfficientDetD0CudaMatchesCpu) { compare_whole_model("tf_efficientdet_d0_rand0"); }
 
+// CUDA graphs: the recorded network replays what launching kernel by kernel
+// computes, run after run with new inputs (the input is uploaded to the same
+// arena slot the recording reads).
+TEST(BackendModels, CudaGraphReplayEqualsKernelByKernel) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;
+  const std::string path = model_path("timm_b0_rand0");
+  if (path.empty()) GTEST_SKIP() << "timm_b0_rand0.onnx not found (scripts/fetch_models.sh)";
+  Model m = load_model(path);
+  auto by_kernel = make_backend("cuda"), by_graph = make_backend("cuda");
+  by_kernel->set_recording(false);
+  Session a(m, *by_kernel), b(m, *by_graph);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  for (int round = 0; round < 3; ++round) {
+    for (int64_t i = 0; i < a.input_shape().numel(); ++i)
+      a.host_input()[i] = b.host_input()[i] = normal(rng);
+    a.run();
+    b.run();
+    EXPECT_FALSE(a.executor().recorded());
+    ASSERT_TRUE(b.executor().recorded()) << b.executor().recording_error();
+    for (const auto& w : a.wanted())
+      EXPECT_LT(normalized_error(a.host_output(w), b.host_output(w), a.output_shape(w).numel()), 1e-6)
+          << "round " << round << " output " << w;
+  }
+}
+
 TEST(BackendModels, MergedPlanCudaMatchesCpu) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <random>
 
 #include "engine/arena.h"
@@ -166,6 +167,127 @@ TEST(Executor, BindReadsASuppliedTensorInPlace) {
   ex.run();
   const Tensor& y = ex.output("y");
   for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.f32()[i], 0.f);  // no bias: zeros in, zeros out
+}
+
+// A CPU backend that records like CUDA graphs do: during record() each call is
+// kept with the pointers and parameters it had (not run); replay() makes the
+// same calls again. It records only the ops two_conv_graph uses.
+class RecordingCpuBackend : public CpuBackend {
+ public:
+  RecordingCpuBackend() : CpuBackend(1) {}
+  struct Recording : RecordedWork {
+    std::vector<std::function<void()>> calls;
+    void replay() override {
+      for (auto& c : calls) c();
+    }
+  };
+  std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override {
+    ++recordings;
+    if (fail_next) {
+      fail_next = false;
+      fail(ErrorKind::Backend, "recording refused for the test");
+    }
+    std::unique_ptr<Recording> r(new Recording);
+    recording_ = r.get();
+    work();
+    recording_ = nullptr;
+    return std::unique_ptr<RecordedWork>(r.release());
+  }
+  void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+              Tensor& y, void* workspace) override {
+    const Tensor xc = x, wc = w, bc = bias ? *bias : Tensor();
+    Tensor* yp = &y;
+    const bool has_bias = bias != nullptr;
+    run_or_keep([=] {
+      Tensor yc = *yp;
+      CpuBackend::conv2d(p, xc, wc, has_bias ? &bc : nullptr, yc, workspace);
+    });
+  }
+  void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override {
+    const Tensor ac = a, bc = b, yc = y;
+    run_or_keep([=] {
+      Tensor out = yc;
+      CpuBackend::binary(p, ac, bc, out);
+    });
+  }
+  int recordings = 0;
+  bool fail_next = false;
+
+ private:
+  void run_or_keep(std::function<void()> call) {
+    if (recording_)
+      recording_->calls.push_back(std::move(call));
+    else
+      call();
+  }
+  Recording* recording_ = nullptr;
+};
+
+TEST(Executor, RecordsOnceAndReplaysWithNewInputs) {
+  Graph g = two_conv_graph();
+  prepare_graph(g);
+  RecordingCpuBackend rec;
+  WeightsArena w(rec);
+  Executor ex(g, rec, w, {"x"}, {"y"});
+  w.commit();
+  ex.allocate();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<float> x(4 * 36);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (3 + round)) % 17) - 0.8f;
+    std::copy(x.begin(), x.end(), ex.input("x").f32());
+    ex.run();
+    size_t steps, stored;
+    const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
+    const Tensor& y = ex.output("y");
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], want[i]) << "round " << round;
+  }
+  EXPECT_TRUE(ex.recorded());
+  EXPECT_EQ(rec.recordings, 1);
+}
+
+TEST(Executor, BindingANewPointerRecordsAgain) {
+  Graph g = two_conv_graph();
+  PassOptions opt;
+  opt.keep = {"a"};
+  prepare_graph(g, opt);
+  RecordingCpuBackend rec;
+  WeightsArena w(rec);
+  Executor ex(g, rec, w, {"a"}, {"y"});
+  w.commit();
+  ex.allocate();
+  std::vector<float> zeros(4 * 36, 0.f), ones(4 * 36, 1.f);
+  ex.bind("a", zeros.data());
+  ex.run();
+  EXPECT_EQ(ex.output("y").f32()[0], 0.f);
+  ex.bind("a", zeros.data());  // the same pointer keeps the recording
+  ex.run();
+  EXPECT_EQ(rec.recordings, 1);
+  ex.bind("a", ones.data());
+  ex.run();
+  EXPECT_EQ(rec.recordings, 2);
+  EXPECT_NE(ex.output("y").f32()[0], 0.f);  // reads the new buffer, not the recorded one
+}
+
+TEST(Executor, RunsStepByStepWhenRecordingFails) {
+  Graph g = two_conv_graph();
+  prepare_graph(g);
+  RecordingCpuBackend rec;
+  rec.fail_next = true;
+  WeightsArena w(rec);
+  Executor ex(g, rec, w, {"x"}, {"y"});
+  w.commit();
+  ex.allocate();
+  std::vector<float> x(4 * 36);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * 3) % 17) - 0.8f;
+  std::copy(x.begin(), x.end(), ex.input("x").f32());
+  ex.run();
+  ex.run();
+  EXPECT_FALSE(ex.recorded());
+  EXPECT_EQ(rec.recordings, 1);  // not retried every run
+  EXPECT_NE(ex.recording_error().find("recording refused for the test"), std::string::npos);
+  size_t steps, stored;
+  const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
+  for (int64_t i = 0; i < ex.output("y").numel(); ++i) EXPECT_EQ(ex.output("y").f32()[i], want[i]);
 }
 
 TEST(Executor, NamesWhatIsMissing) {

@@ -113,6 +113,52 @@ void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
 
 void CudaBackend::synchronize() { REPSHARE_CUDA(cudaStreamSynchronize(stream_)); }
 
+namespace {
+
+class CudaGraph : public RecordedWork {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  void replay() override { REPSHARE_CUDA(cudaGraphLaunch(exec_, stream_)); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
+}  // namespace
+
+std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& work) {
+  if (!recording_ || sync_each_launch_) return nullptr;
+  // Thread-local mode: only this thread's unsafe calls (a cudaMalloc, a
+  // synchronisation) invalidate the capture, and they are reported below.
+  REPSHARE_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  std::string failure;
+  try {
+    work();
+  } catch (const Error& e) {
+    failure = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  if (failure.empty() && ended != cudaSuccess)
+    failure = std::string("capture failed: ") + cudaGetErrorString(ended);
+  cudaGraphExec_t exec = nullptr;
+  if (failure.empty()) {
+#if CUDART_VERSION >= 12000
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+#else
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, nullptr, nullptr, 0);
+#endif
+    if (made != cudaSuccess) failure = std::string("instantiation failed: ") + cudaGetErrorString(made);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  // A failed capture can leave an error pending; clear it so later calls start clean.
+  cudaGetLastError();
+  if (!failure.empty()) fail(ErrorKind::Backend, "cuda backend: cannot record a CUDA graph: ", failure);
+  return std::unique_ptr<RecordedWork>(new CudaGraph(exec, stream_));
+}
+
 void CudaBackend::after_launch(const char* kernel) const {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)

@@ -44,6 +44,11 @@ class CudaBackend : public Backend {
   void download(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
+  // CUDA graphs: the stream's launches captured (not run) into a graph that
+  // replays them with one cudaGraphLaunch. Off with REPSHARE_CUDA_SYNC=1, whose
+  // per-launch synchronisation cannot be captured.
+  std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override;
+  void set_recording(bool on) override { recording_ = on; }
 
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
@@ -81,6 +86,7 @@ class CudaBackend : public Backend {
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
   bool sync_each_launch_ = false;
+  bool recording_ = true;
 };
 
 }  // namespace repshare
