@@ -27,9 +27,13 @@ TEST(ChannelMap, SamplesUniformlyAndRepeatsWhenWidening) {
       for (size_t t = 0; t < m.size(); ++t) {
         EXPECT_GE(m[t], 0);
         EXPECT_LT(m[t], cs);
-        if (t) EXPECT_GE(m[t], m[t - 1]);  // order-preserving
+        if (t) {
+          EXPECT_GE(m[t], m[t - 1]);  // order-preserving
+        }
       }
-      if (ct >= cs) EXPECT_EQ(std::set<int64_t>(m.begin(), m.end()).size(), size_t(cs));
+      if (ct >= cs) {
+        EXPECT_EQ(std::set<int64_t>(m.begin(), m.end()).size(), size_t(cs));
+      }
     }
   EXPECT_THROW(channel_index_map(0, 4), Error);
 }
