@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "apps/app_util.h"
 #include "apps/args.h"
 #include "apps/commands.h"
 #include "engine/error.h"
@@ -13,7 +14,7 @@ namespace {
 
 const char kUsage[] =
     "usage: repshare cka X.npy Y.npy [--estimator biased|unbiased] [--batch-size B]\n"
-    "                    [--memory-mb M] [--json]\n"
+    "                    [--memory-mb M] [--json] [--backend cpu|cuda]\n"
     "\n"
     "Linear CKA between two representations of the same N examples. Each file is a\n"
     "C-order float32 or float64 .npy of shape (N, ...); each row is flattened. The\n"
@@ -23,7 +24,9 @@ const char kUsage[] =
     "  --batch-size B   minibatch unbiased CKA over batches of B >= 4 examples\n"
     "                   (implies --estimator unbiased)\n"
     "  --memory-mb M    features held per column block (default 64)\n"
-    "  --json           print {\"cka\": S, \"estimator\": E, \"n\": N[, \"batch_size\": B]}\n";
+    "  --json           print {\"cka\": S, \"estimator\": E, \"n\": N[, \"batch_size\": B]}\n"
+    "  --backend B      where the float64 Gram products run: cpu (OpenBLAS, default) or\n"
+    "                   cuda (cuBLAS); --threads N sets the CPU threads\n";
 
 }  // namespace
 
@@ -37,6 +40,7 @@ int cmd_cka(const CommandArgs& argv) {
   const int batch_size = args.get_int("batch-size", 0);
   const int memory_mb = args.get_int("memory-mb", 64);
   const bool json = args.flag("json");
+  auto backend = backend_from_args(args);
   args.finish();
   check(args.positionals().size() == 2, ErrorKind::Argument,
         "expected two feature files (X.npy Y.npy), got ", args.positionals().size(), "\n",
@@ -63,7 +67,8 @@ int cmd_cka(const CommandArgs& argv) {
   check(x.cols() > 0 && y.cols() > 0, ErrorKind::Shape, "no features per example in ",
         x.cols() == 0 ? x_path : y_path);
   const size_t memory = static_cast<size_t>(memory_mb) << 20;
-  const double s = cka(centered_gram(x, memory), centered_gram(y, memory), options);
+  const double s =
+      cka(centered_gram(x, *backend, memory), centered_gram(y, *backend, memory), options);
   check(!std::isnan(s), ErrorKind::Shape, "CKA is undefined: the self-similarity HSIC of ",
         x_path, " or ", y_path,
         " is not positive (constant features, or an unbiased estimate <= 0 at this n)");

@@ -226,6 +226,9 @@ class Backend {
   // softmax: over the middle axis of [outer, axis, inner].
   // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
   // channel_gather: see ChannelGatherParams.
+  // gram_accumulate: k += x x^T in float64 (CKA's Gram matrices: merge/cka.h); x is
+  //   [n, cols] row-major, k [n, n] row-major of which only the upper triangle
+  //   (column >= row) is written.
   virtual void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                       Tensor& y, void* workspace) = 0;
   virtual size_t conv2d_workspace(const Conv2dParams& p) const = 0;
@@ -242,6 +245,7 @@ class Backend {
   virtual void pad(const PadParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) = 0;
+  virtual void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) = 0;
   virtual void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                               Tensor& y) = 0;
 };

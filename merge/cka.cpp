@@ -1,6 +1,5 @@
 #include "merge/cka.h"
 
-#include <cblas.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,7 +103,20 @@ double cka_unbiased(const Gram& k, const Gram& l, size_t batch_size) {
 
 }  // namespace
 
-Gram centered_gram(const NpyReader& x, size_t memory_bytes) {
+namespace {
+// Backend memory for the duration of one Gram computation.
+struct BackendBuffer {
+  BackendBuffer(Backend& b, size_t bytes) : backend(b), data(b.alloc(bytes)) {}
+  ~BackendBuffer() { backend.free(data); }
+  BackendBuffer(const BackendBuffer&) = delete;
+  BackendBuffer& operator=(const BackendBuffer&) = delete;
+  double* f64() const { return static_cast<double*>(data); }
+  Backend& backend;
+  void* data;
+};
+}  // namespace
+
+Gram centered_gram(const NpyReader& x, Backend& backend, size_t memory_bytes) {
   const size_t n = x.rows(), d = x.cols();
   Gram g;
   g.n = n;
@@ -112,6 +124,8 @@ Gram centered_gram(const NpyReader& x, size_t memory_bytes) {
   if (n == 0 || d == 0) return g;
   const size_t block = std::max<size_t>(1, std::min(d, memory_bytes / (n * sizeof(double))));
   std::vector<double> xb(n * block);
+  BackendBuffer k(backend, n * n * sizeof(double)), xdev(backend, n * block * sizeof(double));
+  backend.upload(k.data, g.k.data(), n * n * sizeof(double));
   for (size_t c0 = 0; c0 < d; c0 += block) {
     const size_t w = std::min(block, d - c0);
     x.read_block(0, n, c0, c0 + w, xb.data());
@@ -122,10 +136,13 @@ Gram centered_gram(const NpyReader& x, size_t memory_bytes) {
     for (size_t j = 0; j < w; ++j) mean[j] /= n;
     for (size_t i = 0; i < n; ++i)
       for (size_t j = 0; j < w; ++j) xb[i * w + j] -= mean[j];
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<int>(n),
-                static_cast<int>(w), 1.0, xb.data(), static_cast<int>(w), 1.0, g.k.data(),
-                static_cast<int>(n));
+    backend.upload(xdev.data, xb.data(), n * w * sizeof(double));
+    backend.gram_accumulate(static_cast<int64_t>(n), static_cast<int64_t>(w), xdev.f64(), k.f64());
+    // xb is refilled next: the upload must have read it (pageable copies are
+    // staged before they return on CUDA; a synchronize makes it explicit).
+    backend.synchronize();
   }
+  backend.download(g.k.data(), k.data, n * n * sizeof(double));
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < i; ++j) g.k[i * n + j] = g.k[j * n + i];
   return g;
@@ -167,7 +184,7 @@ void GramAccumulator::add_examples(const float* features, size_t count, size_t d
   examples_ += count;
 }
 
-Gram GramAccumulator::gram(size_t memory_bytes) {
+Gram GramAccumulator::gram(Backend& backend, size_t memory_bytes) {
   check(!consumed_, ErrorKind::Argument, "GramAccumulator: gram() called twice");
   consumed_ = true;
   if (!writer_) return Gram{};
@@ -176,7 +193,7 @@ Gram GramAccumulator::gram(size_t memory_bytes) {
   Gram g;
   {
     NpyReader reader(spill_path_);
-    g = centered_gram(reader, memory_bytes);
+    g = centered_gram(reader, backend, memory_bytes);
   }
   remove_spill();
   return g;

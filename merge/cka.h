@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "loaders/npy.h"
 
 namespace repshare {
@@ -52,7 +53,11 @@ constexpr size_t kDefaultGramMemoryBytes = size_t(64) << 20;
 
 // Gram matrix of the column-centred rows of `x` (HKH for K = XX^T), in one pass
 // over x's columns holding at most ~memory_bytes of features (at least one column).
-Gram centered_gram(const NpyReader& x, size_t memory_bytes = kDefaultGramMemoryBytes);
+// The centring is done here in float64; the products (Backend::gram_accumulate,
+// float64 syrk) on `backend`: OpenBLAS on the CPU, cuBLAS on a GPU, which also
+// holds K (n*n doubles) and one column block.
+Gram centered_gram(const NpyReader& x, Backend& backend,
+                   size_t memory_bytes = kDefaultGramMemoryBytes);
 
 // Collects one stage's features example by example and yields its Gram matrix.
 // Usage: acc.add_example(feat, D) per example, then gram = acc.gram() once.
@@ -75,7 +80,7 @@ class GramAccumulator {
 
   // The centred Gram matrix of everything added. Call once, after the last
   // add_example: it consumes the spill file.
-  Gram gram(size_t memory_bytes = kDefaultGramMemoryBytes);
+  Gram gram(Backend& backend, size_t memory_bytes = kDefaultGramMemoryBytes);
 
  private:
   void remove_spill();

@@ -1,6 +1,5 @@
 #include "merge/study.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -202,15 +201,12 @@ StudyResult run_study(const StudyOptions& o, Backend& be) {
   r.receiver_acc = receiver_correct / total;
   if (donor_classifies) r.donor_acc = donor_correct / total;
 
-  // Gram matrices: OpenBLAS gets every core for these (the CPU backend pins it to
-  // one thread while the graph runs).
-  std::fprintf(stderr, "study: Gram matrices of %zu + %zu stages over %zu images\n", dsel.size(),
-               rsel.size(), items.size());
-  openblas_set_num_threads(std::max(1, openblas_get_num_procs()));
+  // Gram matrices on the study's backend (float64 syrk: all CPU threads, or cuBLAS).
+  std::fprintf(stderr, "study: Gram matrices of %zu + %zu stages over %zu images on %s\n",
+               dsel.size(), rsel.size(), items.size(), be.name().c_str());
   std::vector<Gram> dg, rg;
-  for (auto& a : dgram) dg.push_back(a->gram());
-  for (auto& a : rgram) rg.push_back(a->gram());
-  openblas_set_num_threads(1);
+  for (auto& a : dgram) dg.push_back(a->gram(be));
+  for (auto& a : rgram) rg.push_back(a->gram(be));
 
   CkaOptions chosen, other;
   chosen.estimator = o.estimator;

@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "tests/cli_runner.h"
+#include "engine/backend_registry.h"
 #include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "loaders/npy.h"
 #include "merge/cka.h"
 
@@ -65,9 +67,10 @@ Gram naive_gram(const Features& f) {
 
 // The streaming path, one example at a time, with a block of a few columns.
 Gram streamed_gram(const Features& f, size_t memory_bytes = kDefaultGramMemoryBytes) {
+  CpuBackend cpu(2);
   GramAccumulator acc;
   for (size_t i = 0; i < f.n; ++i) acc.add_example(&f.x[i * f.d], f.d);
-  return acc.gram(memory_bytes);
+  return acc.gram(cpu, memory_bytes);
 }
 
 const CkaOptions kBiased{CkaEstimator::Biased, 0};
@@ -162,9 +165,10 @@ TEST(Cka, AccumulatorRemovesItsSpillFileAndChecksShapes) {
     EXPECT_THROW(acc.add_example(f.x.data(), 4), Error);
     EXPECT_EQ(acc.examples(), 5u);
     EXPECT_EQ(acc.dim(), 5u);
-    Gram g = acc.gram();
+    CpuBackend cpu(1);
+    Gram g = acc.gram(cpu);
     EXPECT_EQ(g.n, 5u);
-    EXPECT_THROW(acc.gram(), Error);
+    EXPECT_THROW(acc.gram(cpu), Error);
     EXPECT_THROW(acc.add_example(f.x.data(), 5), Error);
   }
   EXPECT_EQ(rmdir(dir), 0) << "spill file left in " << dir;
@@ -198,14 +202,40 @@ double expected_value(const std::string& name, const std::string& key) {
 
 const char* const kCases[] = {"wide", "tall", "offset"};
 
+// The Gram products on the GPU (cuBLAS float64 syrk) against the CPU's (OpenBLAS),
+// on the NumPy fixtures and on odd sizes with blocks that do not divide the
+// columns: CKA within 1e-6 (the bar; float64 on both sides gives ~1e-12).
+TEST(Cka, GpuGramEqualsCpuGram) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  CpuBackend cpu(2);
+  auto gpu = make_backend("cuda");
+  for (const char* name : kCases) {
+    SCOPED_TRACE(name);
+    NpyReader x(kFixtures + name + "_x.npy"), y(kFixtures + name + "_y.npy");
+    const size_t memory = x.rows() * sizeof(double) * 7;  // blocks of 7 columns
+    const Gram kc = centered_gram(x, cpu, memory), lc = centered_gram(y, cpu, memory);
+    const Gram kg = centered_gram(x, *gpu, memory), lg = centered_gram(y, *gpu, memory);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < kc.k.size(); ++i) {
+      worst = std::max(worst, std::fabs(kc.k[i] - kg.k[i]));
+      scale = std::max(scale, std::fabs(kc.k[i]));
+    }
+    EXPECT_LE(worst, 1e-12 * scale);
+    for (const CkaOptions& o : {kBiased, kUnbiased})
+      EXPECT_NEAR(cka(kg, lg, o), cka(kc, lc, o), 1e-6);
+  }
+}
+
 TEST(Cka, MatchesNumpyFloat64OnFixtures) {
   for (const char* name : kCases) {
     SCOPED_TRACE(name);
     NpyReader x(kFixtures + name + "_x.npy"), y(kFixtures + name + "_y.npy");
     const size_t b = static_cast<size_t>(expected_value(name, "batch_size"));
     // Default blocks and blocks of 5 columns give the same Gram.
+    CpuBackend cpu(2);
     for (size_t memory : {kDefaultGramMemoryBytes, x.rows() * sizeof(double) * 5}) {
-      Gram k = centered_gram(x, memory), l = centered_gram(y, memory);
+      Gram k = centered_gram(x, cpu, memory), l = centered_gram(y, cpu, memory);
       EXPECT_NEAR(cka(k, l, kBiased), expected_value(name, "biased"), 1e-9);
       EXPECT_NEAR(cka(k, l, kUnbiased), expected_value(name, "unbiased"), 1e-9);
       EXPECT_NEAR(cka(k, l, {CkaEstimator::Unbiased, b}), expected_value(name, "minibatch"),

@@ -66,6 +66,7 @@ class CudaBackend : public Backend {
   void pad(const PadParams& p, const Tensor& x, Tensor& y) override;
   void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
+  void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
 
