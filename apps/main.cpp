@@ -36,12 +36,18 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   using namespace repshare;
-  // libgomp spin-waits between parallel regions by default, which collapses when
-  // another process shares the cores (B0 on 2 busy cores: 3x slower than passive
-  // waiting). The policy is read once when the library loads, so set it and
-  // restart the process; a user's own OMP_WAIT_POLICY always wins.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  // How long libgomp's idle threads spin before sleeping decides B0's speed on
+  // 2 cores, since a network is ~150 short parallel regions. Sleeping at once
+  // (OMP_WAIT_POLICY=PASSIVE) pays a futex wake-up per region: 28 ms per B0 on the
+  // quiet machine against 18-20 ms spinning. libgomp's default spin (300,000
+  // iterations) and ACTIVE's (unbounded) hold the cores after the network ends and
+  // collapse when other processes share them. 10,000 iterations (tens of us)
+  // bridge the gaps inside a network and give the cores back between frames:
+  // under 6 competing busy loops B0 took 93-102 ms with it, 127-163 ms passive
+  // (docs/results/cpu_speed.md). libgomp reads this once, when it loads, so set it
+  // and restart; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins.
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
+    setenv("GOMP_SPINCOUNT", "10000", 1);
     execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
   }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
