@@ -64,6 +64,21 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
   return j["times_ms"].get<std::vector<double>>();
 }
 
+// What a step is, finer than its op type where that decides the kernel: a
+// convolution is pointwise (1x1), depthwise (one channel per group) or dense.
+std::string op_kind(const Graph& g, const Node& n) {
+  if (n.op_type != "Conv") return n.op_type;
+  const Shape& w = g.values[n.inputs[1]].shape;
+  const int64_t group = n.attr_int("group", 1);
+  const auto strides = n.attr_ints("strides", {1, 1});
+  const std::string stride =
+      strides.empty() || strides[0] == 1 ? "" : " s" + std::to_string(strides[0]);
+  const std::string k = std::to_string(w[2]) + "x" + std::to_string(w[3]) + stride;
+  if (group > 1 && group == w[0] && w[1] == 1) return "Conv depthwise " + k;
+  if (w[2] == 1 && w[3] == 1 && group == 1) return "Conv pointwise" + stride;
+  return "Conv dense " + k + (group > 1 ? " g" + std::to_string(group) : "");
+}
+
 // Times post-processing alone and network + post-processing (detection models).
 void time_postprocess(Session& s, const DetectionHead& head, int runs, std::vector<double>* post,
                       std::vector<double>* total) {
@@ -92,7 +107,9 @@ int cmd_bench(const CommandArgs& argv) {
         "  --rounds R             alternating rounds with onnxruntime (default 3)\n"
         "  --warmup N             untimed runs first (default 5)\n"
         "  --vs-onnxruntime       time onnxruntime on the same file and threads, same run\n"
-        "  --profile              time each op type\n"
+        "  --profile              time each op type and kind (pointwise/depthwise/dense\n"
+        "                         convolutions), and list the slowest steps\n"
+        "  --profile-steps N      how many slowest steps --profile lists (default 10)\n"
         "  --with-postprocess     detection models: also time anchors/top-k/NMS after the network\n"
         "  --json FILE            write the results as JSON\n%s",
         kBackendUsage);
@@ -103,6 +120,7 @@ int cmd_bench(const CommandArgs& argv) {
   const int rounds = args.get_int("rounds", 3);
   const bool vs_ort = args.flag("vs-onnxruntime"), profile = args.flag("profile");
   const bool with_postprocess = args.flag("with-postprocess");
+  const size_t profile_steps = static_cast<size_t>(std::max(0, args.get_int("profile-steps", 10)));
   const std::string json_out = args.get("json");
   auto backend = backend_from_args(args);
   args.finish();
@@ -188,25 +206,38 @@ int cmd_bench(const CommandArgs& argv) {
   if (profile) {
     std::vector<double> per_step;
     for (int i = 0; i < runs; ++i) session.executor().run_profiled(per_step);
-    std::map<std::string, double> by_op;
+    std::map<std::string, double> by_op, by_kind;
     const auto names = session.executor().step_names();
+    std::vector<std::pair<double, std::string>> slowest;
     double total = 0;
     for (size_t s = 0; s < per_step.size(); ++s) {
       const Node& n = *std::find_if(model.graph.nodes.begin(), model.graph.nodes.end(),
                                     [&](const Node& x) { return x.name == names[s]; });
-      by_op[n.op_type + (n.has("activation") ? "+" + n.attr_string("activation", "") : "")] +=
-          per_step[s] / runs;
-      total += per_step[s] / runs;
+      const double ms = per_step[s] / runs * 1e3;
+      by_op[n.op_type + (n.has("activation") ? "+" + n.attr_string("activation", "") : "")] += ms;
+      const std::string kind = op_kind(model.graph, n);
+      by_kind[kind] += ms;
+      slowest.push_back(
+          {ms, kind + " -> " + model.graph.values[n.outputs[0]].shape.str() + "  " + n.name});
+      total += ms;
     }
-    std::vector<std::pair<double, std::string>> rows;
-    for (const auto& kv : by_op) rows.push_back({kv.second, kv.first});
-    std::sort(rows.rbegin(), rows.rend());
-    std::printf("  profile (mean ms per run by op):\n");
-    for (const auto& r : rows) {
-      std::printf("    %-24s %8.3f ms  %5.1f%%\n", r.second.c_str(), r.first * 1e3,
-                  100 * r.first / total);
-      j["profile_ms"][r.second] = r.first * 1e3;
-    }
+    auto print_table = [&](const char* title, const char* key,
+                           const std::map<std::string, double>& table) {
+      std::vector<std::pair<double, std::string>> rows;
+      for (const auto& kv : table) rows.push_back({kv.second, kv.first});
+      std::sort(rows.rbegin(), rows.rend());
+      std::printf("  profile (mean ms per run by %s):\n", title);
+      for (const auto& r : rows) {
+        std::printf("    %-28s %8.3f ms  %5.1f%%\n", r.second.c_str(), r.first, 100 * r.first / total);
+        j[key][r.second] = r.first;
+      }
+    };
+    print_table("op", "profile_ms", by_op);
+    print_table("kind", "profile_kind_ms", by_kind);
+    std::sort(slowest.rbegin(), slowest.rend());
+    std::printf("  slowest steps:\n");
+    for (size_t i = 0; i < std::min(profile_steps, slowest.size()); ++i)
+      std::printf("    %8.3f ms  %s\n", slowest[i].first, slowest[i].second.c_str());
   }
   if (!json_out.empty()) write_file_atomic(json_out, j.dump(1) + "\n");
   return 0;
