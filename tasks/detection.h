@@ -100,8 +100,10 @@ struct DetectionCandidates {
 // Per-class hard NMS with torchvision.ops.batched_nms semantics (the per-class
 // path torchvision takes for more than 1,000 boxes): a box is suppressed by a
 // higher-scored kept box of its class when IoU > iou_threshold. Returns indices
-// of kept candidates by descending score (ties: lower index first).
-std::vector<int> batched_nms(const DetectionCandidates& c, double iou_threshold);
+// of kept candidates by descending score (ties: lower index first), the first
+// max_keep of them when max_keep >= 0 (the same as truncating the full result).
+std::vector<int> batched_nms(const DetectionCandidates& c, double iou_threshold,
+                             int max_keep = -1);
 
 // effdet's batched Gaussian soft-NMS: repeatedly keeps the highest score and
 // multiplies every other score by exp(-IoU^2 / sigma), dropping those that fall

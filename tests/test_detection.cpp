@@ -4,7 +4,9 @@
 // (scripts/make_detection_fixtures.py); plus hand-checked NMS cases and bad shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -202,6 +204,56 @@ TEST(DetectionNms, SuppressesOnlyWithinAClassAboveThreshold) {
   const std::vector<int> kept = batched_nms(c, 0.5);
   EXPECT_EQ(kept, (std::vector<int>{0, 1, 3, 4}));
   EXPECT_EQ(batched_nms(c, 0.3), (std::vector<int>{0, 3}));
+}
+
+// The textbook per-class NMS (each class on its own, by descending score; ties by
+// index), as the reference for batched_nms's single pass in global score order.
+std::vector<int> per_class_nms(const DetectionCandidates& c, double iou_threshold) {
+  auto iou = [](const std::array<float, 4>& a, const std::array<float, 4>& b) {  // float, as torchvision
+    const float w = std::max(0.f, std::min(a[2], b[2]) - std::max(a[0], b[0]));
+    const float h = std::max(0.f, std::min(a[3], b[3]) - std::max(a[1], b[1]));
+    const float inter = w * h;
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter);
+  };
+  auto by_score = [&](int i, int j) {
+    return c.scores[i] > c.scores[j] || (c.scores[i] == c.scores[j] && i < j);
+  };
+  std::vector<int> kept;
+  for (int cls = 0; cls < 8; ++cls) {
+    std::vector<int> order;
+    for (int i = 0; i < static_cast<int>(c.scores.size()); ++i)
+      if (c.classes[i] == cls) order.push_back(i);
+    std::sort(order.begin(), order.end(), by_score);
+    std::vector<char> gone(c.scores.size(), 0);
+    for (size_t a = 0; a < order.size(); ++a) {
+      if (gone[order[a]]) continue;
+      kept.push_back(order[a]);
+      for (size_t b = a + 1; b < order.size(); ++b)
+        if (iou(c.boxes[order[a]], c.boxes[order[b]]) > iou_threshold) gone[order[b]] = 1;
+    }
+  }
+  std::sort(kept.begin(), kept.end(), by_score);
+  return kept;
+}
+
+TEST(DetectionNms, EqualsPerClassNmsAndStopsAtMaxKeep) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> pos(0.f, 60.f), size(4.f, 30.f);
+  std::uniform_int_distribution<int> cls(0, 7), coarse(0, 20);
+  for (int trial = 0; trial < 20; ++trial) {
+    DetectionCandidates c;
+    for (int i = 0; i < 400; ++i) {
+      const float x = pos(rng), y = pos(rng);
+      c.boxes.push_back({x, y, x + size(rng), y + size(rng)});
+      c.scores.push_back(coarse(rng) / 20.f);  // many ties: the index breaks them
+      c.classes.push_back(cls(rng));
+    }
+    const std::vector<int> want = per_class_nms(c, 0.5);
+    EXPECT_EQ(batched_nms(c, 0.5), want) << "trial " << trial;
+    const std::vector<int> first = batched_nms(c, 0.5, 25);
+    ASSERT_EQ(first.size(), 25u);
+    EXPECT_TRUE(std::equal(first.begin(), first.end(), want.begin())) << "trial " << trial;
+  }
 }
 
 TEST(DetectionNms, SoftNmsDecaysByGaussianOfIou) {
