@@ -96,7 +96,7 @@ void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Sha
         std::memcpy(&v, raw->data() + 4 * i, 4);
         dst[i] = v;
       }
-    } else {
+    } else if (!out->empty()) {  // memcpy of an empty tensor's null data is undefined
       std::memcpy(out->data(), raw->data(), out->size());
     }
     return;
@@ -107,10 +107,10 @@ void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Sha
   };
   if (type == kFloat) {
     expect(t.float_data_size());
-    std::memcpy(out->data(), t.float_data().data(), out->size());
+    if (n > 0) std::memcpy(out->data(), t.float_data().data(), out->size());
   } else if (type == kInt64) {
     expect(t.int64_data_size());
-    std::memcpy(out->data(), t.int64_data().data(), out->size());
+    if (n > 0) std::memcpy(out->data(), t.int64_data().data(), out->size());
   } else {
     expect(t.int32_data_size());
     int64_t* dst = reinterpret_cast<int64_t*>(out->data());
@@ -239,10 +239,13 @@ Graph load_onnx(const std::string& path, const OnnxLoadOptions& options) {
   for (const auto& n : g.nodes)
     for (int o : n.outputs)
       if (o >= 0) defined[o] = true;
+  // (fail, not check: check's message parts are evaluated first, and values[-1] of
+  // an omitted optional input does not exist.)
   for (const auto& n : g.nodes)
     for (int i : n.inputs)
-      check(i < 0 || defined[i], ErrorKind::Malformed, n.label(), " reads '", g.values[i].name,
-            "', which is neither an input, an initializer nor any node's output");
+      if (i >= 0 && !defined[i])
+        fail(ErrorKind::Malformed, n.label(), " reads '", g.values[i].name,
+             "', which is neither an input, an initializer nor any node's output");
   for (int o : g.outputs)
     check(defined[o], ErrorKind::Malformed, "graph output '", g.values[o].name,
           "' is never produced");
