@@ -11,6 +11,10 @@
 #include "engine/error.h"
 
 #define STB_IMAGE_IMPLEMENTATION
+// Only the formats repshare documents; the others are attack surface without use.
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_PNM
 #define STBI_FAILURE_USERMSG
 #define STBI_NO_STDIO  // files are read here, so read errors name the file
 // Third-party code: its own warnings are not ours to fix.
@@ -247,12 +251,53 @@ void check_output(const Tensor& out, int size, const char* what) {
 
 }  // namespace
 
+namespace {
+
+// stb_image 2.27 (Debian 12's) writes past its Huffman table when a JPEG's DHT
+// segment declares more than 256 codes (found by scripts/fuzz.sh; upstream 2.28
+// checks it). Such files are refused here, before stb sees them, by walking the
+// marker segments, those between the scans of a progressive JPEG included.
+void check_jpeg_huffman_tables(const uint8_t* d, size_t size, const std::string& name) {
+  size_t i = 2;  // after SOI
+  while (i + 4 <= size) {
+    if (d[i] != 0xFF) {  // entropy-coded data: on to the next marker
+      ++i;
+      continue;
+    }
+    const uint8_t marker = d[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {
+      i += 2;  // stuffed 0xFF in scan data, TEM, RSTn: no length field
+      continue;
+    }
+    if (marker == 0xD9) return;  // EOI
+    const size_t end = i + 2 + ((size_t{d[i + 2]} << 8) | d[i + 3]);
+    if (marker == 0xC4) {  // DHT: tables of class/id, 16 counts, then the symbols
+      // stb reads bytes past the end of a truncated file as zeros, so do the same.
+      for (size_t t = i + 4; t < std::min(end, size);) {
+        int codes = 0;
+        for (size_t c = 1; c <= 16; ++c) codes += t + c < size ? d[t + c] : 0;
+        check(codes <= 256, ErrorKind::Malformed, "image '", name,
+              "' is a corrupt JPEG: a Huffman table declares ", codes, " codes (at most 256)");
+        t += 17 + static_cast<size_t>(codes);
+      }
+    }
+    i = end;
+  }
+}
+
+}  // namespace
+
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   check(size > 0, ErrorKind::Malformed, "image '", name, "' is empty");
   check(size <= static_cast<size_t>(INT32_MAX), ErrorKind::Malformed, "image '", name,
         "' is too large (", size, " bytes)");
   int w = 0, h = 0, channels = 0;
   const bool jpeg = size >= 2 && data[0] == 0xFF && data[1] == 0xD8;
+  if (jpeg) check_jpeg_huffman_tables(data, size, name);
   stbi_uc* pixels =
       jpeg ? decode_jpeg_like_libjpeg(data, static_cast<int>(size), &w, &h)
            : stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);

@@ -32,7 +32,7 @@ struct Image {
   const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * 3; }
 };
 
-// Decodes a JPEG or PNG file (any format stb_image reads) to RGB. JPEG colour
+// Decodes a JPEG or PNG file (or binary PPM/PGM) to RGB. JPEG colour
 // reconstruction uses libjpeg's rounding so pixels match PIL's closely. Grey and
 // grey+alpha images are expanded and alpha is dropped, as PIL's convert("RGB")
 // does. Throws Io for a missing/unreadable file and Malformed for an empty,

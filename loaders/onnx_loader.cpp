@@ -46,6 +46,20 @@ Shape proto_dims(const google::protobuf::RepeatedField<int64_t>& dims, const std
   return s;
 }
 
+// A decimal integer field of the file; Malformed naming it otherwise.
+int64_t parse_int(const std::string& text, const std::string& what) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  check(used == text.size() && !text.empty(), ErrorKind::Malformed, what, " '", text,
+        "' is not an integer");
+  return v;
+}
+
 // Converts a TensorProto into host bytes in a repshare dtype. int32 becomes int64
 // (it only appears in shape-like operands); other dtypes are unsupported.
 void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Shape* shape,
@@ -67,8 +81,8 @@ void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Sha
     int64_t offset = 0, length = -1;
     for (const auto& kv : t.external_data()) {
       if (kv.key() == "location") location = kv.value();
-      if (kv.key() == "offset") offset = std::stoll(kv.value());
-      if (kv.key() == "length") length = std::stoll(kv.value());
+      if (kv.key() == "offset") offset = parse_int(kv.value(), what + " external offset");
+      if (kv.key() == "length") length = parse_int(kv.value(), what + " external length");
     }
     check(!location.empty(), ErrorKind::Malformed, what, " is external but names no file");
     check(location.find("..") == std::string::npos && location[0] != '/', ErrorKind::Malformed,
@@ -85,36 +99,36 @@ void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Sha
     raw = &t.raw_data();
   }
 
-  out->assign(static_cast<size_t>(n) * dtype_size(*dtype), 0);
+  // The data must fit the shape before anything is allocated: a few bytes of file
+  // can declare a tensor of many gigabytes (found by scripts/fuzz.sh).
   if (raw) {
     check(raw->size() == static_cast<size_t>(n) * src_elem, ErrorKind::Malformed, what, " has ",
           raw->size(), " bytes of data, shape ", shape->str(), " needs ", n * src_elem);
-    if (type == kInt32) {
-      int64_t* dst = reinterpret_cast<int64_t*>(out->data());
-      for (int64_t i = 0; i < n; ++i) {
-        int32_t v;
-        std::memcpy(&v, raw->data() + 4 * i, 4);
-        dst[i] = v;
-      }
-    } else if (!out->empty()) {  // memcpy of an empty tensor's null data is undefined
-      std::memcpy(out->data(), raw->data(), out->size());
-    }
-    return;
-  }
-  auto expect = [&](int64_t have) {
-    check(have == n, ErrorKind::Malformed, what, " has ", have, " values, shape ",
-          shape->str(), " needs ", n);
-  };
-  if (type == kFloat) {
-    expect(t.float_data_size());
-    if (n > 0) std::memcpy(out->data(), t.float_data().data(), out->size());
-  } else if (type == kInt64) {
-    expect(t.int64_data_size());
-    if (n > 0) std::memcpy(out->data(), t.int64_data().data(), out->size());
   } else {
-    expect(t.int32_data_size());
+    const int64_t have = type == kFloat   ? t.float_data_size()
+                         : type == kInt64 ? t.int64_data_size()
+                                          : t.int32_data_size();
+    check(have == n, ErrorKind::Malformed, what, " has ", have, " values, shape ", shape->str(),
+          " needs ", n);
+  }
+  out->assign(static_cast<size_t>(n) * dtype_size(*dtype), 0);
+  if (n == 0) return;  // (memcpy from an empty tensor's null data is undefined)
+  if (type == kInt32) {  // widened to int64
     int64_t* dst = reinterpret_cast<int64_t*>(out->data());
-    for (int64_t i = 0; i < n; ++i) dst[i] = t.int32_data(i);
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t v;
+      if (raw)
+        std::memcpy(&v, raw->data() + 4 * i, 4);
+      else
+        v = t.int32_data(static_cast<int>(i));
+      dst[i] = v;
+    }
+  } else if (raw) {
+    std::memcpy(out->data(), raw->data(), out->size());
+  } else if (type == kFloat) {
+    std::memcpy(out->data(), t.float_data().data(), out->size());
+  } else {
+    std::memcpy(out->data(), t.int64_data().data(), out->size());
   }
 }
 

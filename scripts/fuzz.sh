@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Fuzzes the ONNX loading path (tests/fuzz/fuzz_load_model.cpp) with libFuzzer
-# under AddressSanitizer and UndefinedBehaviorSanitizer, seeded with the model
-# fixtures in tests/fixtures and ONNX's node tests (libonnx-testdata).
+# Fuzzes what repshare reads from users with libFuzzer under AddressSanitizer
+# and UndefinedBehaviorSanitizer: the ONNX loading path (tests/fuzz/
+# fuzz_load_model.cpp, seeded with the model fixtures and ONNX's node tests from
+# libonnx-testdata) and images and .npy files (fuzz_inputs.cpp, seeded with the
+# fixture images and feature files).
 #
-#   scripts/fuzz.sh [SECONDS] [BUILD_DIR]     (default 300 s, build-fuzz)
+#   scripts/fuzz.sh [SECONDS] [BUILD_DIR]     (default 300 s per target, build-fuzz)
 #
 # Needs clang, libomp-dev and libclang-rt-dev (Debian). Findings (crash-*,
 # leak-*, timeout-*, oom-*) are written to BUILD_DIR/findings; the exit status
@@ -18,21 +20,33 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS="$sanitize -fsanitize=fuzzer-no-link" -DCMAKE_C_FLAGS="$sanitize" \
   -DREPSHARE_CUDA=OFF -DREPSHARE_VIDEO=OFF -DREPSHARE_TESTS=OFF -DREPSHARE_BENCHMARKS=OFF >/dev/null
 cmake --build "$build" -j2 --target repshare_lib
-clang++ -std=c++17 $sanitize -fsanitize=fuzzer -g -O1 -I. -I"$build/gen" \
-  tests/fuzz/fuzz_load_model.cpp "$build/librepshare_lib.a" "$build/libonnx_proto.a" \
-  -lprotobuf -lopenblas -fopenmp -o "$build/fuzz_load_model"
-
-corpus="$build/corpus"
-mkdir -p "$corpus" "$build/findings"
-# Seeds: every small model the repository and ONNX's node tests have.
-find tests/fixtures /usr/share/libonnx-testdata/data/node -name '*.onnx' -size -200k 2>/dev/null | while read -r f; do
-  cp "$f" "$corpus/$(echo "$f" | md5sum | cut -c1-16).onnx"
+for target in fuzz_load_model fuzz_inputs; do
+  clang++ -std=c++17 $sanitize -fsanitize=fuzzer -g -O1 -I. -I"$build/gen" -I/usr/include/stb \
+    "tests/fuzz/$target.cpp" "$build/librepshare_lib.a" "$build/libonnx_proto.a" \
+    -lprotobuf -lopenblas -fopenmp -o "$build/$target"
 done
-echo "fuzz: $(ls "$corpus" | wc -l) seeds, $seconds s"
-# rss_limit: a model that asks for a huge tensor must be refused, not allocated.
-"$build/fuzz_load_model" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
-  -max_len=200000 -artifact_prefix="$build/findings/" -print_final_stats=1 2>&1 | tail -n 25
+
+mkdir -p "$build/findings"
+# Seeds: every small model the repository and ONNX's node tests have; the
+# fixture images, videos' frames and .npy files.
+mkdir -p "$build/corpus_models" "$build/corpus_inputs"
+find tests/fixtures /usr/share/libonnx-testdata/data/node -name '*.onnx' -size -200k 2>/dev/null |
+  while read -r f; do cp "$f" "$build/corpus_models/$(echo "$f" | md5sum | cut -c1-16).onnx"; done
+find tests/fixtures \( -name '*.png' -o -name '*.jpg' -o -name '*.npy' \) -size -200k |
+  while read -r f; do cp "$f" "$build/corpus_inputs/$(echo "$f" | md5sum | cut -c1-16)"; done
+
+status=0
+for target in fuzz_load_model fuzz_inputs; do
+  corpus="$build/corpus_models"
+  [ "$target" = fuzz_inputs ] && corpus="$build/corpus_inputs"
+  echo "fuzz: $target, $(ls "$corpus" | wc -l) seeds, $seconds s"
+  # rss_limit: an input that asks for a huge tensor must be refused, not allocated.
+  "$build/$target" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+    -max_len=200000 -artifact_prefix="$build/findings/$target-" -print_final_stats=1 2>&1 |
+    grep -E "^(Done|stat::|==|SUMMARY|.*runtime error)" || true
+done
 if ls "$build/findings"/* >/dev/null 2>&1; then
   echo "fuzz: findings in $build/findings:" && ls "$build/findings"
-  exit 1
+  status=1
 fi
+exit $status

@@ -112,6 +112,27 @@ TEST(ImageDecode, JpegCloseToLibjpeg) {
   EXPECT_LT(sum / pil.size(), 0.03);
 }
 
+// A JPEG whose Huffman table declares more than 256 codes made Debian's
+// stb_image 2.27 write past its table (found by scripts/fuzz.sh); it is refused
+// by name before stb sees it.
+TEST(ImageDecode, OversizedHuffmanTableIsRefused) {
+  std::vector<uint8_t> jpg = read_bytes(kFixtures + "wide.jpg");
+  size_t dht = 0;
+  for (size_t i = 2; i + 1 < jpg.size(); ++i)
+    if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) {
+      dht = i;
+      break;
+    }
+  ASSERT_GT(dht, 0u) << "wide.jpg has no DHT segment";
+  jpg[dht + 4 + 16] = 255;  // the 16-bit codes of its first table: now > 256 in all
+  jpg[dht + 4 + 15] = 255;
+  ErrorKind kind{};
+  const std::string msg = error_of([&] { decode_image(jpg.data(), jpg.size(), "huff.jpg"); }, &kind);
+  EXPECT_EQ(kind, ErrorKind::Malformed);
+  EXPECT_NE(msg.find("'huff.jpg' is a corrupt JPEG: a Huffman table declares"), std::string::npos)
+      << msg;
+}
+
 TEST(ImageDecode, BadFilesNameTheFile) {
   ErrorKind kind{};
   std::string msg = error_of([] { load_image(temp_path("missing.png")); }, &kind);

@@ -181,6 +181,37 @@ TEST_F(LoaderTest, AbsurdDimensionsAreRefusedBeforeAllocating) {
   EXPECT_NE(e.second.find("too large"), std::string::npos) << e.second;
 }
 
+// A large but representable shape (16 GiB of float32) whose data is missing:
+// refused by the size check before the 16 GiB are allocated (found by
+// scripts/fuzz.sh; an allocation that size fails or swaps here).
+TEST_F(LoaderTest, LargeShapeWithoutItsDataIsRefusedBeforeAllocating) {
+  auto m = tiny_conv_model();
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_dims();
+  for (int64_t d : {65536, 65536}) w->add_dims(d);
+  write(m);
+  auto e = load_error();
+  EXPECT_EQ(e.first, ErrorKind::Malformed);
+  EXPECT_NE(e.second.find("'W' has 54 values, shape [65536,65536] needs 4294967296"),
+            std::string::npos) << e.second;
+}
+
+TEST_F(LoaderTest, ExternalDataFieldsMustBeIntegers) {
+  auto m = tiny_conv_model();
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* location = w->add_external_data();
+  location->set_key("location");
+  location->set_value("weights.bin");
+  auto* offset = w->add_external_data();
+  offset->set_key("offset");
+  offset->set_value("12abc");
+  write(m);
+  auto e = load_error();
+  EXPECT_EQ(e.first, ErrorKind::Malformed);
+  EXPECT_NE(e.second.find("external offset '12abc' is not an integer"), std::string::npos) << e.second;
+}
+
 TEST_F(LoaderTest, ShapeMismatchIsNamed) {
   auto m = tiny_conv_model();
   m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
