@@ -29,8 +29,8 @@ void ConvLayer::build(const Node& n, Graph& g) {
   auto ks = n.attr_ints("kernel_shape", {p_.kh, p_.kw});
   check(ks.size() == 2 && ks[0] == p_.kh && ks[1] == p_.kw, ErrorKind::Shape, n.label(),
         ": kernel_shape does not match the weight ", w.str());
-  auto strides = n.attr_ints("strides", {1, 1});
-  auto dil = n.attr_ints("dilations", {1, 1});
+  auto strides = bounded_sizes(n, n.attr_ints("strides", {1, 1}), "strides");
+  auto dil = bounded_sizes(n, n.attr_ints("dilations", {1, 1}), "dilations");
   check(strides.size() == 2 && dil.size() == 2 && strides[0] > 0 && strides[1] > 0 &&
             dil[0] > 0 && dil[1] > 0,
         ErrorKind::Malformed, n.label(), ": bad strides or dilations");

@@ -38,6 +38,15 @@ int64_t normalize_axis(const Node& n, int64_t axis, int64_t rank) {
   return a;
 }
 
+const std::vector<int64_t>& bounded_sizes(const Node& n, const std::vector<int64_t>& values,
+                                          const char* what) {
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  for (int64_t v : values)
+    check(v >= -kLimit && v <= kLimit, ErrorKind::Malformed, n.label(), ": ", what, " value ", v,
+          " is out of range");
+  return values;
+}
+
 ActKind act_kind_from_name(const std::string& name) {
   for (int k = 0; k <= static_cast<int>(ActKind::Softplus); ++k)
     if (name == act_name(static_cast<ActKind>(k))) return static_cast<ActKind>(k);
@@ -73,7 +82,7 @@ std::vector<int64_t> resolve_pads(const Node& n, const std::vector<int64_t>& in,
   std::vector<int64_t> pads(2 * r, 0);
   if (auto_pad == "NOTSET") {
     if (n.has("pads")) {
-      pads = n.attr_ints("pads");
+      pads = bounded_sizes(n, n.attr_ints("pads"), "pads");
       check(pads.size() == 2 * r, ErrorKind::Malformed, n.label(), " has ", pads.size(),
             " pads for ", r, " spatial axes");
     }

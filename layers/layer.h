@@ -62,5 +62,11 @@ std::vector<int64_t> resolve_pads(const Node& n, const std::vector<int64_t>& in,
                                   const std::vector<int64_t>& strides);
 // Normalises a possibly negative axis against rank; throws naming the node.
 int64_t normalize_axis(const Node& n, int64_t axis, int64_t rank);
+// Window and padding sizes from a file (pads, strides, dilations, kernel_shape)
+// must be within +-2^31 before they enter size arithmetic, where larger ones
+// overflow int64 (found by scripts/fuzz.sh); returns `values`, or throws
+// Malformed naming the node and what.
+const std::vector<int64_t>& bounded_sizes(const Node& n, const std::vector<int64_t>& values,
+                                          const char* what);
 
 }  // namespace repshare

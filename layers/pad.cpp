@@ -40,6 +40,7 @@ void PadLayer::build(const Node& n, Graph& g) {
   const int64_t na = static_cast<int64_t>(axes.size());
   check(static_cast<int64_t>(pads.size()) == 2 * na, ErrorKind::Shape, n.label(), ": ",
         pads.size(), " pads for ", na, " axes");
+  bounded_sizes(n, pads, "pads");
   std::vector<int64_t> begin(rank, 0), end(rank, 0);
   for (int64_t i = 0; i < na; ++i) {
     int64_t a = normalize_axis(n, axes[i], rank);

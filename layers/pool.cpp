@@ -21,11 +21,11 @@ void Pool2dLayer::build(const Node& n, Graph& g) {
   p_.c = x[1];
   p_.h = x[2];
   p_.w = x[3];
-  auto k = n.attr_ints("kernel_shape");
+  auto k = bounded_sizes(n, n.attr_ints("kernel_shape"), "kernel_shape");
   check(k.size() == 2 && k[0] > 0 && k[1] > 0, ErrorKind::Malformed, n.label(),
         ": kernel_shape must have two positive values");
-  auto s = n.attr_ints("strides", {1, 1});
-  auto d = n.attr_ints("dilations", {1, 1});
+  auto s = bounded_sizes(n, n.attr_ints("strides", {1, 1}), "strides");
+  auto d = bounded_sizes(n, n.attr_ints("dilations", {1, 1}), "dilations");
   check(s.size() == 2 && d.size() == 2 && s[0] > 0 && s[1] > 0 && d[0] > 0 && d[1] > 0,
         ErrorKind::Malformed, n.label(), ": bad strides or dilations");
   p_.kh = k[0];

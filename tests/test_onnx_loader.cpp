@@ -212,6 +212,20 @@ TEST_F(LoaderTest, ExternalDataFieldsMustBeIntegers) {
   EXPECT_NE(e.second.find("external offset '12abc' is not an integer"), std::string::npos) << e.second;
 }
 
+// Pads near INT64_MAX overflowed the output-size arithmetic (found by
+// scripts/fuzz.sh); they are refused by name.
+TEST_F(LoaderTest, HugePadsAreRefused) {
+  auto m = tiny_conv_model();
+  auto* conv = m.mutable_graph()->mutable_node(0);
+  for (auto& a : *conv->mutable_attribute())
+    if (a.name() == "pads") a.set_ints(0, int64_t(1) << 62);
+  write(m);
+  auto e = load_error();
+  EXPECT_EQ(e.first, ErrorKind::Malformed);
+  EXPECT_NE(e.second.find("pads value 4611686018427387904 is out of range"), std::string::npos)
+      << e.second;
+}
+
 TEST_F(LoaderTest, ShapeMismatchIsNamed) {
   auto m = tiny_conv_model();
   m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()
