@@ -241,6 +241,25 @@ EOF
 fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 
+# cuDNN for dense convolutions (REPSHARE_CUDNN=ON) is a second build: the convolution
+# cases of the op harness and the whole models against the CPU, and what the cuDNN
+# handle costs in device memory (mem reports it beside cuBLAS's).
+cudnn_build="$build-cudnn"
+export cudnn_build
+step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DREPSHARE_CUDA=ON -DREPSHARE_CUDNN=ON -DREPSHARE_BENCHMARKS=OFF \
+  -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" "${cmake_deps[@]}" &&
+  step build_cudnn 200 cmake --build "$cudnn_build" -j "$jobs" --target repshare repshare_tests &&
+  {
+    step backend_ops_cudnn 120 "$cudnn_build/tests/repshare_tests" \
+      --gtest_output=xml:"$out/backend_ops_cudnn.xml" \
+      --gtest_filter='All/BackendOps.*conv*:BackendModels.*:Memory.*'
+    cudnn_mem_json() { "$cudnn_build/repshare" mem --backend cuda --json "$1" >"$2"; }
+    export -f cudnn_mem_json
+    [ -f "$models/timm_b0_rand0.onnx" ] &&
+      step mem_b0_cudnn 60 cudnn_mem_json "$models/timm_b0_rand0.onnx" "$bench_dir/mem_b0_cudnn.json"
+  }
+
 # ---- report ----
 fact elapsed_s "$(($(date +%s) - started))"
 python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" "$work/bench" <<'PY'
@@ -279,7 +298,7 @@ def gtest_summary(path):
     return s
 
 tests = {k: gtest_summary(os.path.join(out, f"{k}.xml"))
-         for k in ("backend_ops", "models", "all_tests")}
+         for k in ("backend_ops", "models", "all_tests", "backend_ops_cudnn")}
 bench = {}
 for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
     try:

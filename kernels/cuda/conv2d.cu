@@ -6,6 +6,7 @@
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/cudnn_conv.h"
 
 namespace repshare {
 namespace {
@@ -105,6 +106,11 @@ __global__ void bias_activation_kernel(Activation act, const float* __restrict__
 
 size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
   if (p.is_depthwise() || reads_input_directly(p)) return 0;
+#ifdef REPSHARE_WITH_CUDNN
+  // Planning asks this once per convolution: the cuDNN set-up is made here, not in
+  // the run loop.
+  if (cudnn_runs(p)) return cudnn_conv(p).workspace_bytes();
+#endif
   // One image's im2col matrix: the images take turns on the one stream.
   return static_cast<size_t>(p.c_in * p.kh * p.kw * p.h_out * p.w_out) * sizeof(float);
 }
@@ -125,37 +131,44 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
     return;
   }
 
-  const bool direct = reads_input_directly(p);
-  check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
-        " convolution needs conv2d_workspace() bytes of workspace and got none");
-  const int groups = static_cast<int>(p.groups);
-  const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
-  const int hw_out = q.h_out * q.w_out;
-  const int k = cin_g * q.kh * q.kw;
-  const int col_total = q.c_in * q.kh * q.kw * hw_out;
-  const float one = 1.f, zero = 0.f;
-  for (int img = 0; img < q.n; ++img) {
-    const float* x_img = x.f32() + static_cast<size_t>(img) * q.c_in * q.h * q.w;
-    float* y_img = y.f32() + static_cast<size_t>(img) * q.c_out * hw_out;
-    const float* operand = x_img;
-    if (!direct) {
-      float* col = static_cast<float*>(workspace);
-      im2col_kernel<<<cuda::blocks_for(col_total), cuda::kBlock, 0, stream_>>>(q, x_img, col,
-                                                                              col_total);
-      after_launch("im2col_kernel");
-      operand = col;
+#ifdef REPSHARE_WITH_CUDNN
+  if (cudnn_runs(p)) {
+    cudnn_conv(p).forward(cudnn_, x.f32(), w.f32(), y.f32(), workspace);
+  } else  // im2col + cuBLAS below
+#endif
+  {
+    const bool direct = reads_input_directly(p);
+    check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
+          " convolution needs conv2d_workspace() bytes of workspace and got none");
+    const int groups = static_cast<int>(p.groups);
+    const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
+    const int hw_out = q.h_out * q.w_out;
+    const int k = cin_g * q.kh * q.kw;
+    const int col_total = q.c_in * q.kh * q.kw * hw_out;
+    const float one = 1.f, zero = 0.f;
+    for (int img = 0; img < q.n; ++img) {
+      const float* x_img = x.f32() + static_cast<size_t>(img) * q.c_in * q.h * q.w;
+      float* y_img = y.f32() + static_cast<size_t>(img) * q.c_out * hw_out;
+      const float* operand = x_img;
+      if (!direct) {
+        float* col = static_cast<float*>(workspace);
+        im2col_kernel<<<cuda::blocks_for(col_total), cuda::kBlock, 0, stream_>>>(q, x_img, col,
+                                                                                col_total);
+        after_launch("im2col_kernel");
+        operand = col;
+      }
+      // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T, and
+      // the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major X_g^T and
+      // W_g^T: no transposes, leading dimensions HWo, K and HWo.
+      REPSHARE_CUBLAS(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k, &one, operand, hw_out,
+          static_cast<long long>(k) * hw_out, w.f32(), k, static_cast<long long>(cout_g) * k, &zero,
+          y_img, hw_out, static_cast<long long>(cout_g) * hw_out, groups));
     }
-    // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T, and
-    // the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major X_g^T and
-    // W_g^T: no transposes, leading dimensions HWo, K and HWo.
-    REPSHARE_CUBLAS(cublasSgemmStridedBatched(
-        cublas_, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k, &one, operand, hw_out,
-        static_cast<long long>(k) * hw_out, w.f32(), k, static_cast<long long>(cout_g) * k, &zero,
-        y_img, hw_out, static_cast<long long>(cout_g) * hw_out, groups));
   }
   if (bias_data || p.act.kind != ActKind::None) {
     bias_activation_kernel<<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-        p.act, bias_data, y.f32(), q.c_out, hw_out, out_total);
+        p.act, bias_data, y.f32(), q.c_out, q.h_out * q.w_out, out_total);
     after_launch("bias_activation_kernel");
   }
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/cudnn_conv.h"
 
 namespace repshare {
 
@@ -29,9 +30,22 @@ size_t CudaBackend::device_bytes_in_use() const { return bytes_in_use_now(); }
 std::vector<BackendMemoryItem> CudaBackend::overhead() const {
   // The runtime API cannot read free memory before the context exists, so the
   // context's share also holds what other processes had on this GPU then.
-  return {{"CUDA context, stream (and other processes)", context_bytes_ - cublas_bytes_},
-          {"cuBLAS handle and workspace", cublas_bytes_}};
+  std::vector<BackendMemoryItem> items = {
+      {"CUDA context, stream (and other processes)", context_bytes_ - cublas_bytes_},
+      {"cuBLAS handle and workspace", cublas_bytes_}};
+#ifdef REPSHARE_WITH_CUDNN
+  items.push_back({"cuDNN handle", cudnn_bytes_});
+#endif
+  return items;
 }
+
+#ifdef REPSHARE_WITH_CUDNN
+const CudnnConv& CudaBackend::cudnn_conv(const Conv2dParams& p) const {
+  std::shared_ptr<CudnnConv>& c = cudnn_convs_[cudnn_key(p)];
+  if (!c) c = std::make_shared<CudnnConv>(cudnn_, p);
+  return *c;
+}
+#endif
 
 CudaBackend::CudaBackend(int device) : device_(device) {
   int count = 0;
@@ -62,6 +76,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
 #endif  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
   context_bytes_ = bytes_in_use_now();
   cublas_bytes_ = context_bytes_ > before_cublas ? context_bytes_ - before_cublas : 0;
+#ifdef REPSHARE_WITH_CUDNN
+  // Jetson-class devices have been reported to lose hundreds of MB to the cuDNN
+  // handle alone: measured apart, and reported by overhead().
+  REPSHARE_CUDNN(cudnnCreate(&cudnn_));
+  REPSHARE_CUDNN(cudnnSetStream(cudnn_, stream_));
+  const size_t with_cudnn = bytes_in_use_now();
+  cudnn_bytes_ = with_cudnn > context_bytes_ ? with_cudnn - context_bytes_ : 0;
+#endif
 
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
   sync_each_launch_ = sync && std::strcmp(sync, "0") != 0;
@@ -70,6 +92,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
 // Destructors must not throw: failures here are reported, not raised.
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+#ifdef REPSHARE_WITH_CUDNN
+  cudnn_convs_.clear();
+  if (cudnn_) cudnnDestroy(cudnn_);
+#endif
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
   if (stream_) cudaStreamDestroy(stream_);

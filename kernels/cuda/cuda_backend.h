@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "engine/backend.h"
@@ -15,8 +17,11 @@
 // Opaque handles, so that C++ code including this header needs no CUDA headers.
 struct CUstream_st;
 struct cublasContext;
+struct cudnnContext;
 
 namespace repshare {
+
+class CudnnConv;  // kernels/cuda/cudnn_conv.h
 
 class CudaBackend : public Backend {
  public:
@@ -86,6 +91,15 @@ class CudaBackend : public Backend {
   void* cublas_workspace_ = nullptr;
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
+#ifdef REPSHARE_WITH_CUDNN
+  // Dense convolutions through cuDNN: the handle (its memory measured like
+  // cuBLAS's) and one set-up per distinct convolution, made when the executor asks
+  // for the workspace size while planning.
+  cudnnContext* cudnn_ = nullptr;
+  size_t cudnn_bytes_ = 0;
+  mutable std::map<std::string, std::shared_ptr<CudnnConv>> cudnn_convs_;
+  const CudnnConv& cudnn_conv(const Conv2dParams& p) const;
+#endif
   bool sync_each_launch_ = false;
   bool recording_ = true;
 };

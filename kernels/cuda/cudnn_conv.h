@@ -1,0 +1,50 @@
+// cuDNN for dense convolutions (REPSHARE_CUDNN=ON builds): one CudnnConv per
+// distinct convolution, set up while the executor plans (conv2d_workspace) and
+// reused by every run, so the run loop creates no descriptors. Included only by
+// CUDA-side sources (cuda_backend.cpp, conv2d.cu).
+#pragma once
+
+#ifdef REPSHARE_WITH_CUDNN
+#include <cudnn.h>
+
+#include <string>
+
+#include "engine/backend.h"
+
+namespace repshare {
+
+// cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric
+// pads (not TF "SAME" with stride 2, whose extra pad is at the end) that are not
+// depthwise or plain 1x1 (those have their own kernels) go to cuDNN.
+bool cudnn_runs(const Conv2dParams& p);
+// The cache key of a convolution: every field that changes the descriptors.
+std::string cudnn_key(const Conv2dParams& p);
+
+class CudnnConv {
+ public:
+  // Descriptors for NCHW float32 with FMA math (no TF32: results stay within the
+  // CPU reference's fp32 tolerances) and the fastest algorithm cuDNN's heuristics
+  // offer within a workspace cap. Throws Error(Backend) naming the cuDNN status.
+  CudnnConv(cudnnHandle_t handle, const Conv2dParams& p);
+  ~CudnnConv();
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+
+  size_t workspace_bytes() const { return workspace_bytes_; }
+  // y = conv(x, w) without bias or activation.
+  void forward(cudnnHandle_t handle, const float* x, const float* w, float* y,
+               void* workspace) const;
+
+ private:
+  cudnnTensorDescriptor_t x_ = nullptr, y_ = nullptr;
+  cudnnFilterDescriptor_t w_ = nullptr;
+  cudnnConvolutionDescriptor_t conv_ = nullptr;
+  cudnnConvolutionFwdAlgo_t algo_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  size_t workspace_bytes_ = 0;
+};
+
+void check_cudnn(cudnnStatus_t s, const char* call);
+#define REPSHARE_CUDNN(call) ::repshare::check_cudnn((call), #call)
+
+}  // namespace repshare
+#endif  // REPSHARE_WITH_CUDNN
