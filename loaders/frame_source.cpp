@@ -11,17 +11,26 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool is_image_file(const fs::path& p) {
+enum class FileKind { Image, Video, Other };
+
+// What a file is by its extension, in any case: one of the image formats the
+// decoder is built for (loaders/image.cpp), or a container FFmpeg reads.
+FileKind kind_of(const fs::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".ppm" || e == ".pgm";
+  for (const char* x : {".jpg", ".jpeg", ".png", ".ppm", ".pgm"})
+    if (e == x) return FileKind::Image;
+  for (const char* x : {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                        ".h264", ".hevc", ".mjpeg"})
+    if (e == x) return FileKind::Video;
+  return FileKind::Other;
 }
 
 }  // namespace
 
 FrameSource::FrameSource(const std::vector<std::string>& inputs, size_t limit) : limit_(limit) {
   for (const std::string& in : inputs) {
-    if (looks_like_video(in)) {
+    if (kind_of(in) == FileKind::Video) {
       VideoReader probe(in);  // throws, naming the file, when it cannot be read
       inputs_.push_back({in, true});
       expected_ += static_cast<size_t>(std::max(0LL, probe.expected_frames()));
@@ -36,7 +45,8 @@ FrameSource::FrameSource(const std::vector<std::string>& inputs, size_t limit) :
     }
     std::vector<std::string> found;
     for (const auto& e : fs::directory_iterator(in))
-      if (e.is_regular_file() && is_image_file(e.path())) found.push_back(e.path().string());
+      if (e.is_regular_file() && kind_of(e.path()) == FileKind::Image)
+        found.push_back(e.path().string());
     check(!found.empty(), ErrorKind::Argument, "folder '", in,
           "' holds no .jpg/.png/.ppm images (give video files by name)");
     std::sort(found.begin(), found.end());

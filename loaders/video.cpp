@@ -1,7 +1,5 @@
 #include "loaders/video.h"
 
-#include <algorithm>
-#include <cctype>
 #include <filesystem>
 
 #include "engine/error.h"
@@ -17,15 +15,6 @@ extern "C" {
 #endif
 
 namespace repshare {
-
-bool looks_like_video(const std::string& path) {
-  std::string e = std::filesystem::path(path).extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (const char* x : {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
-                        ".h264", ".hevc", ".mjpeg"})
-    if (e == x) return true;
-  return false;
-}
 
 #ifdef REPSHARE_WITH_FFMPEG
 

@@ -13,9 +13,6 @@ namespace repshare {
 // True when this build reads video files.
 bool video_input_available();
 
-// File extensions `repshare run` treats as video (lower case, with the dot).
-bool looks_like_video(const std::string& path);
-
 class VideoReader {
  public:
   // Opens the file's best video stream and its decoder. Throws Io for a missing
