@@ -102,6 +102,16 @@ __global__ void bias_activation_kernel(Activation act, const float* __restrict__
   y[i] = apply_activation(act, y[i] + b);
 }
 
+#ifdef REPSHARE_WITH_CUDNN
+// cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric pads
+// (not TF "SAME" with stride 2, whose extra pad is at the end) that have no kernel
+// of their own here (depthwise, 1x1 read directly) go to cuDNN.
+bool cudnn_runs(const Conv2dParams& p) {
+  return !p.is_depthwise() && !reads_input_directly(p) && p.pad_top == p.pad_bottom &&
+         p.pad_left == p.pad_right;
+}
+#endif
+
 }  // namespace
 
 size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {

@@ -7,7 +7,9 @@
 // engine/backend_registry.h is the way to get one.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -97,7 +99,7 @@ class CudaBackend : public Backend {
   // for the workspace size while planning.
   cudnnContext* cudnn_ = nullptr;
   size_t cudnn_bytes_ = 0;
-  mutable std::map<std::string, std::shared_ptr<CudnnConv>> cudnn_convs_;
+  mutable std::map<std::array<int64_t, 14>, std::shared_ptr<CudnnConv>> cudnn_convs_;
   const CudnnConv& cudnn_conv(const Conv2dParams& p) const;
 #endif
   bool sync_each_launch_ = false;

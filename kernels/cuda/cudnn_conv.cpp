@@ -1,8 +1,6 @@
 #include "kernels/cuda/cudnn_conv.h"
 
 #ifdef REPSHARE_WITH_CUDNN
-#include <sstream>
-
 #include "engine/error.h"
 
 namespace repshare {
@@ -18,20 +16,9 @@ void check_cudnn(cudnnStatus_t s, const char* call) {
     fail(ErrorKind::Backend, "cuDNN: ", call, " failed: ", cudnnGetErrorString(s));
 }
 
-bool cudnn_runs(const Conv2dParams& p) {
-  const bool pointwise = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-                         p.pad_top == 0 && p.pad_left == 0 && p.pad_bottom == 0 &&
-                         p.pad_right == 0;
-  return !p.is_depthwise() && !pointwise && p.pad_top == p.pad_bottom &&
-         p.pad_left == p.pad_right;
-}
-
-std::string cudnn_key(const Conv2dParams& p) {
-  std::ostringstream k;
-  k << p.n << ',' << p.c_in << ',' << p.h << ',' << p.w << ',' << p.c_out << ',' << p.kh << ','
-    << p.kw << ',' << p.stride_h << ',' << p.stride_w << ',' << p.dil_h << ',' << p.dil_w << ','
-    << p.pad_top << ',' << p.pad_left << ',' << p.groups;
-  return k.str();
+CudnnKey cudnn_key(const Conv2dParams& p) {
+  return {p.n,        p.c_in,     p.h,     p.w,     p.c_out,   p.kh,       p.kw,
+          p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.pad_top, p.pad_left, p.groups};
 }
 
 CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p) {
@@ -67,8 +54,9 @@ CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p) {
     algo_ = perf[a].algo;
     chosen = true;
   }
-  check(chosen, ErrorKind::Backend, "cuDNN offers no algorithm for convolution ", cudnn_key(p),
-        " within ", kMaxWorkspaceBytes >> 20, " MiB of workspace");
+  check(chosen, ErrorKind::Backend, "cuDNN offers no algorithm for a ", p.kh, "x", p.kw,
+        " convolution of ", p.c_in, "x", p.h, "x", p.w, " (stride ", p.stride_h, ", groups ",
+        p.groups, ") within ", kMaxWorkspaceBytes >> 20, " MiB of workspace");
   REPSHARE_CUDNN(
       cudnnGetConvolutionForwardWorkspaceSize(handle, x_, w_, conv_, y_, algo_, &workspace_bytes_));
 }

@@ -7,18 +7,17 @@
 #ifdef REPSHARE_WITH_CUDNN
 #include <cudnn.h>
 
-#include <string>
+#include <array>
+#include <cstdint>
 
 #include "engine/backend.h"
 
 namespace repshare {
 
-// cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric
-// pads (not TF "SAME" with stride 2, whose extra pad is at the end) that are not
-// depthwise or plain 1x1 (those have their own kernels) go to cuDNN.
-bool cudnn_runs(const Conv2dParams& p);
-// The cache key of a convolution: every field that changes the descriptors.
-std::string cudnn_key(const Conv2dParams& p);
+// The cache key of a convolution: every field that changes the descriptors (an
+// array, so that finding a set-up in the run loop allocates nothing).
+using CudnnKey = std::array<int64_t, 14>;
+CudnnKey cudnn_key(const Conv2dParams& p);
 
 class CudnnConv {
  public:
