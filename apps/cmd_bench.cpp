@@ -80,7 +80,7 @@ std::string op_kind(const Graph& g, const Node& n) {
 }
 
 // Times post-processing alone and network + post-processing (detection models).
-void time_postprocess(Session& s, const DetectionHead& head, int runs, std::vector<double>* post,
+void time_postprocess(Session& s, DetectionHead& head, int runs, std::vector<double>* post,
                       std::vector<double>* total) {
   const DetectionConfig& c = head.postprocess().config();
   const ImageFrame frame{1.0f, static_cast<float>(c.image_width),
@@ -89,7 +89,7 @@ void time_postprocess(Session& s, const DetectionHead& head, int runs, std::vect
     const auto t0 = std::chrono::steady_clock::now();
     s.run();
     const auto t1 = std::chrono::steady_clock::now();
-    head.run(s, &frame);
+    head.run(s.executor(), &frame);
     const auto t2 = std::chrono::steady_clock::now();
     post->push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
     total->push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
@@ -130,7 +130,7 @@ int cmd_bench(const CommandArgs& argv) {
   Session session(model, *backend);
   std::unique_ptr<DetectionHead> head;
   if (with_postprocess)
-    head = std::make_unique<DetectionHead>(model.info, detection_config_for(model.info));
+    head = std::make_unique<DetectionHead>(model.info, detection_config_for(model.info), *backend);
   std::mt19937 rng(0);
   std::normal_distribution<float> normal;
   for (int64_t i = 0; i < session.input_shape().numel(); ++i) session.host_input()[i] = normal(rng);

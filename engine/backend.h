@@ -157,6 +157,23 @@ struct ChannelGatherParams {
   int64_t n = 1, c_in = 0, c_out = 0, inner = 1;
 };
 
+// EfficientDet post-processing (tasks/detection.h drives it): the k best class
+// logits over all levels with their decoded boxes, then per-class hard NMS.
+constexpr int kMaxDetectionLevels = 8;
+struct DetectionSelectParams {
+  int levels = 0;
+  int64_t positions[kMaxDetectionLevels] = {};  // H * W of each level's maps
+  int64_t anchors_per_location = 0, classes = 0;
+  int64_t k = 0;          // candidates wanted, at most the number of logits
+  bool clip = false;      // clip boxes to [0, clip_w] x [0, clip_h]
+  float clip_w = 0.f, clip_h = 0.f;
+};
+struct NmsParams {
+  int64_t count = 0;         // candidates, best first
+  double iou_threshold = 0.5;  // suppress when IoU > threshold
+  int64_t max_keep = 0;      // size of the keep list
+};
+
 // Memory a backend holds outside the arenas: a GPU context, library handles and
 // their workspaces, as measured when the backend was created.
 struct BackendMemoryItem {
@@ -226,6 +243,19 @@ class Backend {
   // softmax: over the middle axis of [outer, axis, inner].
   // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
   // channel_gather: see ChannelGatherParams.
+  // detection_select: the p.k best logits of class_outputs[l] ([1, A*C, H, W], A
+  //   anchors per location, C classes) in effdet's flattened order (level, row,
+  //   column, anchor, class), best first: logit descending, flat index ascending;
+  //   NaN logits are never selected. For each: boxes [k, 4] (x_min, y_min, x_max,
+  //   y_max) decoded from box_outputs[l] ([1, A*4, H, W]) against anchors [A_all, 4]
+  //   (y_min, x_min, y_max, x_max), clipped when p.clip; scores [k] (sigmoid) and
+  //   classes [k] (int64, 0-based; -1 in the rows after the last candidate when
+  //   fewer than k logits are numbers). workspace holds
+  //   detection_select_workspace(p) bytes.
+  // nms: per-class hard NMS over the first p.count candidates, visited best first
+  //   (rows of class -1 are skipped): a candidate is kept unless a kept one of its
+  //   class overlaps it with IoU > threshold. keep [max_keep] int64: indices of the
+  //   kept candidates best first, -1 after the last. workspace: nms_workspace(p).
   // gram_accumulate: k += x x^T in float64 (CKA's Gram matrices: merge/cka.h); x is
   //   [n, cols] row-major, k [n, n] row-major of which only the upper triangle
   //   (column >= row) is written.
@@ -246,6 +276,14 @@ class Backend {
   virtual void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) = 0;
   virtual void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) = 0;
+  virtual size_t detection_select_workspace(const DetectionSelectParams& p) const = 0;
+  virtual void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,
+                                const Tensor* const* box_outputs, const Tensor& anchors,
+                                Tensor& boxes, Tensor& scores, Tensor& classes,
+                                void* workspace) = 0;
+  virtual size_t nms_workspace(const NmsParams& p) const = 0;
+  virtual void nms(const NmsParams& p, const Tensor& boxes, const Tensor& classes, Tensor& keep,
+                   void* workspace) = 0;
   virtual void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                               Tensor& y) = 0;
 };

@@ -4,7 +4,8 @@
 
 namespace repshare {
 
-Session::Session(const Model& model, Backend& backend, std::vector<std::string> wanted)
+Session::Session(const Model& model, Backend& backend, std::vector<std::string> wanted,
+                 Outputs outputs)
     : backend_(backend), weights_(backend), wanted_(std::move(wanted)) {
   if (wanted_.empty()) wanted_ = model.info.outputs;
   input_name_ = model.info.input;
@@ -16,7 +17,7 @@ Session::Session(const Model& model, Backend& backend, std::vector<std::string> 
   for (const auto& w : wanted_) {
     const Tensor& t = executor_->output(w);
     check(t.dtype == DType::F32, ErrorKind::Unsupported, "output '", w, "' is not float32");
-    outputs_.emplace_back(t.numel());
+    outputs_.emplace_back(outputs == Outputs::Downloaded ? t.numel() : 0);
     output_shapes_.push_back(t.shape);
   }
 }
@@ -26,8 +27,9 @@ void Session::run() {
   backend_.upload(in.data, input_.data(), input_.size() * sizeof(float));
   executor_->run();
   for (size_t i = 0; i < wanted_.size(); ++i) {
-    const Tensor& t = executor_->output(wanted_[i]);
-    backend_.download(outputs_[i].data(), t.data, outputs_[i].size() * sizeof(float));
+    if (outputs_[i].empty()) continue;  // stays on the backend
+    backend_.download(outputs_[i].data(), executor_->output(wanted_[i]).data,
+                      outputs_[i].size() * sizeof(float));
   }
   backend_.synchronize();
 }
@@ -39,7 +41,10 @@ int Session::index(const std::string& name) const {
 }
 
 const float* Session::host_output(const std::string& name) const {
-  return outputs_[index(name)].data();
+  const int i = index(name);
+  check(!outputs_[i].empty() || output_shapes_[i].numel() == 0, ErrorKind::Argument, "output '",
+        name, "' stays on the backend in this session: read executor().output()");
+  return outputs_[i].data();
 }
 
 const Shape& Session::output_shape(const std::string& name) const {

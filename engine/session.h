@@ -21,8 +21,13 @@ namespace repshare {
 
 class Session {
  public:
-  // wanted: tensors to fetch after each run (default: the model's task outputs).
-  Session(const Model& model, Backend& backend, std::vector<std::string> wanted = {});
+  // Downloaded: host_output() has each wanted tensor after a run. StayOnBackend:
+  // they are only kept, for code that reads them where they are
+  // (executor().output(name)), as detection post-processing does.
+  enum class Outputs { Downloaded, StayOnBackend };
+  // wanted: tensors to keep after each run (default: the model's task outputs).
+  Session(const Model& model, Backend& backend, std::vector<std::string> wanted = {},
+          Outputs outputs = Outputs::Downloaded);
 
   float* host_input() { return input_.data(); }
   const Shape& input_shape() const { return input_shape_; }

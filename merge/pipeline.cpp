@@ -52,7 +52,9 @@ struct Pipelines::Pipe {
   std::set<int> kept_stages;
   std::unique_ptr<Executor> full;
   std::unique_ptr<ReceiverSuffix> suffix;
-  std::vector<std::string> outputs;  // task outputs, downloaded after each run
+  // Task outputs kept after each run; a classifier's are downloaded, a detector's
+  // are post-processed where they are (DetectionHead).
+  std::vector<std::string> outputs;
   std::vector<Shape> output_shapes;
   std::vector<std::vector<float>> host_outputs;
   std::vector<float> host_input;
@@ -89,7 +91,7 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
     const std::string where = "pipeline '" + spec.name + "' (model '" + info.name + "')";
     if (info.task == "detection") {
       p->detection = true;
-      p->head.reset(new DetectionHead(info, detection_config_for(info)));
+      p->head.reset(new DetectionHead(info, detection_config_for(info), backend_));
       p->outputs = p->head->outputs();
       p->detect_pre = detect_preprocess_for(info);
     } else if (info.task == "classification") {
@@ -152,7 +154,8 @@ void Pipelines::allocate() {
       for (int s : d.kept_stages) stage_outputs[s] = &d.full->output(d.model->info.stages[s].tensor);
       p->suffix->allocate(stage_outputs);
     }
-    for (const Shape& s : p->output_shapes) p->host_outputs.emplace_back(s.numel(), 0.f);
+    if (!p->detection)
+      for (const Shape& s : p->output_shapes) p->host_outputs.emplace_back(s.numel(), 0.f);
   }
 }
 
@@ -177,30 +180,23 @@ void Pipelines::run_suffix(Pipe& p, PipelineResult& r) {
 }
 
 void Pipelines::finish(Pipe& p, PipelineResult& r) {
-  for (size_t o = 0; o < p.outputs.size(); ++o)
-    backend_.download(p.host_outputs[o].data(), p.output(p.outputs[o]).data,
-                      p.host_outputs[o].size() * sizeof(float));
-  backend_.synchronize();
   r.name = p.name;
   if (!p.detection) {
+    for (size_t o = 0; o < p.outputs.size(); ++o)
+      backend_.download(p.host_outputs[o].data(), p.output(p.outputs[o]).data,
+                        p.host_outputs[o].size() * sizeof(float));
+    backend_.synchronize();
     r.task = "classification";
     r.classes = top_k_softmax(p.host_outputs[0].data(),
                               static_cast<int>(p.host_outputs[0].size()), top_k_);
     return;
   }
   r.task = "detection";
-  const size_t levels = p.outputs.size() / 2;  // class outputs, then box outputs
-  std::vector<Tensor> class_views(levels), box_views(levels);
-  for (size_t o = 0; o < p.outputs.size(); ++o) {
-    Tensor& t = o < levels ? class_views[o] : box_views[o - levels];
-    t.shape = p.output_shapes[o];
-    t.data = p.host_outputs[o].data();
-  }
   // A receiving detector reports boxes in the image's pixels when its donor
   // letterboxed the image; after a classifier's crop there is no such frame.
   const Pipe& framer = p.donor >= 0 ? *pipes_[p.donor] : p;
   const ImageFrame* frame = framer.detection ? &framer.frame : nullptr;
-  r.detections = p.head->postprocess().run(class_views, box_views, frame);
+  r.detections = p.head->run(p.network(), frame);
 }
 
 std::vector<PipelineResult> Pipelines::run(const Image& img) {
@@ -259,8 +255,13 @@ MemoryReport Pipelines::memory() const {
       const size_t adapters = p->suffix->activation_bytes() - net.activation_bytes();
       m.arenas.push_back({p->name + " adapters", adapters, adapters, 0});
     }
+    if (p->head) {
+      const size_t post = p->head->postprocess().backend_bytes();
+      m.arenas.push_back({p->name + " detection post-processing", post, post, 0});
+    }
     if (!p->suffix) m.host_buffers += float_bytes(p->model->info.input_shape);
-    for (const Shape& s : p->output_shapes) m.host_buffers += float_bytes(s);
+    if (!p->detection)
+      for (const Shape& s : p->output_shapes) m.host_buffers += float_bytes(s);
     report.pipelines.push_back(m);
   }
   return report;

@@ -2,38 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <map>
 #include <utility>
 
+#include "engine/arena.h"
 #include "engine/error.h"
+#include "kernels/cpu/detection_math.h"
 
 namespace repshare {
-namespace {
-
-// IoU of two [x_min, y_min, x_max, y_max] boxes in float, in the operation order
-// of torchvision's CPU nms kernel and effdet's pairwise_iou (areas from the box,
-// intersection clamped at 0, 0 when nothing intersects).
-float box_iou(const std::array<float, 4>& a, const std::array<float, 4>& b) {
-  const float area_a = (a[2] - a[0]) * (a[3] - a[1]);
-  const float area_b = (b[2] - b[0]) * (b[3] - b[1]);
-  const float w = std::max(0.0f, std::min(a[2], b[2]) - std::max(a[0], b[0]));
-  const float h = std::max(0.0f, std::min(a[3], b[3]) - std::max(a[1], b[1]));
-  const float inter = w * h;
-  return inter > 0 ? inter / (area_a + area_b - inter) : 0.0f;
-}
-
-// Indices of `scores` ordered by descending score, ties by index: torch's stable
-// descending sort, and the order a reproducible run needs.
-std::vector<int> order_by_score(const std::vector<float>& scores, std::vector<int> indices) {
-  std::stable_sort(indices.begin(), indices.end(),
-                   [&](int a, int b) { return scores[a] > scores[b]; });
-  return indices;
-}
-
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
-}  // namespace
 
 std::vector<std::array<int, 2>> feature_sizes(const DetectionConfig& config) {
   check(config.min_level >= 1 && config.max_level >= config.min_level && config.max_level <= 12,
@@ -89,33 +64,6 @@ std::vector<std::array<float, 4>> generate_anchors(const DetectionConfig& config
   return anchors;
 }
 
-std::vector<int> batched_nms(const DetectionCandidates& c, double iou_threshold, int max_keep) {
-  // Per-class greedy NMS visits each class's boxes by descending score and keeps a
-  // box unless a kept box of its class overlaps it. Visiting all boxes in one
-  // global descending order makes the same decisions (suppression never crosses
-  // classes, and each class still sees its own boxes in order), and the boxes kept
-  // come out best first, so the walk can stop at max_keep: later boxes score
-  // lower than every box kept. Each box meets only the kept boxes of its class.
-  std::vector<int> all(c.scores.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  std::map<int, std::vector<int>> kept_by_class;
-  std::vector<int> kept;
-  for (int i : order_by_score(c.scores, std::move(all))) {
-    if (max_keep >= 0 && static_cast<int>(kept.size()) >= max_keep) break;
-    std::vector<int>& same_class = kept_by_class[c.classes[i]];
-    bool suppressed = false;
-    for (int j : same_class)
-      if (box_iou(c.boxes[j], c.boxes[i]) > iou_threshold) {
-        suppressed = true;
-        break;
-      }
-    if (suppressed) continue;
-    same_class.push_back(i);
-    kept.push_back(i);
-  }
-  return kept;
-}
-
 SoftNmsResult batched_soft_nms(const DetectionCandidates& c, float sigma, float score_threshold) {
   SoftNmsResult result;
   if (c.scores.empty()) return result;
@@ -144,7 +92,7 @@ SoftNmsResult batched_soft_nms(const DetectionCandidates& c, float sigma, float 
     const std::array<float, 4> top_box = boxes[remaining[top]];
     size_t next = 0;
     for (size_t r = 0; r < remaining.size(); ++r) {
-      const float iou = box_iou(top_box, boxes[remaining[r]]);
+      const float iou = box_iou(top_box.data(), boxes[remaining[r]].data());
       const float decayed = scores[r] * std::exp(-(iou * iou) / sigma);
       if (r == top || !(decayed > score_threshold)) continue;
       remaining[next] = remaining[r];
@@ -157,15 +105,57 @@ SoftNmsResult batched_soft_nms(const DetectionCandidates& c, float sigma, float 
   return result;
 }
 
-DetectionPostprocess::DetectionPostprocess(DetectionConfig config)
+DetectionPostprocess::DetectionPostprocess(DetectionConfig config, Backend& backend)
     : config_(std::move(config)),
+      backend_(backend),
       feature_sizes_(feature_sizes(config_)),
       anchors_(generate_anchors(config_)) {
   check(config_.num_classes >= 1 && config_.max_detection_points >= 1 &&
             config_.max_detections >= 1,
         ErrorKind::Argument,
         "detection config: num_classes, max_detection_points and max_detections must be >= 1");
+  check(config_.num_levels() <= kMaxDetectionLevels, ErrorKind::Unsupported, "detection config: ",
+        config_.num_levels(), " levels (at most ", kMaxDetectionLevels, ")");
+  DetectionSelectParams& sp = select_params_;
+  sp.levels = config_.num_levels();
+  for (int l = 0; l < sp.levels; ++l)
+    sp.positions[l] = int64_t{feature_sizes_[l][0]} * feature_sizes_[l][1];
+  sp.anchors_per_location = config_.anchors_per_location();
+  sp.classes = config_.num_classes;
+  const int64_t anchor_count = static_cast<int64_t>(anchors_.size());
+  sp.k = std::min<int64_t>(config_.max_detection_points, anchor_count * sp.classes);
+  nms_params_.count = sp.k;
+  nms_params_.iou_threshold = config_.iou_threshold;
+  nms_params_.max_keep = std::min<int64_t>(config_.max_detections, sp.k);
+
+  // Every tensor and workspace at its own aligned offset of one allocation.
+  size_t offset = 0;
+  auto place = [&](Tensor& t, Shape shape, DType dtype) {
+    t.shape = std::move(shape);
+    t.dtype = dtype;
+    t.data = reinterpret_cast<void*>(offset);  // made a pointer once allocated
+    offset = align_up(offset + t.bytes(), kArenaAlignment);
+  };
+  place(anchors_t_, Shape{anchor_count, 4}, DType::F32);
+  place(boxes_t_, Shape{sp.k, 4}, DType::F32);
+  place(scores_t_, Shape{sp.k}, DType::F32);
+  place(classes_t_, Shape{sp.k}, DType::I64);
+  place(keep_t_, Shape{std::max<int64_t>(nms_params_.max_keep, 1)}, DType::I64);
+  const size_t select_at = offset;
+  offset = align_up(offset + backend_.detection_select_workspace(sp), kArenaAlignment);
+  const size_t nms_at = offset;
+  offset = align_up(offset + backend_.nms_workspace(nms_params_), kArenaAlignment);
+  buffer_bytes_ = offset;
+  buffer_ = backend_.alloc(buffer_bytes_);
+  char* base = static_cast<char*>(buffer_);
+  for (Tensor* t : {&anchors_t_, &boxes_t_, &scores_t_, &classes_t_, &keep_t_})
+    t->data = base + reinterpret_cast<size_t>(t->data);
+  select_workspace_ = base + select_at;
+  nms_workspace_ = base + nms_at;
+  backend_.upload(anchors_t_.data, anchors_.data(), anchors_t_.bytes());
 }
+
+DetectionPostprocess::~DetectionPostprocess() { backend_.free(buffer_); }
 
 void DetectionPostprocess::check_outputs(const std::vector<Tensor>& outputs, int64_t per_anchor,
                                          const char* what) const {
@@ -176,126 +166,80 @@ void DetectionPostprocess::check_outputs(const std::vector<Tensor>& outputs, int
     const Shape expected{1, config_.anchors_per_location() * per_anchor, feature_sizes_[l][0],
                          feature_sizes_[l][1]};
     check(outputs[l].dtype == DType::F32 && outputs[l].data != nullptr, ErrorKind::Shape, what,
-          " output of P", config_.min_level + l, " is not host float32 data");
+          " output of P", config_.min_level + l, " is not float32 data");
     check(outputs[l].shape == expected, ErrorKind::Shape, what, " output of P",
           config_.min_level + l, " has shape ", outputs[l].shape.str(), ", expected ",
           expected.str());
   }
 }
 
-DetectionCandidates DetectionPostprocess::select_candidates(
-    const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
-    const ImageFrame* frame) const {
+void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
+                                  const std::vector<Tensor>& box_outputs,
+                                  const ImageFrame* frame) {
   check_outputs(class_outputs, config_.num_classes, "class");
   check_outputs(box_outputs, 4, "box");
-  const int64_t classes = config_.num_classes;
-  const int64_t per_location = config_.anchors_per_location();
-
-  // Top-k over every logit in effdet's flattened order: level, row, column, anchor,
-  // class (its permute(0, 2, 3, 1).reshape(-1, num_classes)). A min-heap keeps the k
-  // best (value desc, flat index asc) while the tensors are read in memory order;
-  // once it is full, a logit below its worst cannot enter, and that one comparison
-  // is all most of D0's 4.4 million logits cost.
-  using Entry = std::pair<float, int64_t>;  // logit, flat index
-  const auto better = [](const Entry& a, const Entry& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  const int64_t total_logits = static_cast<int64_t>(anchors_.size()) * classes;
-  const size_t k =
-      static_cast<size_t>(std::min<int64_t>(config_.max_detection_points, total_logits));
-  // Candidates at or above `worst` are gathered; when 4k have piled up, the best k
-  // are kept and `worst` rises to the k-th. Every logit then costs one comparison
-  // and the selections O(k) each, instead of a heap update per improvement.
-  if (k == 0) return {};
-  std::vector<Entry> top;
-  top.reserve(4 * k + 1);
-  float worst = -std::numeric_limits<float>::infinity();
-  auto keep_best = [&] {
-    if (top.size() <= k) return;
-    std::nth_element(top.begin(), top.begin() + (k - 1), top.end(), better);
-    top.resize(k);
-    worst = top[k - 1].first;  // the k-th best (ties at it still compare by index)
-  };
-  int64_t level_base = 0;  // flat index of the level's first anchor
-  for (size_t l = 0; l < class_outputs.size(); ++l) {
-    const int64_t positions = int64_t{feature_sizes_[l][0]} * feature_sizes_[l][1];
-    const float* logits = class_outputs[l].f32();
-    for (int64_t channel = 0; channel < per_location * classes; ++channel) {
-      const int64_t anchor = channel / classes, cls = channel % classes;
-      const float* row = logits + channel * positions;
-      for (int64_t pos = 0; pos < positions; ++pos) {
-        if (!(row[pos] >= worst)) continue;  // NaN logits are never candidates
-        top.push_back({row[pos], ((level_base + pos * per_location + anchor) * classes) + cls});
-        if (top.size() >= 4 * k) keep_best();
-      }
-    }
-    level_base += positions * per_location;
-  }
-  keep_best();
-  std::sort(top.begin(), top.end(), better);  // best first, as torch.topk(sorted=True)
-
-  // Where each level's anchors start, to address the box tensors.
-  std::vector<int64_t> level_first(class_outputs.size() + 1, 0);
-  for (size_t l = 0; l < class_outputs.size(); ++l) {
-    level_first[l + 1] =
-        level_first[l] + int64_t{feature_sizes_[l][0]} * feature_sizes_[l][1] * per_location;
-  }
-  // effdet clips to the scaled image inside the input: img_size / img_scale.
-  float clip_w = 0, clip_h = 0;
+  DetectionSelectParams p = select_params_;
   if (frame) {
     check(frame->scale > 0 && frame->width > 0 && frame->height > 0, ErrorKind::Argument,
           "image frame: scale ", frame->scale, " and size ", frame->width, "x", frame->height,
           " must be positive");
-    clip_w = frame->width / frame->scale;
-    clip_h = frame->height / frame->scale;
+    // effdet clips to the scaled image inside the input: img_size / img_scale.
+    p.clip = true;
+    p.clip_w = frame->width / frame->scale;
+    p.clip_h = frame->height / frame->scale;
   }
+  std::vector<const Tensor*> cls, box;
+  for (size_t l = 0; l < class_outputs.size(); ++l) {
+    cls.push_back(&class_outputs[l]);
+    box.push_back(&box_outputs[l]);
+  }
+  backend_.detection_select(p, cls.data(), box.data(), anchors_t_, boxes_t_, scores_t_,
+                            classes_t_, select_workspace_);
+}
 
+DetectionCandidates DetectionPostprocess::download_candidates() const {
+  const size_t k = static_cast<size_t>(select_params_.k);
+  std::vector<float> boxes(4 * k), scores(k);
+  std::vector<int64_t> classes(k);
+  backend_.download(boxes.data(), boxes_t_.data, boxes_t_.bytes());
+  backend_.download(scores.data(), scores_t_.data, scores_t_.bytes());
+  backend_.download(classes.data(), classes_t_.data, classes_t_.bytes());
+  backend_.synchronize();
   DetectionCandidates c;
-  for (const Entry& e : top) {
-    const int64_t anchor_index = e.second / classes;
-    const size_t l = static_cast<size_t>(
-        std::upper_bound(level_first.begin(), level_first.end(), anchor_index) -
-        level_first.begin() - 1);
-    const int64_t in_level = anchor_index - level_first[l];
-    const int64_t positions = int64_t{feature_sizes_[l][0]} * feature_sizes_[l][1];
-    const int64_t pos = in_level / per_location, anchor = in_level % per_location;
-    const float* deltas = box_outputs[l].f32();
-    const float ty = deltas[(anchor * 4 + 0) * positions + pos];
-    const float tx = deltas[(anchor * 4 + 1) * positions + pos];
-    const float th = deltas[(anchor * 4 + 2) * positions + pos];
-    const float tw = deltas[(anchor * 4 + 3) * positions + pos];
-    // effdet's decode_box_outputs, TF order (ty, tx, th, tw), in float32.
-    const std::array<float, 4>& a = anchors_[anchor_index];
-    const float y_center_a = (a[0] + a[2]) / 2, x_center_a = (a[1] + a[3]) / 2;
-    const float ha = a[2] - a[0], wa = a[3] - a[1];
-    const float w = std::exp(tw) * wa, h = std::exp(th) * ha;
-    const float y_center = ty * ha + y_center_a, x_center = tx * wa + x_center_a;
-    std::array<float, 4> box = {x_center - w / 2, y_center - h / 2, x_center + w / 2,
-                                y_center + h / 2};
-    if (frame) {
-      const float limits[4] = {clip_w, clip_h, clip_w, clip_h};
-      for (int i = 0; i < 4; ++i) box[i] = std::min(std::max(box[i], 0.0f), limits[i]);
-    }
-    c.boxes.push_back(box);
-    c.scores.push_back(sigmoid(e.first));
-    c.classes.push_back(static_cast<int>(e.second % classes));
+  for (size_t i = 0; i < k && classes[i] >= 0; ++i) {
+    c.boxes.push_back({boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3]});
+    c.scores.push_back(scores[i]);
+    c.classes.push_back(static_cast<int>(classes[i]));
   }
   return c;
 }
 
+DetectionCandidates DetectionPostprocess::select_candidates(
+    const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
+    const ImageFrame* frame) {
+  select(class_outputs, box_outputs, frame);
+  return download_candidates();
+}
+
 std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& class_outputs,
                                                  const std::vector<Tensor>& box_outputs,
-                                                 const ImageFrame* frame) const {
-  const DetectionCandidates c = select_candidates(class_outputs, box_outputs, frame);
+                                                 const ImageFrame* frame) {
+  select(class_outputs, box_outputs, frame);
   std::vector<int> kept;
-  std::vector<float> scores = c.scores;
+  DetectionCandidates c;
   if (config_.soft_nms) {
+    c = download_candidates();
     const SoftNmsResult soft =
         batched_soft_nms(c, config_.soft_nms_sigma, config_.soft_nms_score_threshold);
     kept = soft.indices;
-    for (size_t i = 0; i < kept.size(); ++i) scores[kept[i]] = soft.scores[i];
+    for (size_t i = 0; i < kept.size(); ++i) c.scores[kept[i]] = soft.scores[i];
   } else {
-    kept = batched_nms(c, config_.iou_threshold, config_.max_detections);
+    backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
+    c = download_candidates();
+    std::vector<int64_t> keep(static_cast<size_t>(keep_t_.numel()));
+    backend_.download(keep.data(), keep_t_.data, keep_t_.bytes());
+    backend_.synchronize();
+    for (size_t i = 0; i < keep.size() && keep[i] >= 0; ++i) kept.push_back(static_cast<int>(keep[i]));
   }
   if (static_cast<int>(kept.size()) > config_.max_detections) kept.resize(config_.max_detections);
   const float scale = frame ? frame->scale : 1.0f;
@@ -303,7 +247,7 @@ std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& clas
   detections.reserve(kept.size());
   for (int i : kept) {
     const std::array<float, 4>& b = c.boxes[i];
-    detections.push_back({b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale, scores[i],
+    detections.push_back({b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale, c.scores[i],
                           detection_category_id(c.classes[i])});
   }
   return detections;

@@ -89,59 +89,75 @@ std::vector<std::array<int, 2>> feature_sizes(const DetectionConfig& config);
 // then row, column, then octave scale and aspect ratio (effdet's Anchors.boxes).
 std::vector<std::array<float, 4>> generate_anchors(const DetectionConfig& config);
 
-// Candidates selected for NMS: boxes [x_min, y_min, x_max, y_max], scores after the
-// sigmoid and class indices (0-based).
+// Candidates selected for NMS, on the host: boxes [x_min, y_min, x_max, y_max],
+// scores after the sigmoid and class indices (0-based), best first.
 struct DetectionCandidates {
   std::vector<std::array<float, 4>> boxes;
   std::vector<float> scores;
   std::vector<int> classes;
 };
 
-// Per-class hard NMS with torchvision.ops.batched_nms semantics (the per-class
-// path torchvision takes for more than 1,000 boxes): a box is suppressed by a
-// higher-scored kept box of its class when IoU > iou_threshold. Returns indices
-// of kept candidates by descending score (ties: lower index first), the first
-// max_keep of them when max_keep >= 0 (the same as truncating the full result).
-std::vector<int> batched_nms(const DetectionCandidates& c, double iou_threshold,
-                             int max_keep = -1);
-
 // effdet's batched Gaussian soft-NMS: repeatedly keeps the highest score and
 // multiplies every other score by exp(-IoU^2 / sigma), dropping those that fall
 // to score_threshold or below. Classes are separated as effdet does, by offsetting
 // boxes per class. Returns kept indices in keep order and their decayed scores.
+// On the host: it is sequential, and optional.
 struct SoftNmsResult {
   std::vector<int> indices;
   std::vector<float> scores;
 };
 SoftNmsResult batched_soft_nms(const DetectionCandidates& c, float sigma, float score_threshold);
 
+// Network outputs to detections on one backend: top-k, box decoding and hard NMS
+// run where the outputs are (Backend::detection_select and nms), so a GPU hands
+// back a few kilobytes of candidates instead of D0's 18 MB of logits. Its buffers
+// (anchors, candidates, keep list, workspaces) are allocated once, here.
 class DetectionPostprocess {
  public:
-  explicit DetectionPostprocess(DetectionConfig config);
+  DetectionPostprocess(DetectionConfig config, Backend& backend);
+  ~DetectionPostprocess();
+  DetectionPostprocess(const DetectionPostprocess&) = delete;
+  DetectionPostprocess& operator=(const DetectionPostprocess&) = delete;
 
   const DetectionConfig& config() const { return config_; }
   const std::vector<std::array<float, 4>>& anchors() const { return anchors_; }
+  // Backend memory of the buffers above.
+  size_t backend_bytes() const { return buffer_bytes_; }
 
   // class_outputs[l]: [1, A*num_classes, H_l, W_l], box_outputs[l]: [1, A*4, H_l, W_l],
-  // host float32, levels min_level..max_level in order. Reproduces effdet's
-  // _post_process (top-k over all logits) and generate_detections. Returns at most
-  // max_detections, best first (effdet pads to max_detections with zero rows).
+  // float32 in the backend's memory, levels min_level..max_level in order.
+  // Reproduces effdet's _post_process (top-k over all logits) and
+  // generate_detections. Returns at most max_detections, best first (effdet pads
+  // to max_detections with zero rows).
   std::vector<Detection> run(const std::vector<Tensor>& class_outputs,
                              const std::vector<Tensor>& box_outputs,
-                             const ImageFrame* frame = nullptr) const;
+                             const ImageFrame* frame = nullptr);
 
-  // The top-k step alone: decoded candidates for NMS.
+  // The top-k step alone: decoded candidates for NMS, copied to the host.
   DetectionCandidates select_candidates(const std::vector<Tensor>& class_outputs,
                                         const std::vector<Tensor>& box_outputs,
-                                        const ImageFrame* frame) const;
+                                        const ImageFrame* frame);
 
  private:
   void check_outputs(const std::vector<Tensor>& outputs, int64_t per_anchor,
                      const char* what) const;
+  // Runs detection_select into the candidate buffers.
+  void select(const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
+              const ImageFrame* frame);
+  DetectionCandidates download_candidates() const;
 
   DetectionConfig config_;
+  Backend& backend_;
   std::vector<std::array<int, 2>> feature_sizes_;
   std::vector<std::array<float, 4>> anchors_;
+  DetectionSelectParams select_params_;
+  NmsParams nms_params_;
+  // Backend buffers: one allocation, carved into the tensors and workspaces.
+  void* buffer_ = nullptr;
+  size_t buffer_bytes_ = 0;
+  Tensor anchors_t_, boxes_t_, scores_t_, classes_t_, keep_t_;
+  void* select_workspace_ = nullptr;
+  void* nms_workspace_ = nullptr;
 };
 
 // The post-processing end of a detection model: which outputs hold each level's
@@ -152,13 +168,13 @@ class DetectionHead {
  public:
   // Throws Argument naming the model and the missing output when the model lacks
   // a class or box output per level (it is not an EfficientDet).
-  DetectionHead(const ModelInfo& info, DetectionConfig config);
+  DetectionHead(const ModelInfo& info, DetectionConfig config, Backend& backend);
 
-  const DetectionPostprocess& postprocess() const { return postprocess_; }
-  // Class outputs then box outputs, level order: the tensors a Session must fetch.
+  DetectionPostprocess& postprocess() { return postprocess_; }
+  // Class outputs then box outputs, level order: the tensors a network must keep.
   std::vector<std::string> outputs() const;
-  // Detections from the outputs `session` fetched in its last run.
-  std::vector<Detection> run(const Session& session, const ImageFrame* frame) const;
+  // Detections from those outputs of the network's last run, where it left them.
+  std::vector<Detection> run(const Executor& network, const ImageFrame* frame);
 
  private:
   std::vector<std::string> class_outputs_, box_outputs_;
@@ -180,7 +196,7 @@ class Detector {
 
   // The halves of detect(), for timing them apart.
   Session& session() { return session_; }
-  const DetectionHead& head() const { return head_; }
+  DetectionHead& head() { return head_; }
 
  private:
   DetectionHead head_;

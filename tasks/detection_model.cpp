@@ -135,8 +135,8 @@ ImageFrame image_frame(const Letterbox& box) {
   return f;
 }
 
-DetectionHead::DetectionHead(const ModelInfo& info, DetectionConfig config)
-    : postprocess_(std::move(config)) {
+DetectionHead::DetectionHead(const ModelInfo& info, DetectionConfig config, Backend& backend)
+    : postprocess_(std::move(config), backend) {
   const nlohmann::json j = parse_sidecar(info);
   class_outputs_ = level_outputs(info, j, "class_outputs", "class_p", postprocess_.config());
   box_outputs_ = level_outputs(info, j, "box_outputs", "box_p", postprocess_.config());
@@ -148,33 +148,26 @@ std::vector<std::string> DetectionHead::outputs() const {
   return all;
 }
 
-std::vector<Detection> DetectionHead::run(const Session& session, const ImageFrame* frame) const {
-  // Views of the session's host buffers; DetectionPostprocess only reads them
-  // (Tensor has no const view, hence the cast).
-  const auto views = [&](const std::vector<std::string>& names) {
+std::vector<Detection> DetectionHead::run(const Executor& network, const ImageFrame* frame) {
+  const auto outputs = [&](const std::vector<std::string>& names) {
     std::vector<Tensor> tensors;
-    for (const std::string& n : names) {
-      Tensor t;
-      t.shape = session.output_shape(n);
-      t.data = const_cast<float*>(session.host_output(n));
-      tensors.push_back(t);
-    }
+    for (const std::string& n : names) tensors.push_back(network.output(n));
     return tensors;
   };
-  return postprocess_.run(views(class_outputs_), views(box_outputs_), frame);
+  return postprocess_.run(outputs(class_outputs_), outputs(box_outputs_), frame);
 }
 
 Detector::Detector(const Model& model, Backend& backend, DetectionConfig config)
-    : head_(model.info, std::move(config)),
+    : head_(model.info, std::move(config), backend),
       preprocess_(detect_preprocess_for(model.info)),
-      session_(model, backend, head_.outputs()) {}
+      session_(model, backend, head_.outputs(), Session::Outputs::StayOnBackend) {}
 
 std::vector<Detection> Detector::detect(const Image& img) {
   check(img.width > 0 && img.height > 0, ErrorKind::Malformed, "image of size ", img.width, "x",
         img.height, " has no pixels");
   const ImageFrame frame = image_frame(preprocessor_.detect(img, preprocess_, session_.host_input()));
   session_.run();
-  return head_.run(session_, &frame);
+  return head_.run(session_.executor(), &frame);
 }
 
 }  // namespace repshare

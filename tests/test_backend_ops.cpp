@@ -6,6 +6,8 @@
 // The table is all_cases(): adding an op or a shape is one entry there.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -495,6 +497,124 @@ OpCase channel_gather_case(const std::string& name, int64_t n, int64_t c_in, int
           }};
 }
 
+// Backend memory holding host values of any type, with a Tensor view of it.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray(Backend& be, const Shape& shape, DType dtype, const std::vector<T>& host)
+      : bytes_(be, host.size() * sizeof(T)) {
+    be.upload(bytes_.data, host.data(), host.size() * sizeof(T));
+    t.shape = shape;
+    t.dtype = dtype;
+    t.data = bytes_.data;
+  }
+  std::vector<T> download(Backend& be) const {
+    std::vector<T> host(static_cast<size_t>(t.numel()));
+    be.download(host.data(), t.data, host.size() * sizeof(T));
+    return host;
+  }
+  Tensor t;
+
+ private:
+  DeviceBytes bytes_;
+};
+
+// detection_select on `levels` maps (h, w) with A anchors and C classes per
+// location. Logits come from a coarse grid (many ties, broken by flat index) with
+// a few NaNs (never selected) when `nans`. The output lists each row's class,
+// then for rows holding a candidate its box and score: a different order or
+// selection shows as a large error.
+OpCase detection_select_case(const std::string& name, std::vector<std::array<int64_t, 2>> levels,
+                             int64_t anchors, int64_t classes, int64_t k, bool clip, bool nans) {
+  DetectionSelectParams p;
+  p.levels = static_cast<int>(levels.size());
+  p.anchors_per_location = anchors;
+  p.classes = classes;
+  p.k = k;
+  p.clip = clip;
+  p.clip_w = 40.f;
+  p.clip_h = 30.f;
+  std::vector<Floats> logits, deltas;
+  int64_t anchor_count = 0;
+  std::mt19937 gen(40);
+  for (size_t l = 0; l < levels.size(); ++l) {
+    const int64_t positions = levels[l][0] * levels[l][1];
+    p.positions[l] = positions;
+    anchor_count += positions * anchors;
+    Floats x = random_floats(static_cast<size_t>(positions * anchors * classes), 41 + l, -4.f, 4.f);
+    for (float& v : x) v = std::round(v * 4.f) / 4.f;  // 33 distinct values
+    if (nans)
+      for (size_t i = 0; i < x.size(); i += 7) x[i] = std::numeric_limits<float>::quiet_NaN();
+    logits.push_back(x);
+    deltas.push_back(random_floats(static_cast<size_t>(positions * anchors * 4), 51 + l, -0.5f, 0.5f));
+  }
+  Floats anchor_boxes(static_cast<size_t>(anchor_count * 4));
+  std::uniform_real_distribution<float> centre(0.f, 40.f), half(1.f, 12.f);
+  for (int64_t a = 0; a < anchor_count; ++a) {
+    const float y = centre(gen), x = centre(gen), hy = half(gen), hx = half(gen);
+    const float box[4] = {y - hy, x - hx, y + hy, x + hx};
+    std::copy(box, box + 4, anchor_boxes.begin() + a * 4);
+  }
+  return {"detection_select_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            std::vector<std::unique_ptr<DeviceTensor>> cls, box;
+            std::vector<const Tensor*> cls_t, box_t;
+            for (size_t l = 0; l < levels.size(); ++l) {
+              const int64_t h = levels[l][0], w = levels[l][1];
+              cls.emplace_back(new DeviceTensor(be, Shape{1, anchors * classes, h, w}, logits[l]));
+              box.emplace_back(new DeviceTensor(be, Shape{1, anchors * 4, h, w}, deltas[l]));
+              cls_t.push_back(&cls.back()->t);
+              box_t.push_back(&box.back()->t);
+            }
+            DeviceTensor A(be, Shape{anchor_count, 4}, anchor_boxes);
+            DeviceTensor boxes(be, Shape{k, 4}), scores(be, Shape{k});
+            DeviceArray<int64_t> labels(be, Shape{k}, DType::I64, std::vector<int64_t>(k, -7));
+            DeviceBytes workspace(be, std::max<size_t>(be.detection_select_workspace(p), 1));
+            be.detection_select(p, cls_t.data(), box_t.data(), A.t, boxes.t, scores.t, labels.t,
+                                workspace.data);
+            const Floats b = boxes.download(), sc = scores.download();
+            const std::vector<int64_t> lab = labels.download(be);
+            Floats out;
+            for (int64_t r = 0; r < k; ++r) {
+              out.push_back(static_cast<float>(lab[r]));
+              if (lab[r] < 0) continue;
+              out.insert(out.end(), b.begin() + r * 4, b.begin() + r * 4 + 4);
+              out.push_back(sc[r]);
+            }
+            return out;
+          }};
+}
+
+// nms over n candidates (best first) of `classes` classes, some rows class -1;
+// boxes clustered so that many overlap. Output: the keep list.
+OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max_keep) {
+  NmsParams p;
+  p.count = n;
+  p.iou_threshold = 0.5;
+  p.max_keep = max_keep;
+  Floats boxes;
+  std::vector<int64_t> labels;
+  std::mt19937 gen(60);
+  std::uniform_real_distribution<float> pos(0.f, 50.f), size(5.f, 25.f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = pos(gen), y = pos(gen);
+    const float box[4] = {x, y, x + size(gen), y + size(gen)};
+    boxes.insert(boxes.end(), box, box + 4);
+    labels.push_back(i % 11 == 5 ? -1 : static_cast<int64_t>(gen() % classes));
+  }
+  return {"nms_" + name, 0.0, [=](Backend& be) {
+            DeviceTensor B(be, Shape{n, 4}, boxes);
+            DeviceArray<int64_t> L(be, Shape{n}, DType::I64, labels);
+            DeviceArray<int64_t> keep(be, Shape{max_keep}, DType::I64,
+                                      std::vector<int64_t>(max_keep, -7));
+            DeviceBytes workspace(be, std::max<size_t>(be.nms_workspace(p), 1));
+            be.nms(p, B.t, L.t, keep.t, workspace.data);
+            Floats out;
+            // Shifted by 2 so that a -1 pad counts in the norm too.
+            for (int64_t v : keep.download(be)) out.push_back(static_cast<float>(v + 2));
+            return out;
+          }};
+}
+
 // ---- the table ----
 
 std::vector<OpCase> all_cases() {
@@ -707,6 +827,17 @@ std::vector<OpCase> all_cases() {
   // channel_gather: the sharing adapter, narrowing and widening.
   c.push_back(channel_gather_case("narrow", 2, 13, 7, 15 * 7));
   c.push_back(channel_gather_case("widen_inner1", 1, 3, 13, 1));
+
+  // detection_select: odd maps, ties everywhere, NaNs; k below the number of
+  // logits, and above the number of non-NaN ones (rows padded with class -1).
+  c.push_back(detection_select_case("ties", {{{7, 5}}, {{4, 3}}, {{2, 1}}}, 3, 13, 50, true, false));
+  c.push_back(detection_select_case("nans_unclipped", {{{7, 5}}, {{4, 3}}}, 3, 13, 333, false, true));
+  c.push_back(detection_select_case("fewer_than_k", {{{3, 1}}, {{1, 1}}}, 2, 5, 38, true, true));
+  // nms: 150 candidates (three mask words, the last partial), a short and a full
+  // keep list.
+  c.push_back(nms_case("keep40", 150, 3, 40));
+  c.push_back(nms_case("keep_all", 150, 3, 150));
+  c.push_back(nms_case("one_class_of_65", 65, 1, 65));
   return c;
 }
 

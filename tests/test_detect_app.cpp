@@ -145,7 +145,8 @@ TEST(DetectionModel, ImageFrameIsEffdetImgInfo) {
 TEST(DetectionModel, HeadRejectsAModelWithoutDetectionOutputs) {
   const Model classifier = load_model(kSource + "/tests/fixtures/tiny_tf_efficientnet/model.onnx");
   try {
-    DetectionHead head(classifier.info, detection_config_for(classifier.info));
+    auto cpu = make_backend("cpu", 1);
+    DetectionHead head(classifier.info, detection_config_for(classifier.info), *cpu);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Argument);
@@ -370,7 +371,7 @@ class D0Parity : public ::testing::TestWithParam<std::string> {
 TEST_P(D0Parity, HeadOutputsEqualPyTorch) {
   const Model model = load_model(onnx_);
   auto cpu = make_backend("cpu", 0);
-  const DetectionHead head(model.info, detection_config_for(model.info));
+  const DetectionHead head(model.info, detection_config_for(model.info), *cpu);
   Session session(model, *cpu, head.outputs());
   const std::vector<float> input =
       read_f32(ref_ + "input.bin", static_cast<size_t>(session.input_shape().numel()));
@@ -406,7 +407,8 @@ TEST_P(D0Parity, HeadOutputsEqualPyTorch) {
 // post-processing's own float rounding separates them.
 TEST_P(D0Parity, DetectionsOfPyTorchOutputsEqualEffdet) {
   const Model model = load_model(onnx_);
-  const DetectionPostprocess post(detection_config_for(model.info));
+  auto cpu = make_backend("cpu", 0);
+  DetectionPostprocess post(detection_config_for(model.info), *cpu);
   const ReferenceDetections ref = read_reference(ref_ + "detections_effdet.txt");
   std::vector<std::vector<float>> storage(10);
   std::vector<Tensor> classes, boxes;

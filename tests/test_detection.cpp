@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <fstream>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "tasks/detection.h"
 
 namespace repshare {
@@ -162,7 +164,8 @@ void expect_effdet_detections(const std::string& fixture) {
     }
   }
   FormulaOutputs outputs = formula_outputs(lines, config);
-  const DetectionPostprocess post(config);
+  CpuBackend cpu(2);
+  DetectionPostprocess post(config, cpu);
   const std::vector<Detection> got =
       post.run(outputs.class_outputs, outputs.box_outputs, has_frame ? &frame : nullptr);
   ASSERT_EQ(got.size(), expected.size()) << fixture;
@@ -193,6 +196,37 @@ DetectionCandidates candidates(std::vector<std::array<float, 4>> boxes, std::vec
   return {std::move(boxes), std::move(scores), std::move(classes)};
 }
 
+// The CPU backend's nms op on candidates in any order: they are handed to it
+// best first (descending score, ties by index) and its keep list is mapped back
+// to the caller's indices.
+std::vector<int> cpu_nms(const DetectionCandidates& c, double iou_threshold, int max_keep = -1) {
+  const int64_t n = static_cast<int64_t>(c.scores.size());
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return c.scores[a] > c.scores[b]; });
+  std::vector<float> boxes;
+  std::vector<int64_t> classes;
+  for (int i : order) {
+    boxes.insert(boxes.end(), c.boxes[i].begin(), c.boxes[i].end());
+    classes.push_back(c.classes[i]);
+  }
+  NmsParams p;
+  p.count = n;
+  p.iou_threshold = iou_threshold;
+  p.max_keep = max_keep < 0 ? n : max_keep;
+  std::vector<int64_t> keep(static_cast<size_t>(p.max_keep), -2);
+  Tensor tb{Shape{n, 4}, DType::F32, boxes.data()}, tc{Shape{n}, DType::I64, classes.data()};
+  Tensor tk{Shape{p.max_keep}, DType::I64, keep.data()};
+  CpuBackend cpu(1);
+  cpu.nms(p, tb, tc, tk, nullptr);
+  std::vector<int> kept;
+  size_t i = 0;
+  for (; i < keep.size() && keep[i] >= 0; ++i) kept.push_back(order[keep[i]]);
+  for (; i < keep.size(); ++i) EXPECT_EQ(keep[i], -1) << "keep list not padded with -1 at " << i;
+  return kept;
+}
+
 TEST(DetectionNms, SuppressesOnlyWithinAClassAboveThreshold) {
   // Boxes 0 and 1: IoU 50/150 = 1/3. Boxes 0 and 2: IoU 80/100 = 0.8 (suppressed in
   // class 0). Box 3 equals box 0 but is class 1: kept. Box 4 (area 50) lies inside
@@ -201,13 +235,13 @@ TEST(DetectionNms, SuppressesOnlyWithinAClassAboveThreshold) {
   const DetectionCandidates c = candidates(
       {{0, 0, 10, 10}, {5, 0, 15, 10}, {0, 0, 10, 8}, {0, 0, 10, 10}, {0, 0, 10, 5}},
       {0.9f, 0.8f, 0.85f, 0.7f, 0.6f}, {0, 0, 0, 1, 0});
-  const std::vector<int> kept = batched_nms(c, 0.5);
+  const std::vector<int> kept = cpu_nms(c, 0.5);
   EXPECT_EQ(kept, (std::vector<int>{0, 1, 3, 4}));
-  EXPECT_EQ(batched_nms(c, 0.3), (std::vector<int>{0, 3}));
+  EXPECT_EQ(cpu_nms(c, 0.3), (std::vector<int>{0, 3}));
 }
 
 // The textbook per-class NMS (each class on its own, by descending score; ties by
-// index), as the reference for batched_nms's single pass in global score order.
+// index), as the reference for the nms op's single pass in global score order.
 std::vector<int> per_class_nms(const DetectionCandidates& c, double iou_threshold) {
   auto iou = [](const std::array<float, 4>& a, const std::array<float, 4>& b) {  // float, as torchvision
     const float w = std::max(0.f, std::min(a[2], b[2]) - std::max(a[0], b[0]));
@@ -249,10 +283,97 @@ TEST(DetectionNms, EqualsPerClassNmsAndStopsAtMaxKeep) {
       c.classes.push_back(cls(rng));
     }
     const std::vector<int> want = per_class_nms(c, 0.5);
-    EXPECT_EQ(batched_nms(c, 0.5), want) << "trial " << trial;
-    const std::vector<int> first = batched_nms(c, 0.5, 25);
+    EXPECT_EQ(cpu_nms(c, 0.5), want) << "trial " << trial;
+    const std::vector<int> first = cpu_nms(c, 0.5, 25);
     ASSERT_EQ(first.size(), 25u);
     EXPECT_TRUE(std::equal(first.begin(), first.end(), want.begin())) << "trial " << trial;
+  }
+}
+
+// detection_select against the obvious reference: every logit with its flat
+// index in effdet's order, sorted (logit descending, index ascending), NaNs
+// dropped, the first k decoded with effdet's formula. Coarse logits make ties
+// everywhere; k = 1, a middle k, and k above the number of non-NaN logits.
+TEST(DetectionSelect, EqualsAFullSortWithTiesAndNaN) {
+  const int64_t anchors = 2, classes = 3;
+  const std::vector<std::array<int64_t, 2>> levels = {{{5, 3}}, {{2, 2}}};
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> coarse(-6, 6);
+  std::uniform_real_distribution<float> delta(-0.4f, 0.4f), corner(0.f, 20.f);
+  std::vector<std::vector<float>> logits, deltas;
+  std::vector<std::pair<float, int64_t>> all;  // logit, flat index
+  int64_t first_anchor = 0;
+  for (const auto& hw : levels) {
+    const int64_t positions = hw[0] * hw[1];
+    std::vector<float> x(static_cast<size_t>(anchors * classes * positions));
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = i % 5 == 3 ? std::numeric_limits<float>::quiet_NaN() : coarse(rng) / 2.f;
+      const int64_t channel = static_cast<int64_t>(i) / positions, pos = static_cast<int64_t>(i) % positions;
+      const int64_t flat = (first_anchor + pos * anchors + channel / classes) * classes + channel % classes;
+      if (!std::isnan(x[i])) all.push_back({x[i], flat});
+    }
+    std::vector<float> d(static_cast<size_t>(anchors * 4 * positions));
+    for (float& v : d) v = delta(rng);
+    logits.push_back(x);
+    deltas.push_back(d);
+    first_anchor += positions * anchors;
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  std::vector<float> anchor_boxes;
+  for (int64_t a = 0; a < first_anchor; ++a) {
+    const float y = corner(rng), x = corner(rng);
+    for (float v : {y, x, y + 8.f, x + 5.f}) anchor_boxes.push_back(v);
+  }
+  const int64_t total = first_anchor * classes;
+  for (int64_t k : {int64_t{1}, int64_t{17}, total}) {
+    DetectionSelectParams p;
+    p.levels = 2;
+    p.positions[0] = 15;
+    p.positions[1] = 4;
+    p.anchors_per_location = anchors;
+    p.classes = classes;
+    p.k = k;
+    std::vector<Tensor> cls, box;
+    for (size_t l = 0; l < levels.size(); ++l) {
+      const int64_t h = levels[l][0], w = levels[l][1];
+      cls.push_back({Shape{1, anchors * classes, h, w}, DType::F32, logits[l].data()});
+      box.push_back({Shape{1, anchors * 4, h, w}, DType::F32, deltas[l].data()});
+    }
+    const Tensor* cls_p[2] = {&cls[0], &cls[1]};
+    const Tensor* box_p[2] = {&box[0], &box[1]};
+    std::vector<float> boxes(4 * k), scores(k);
+    std::vector<int64_t> labels(k, -7);
+    Tensor a{Shape{first_anchor, 4}, DType::F32, anchor_boxes.data()};
+    Tensor tb{Shape{k, 4}, DType::F32, boxes.data()}, ts{Shape{k}, DType::F32, scores.data()};
+    Tensor tl{Shape{k}, DType::I64, labels.data()};
+    CpuBackend cpu(1);
+    std::vector<char> workspace(cpu.detection_select_workspace(p));
+    cpu.detection_select(p, cls_p, box_p, a, tb, ts, tl, workspace.data());
+    for (int64_t r = 0; r < k; ++r) {
+      if (r >= static_cast<int64_t>(all.size())) {
+        EXPECT_EQ(labels[r], -1) << "k " << k << " row " << r << " is past the last number";
+        continue;
+      }
+      const int64_t flat = all[r].second, anchor = flat / classes;
+      ASSERT_EQ(labels[r], flat % classes) << "k " << k << " row " << r;
+      EXPECT_FLOAT_EQ(scores[r], 1.f / (1.f + std::exp(-all[r].first))) << "row " << r;
+      // The anchor's level, position and shape, then effdet's decode.
+      const int64_t level = anchor < 30 ? 0 : 1, in_level = anchor - (level ? 30 : 0);
+      const int64_t positions = level ? 4 : 15, pos = in_level / anchors, shape = in_level % anchors;
+      const std::vector<float>& d = deltas[level];
+      const float ty = d[(shape * 4) * positions + pos], tx = d[(shape * 4 + 1) * positions + pos];
+      const float th = d[(shape * 4 + 2) * positions + pos], tw = d[(shape * 4 + 3) * positions + pos];
+      const float* an = &anchor_boxes[anchor * 4];
+      const float ha = an[2] - an[0], wa = an[3] - an[1];
+      const float yc = ty * ha + (an[0] + an[2]) / 2, xc = tx * wa + (an[1] + an[3]) / 2;
+      const float h = std::exp(th) * ha, w = std::exp(tw) * wa;
+      EXPECT_FLOAT_EQ(boxes[r * 4 + 0], xc - w / 2) << "row " << r;
+      EXPECT_FLOAT_EQ(boxes[r * 4 + 1], yc - h / 2) << "row " << r;
+      EXPECT_FLOAT_EQ(boxes[r * 4 + 2], xc + w / 2) << "row " << r;
+      EXPECT_FLOAT_EQ(boxes[r * 4 + 3], yc + h / 2) << "row " << r;
+    }
   }
 }
 
@@ -272,7 +393,8 @@ TEST(DetectionNms, SoftNmsDecaysByGaussianOfIou) {
 TEST(DetectionPostprocess, RejectsWrongOutputs) {
   DetectionConfig config;
   config.image_height = config.image_width = 128;
-  const DetectionPostprocess post(config);
+  CpuBackend cpu(1);
+  DetectionPostprocess post(config, cpu);
   std::vector<float> buffer(810 * 16 * 16);
   std::vector<Tensor> cls, box;
   for (const auto& s : feature_sizes(config)) {

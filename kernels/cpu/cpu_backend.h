@@ -39,6 +39,13 @@ class CpuBackend : public Backend {
   void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
   void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) override;
+  size_t detection_select_workspace(const DetectionSelectParams& p) const override;
+  void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,
+                        const Tensor* const* box_outputs, const Tensor& anchors, Tensor& boxes,
+                        Tensor& scores, Tensor& classes, void* workspace) override;
+  size_t nms_workspace(const NmsParams& p) const override;
+  void nms(const NmsParams& p, const Tensor& boxes, const Tensor& classes, Tensor& keep,
+           void* workspace) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
 
