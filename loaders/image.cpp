@@ -3,16 +3,21 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <csetjmp>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <memory>
 
 #include "engine/error.h"
 
+// jpeglib.h needs size_t and FILE declared first.
+#include <jpeglib.h>
+#include <jerror.h>
+
 #define STB_IMAGE_IMPLEMENTATION
-// Only the formats repshare documents; the others are attack surface without use.
-#define STBI_ONLY_JPEG
+// PNG and PNM only: JPEG is libjpeg's (below), and the other formats are attack
+// surface without use.
 #define STBI_ONLY_PNG
 #define STBI_ONLY_PNM
 #define STBI_FAILURE_USERMSG
@@ -27,81 +32,134 @@ namespace repshare {
 
 namespace {
 
-// JPEG colour reconstruction as libjpeg (and so PIL) does it. stb_image's 2x2
-// chroma upsampling rounds every sample with +8 where libjpeg alternates +8 and +7,
-// and its YCbCr to RGB conversion uses 20-bit fixed point where libjpeg rounds each
-// term in 16-bit tables. Both are replaceable kernels in stb's decoder; with
-// libjpeg's arithmetic in them the mean difference from PIL over imagenet-val falls
-// from 0.060 to 0.008 levels (4.7% -> 0.8% of values differ, max 3 either way).
-
-// libjpeg's h2v2_fancy_upsample for one output row: in_near is the chroma row
-// nearest to it, in_far the other neighbour.
-stbi_uc* upsample_h2v2_like_libjpeg(stbi_uc* out, stbi_uc* in_near, stbi_uc* in_far, int w,
-                                    int /*hs*/) {
-  if (w == 1) {  // libjpeg replicates the edge column: next = this
-    const int sum = 3 * in_near[0] + in_far[0];
-    out[0] = static_cast<stbi_uc>((sum * 4 + 8) >> 4);
-    out[1] = static_cast<stbi_uc>((sum * 4 + 7) >> 4);
-    return out;
-  }
-  int this_sum = 3 * in_near[0] + in_far[0];
-  int next_sum = 3 * in_near[1] + in_far[1];
-  out[0] = static_cast<stbi_uc>((this_sum * 4 + 8) >> 4);
-  out[1] = static_cast<stbi_uc>((this_sum * 3 + next_sum + 7) >> 4);
-  int last_sum = this_sum;
-  this_sum = next_sum;
-  for (int i = 1; i < w - 1; ++i) {
-    next_sum = 3 * in_near[i + 1] + in_far[i + 1];
-    out[2 * i] = static_cast<stbi_uc>((this_sum * 3 + last_sum + 8) >> 4);
-    out[2 * i + 1] = static_cast<stbi_uc>((this_sum * 3 + next_sum + 7) >> 4);
-    last_sum = this_sum;
-    this_sum = next_sum;
-  }
-  out[2 * (w - 1)] = static_cast<stbi_uc>((this_sum * 3 + last_sum + 8) >> 4);
-  out[2 * (w - 1) + 1] = static_cast<stbi_uc>((this_sum * 4 + 7) >> 4);
-  return out;
-}
-
-// libjpeg's ycc_rgb_convert (jdcolor.c), tables built once.
-struct YccTables {
-  int cr_r[256], cb_b[256], cr_g[256], cb_g[256];
-  YccTables() {
-    constexpr int kBits = 16;
-    constexpr int kHalf = 1 << (kBits - 1);
-    auto fix = [](double v) { return static_cast<int>(v * (1 << kBits) + 0.5); };
-    for (int i = 0; i < 256; ++i) {
-      const int x = i - 128;
-      cr_r[i] = (fix(1.40200) * x + kHalf) >> kBits;
-      cb_b[i] = (fix(1.77200) * x + kHalf) >> kBits;
-      cr_g[i] = -fix(0.71414) * x;
-      cb_g[i] = -fix(0.34414) * x + kHalf;
-    }
-  }
+// JPEG is decoded by libjpeg(-turbo), the library PIL decodes with, set up as PIL
+// sets it up (islow IDCT, fancy upsampling, RGB output), so the pixels are PIL's
+// exactly; stb_image's own IDCT differed by up to 3 levels and its bit reader
+// had undefined behaviour on corrupt data (scripts/fuzz.sh).
+//
+// libjpeg reports a fatal error by calling error_exit, which must not return.
+// Throwing from it would unwind through C frames that may lack unwind tables, so
+// it longjmps back to the setjmp of the JpegDecoder step that called libjpeg.
+// That step holds no C++ objects with destructors; the decoder's destructor frees
+// what libjpeg allocated, whichever step failed.
+struct JpegErrorManager {
+  jpeg_error_mgr pub;  // first: libjpeg sees a jpeg_error_mgr*
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = "";
+  bool rows_complete = false;  // running out of data is no longer an error
 };
 
-void ycc_to_rgb_like_libjpeg(stbi_uc* out, const stbi_uc* y, const stbi_uc* cb,
-                             const stbi_uc* cr, int count, int step) {
-  static const YccTables t;
-  auto clamp = [](int v) { return static_cast<stbi_uc>(std::min(std::max(v, 0), 255)); };
-  for (int i = 0; i < count; ++i, out += step) {
-    out[0] = clamp(y[i] + t.cr_r[cr[i]]);
-    out[1] = clamp(y[i] + ((t.cb_g[cb[i]] + t.cr_g[cr[i]]) >> 16));
-    out[2] = clamp(y[i] + t.cb_b[cb[i]]);
-    if (step == 4) out[3] = 255;
+[[noreturn]] void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// Warnings (msg_level -1) are corrupt entropy-coded data that libjpeg recovers
+// from by filling in; PIL decodes such files silently, and so does this. The
+// exception is running out of data before the last row: libjpeg would pad a
+// truncated file with grey, where PIL (without ImageFile.LOAD_TRUNCATED_IMAGES)
+// refuses it as truncated. A half-downloaded photo is an error to report, not an
+// image to classify.
+void jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
+  const auto* err = reinterpret_cast<const JpegErrorManager*>(cinfo->err);
+  if (msg_level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF && !err->rows_complete) {
+    jpeg_error_exit(cinfo);
   }
 }
 
-// stbi__jpeg_load with the two kernels swapped for libjpeg's.
-stbi_uc* decode_jpeg_like_libjpeg(const uint8_t* data, int size, int* w, int* h) {
-  stbi__context context;
-  stbi__start_mem(&context, data, size);
-  std::unique_ptr<stbi__jpeg> jpeg(new stbi__jpeg());
-  jpeg->s = &context;
-  stbi__setup_jpeg(jpeg.get());
-  jpeg->resample_row_hv_2_kernel = upsample_h2v2_like_libjpeg;
-  jpeg->YCbCr_to_RGB_kernel = ycc_to_rgb_like_libjpeg;
-  int channels = 0;
-  return load_jpeg_image(jpeg.get(), w, h, &channels, 3);
+// PIL's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS): it refuses larger
+// images, and the RGB buffer stays under 540 MB.
+constexpr uint64_t kMaxJpegPixels = 2 * 89478485ull;
+
+class JpegDecoder {
+ public:
+  JpegDecoder() {
+    // Zeroed, jpeg_destroy_decompress is a no-op should jpeg_create_decompress fail.
+    std::memset(&cinfo_, 0, sizeof cinfo_);
+    cinfo_.err = jpeg_std_error(&err_.pub);
+    err_.pub.error_exit = jpeg_error_exit;
+    err_.pub.emit_message = jpeg_emit_message;
+  }
+  ~JpegDecoder() { jpeg_destroy_decompress(&cinfo_); }
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+
+  // The steps return false where libjpeg failed, with message() saying why.
+  bool read_header(const uint8_t* data, size_t size) {
+    if (setjmp(err_.jump)) return false;
+    jpeg_create_decompress(&cinfo_);
+    jpeg_mem_src(&cinfo_, data, static_cast<unsigned long>(size));
+    jpeg_read_header(&cinfo_, TRUE);
+    // libjpeg converts YCCK to CMYK; to_rgb does the rest as PIL does.
+    const bool four_channels =
+        cinfo_.jpeg_color_space == JCS_CMYK || cinfo_.jpeg_color_space == JCS_YCCK;
+    cinfo_.out_color_space = four_channels ? JCS_CMYK : JCS_RGB;
+    cinfo_.dct_method = JDCT_ISLOW;
+    cinfo_.do_fancy_upsampling = TRUE;
+    return true;
+  }
+  int width() const { return static_cast<int>(cinfo_.image_width); }
+  int height() const { return static_cast<int>(cinfo_.image_height); }
+
+  // Decodes every row into img, sized width() x height() by the caller.
+  bool read_pixels(Image& img) {
+    if (setjmp(err_.jump)) return false;
+    jpeg_start_decompress(&cinfo_);
+    // Freed with the decompressor, so the longjmp cannot leak it.
+    JSAMPARRAY cmyk_row =
+        cinfo_.out_color_space == JCS_CMYK
+            ? (*cinfo_.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo_), JPOOL_IMAGE,
+                                          cinfo_.output_width * 4, 1)
+            : nullptr;
+    while (cinfo_.output_scanline < cinfo_.output_height) {
+      uint8_t* out = img.row(static_cast<int>(cinfo_.output_scanline));
+      JSAMPROW row = cmyk_row ? cmyk_row[0] : out;
+      jpeg_read_scanlines(&cinfo_, &row, 1);
+      if (cmyk_row) cmyk_to_rgb_like_pil(cmyk_row[0], out, img.width);
+    }
+    // As PIL: read on to the EOI marker, failing on a corrupt marker there, but
+    // accept a file that ends without one.
+    err_.rows_complete = true;
+    jpeg_finish_decompress(&cinfo_);
+    return true;
+  }
+
+  const char* message() const { return err_.message; }
+
+ private:
+  // PIL reads 4-channel JPEGs as inverted ("CMYK;I": Adobe's convention, assumed
+  // whatever the file says) and converts with Convert.c's cmyk2rgb:
+  // nk - c * nk / 255, rounded by MULDIV255.
+  static void cmyk_to_rgb_like_pil(const uint8_t* cmyk, uint8_t* rgb, int width) {
+    for (int x = 0; x < width; ++x, cmyk += 4, rgb += 3) {
+      const int nk = cmyk[3];  // 255 - (255 - stored k)
+      for (int c = 0; c < 3; ++c) {
+        const int t = (255 - cmyk[c]) * nk + 128;
+        rgb[c] = static_cast<uint8_t>(nk - (((t >> 8) + t) >> 8));
+      }
+    }
+  }
+
+  jpeg_decompress_struct cinfo_;
+  JpegErrorManager err_;
+};
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+  JpegDecoder jpeg;
+  if (!jpeg.read_header(data, size)) {
+    fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
+  }
+  // libjpeg itself refuses a zero width or height.
+  const uint64_t pixels = static_cast<uint64_t>(jpeg.width()) * jpeg.height();
+  check(pixels <= kMaxJpegPixels, ErrorKind::Shape, "image '", name, "' is ", jpeg.width(), "x",
+        jpeg.height(), ": more than ", kMaxJpegPixels, " pixels (PIL's decompression-bomb limit)");
+  Image img;
+  img.reset(jpeg.width(), jpeg.height());
+  if (!jpeg.read_pixels(img)) {
+    fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
+  }
+  return img;
 }
 
 constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL: 8-bit result, 2 bits of headroom
@@ -251,56 +309,16 @@ void check_output(const Tensor& out, int size, const char* what) {
 
 }  // namespace
 
-namespace {
-
-// stb_image 2.27 (Debian 12's) writes past its Huffman table when a JPEG's DHT
-// segment declares more than 256 codes (found by scripts/fuzz.sh; upstream 2.28
-// checks it). Such files are refused here, before stb sees them, by walking the
-// marker segments, those between the scans of a progressive JPEG included.
-void check_jpeg_huffman_tables(const uint8_t* d, size_t size, const std::string& name) {
-  size_t i = 2;  // after SOI
-  while (i + 4 <= size) {
-    if (d[i] != 0xFF) {  // entropy-coded data: on to the next marker
-      ++i;
-      continue;
-    }
-    const uint8_t marker = d[i + 1];
-    if (marker == 0xFF) {  // fill byte
-      ++i;
-      continue;
-    }
-    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {
-      i += 2;  // stuffed 0xFF in scan data, TEM, RSTn: no length field
-      continue;
-    }
-    if (marker == 0xD9) return;  // EOI
-    const size_t end = i + 2 + ((size_t{d[i + 2]} << 8) | d[i + 3]);
-    if (marker == 0xC4) {  // DHT: tables of class/id, 16 counts, then the symbols
-      // stb reads bytes past the end of a truncated file as zeros, so do the same.
-      for (size_t t = i + 4; t < std::min(end, size);) {
-        int codes = 0;
-        for (size_t c = 1; c <= 16; ++c) codes += t + c < size ? d[t + c] : 0;
-        check(codes <= 256, ErrorKind::Malformed, "image '", name,
-              "' is a corrupt JPEG: a Huffman table declares ", codes, " codes (at most 256)");
-        t += 17 + static_cast<size_t>(codes);
-      }
-    }
-    i = end;
-  }
-}
-
-}  // namespace
-
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   check(size > 0, ErrorKind::Malformed, "image '", name, "' is empty");
+  // JPEG by its SOI marker and the next marker's 0xFF, whatever the file is called.
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
+    return decode_jpeg(data, size, name);
+  }
   check(size <= static_cast<size_t>(INT32_MAX), ErrorKind::Malformed, "image '", name,
         "' is too large (", size, " bytes)");
   int w = 0, h = 0, channels = 0;
-  const bool jpeg = size >= 2 && data[0] == 0xFF && data[1] == 0xD8;
-  if (jpeg) check_jpeg_huffman_tables(data, size, name);
-  stbi_uc* pixels =
-      jpeg ? decode_jpeg_like_libjpeg(data, static_cast<int>(size), &w, &h)
-           : stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);
+  stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);
   if (pixels == nullptr) {
     fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded: ", stbi_failure_reason());
   }

@@ -1,4 +1,5 @@
-// Images: decoding (stb_image) and the preprocessing the reference pipelines apply.
+// Images: decoding (libjpeg for JPEG, stb_image for PNG and PNM) and the
+// preprocessing the reference pipelines apply.
 //
 // The models were evaluated in PyTorch with PIL images, so the resampling here is
 // PIL's (Pillow's libImaging/Resample.c): a separable convolution whose filter
@@ -32,11 +33,12 @@ struct Image {
   const uint8_t* row(int y) const { return pixels.data() + static_cast<size_t>(y) * width * 3; }
 };
 
-// Decodes a JPEG or PNG file (or binary PPM/PGM) to RGB. JPEG colour
-// reconstruction uses libjpeg's rounding so pixels match PIL's closely. Grey and
-// grey+alpha images are expanded and alpha is dropped, as PIL's convert("RGB")
-// does. Throws Io for a missing/unreadable file and Malformed for an empty,
-// truncated or corrupt one, naming the file.
+// Decodes a JPEG or PNG file (or binary PPM/PGM) to RGB, telling them apart by
+// their first bytes. JPEG pixels are PIL's exactly (the same libjpeg, set up the
+// same way). Grey, grey+alpha and CMYK images are converted and alpha is
+// dropped, as PIL's convert("RGB") does. Throws Io for a missing/unreadable file,
+// Malformed for an empty, truncated or corrupt one and Shape for a JPEG over
+// PIL's decompression-bomb limit, naming the file.
 Image load_image(const std::string& path);
 // Same from bytes in memory; `name` is used in error messages.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);

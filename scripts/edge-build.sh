@@ -20,7 +20,7 @@ build_dir=${2:-build-edge}
 # arm64 libraries co-install with the amd64 -dev packages of install-deps.sh
 # (same versions: Debian's Multi-Arch: same); the headers are shared.
 packages=(g++-aarch64-linux-gnu qemu-user-static file
-          libprotobuf-dev:arm64 libopenblas-dev:arm64)
+          libprotobuf-dev:arm64 libopenblas-dev:arm64 libjpeg62-turbo-dev:arm64)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,7 +23,7 @@ cmake --build "$build" -j2 --target repshare_lib
 for target in fuzz_load_model fuzz_inputs; do
   clang++ -std=c++17 $sanitize -fsanitize=fuzzer -g -O1 -I. -I"$build/gen" -I/usr/include/stb \
     "tests/fuzz/$target.cpp" "$build/librepshare_lib.a" "$build/libonnx_proto.a" \
-    -lprotobuf -lopenblas -fopenmp -o "$build/$target"
+    -lprotobuf -lopenblas -ljpeg -fopenmp -o "$build/$target"
 done
 
 mkdir -p "$build/findings"

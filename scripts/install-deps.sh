@@ -10,7 +10,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
   libprotobuf-dev protobuf-compiler libonnx-dev libonnx-testdata \
-  libstb-dev libopenblas-dev nlohmann-json3-dev \
+  libstb-dev libjpeg-dev libopenblas-dev nlohmann-json3-dev \
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev \
   libgtest-dev libbenchmark-dev \
   python3-torch python3-torchvision python3-venv

@@ -8,6 +8,9 @@ transforms_coco_eval plus its prefetcher's normalisation), so the C++ preprocess
 is checked against the real thing, not against a re-implementation.
 
 Run from anywhere: .venv/bin/python scripts/make_image_fixtures.py
+
+fuzz_stb_shift33.jpg is not made here: it is the scripts/fuzz.sh finding that
+made stb_image's JPEG decoder shift by 33 bits, kept as a regression input.
 """
 import json
 import os
@@ -40,6 +43,21 @@ def synthetic_image(width, height, seed):
     return Image.fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8), 'RGB')
 
 
+def corrupt_scan(src, dst):
+    """Flips bits in every 397th byte of the entropy-coded data of src's first scan,
+    from a third of the way in, never making or breaking a 0xFF (a marker): libjpeg
+    recovers with warnings, and PIL decodes the file."""
+    data = bytearray(open(os.path.join(OUT, src), 'rb').read())
+    sos = data.index(b'\xff\xda')
+    start = sos + 2 + (data[sos + 2] << 8 | data[sos + 3])
+    end = data.index(b'\xff\xd9', start)
+    for i in range(start + (end - start) // 3, end - 200, 397):
+        if 0xff not in (data[i - 1], data[i], data[i] ^ 0x5a):
+            data[i] ^= 0x5a
+    with open(os.path.join(OUT, dst), 'wb') as f:
+        f.write(data)
+
+
 def save_u8(name, array):
     np.ascontiguousarray(array, dtype=np.uint8).tofile(os.path.join(OUT, name))
     return name
@@ -60,10 +78,25 @@ def main():
     tall.save(os.path.join(OUT, 'tall.png'))
     grey = wide.convert('L').resize((23, 17), Image.BILINEAR)
     grey.save(os.path.join(OUT, 'grey.png'))
+    # The other JPEG decoding paths: a progressive file (all coefficients first,
+    # block smoothing), 4:2:2 (horizontal-only upsampling), one grey channel, and
+    # CMYK (PIL writes it inverted, Adobe's way, and reads it back inverted).
+    wide.save(os.path.join(OUT, 'wide_progressive.jpg'), quality=90, subsampling='4:2:0',
+              progressive=True)
+    tall.save(os.path.join(OUT, 'tall_422.jpg'), quality=90, subsampling='4:2:2')
+    wide.convert('L').save(os.path.join(OUT, 'grey.jpg'), quality=90)
+    tall.convert('CMYK').save(os.path.join(OUT, 'tall_cmyk.jpg'), quality=90)
+    corrupt_scan('wide.jpg', 'wide_corrupt.jpg')
+    corrupt_scan('wide_progressive.jpg', 'wide_progressive_corrupt.jpg')
 
     manifest = {'decode': [], 'resize': [], 'classify': [], 'detect': []}
     for image, name in [('wide.png', 'wide_png.u8'), ('wide.jpg', 'wide_jpg_pil.u8'),
-                        ('tall.png', 'tall_png.u8'), ('grey.png', 'grey_png.u8')]:
+                        ('tall.png', 'tall_png.u8'), ('grey.png', 'grey_png.u8'),
+                        ('wide_progressive.jpg', 'wide_progressive_jpg_pil.u8'),
+                        ('tall_422.jpg', 'tall_422_jpg_pil.u8'), ('grey.jpg', 'grey_jpg_pil.u8'),
+                        ('tall_cmyk.jpg', 'tall_cmyk_jpg_pil.u8'),
+                        ('wide_corrupt.jpg', 'wide_corrupt_jpg_pil.u8'),
+                        ('wide_progressive_corrupt.jpg', 'wide_progressive_corrupt_jpg_pil.u8')]:
         pil = Image.open(os.path.join(OUT, image)).convert('RGB')
         manifest['decode'].append({'image': image, 'width': pil.width, 'height': pil.height,
                                    'expected': save_u8(name, np.asarray(pil))})

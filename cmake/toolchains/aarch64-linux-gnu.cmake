@@ -1,7 +1,7 @@
 # Cross-compile for 64-bit Arm Linux on a Debian x86_64 machine with Debian's
 # g++-aarch64-linux-gnu, against arm64 libraries installed through multiarch
 # (`dpkg --add-architecture arm64`, then `apt-get install libprotobuf-dev:arm64
-# libopenblas-dev:arm64`; scripts/edge-build.sh does both).
+# libopenblas-dev:arm64 libjpeg62-turbo-dev:arm64`; scripts/edge-build.sh does both).
 #
 # Multiarch puts the target's libraries in /usr/lib/aarch64-linux-gnu and its
 # arch-specific headers in /usr/include/aarch64-linux-gnu, beside the host's

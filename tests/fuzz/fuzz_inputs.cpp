@@ -1,5 +1,5 @@
 // libFuzzer target: arbitrary bytes as the other files users hand repshare: an
-// image (stb_image behind decode_image, then both preprocessings) and a .npy
+// image (libjpeg or stb_image behind decode_image, then both preprocessings) and a .npy
 // feature file (header parse, then every block read `repshare cka` would do).
 // Every failure must be a repshare::Error. Built and run by scripts/fuzz.sh.
 #include <unistd.h>
