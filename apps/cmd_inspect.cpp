@@ -24,9 +24,7 @@ int cmd_inspect(const CommandArgs& argv) {
   }
   const bool json = args.flag("json");
   PassOptions passes;
-  if (args.flag("no-fusion"))
-    passes.fuse_pad_conv = passes.fold_batchnorm = passes.fuse_swish = passes.fuse_activations =
-        passes.fuse_weighted_sum = false;
+  if (args.flag("no-fusion")) passes.set_fusions(false);
   args.finish();
   check(args.positionals().size() == 1, ErrorKind::Argument, "expected one model file");
   const std::string path = args.positionals()[0];

@@ -317,6 +317,47 @@ int fuse_activations(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// Squeeze-excitation's gate, Mul(x, s) with s [1, C, 1, 1], feeding only a 1x1
+// convolution: Conv(x * s, W) = Conv(x, W * s), so the gate scales the weights'
+// input channels (Cout x C values) instead of the whole activation (C x H x W),
+// one pass over the largest tensor of an MBConv block less. The Mul node is kept
+// and rewired to make the gated weights. Batch 1 only: with N > 1 each image has
+// its own gate.
+int fold_channel_gate(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& mul : g.nodes) {
+    if (mul.op_type != "Mul" || mul.has("activation") || mul.inputs.size() != 2) continue;
+    int c = sole_consumer(u, mul.outputs[0]);
+    if (c < 0 || g.nodes[c].op_type != "Conv") continue;
+    Node& conv = g.nodes[c];
+    if (conv.inputs[0] != mul.outputs[0]) continue;
+    const Shape& out = g.values[mul.outputs[0]].shape;
+    int gate = -1;
+    for (int k = 0; k < 2; ++k) {
+      const Shape& s = g.values[mul.inputs[k]].shape;
+      if (out.rank() == 4 && out[0] == 1 && s == Shape{1, out[1], 1, 1} &&
+          g.values[mul.inputs[1 - k]].shape == out && out[2] * out[3] > 1)
+        gate = k;
+    }
+    if (gate < 0) continue;
+    const Shape& w = g.values[conv.inputs[1]].shape;
+    const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
+    if (w != Shape{w[0], out[1], 1, 1} || conv.attr_int("group", 1) != 1 ||
+        conv.attr_ints("strides", ones) != ones || conv.attr_ints("pads", zeros) != zeros ||
+        conv.attr_string("auto_pad", "NOTSET") != "NOTSET")
+      continue;
+    const int x = mul.inputs[1 - gate], s = mul.inputs[gate];
+    const int gated = g.add_value(conv.name + "/w_gated");
+    mul.inputs = {conv.inputs[1], s};  // [Cout, C, 1, 1] * [1, C, 1, 1]
+    mul.outputs[0] = gated;
+    conv.inputs[0] = x;
+    conv.inputs[1] = gated;
+    ++count;
+  }
+  return count;
+}
+
 }  // namespace
 
 void infer_shapes(Graph& g) {
@@ -350,6 +391,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_swish) stats.swish = fuse_swish(g, opt);
   if (opt.fuse_weighted_sum) stats.weighted_sum = fuse_weighted_sum(g, opt);
   if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
+  if (opt.fold_channel_gate) stats.channel_gate = fold_channel_gate(g, opt);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "loaders/onnx_loader.h"
 #include "tests/onnx_case.h"
 
 namespace repshare {
@@ -99,8 +100,8 @@ TEST(OnnxNodeTests, FusionsOffGiveTheSameResults) {
   auto dirs = case_dirs(kNodeTestDir);
   if (dirs.empty()) GTEST_SKIP() << "ONNX node tests not installed (apt libonnx-testdata)";
   PassOptions off;
-  off.fold_constants = off.fuse_pad_conv = off.fold_batchnorm = off.fuse_swish =
-      off.fuse_activations = off.fuse_weighted_sum = false;
+  off.fold_constants = false;
+  off.set_fusions(false);
   std::vector<std::string> some;
   for (const auto& d : dirs)
     if (d.find("conv") != std::string::npos || d.find("batchnorm") != std::string::npos ||
@@ -117,12 +118,31 @@ TEST(RepoFixtures, CompositeBlocksMatchPyTorch) {
   // Fixtures are PyTorch float32 outputs of whole blocks: max abs error 1e-4.
   for (bool fused : {true, false}) {
     PassOptions opt;
-    opt.fold_batchnorm = opt.fuse_swish = opt.fuse_activations = opt.fuse_pad_conv =
-        opt.fuse_weighted_sum = fused;
+    opt.set_fusions(fused);
     Tally t = run_all(dirs, opt, 0, 1e-4);
     print(fused ? "fixtures (fused)" : "fixtures (unfused)", t);
     EXPECT_EQ(t.skipped, 0);
     EXPECT_EQ(t.failed, 0);
+  }
+}
+
+// The squeeze-excitation gate of an MBConv block scales the projection conv's
+// weights, not the expanded activation: the one Mul left makes [Cout, C, 1, 1]
+// gated weights. (That the block still equals PyTorch is the test above.)
+TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
+  for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
+    Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
+    const PassStats stats = prepare_graph(g);
+    EXPECT_EQ(stats.channel_gate, 1) << block;
+    int muls = 0;
+    for (const Node& n : g.nodes) {
+      if (n.op_type != "Mul") continue;
+      ++muls;
+      const Shape& out = g.values[n.outputs[0]].shape;
+      ASSERT_EQ(out.rank(), 4u) << block;
+      EXPECT_EQ(out[2] * out[3], 1) << block << ": a Mul still scales a " << out.str() << " map";
+    }
+    EXPECT_EQ(muls, 1) << block;
   }
 }
 
