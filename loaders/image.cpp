@@ -145,11 +145,16 @@ class JpegDecoder {
   JpegErrorManager err_;
 };
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
-  JpegDecoder jpeg;
+void read_jpeg_header(const uint8_t* data, size_t size, const std::string& name,
+                      JpegDecoder& jpeg) {
   if (!jpeg.read_header(data, size)) {
     fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
   }
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+  JpegDecoder jpeg;
+  read_jpeg_header(data, size, name, jpeg);
   // libjpeg itself refuses a zero width or height.
   const uint64_t pixels = static_cast<uint64_t>(jpeg.width()) * jpeg.height();
   check(pixels <= kMaxJpegPixels, ErrorKind::Shape, "image '", name, "' is ", jpeg.width(), "x",
@@ -307,16 +312,31 @@ void check_output(const Tensor& out, int size, const char* what) {
   check(out.data != nullptr, ErrorKind::Argument, what, " preprocessing: input tensor has no data");
 }
 
+// JPEG by its SOI marker and the next marker's 0xFF, whatever the file is called.
+bool is_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
+// What stb_image reads: not empty, and a size its int parameters hold.
+void check_stb_input(size_t size, const std::string& name) {
+  check(size > 0, ErrorKind::Malformed, "image '", name, "' is empty");
+  check(size <= static_cast<size_t>(INT32_MAX), ErrorKind::Malformed, "image '", name,
+        "' is too large (", size, " bytes)");
+}
+
+std::vector<uint8_t> read_image_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  check(f.good(), ErrorKind::Io, "cannot open image '", path, "': ", std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  check(!f.bad(), ErrorKind::Io, "cannot read image '", path, "'");
+  return bytes;
+}
+
 }  // namespace
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
-  check(size > 0, ErrorKind::Malformed, "image '", name, "' is empty");
-  // JPEG by its SOI marker and the next marker's 0xFF, whatever the file is called.
-  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
-    return decode_jpeg(data, size, name);
-  }
-  check(size <= static_cast<size_t>(INT32_MAX), ErrorKind::Malformed, "image '", name,
-        "' is too large (", size, " bytes)");
+  if (is_jpeg(data, size)) return decode_jpeg(data, size, name);
+  check_stb_input(size, name);
   int w = 0, h = 0, channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);
   if (pixels == nullptr) {
@@ -334,11 +354,27 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
 }
 
 Image load_image(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), ErrorKind::Io, "cannot open image '", path, "': ", std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  check(!f.bad(), ErrorKind::Io, "cannot read image '", path, "'");
+  const std::vector<uint8_t> bytes = read_image_file(path);
   return decode_image(bytes.data(), bytes.size(), path);
+}
+
+ImageSize read_image_size(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_image_file(path);
+  ImageSize size;
+  if (is_jpeg(bytes.data(), bytes.size())) {
+    JpegDecoder jpeg;
+    read_jpeg_header(bytes.data(), bytes.size(), path, jpeg);
+    size.width = jpeg.width();
+    size.height = jpeg.height();
+    return size;
+  }
+  check_stb_input(bytes.size(), path);
+  int channels = 0;
+  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &size.width,
+                             &size.height, &channels)) {
+    fail(ErrorKind::Malformed, "image '", path, "' cannot be decoded: ", stbi_failure_reason());
+  }
+  return size;
 }
 
 const char* interp_name(Interp i) {

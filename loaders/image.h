@@ -43,6 +43,14 @@ Image load_image(const std::string& path);
 // Same from bytes in memory; `name` is used in error messages.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);
 
+// Width and height from the file's header alone, as PIL's Image.open(path).size;
+// throws as load_image does where the header cannot be read.
+struct ImageSize {
+  int width = 0;
+  int height = 0;
+};
+ImageSize read_image_size(const std::string& path);
+
 enum class Interp : uint8_t { Nearest, Bilinear, Bicubic };
 const char* interp_name(Interp i);
 // "nearest", "bilinear", "bicubic"; throws Argument otherwise.

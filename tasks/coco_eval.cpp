@@ -1,18 +1,16 @@
 #include "tasks/coco_eval.h"
 
-#include <stb_image.h>  // stbi_info_from_memory; the implementation is in loaders/image.cpp
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "engine/error.h"
+#include "loaders/image.h"
 
 namespace repshare {
 namespace {
@@ -139,12 +137,6 @@ double mean_of_valid(const std::vector<double>& v) {
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-std::vector<uint8_t> read_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), ErrorKind::Io, "cannot open ", path.string());
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
 }
 
 }  // namespace
@@ -331,11 +323,9 @@ CocoGroundTruth load_yolo_ground_truth(const std::string& dir) {
     check(seen_ids.insert(image.id).second, ErrorKind::Malformed, "YOLO ground truth: ",
           image.file, " repeats image id ", image.id);
     stems.insert(files[n].stem().string());
-    const std::vector<uint8_t> bytes = read_file(files[n]);
-    int channels = 0;
-    check(!bytes.empty() && stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()),
-                                                  &image.width, &image.height, &channels),
-          ErrorKind::Malformed, "YOLO ground truth: cannot read the size of image ", image.file);
+    const ImageSize size = read_image_size(image.file);
+    image.width = size.width;
+    image.height = size.height;
     gt.images.push_back(image);
 
     const fs::path label_path = labels_dir / (files[n].stem().string() + ".txt");

@@ -228,6 +228,26 @@ TEST(ImageDecode, BadFilesNameTheFile) {
   EXPECT_EQ(max_pixel_diff(no_eoi, read_bytes(kFixtures + "tall_cmyk_jpg_pil.u8")), 0);
 }
 
+// Sizes from headers, as PIL's Image.open(path).size, for every fixture.
+TEST(ImageDecode, SizeFromHeaderAlone) {
+  for (const auto& c : manifest()["decode"]) {
+    const std::string file = c["image"];
+    SCOPED_TRACE(file);
+    const ImageSize size = read_image_size(kFixtures + file);
+    EXPECT_EQ(size.width, c["width"].get<int>());
+    EXPECT_EQ(size.height, c["height"].get<int>());
+  }
+  const std::vector<uint8_t> jpg = read_bytes(kFixtures + "wide.jpg");
+  const std::string path = temp_path("header_cut.jpg");
+  write_file(path, std::string(jpg.begin(), jpg.begin() + 300));
+  ErrorKind kind{};
+  const std::string msg = error_of([&] { read_image_size(path); }, &kind);
+  EXPECT_EQ(kind, ErrorKind::Malformed);
+  EXPECT_NE(msg.find("'" + path + "' cannot be decoded as JPEG: Premature end"), std::string::npos)
+      << msg;
+  std::remove(path.c_str());
+}
+
 // A JPEG header may declare up to 65500 x 65500 pixels in a few hundred bytes;
 // above PIL's decompression-bomb limit it is refused before anything is allocated.
 TEST(ImageDecode, HugeJpegIsRefusedBeforeAllocating) {
