@@ -91,7 +91,7 @@ class JpegDecoder {
     jpeg_create_decompress(&cinfo_);
     jpeg_mem_src(&cinfo_, data, static_cast<unsigned long>(size));
     jpeg_read_header(&cinfo_, TRUE);
-    // libjpeg converts YCCK to CMYK; to_rgb does the rest as PIL does.
+    // libjpeg converts YCCK to CMYK; cmyk_to_rgb_like_pil does the rest.
     const bool four_channels =
         cinfo_.jpeg_color_space == JCS_CMYK || cinfo_.jpeg_color_space == JCS_YCCK;
     cinfo_.out_color_space = four_channels ? JCS_CMYK : JCS_RGB;
@@ -145,25 +145,20 @@ class JpegDecoder {
   JpegErrorManager err_;
 };
 
-void read_jpeg_header(const uint8_t* data, size_t size, const std::string& name,
-                      JpegDecoder& jpeg) {
-  if (!jpeg.read_header(data, size)) {
-    fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
-  }
+[[noreturn]] void fail_jpeg(const std::string& name, const JpegDecoder& jpeg) {
+  fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
 }
 
 Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   JpegDecoder jpeg;
-  read_jpeg_header(data, size, name, jpeg);
+  if (!jpeg.read_header(data, size)) fail_jpeg(name, jpeg);
   // libjpeg itself refuses a zero width or height.
   const uint64_t pixels = static_cast<uint64_t>(jpeg.width()) * jpeg.height();
   check(pixels <= kMaxJpegPixels, ErrorKind::Shape, "image '", name, "' is ", jpeg.width(), "x",
         jpeg.height(), ": more than ", kMaxJpegPixels, " pixels (PIL's decompression-bomb limit)");
   Image img;
   img.reset(jpeg.width(), jpeg.height());
-  if (!jpeg.read_pixels(img)) {
-    fail(ErrorKind::Malformed, "image '", name, "' cannot be decoded as JPEG: ", jpeg.message());
-  }
+  if (!jpeg.read_pixels(img)) fail_jpeg(name, jpeg);
   return img;
 }
 
@@ -363,7 +358,7 @@ ImageSize read_image_size(const std::string& path) {
   ImageSize size;
   if (is_jpeg(bytes.data(), bytes.size())) {
     JpegDecoder jpeg;
-    read_jpeg_header(bytes.data(), bytes.size(), path, jpeg);
+    if (!jpeg.read_header(bytes.data(), bytes.size())) fail_jpeg(path, jpeg);
     size.width = jpeg.width();
     size.height = jpeg.height();
     return size;
