@@ -319,8 +319,8 @@ int fuse_activations(Graph& g, const PassOptions& opt) {
 
 // Squeeze-excitation's gate, Mul(x, s) with s [1, C, 1, 1], feeding only a 1x1
 // convolution: Conv(x * s, W) = Conv(x, W * s), so the gate scales the weights'
-// input channels (Cout x C values) instead of the whole activation (C x H x W),
-// one pass over the largest tensor of an MBConv block less. The Mul node is kept
+// input channels (Cout x C values) instead of the whole activation (C x H x W):
+// in the early blocks, one pass over the largest tensor of the block less. The Mul node is kept
 // and rewired to make the gated weights. Batch 1 only: with N > 1 each image has
 // its own gate.
 int fold_channel_gate(Graph& g, const PassOptions& opt) {
@@ -343,9 +343,11 @@ int fold_channel_gate(Graph& g, const PassOptions& opt) {
     if (gate < 0) continue;
     const Shape& w = g.values[conv.inputs[1]].shape;
     const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
-    if (w != Shape{w[0], out[1], 1, 1} || conv.attr_int("group", 1) != 1 ||
-        conv.attr_ints("strides", ones) != ones || conv.attr_ints("pads", zeros) != zeros ||
-        conv.attr_string("auto_pad", "NOTSET") != "NOTSET")
+    // Worth it only when the weights are the smaller tensor: Cout < H * W (not so
+    // in the last stages of B0, 7x7 maps feeding 192 or 320 channels).
+    if (w != Shape{w[0], out[1], 1, 1} || w[0] >= out[2] * out[3] ||
+        conv.attr_int("group", 1) != 1 || conv.attr_ints("strides", ones) != ones ||
+        conv.attr_ints("pads", zeros) != zeros || conv.attr_string("auto_pad", "NOTSET") != "NOTSET")
       continue;
     const int x = mul.inputs[1 - gate], s = mul.inputs[gate];
     const int gated = g.add_value(conv.name + "/w_gated");
