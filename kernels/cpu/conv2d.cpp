@@ -101,6 +101,28 @@ void add_bias_act(const Activation& act, const float* bias, float* y, int64_t ld
 }
 
 #ifdef __AVX2__
+// V vectors of 8 outputs in each of two output rows of a KxK depthwise conv with
+// stride S both ways, starting at `rows` (row 0's first input row): input row i
+// is tap row i of output row 0 and tap row i - S of output row 1, so the K + S
+// rows are each loaded once for both.
+template <int S, int K, int V>
+inline void depthwise_row_pair(const float* rows, int64_t ld, const int64_t* tap_offset,
+                               const __m256* wk, __m256 (&acc)[2][2]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < K + S; ++i) {
+    const float* r = rows + i * ld;
+#pragma GCC unroll 8
+    for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) {
+        const __m256 x = _mm256_loadu_ps(r + tap_offset[kx] + 8 * v);
+        if (i < K) acc[0][v] = _mm256_fmadd_ps(wk[i * K + kx], x, acc[0][v]);
+        if (i >= S) acc[1][v] = _mm256_fmadd_ps(wk[(i - S) * K + kx], x, acc[1][v]);
+      }
+    }
+  }
+}
+
 // One output plane of a depthwise conv with horizontal stride S (1, or 2 on the
 // deinterleaved layout); K > 0 fixes a KxK kernel at compile time (3 and 5 are the
 // EfficientNet sizes) so the tap loops unroll and the weights stay broadcast.
@@ -131,7 +153,33 @@ void depthwise_plane(const Conv2dParams& p, const PaddedPlane& pp, const float* 
       _mm256_maskstore_ps(dst, tail_mask, v);
   };
   const __m256 b = _mm256_set1_ps(bias);
-  for (int64_t oy = 0; oy < p.h_out; ++oy) {
+  int64_t oy = 0;
+  // Two output rows at a time where the vertical stride is S too (every
+  // EfficientNet depthwise conv): their K + S input rows are each loaded once and
+  // feed both rows' taps, and four accumulator chains instead of two keep the
+  // FMA units busy (a chain of K*K dependent FMAs per vector otherwise).
+  if (K && p.stride_h == S && dh == 1) {
+    for (; oy + 1 < p.h_out; oy += 2) {
+      const float* rows = in + oy * S * ld;
+      float* orow0 = out + oy * p.w_out;
+      float* orow1 = orow0 + p.w_out;
+      for (int64_t ox = 0; ox < p.w_out; ox += 16) {
+        const int64_t valid = p.w_out - ox;
+        __m256 acc[2][2] = {{b, b}, {b, b}};  // [row][vector]
+        if (valid > 8)
+          depthwise_row_pair<S, K, 2>(rows + ox, ld, tap_offset, wk, acc);
+        else  // 7x7 maps and the like: one vector, not two
+          depthwise_row_pair<S, K, 1>(rows + ox, ld, tap_offset, wk, acc);
+        store(orow0 + ox, valid, acc[0][0]);
+        store(orow1 + ox, valid, acc[1][0]);
+        if (valid > 8) {
+          store(orow0 + ox + 8, valid - 8, acc[0][1]);
+          store(orow1 + ox + 8, valid - 8, acc[1][1]);
+        }
+      }
+    }
+  }
+  for (; oy < p.h_out; ++oy) {
     const float* rows = in + oy * p.stride_h * ld;
     float* orow = out + oy * p.w_out;
     for (int64_t ox = 0; ox < p.w_out; ox += 16) {
