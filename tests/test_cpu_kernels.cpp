@@ -153,6 +153,46 @@ std::vector<double> ref_conv(const Conv2dParams& p, const Vec& x, const Vec& w, 
   return y;
 }
 
+// Shapes the AVX-512 small-K kernel takes (where the CPU has AVX-512: short K,
+// output at least 1024 wide): a pointwise conv with odd Cout and width, a
+// stem-like dense conv through im2col (K = 27), with every activation (some in
+// registers, the rest on the stored tile) and with and without bias.
+TEST(CpuKernels, Conv2dSmallKPathEveryActivation) {
+  struct Shape4 {
+    int64_t c_in, h, w, c_out, k, stride;
+  };
+  // Widths leave last tiles of 27, 29 and 17 columns (a partial second vector).
+  const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1}, {3, 70, 62, 13, 3, 2}, {5, 41, 41, 40, 1, 1}};
+  int seed = 0;
+  for (const Shape4& s : shapes) {
+    for (const Activation& act : real_line_activations()) {
+      for (bool bias : {true, false}) {
+        Conv2dParams p;
+        p.c_in = s.c_in, p.h = s.h, p.w = s.w, p.c_out = s.c_out, p.kh = p.kw = s.k;
+        p.stride_h = p.stride_w = s.stride;
+        p.pad_bottom = p.pad_right = s.k / 2;  // TF-SAME-like for the 3x3 s2 stem
+        p.h_out = (s.h + p.pad_bottom - s.k) / s.stride + 1;
+        p.w_out = (s.w + p.pad_right - s.k) / s.stride + 1;
+        if (s.k == 1) p.pad_bottom = p.pad_right = 0, p.h_out = s.h, p.w_out = s.w;
+        p.act = act;
+        ++seed;
+        Vec x = random_vec(p.c_in * p.h * p.w, 400 + seed);
+        Vec w = random_vec(p.c_out * p.c_in * p.kh * p.kw, 500 + seed);
+        Vec b = random_vec(p.c_out, 600 + seed);
+        const std::vector<double> want = ref_conv(p, x, w, bias ? &b : nullptr);
+        CpuBackend be(2);
+        Vec ws(be.conv2d_workspace(p) / sizeof(float) + 1);
+        Vec y(want.size(), NAN);
+        Tensor tx = view(x, {1, p.c_in, p.h, p.w}), tw = view(w, {p.c_out, p.c_in, p.kh, p.kw});
+        Tensor tb = view(b, {p.c_out}), ty = view(y, {1, p.c_out, p.h_out, p.w_out});
+        be.conv2d(p, tx, tw, bias ? &tb : nullptr, ty, ws.data());
+        EXPECT_LT(normalized_error(y, want), 1e-5)
+            << "Cin " << s.c_in << " k " << s.k << " act " << act_name(act.kind) << " bias " << bias;
+      }
+    }
+  }
+}
+
 TEST(CpuKernels, Conv2dAllPaths) {
   const std::vector<ConvCase> cases = {
       // pointwise (one SGEMM), including a 1x1 image and HW split across threads

@@ -1,6 +1,7 @@
 // Convolution, three ways:
 //  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
-//    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue;
+//    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
+//    (short Cin and wide HW: the AVX-512 small-K kernel, where the CPU has it);
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops over a zero-padded copy
 //    of each input plane, so the inner loops need no bounds checks;
 //  - everything else: im2col into the workspace, then one SGEMM per group.
@@ -92,6 +93,14 @@ void fill_padded_plane(const Conv2dParams& p, const PaddedPlane& pp, const float
 
 int64_t im2col_floats(const Conv2dParams& p) {
   return p.c_in / p.groups * p.kh * p.kw * p.h_out * p.w_out;
+}
+
+// Whether each group's product goes to the AVX-512 small-K kernel (short inner
+// dimension, wide output; cpu::small_k_sgemm) instead of OpenBLAS. Its packed
+// weights follow the im2col buffer in the workspace.
+bool uses_small_k_sgemm(const Conv2dParams& p) {
+  return cpu::small_k_sgemm_applies(p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw,
+                                    p.h_out * p.w_out);
 }
 
 void add_bias_act(const Activation& act, const float* bias, float* y, int64_t ld, int64_t r0,
@@ -286,10 +295,14 @@ void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
 }  // namespace
 
 size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
-  if (p.is_pointwise()) return 0;
+  // The same order as conv2d(): a 1-channel 1x1 conv is depthwise there too.
   if (p.is_depthwise())
     return static_cast<size_t>(threads_ * padded_plane(p).floats()) * sizeof(float);
-  return static_cast<size_t>(im2col_floats(p)) * sizeof(float);
+  const int64_t col = p.is_pointwise() ? 0 : im2col_floats(p);
+  const int64_t packed = uses_small_k_sgemm(p) ? cpu::small_k_packed_floats(
+                                                     p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw)
+                                               : 0;
+  return static_cast<size_t>(col + packed) * sizeof(float);
 }
 
 void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -323,6 +336,8 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t k = cin_g * p.kh * p.kw;
   float* col = static_cast<float*>(workspace);
+  const bool small_k = uses_small_k_sgemm(p);
+  float* packed = col + (p.is_pointwise() ? 0 : im2col_floats(p));
   for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const float* xg = xd + (img * p.c_in + g * cin_g) * hw_in;
@@ -330,6 +345,13 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
       if (!p.is_pointwise()) {
         im2col(p, xg, col, threads_);
         b_mat = col;
+      }
+      const float* bias_g = bd ? bd + g * cout_g : nullptr;
+      float* y_g = yd + (img * p.c_out + g * cout_g) * hw_out;
+      if (small_k) {
+        cpu::small_k_sgemm(threads_, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
+                           y_g, packed);
+        continue;
       }
       cpu::SgemmArgs args;
       args.m = cout_g;
@@ -339,9 +361,8 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
       args.lda = k;
       args.b = b_mat;
       args.ldb = hw_out;
-      args.c = yd + (img * p.c_out + g * cout_g) * hw_out;
+      args.c = y_g;
       args.ldc = hw_out;
-      const float* bias_g = bd ? bd + g * cout_g : nullptr;
       cpu::parallel_sgemm(threads_, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         add_bias_act(p.act, bias_g, args.c, hw_out, r0, r1, c0, c1);
       });
