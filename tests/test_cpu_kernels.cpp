@@ -153,16 +153,18 @@ std::vector<double> ref_conv(const Conv2dParams& p, const Vec& x, const Vec& w, 
   return y;
 }
 
-// Shapes the AVX-512 small-K kernel takes (where the CPU has AVX-512: short K,
-// output at least 1024 wide): a pointwise conv with odd Cout and width, a
-// stem-like dense conv through im2col (K = 27), with every activation (some in
-// registers, the rest on the stored tile) and with and without bias.
-TEST(CpuKernels, Conv2dSmallKPathEveryActivation) {
+// Shapes the AVX-512 kernel takes (where the CPU has AVX-512: wide outputs): a
+// pointwise conv with odd Cout and width, a stem-like dense conv through im2col
+// (K = 27), a long K on a 16x16 map (N = 256 <= 192 needs K <= 192), with every
+// activation (some in registers, the rest on the stored tile) and with and
+// without bias.
+TEST(CpuKernels, Conv2dAvx512PathEveryActivation) {
   struct Shape4 {
     int64_t c_in, h, w, c_out, k, stride;
   };
-  // Widths leave last tiles of 27, 29 and 17 columns (a partial second vector).
-  const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1}, {3, 70, 62, 13, 3, 2}, {5, 41, 41, 40, 1, 1}};
+  // Widths leave last tiles of 27, 29, 17 and 31 columns (a partial second vector).
+  const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1}, {3, 70, 62, 13, 3, 2}, {5, 41, 41, 40, 1, 1},
+                           {191, 15, 17, 25, 1, 1}};
   int seed = 0;
   for (const Shape4& s : shapes) {
     for (const Activation& act : real_line_activations()) {

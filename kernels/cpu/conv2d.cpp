@@ -1,7 +1,7 @@
 // Convolution, three ways:
 //  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
 //    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
-//    (short Cin and wide HW: the AVX-512 small-K kernel, where the CPU has it);
+//    (where the CPU has AVX-512 and the map is wide: cpu::avx512_sgemm);
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops over a zero-padded copy
 //    of each input plane, so the inner loops need no bounds checks;
 //  - everything else: im2col into the workspace, then one SGEMM per group.
@@ -95,11 +95,11 @@ int64_t im2col_floats(const Conv2dParams& p) {
   return p.c_in / p.groups * p.kh * p.kw * p.h_out * p.w_out;
 }
 
-// Whether each group's product goes to the AVX-512 small-K kernel (short inner
-// dimension, wide output; cpu::small_k_sgemm) instead of OpenBLAS. Its packed
-// weights follow the im2col buffer in the workspace.
-bool uses_small_k_sgemm(const Conv2dParams& p) {
-  return cpu::small_k_sgemm_applies(p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw,
+// Whether each group's product goes to the AVX-512 kernel (cpu::avx512_sgemm:
+// wide outputs, fused bias and activation) instead of OpenBLAS. Its scratch
+// (packed weights and B panels) follows the im2col buffer in the workspace.
+bool uses_avx512_sgemm(const Conv2dParams& p) {
+  return cpu::avx512_sgemm_applies(p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw,
                                     p.h_out * p.w_out);
 }
 
@@ -299,10 +299,12 @@ size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
   if (p.is_depthwise())
     return static_cast<size_t>(threads_ * padded_plane(p).floats()) * sizeof(float);
   const int64_t col = p.is_pointwise() ? 0 : im2col_floats(p);
-  const int64_t packed = uses_small_k_sgemm(p) ? cpu::small_k_packed_floats(
-                                                     p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw)
-                                               : 0;
-  return static_cast<size_t>(col + packed) * sizeof(float);
+  const int64_t scratch =
+      uses_avx512_sgemm(p) ? cpu::avx512_sgemm_scratch_floats(threads_, p.c_out / p.groups,
+                                                              p.c_in / p.groups * p.kh * p.kw,
+                                                              p.h_out * p.w_out)
+                           : 0;
+  return static_cast<size_t>(col + scratch) * sizeof(float);
 }
 
 void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -336,8 +338,8 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t k = cin_g * p.kh * p.kw;
   float* col = static_cast<float*>(workspace);
-  const bool small_k = uses_small_k_sgemm(p);
-  float* packed = col + (p.is_pointwise() ? 0 : im2col_floats(p));
+  const bool avx512 = uses_avx512_sgemm(p);
+  float* scratch = col + (p.is_pointwise() ? 0 : im2col_floats(p));
   for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const float* xg = xd + (img * p.c_in + g * cin_g) * hw_in;
@@ -348,9 +350,9 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
       }
       const float* bias_g = bd ? bd + g * cout_g : nullptr;
       float* y_g = yd + (img * p.c_out + g * cout_g) * hw_out;
-      if (small_k) {
-        cpu::small_k_sgemm(threads_, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
-                           y_g, packed);
+      if (avx512) {
+        cpu::avx512_sgemm(threads_, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
+                           y_g, scratch);
         continue;
       }
       cpu::SgemmArgs args;

@@ -106,13 +106,13 @@ void parallel_sgemm(int threads, const SgemmArgs& g, Epilogue&& epilogue) {
 }
 
 // Row-major C[m, n] = act(A[m, k] B[k, n] + bias[m]) (bias may be null) by the
-// AVX-512 kernel of sgemm_small_k.cpp, for the shapes small_k_sgemm_applies()
-// accepts on this CPU (short K, wide N, AVX-512 present). `packed` holds
-// small_k_packed_floats(m, k) floats of scratch for A's panels.
-bool small_k_sgemm_applies(int64_t m, int64_t k, int64_t n);
-int64_t small_k_packed_floats(int64_t m, int64_t k);
-void small_k_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, const float* b,
-                   const float* bias, const Activation& act, float* c, float* packed);
+// AVX-512 kernel of sgemm_avx512.cpp, for the shapes avx512_sgemm_applies()
+// accepts on this CPU (AVX-512 present, wide N). `scratch` holds
+// avx512_sgemm_scratch_floats(threads, m, k, n) floats (packed A, B panels).
+bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n);
+int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n);
+void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, const float* b,
+                  const float* bias, const Activation& act, float* c, float* scratch);
 
 }  // namespace cpu
 }  // namespace repshare
