@@ -66,13 +66,16 @@ REPSHARE_AVX512 inline __m512 sigmoid512(__m512 x) {
 // The activations applied in registers; the others are applied to the stored
 // tile afterwards (in_registers() says which).
 bool in_registers(ActKind k) {
-  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Sigmoid ||
-         k == ActKind::Swish;
+  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Clip ||
+         k == ActKind::Sigmoid || k == ActKind::Swish;
 }
 
+// Clip is ReLU6 in EfficientNet-Lite: min in alpha, max in beta.
 template <ActKind K>
-REPSHARE_AVX512 inline __m512 act512(__m512 v) {
+REPSHARE_AVX512 inline __m512 act512(__m512 v, const Activation& act) {
   if (K == ActKind::Relu) return _mm512_max_ps(v, _mm512_setzero_ps());
+  if (K == ActKind::Clip)
+    return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(act.alpha)), _mm512_set1_ps(act.beta));
   if (K == ActKind::Sigmoid) return sigmoid512(v);
   if (K == ActKind::Swish) return _mm512_mul_ps(v, sigmoid512(v));
   return v;
@@ -83,8 +86,8 @@ REPSHARE_AVX512 inline __m512 act512(__m512 v) {
 // per row), `b` a packed B tile (K rows of 32, ldb apart).
 template <bool Full, ActKind K>
 REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const float* a,
-                                 const float* b, const float* bias, int rows, __mmask16 mask0,
-                                 __mmask16 mask1, float* c) {
+                                 const float* b, const float* bias, const Activation& act, int rows,
+                                 __mmask16 mask0, __mmask16 mask1, float* c) {
   __m512 acc[kTileRows][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kTileRows; ++i) {
@@ -106,7 +109,7 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
   for (int i = 0; i < kTileRows; ++i) {
     if (i >= rows) break;
     float* crow = c + i * ldc;
-    const __m512 v0 = act512<K>(acc[i][0]), v1 = act512<K>(acc[i][1]);
+    const __m512 v0 = act512<K>(acc[i][0], act), v1 = act512<K>(acc[i][1], act);
     if (Full) {
       _mm512_storeu_ps(crow, v0);
       _mm512_storeu_ps(crow + 16, v1);
@@ -117,27 +120,42 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
   }
 }
 
-// Columns of B one thread packs and sweeps at a time: the K x chunk panel stays in
-// L2 (256 KiB) while every row block of C passes over it, and there are at least
-// as many chunks as threads.
-int64_t chunk_columns(int threads, int64_t k, int64_t n) {
+// How the product is shared out: chunks of columns of B, each packed into a
+// thread's panel that stays in L2 (256 KiB) while row blocks of C pass over it,
+// and, on maps too narrow to give each thread 4 tiles of columns (14x14 and
+// below), groups of row blocks instead, each thread packing the same columns.
+struct Split {
+  int64_t chunk = 0;       // columns per chunk (a multiple of 32)
+  int64_t row_groups = 1;  // parts the row blocks are divided into
+};
+
+Split split_for(int threads, int64_t k, int64_t n) {
+  const int64_t tiles = (n + kTileCols - 1) / kTileCols;
   const int64_t l2 = std::max<int64_t>(kTileCols, (64 * 1024 / k) / kTileCols * kTileCols);
-  const int64_t per_thread = ((n + threads - 1) / threads + kTileCols - 1) / kTileCols * kTileCols;
-  return std::min<int64_t>({l2, per_thread, 8192});
+  Split s;
+  if (tiles < 4 * threads) {
+    s.chunk = std::min(l2, tiles * kTileCols);
+    s.row_groups = threads;
+  } else {
+    const int64_t per_thread = (tiles + threads - 1) / threads * kTileCols;
+    s.chunk = std::min<int64_t>({l2, per_thread, 8192});
+  }
+  return s;
 }
 
 template <ActKind K>
 REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* packed,
                                const float* b, const float* bias, const Activation& act,
                                float* c, float* panels) {
-  const int64_t chunk = chunk_columns(threads, k, n);
-  const int64_t chunks = (n + chunk - 1) / chunk;
+  const Split split = split_for(threads, k, n);
+  const int64_t chunk = split.chunk, chunks = (n + chunk - 1) / chunk;
   const int64_t row_blocks = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel num_threads(threads)
   {
     float* panel = panels + omp_get_thread_num() * k * chunk;
 #pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ++ch) {
+    for (int64_t item = 0; item < chunks * split.row_groups; ++item) {
+      const int64_t ch = item / split.row_groups, group = item % split.row_groups;
       const int64_t n0 = ch * chunk, n1 = std::min(n, n0 + chunk);
       const int64_t tiles = (n1 - n0 + kTileCols - 1) / kTileCols;
       // B's columns [n0, n1) as contiguous k x 32 tiles (zeros past n1): a tile's
@@ -156,7 +174,9 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
         }
       }
       // Row block by row block, so each writes 12 long runs of C.
-      for (int64_t r = 0; r < row_blocks; ++r) {
+      const int64_t r0 = row_blocks * group / split.row_groups;
+      const int64_t r1 = row_blocks * (group + 1) / split.row_groups;
+      for (int64_t r = r0; r < r1; ++r) {
         const int64_t m0 = r * kTileRows;
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - m0));
         const float* bias_block = bias ? bias + m0 : nullptr;
@@ -165,12 +185,12 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
           const int64_t col = n0 + t * kTileCols, left = n1 - col;
           if (left >= kTileCols) {
             tile<true, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols, bias_block,
-                          rows, 0xffff, 0xffff, c_block + col);
+                          act, rows, 0xffff, 0xffff, c_block + col);
           } else {
             const __mmask16 mask0 = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
             const __mmask16 mask1 = left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1);
             tile<false, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols,
-                           bias_block, rows, mask0, mask1, c_block + col);
+                           bias_block, act, rows, mask0, mask1, c_block + col);
           }
         }
         if (!in_registers(act.kind))
@@ -199,7 +219,7 @@ bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n) {
   const int64_t a = (m + kTileRows - 1) / kTileRows * kTileRows * k;
 #if defined(__x86_64__)
-  return a + threads * k * chunk_columns(threads, k, n);
+  return a + threads * k * split_for(threads, k, n).chunk;
 #else
   return a;
 #endif
@@ -222,10 +242,16 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
         packed[(r * k + kk) * kTileRows + i] = row < m ? a[row * k + kk] : 0.f;
       }
   switch (act.kind) {
-    case ActKind::Relu: return run_tiles<ActKind::Relu>(threads, m, k, n, packed, b, bias, act, c, panels);
-    case ActKind::Sigmoid: return run_tiles<ActKind::Sigmoid>(threads, m, k, n, packed, b, bias, act, c, panels);
-    case ActKind::Swish: return run_tiles<ActKind::Swish>(threads, m, k, n, packed, b, bias, act, c, panels);
-    default: return run_tiles<ActKind::None>(threads, m, k, n, packed, b, bias, act, c, panels);
+    case ActKind::Relu:
+      return run_tiles<ActKind::Relu>(threads, m, k, n, packed, b, bias, act, c, panels);
+    case ActKind::Clip:
+      return run_tiles<ActKind::Clip>(threads, m, k, n, packed, b, bias, act, c, panels);
+    case ActKind::Sigmoid:
+      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, packed, b, bias, act, c, panels);
+    case ActKind::Swish:
+      return run_tiles<ActKind::Swish>(threads, m, k, n, packed, b, bias, act, c, panels);
+    default:  // None, or an activation applied after the stores
+      return run_tiles<ActKind::None>(threads, m, k, n, packed, b, bias, act, c, panels);
   }
 #else
   fail(ErrorKind::Unsupported, "avx512 sgemm: x86-64 with AVX-512 only");
