@@ -5,33 +5,28 @@
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/exp_poly.h"
 
 namespace repshare {
 namespace cpu {
 namespace {
 
 #ifdef __AVX2__
-// exp(x) as in Cephes expf: x = n*ln2 + r with |r| <= ln2/2, a degree-5 polynomial
-// for exp(r), and 2^n built in the exponent bits. n is rounded by adding 1.5*2^23,
-// which leaves it in the low mantissa bits (cheaper than round + convert). ~1e-7
-// relative error; inputs beyond +-87.3 saturate (exp leaves float's normal range).
+// exp(x) by kernels/cpu/exp_poly.h; n is rounded by adding 1.5*2^23, which leaves
+// it in the low mantissa bits (cheaper than round + convert), and 2^n is built in
+// the exponent bits. Inputs beyond +-87.3 saturate (exp leaves float's range).
 inline __m256 exp256(__m256 x) {
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));  // keeps 2^n normal
-  const __m256 magic = _mm256_set1_ps(12582912.f);             // 1.5 * 2^23
-  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  using namespace exp_poly;
+  x = _mm256_min_ps(x, _mm256_set1_ps(kMax));
+  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
+  const __m256 magic = _mm256_set1_ps(12582912.f);  // 1.5 * 2^23
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), magic);
   const __m256 n = _mm256_sub_ps(t, magic);
-  // r = x - n*ln2 in two steps so the high part is exact.
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-  const __m256 r2 = _mm256_mul_ps(r, r);
-  p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kPoly[i]));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   // (n << 23) + (127 << 23): the bits of t above the 23 shifted ones fall off.
   const __m256i pow2n = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23),
                                          _mm256_set1_epi32(127 << 23));
