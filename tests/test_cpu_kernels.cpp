@@ -211,6 +211,10 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {1, 17, 5, 7, 1, 2, 3, 3, 2, 1, 1, 1, 0, 0, 2, 1, true},
       // grouped, in-between and channel multiplier 2
       {1, 12, 7, 5, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, true},
+      // wide enough for the AVX-512 GEMM (where the CPU has it): grouped through
+      // im2col, and a batch of 2 reusing the workspace
+      {1, 12, 30, 30, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3, true},
+      {2, 5, 28, 30, 7, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false},
       {1, 3, 7, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 3, true},
       // depthwise: 3x3/5x5 at stride 1/2 (specialised), widths around the 8/16
       // blocks, asymmetric SAME pads, dilation, 4x2 kernel and stride 3 (generic)
