@@ -11,9 +11,18 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace repshare {
 namespace {
+
+// Where the CPU has AVX-512, its kernels are chosen at run time; tests that must
+// also cover the AVX2 / OpenBLAS paths other CPUs take switch them off for a while.
+class Avx512Allowed {
+ public:
+  explicit Avx512Allowed(bool on) { cpu::allow_avx512(on); }
+  ~Avx512Allowed() { cpu::allow_avx512(true); }
+};
 
 using Vec = std::vector<float>;
 
@@ -244,7 +253,11 @@ TEST(CpuKernels, Conv2dAllPaths) {
     Vec w = random_vec(p.c_out * (p.c_in / p.groups) * p.kh * p.kw, 200 + case_id);
     Vec b = random_vec(p.c_out, 300 + case_id);
     const std::vector<double> want = ref_conv(p, x, w, c.bias ? &b : nullptr);
+    // Every path twice where the CPU has AVX-512: with its GEMM, then with the
+    // OpenBLAS one that other CPUs run.
+    for (const bool avx512 : {true, false})
     for (int threads : {1, 2, 3}) {
+      const Avx512Allowed isa(avx512);
       CpuBackend be(threads);
       // Workspace with a guard band that must survive the call.
       const size_t ws_floats = be.conv2d_workspace(p) / sizeof(float);
@@ -254,7 +267,8 @@ TEST(CpuKernels, Conv2dAllPaths) {
       Tensor tb = view(b, {p.c_out}), ty = view(y, {p.n, p.c_out, p.h_out, p.w_out});
       be.conv2d(p, tx, tw, c.bias ? &tb : nullptr, ty, ws.data());
       EXPECT_LT(normalized_error(y, want), 1e-5)
-          << "case " << case_id << " threads " << threads << " act " << act_name(p.act.kind);
+          << "case " << case_id << " threads " << threads << " act " << act_name(p.act.kind)
+          << " avx512 " << (avx512 && cpu::has_avx512());
       for (size_t i = ws_floats; i < ws.size(); ++i) ASSERT_EQ(ws[i], 12345.f) << "case " << case_id;
     }
     ++case_id;

@@ -105,6 +105,13 @@ void parallel_sgemm(int threads, const SgemmArgs& g, Epilogue&& epilogue) {
   }
 }
 
+// Whether the AVX-512 kernels run: this CPU has AVX-512 (F and DQ) and they are
+// allowed. They are chosen at run time; the build itself targets AVX2.
+// allow_avx512(false) makes every kernel take its AVX2 / OpenBLAS path (tests
+// compare both; takes effect for the calls after it).
+bool has_avx512();
+void allow_avx512(bool on);
+
 // Row-major C[m, n] = act(A[m, k] B[k, n] + bias[m]) (bias may be null) by the
 // AVX-512 kernel of sgemm_avx512.cpp, for the shapes avx512_sgemm_applies()
 // accepts on this CPU (AVX-512 present, wide N). `scratch` holds

@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -32,10 +33,6 @@ constexpr int kTileRows = 12;  // MR: rows of C per tile, 2 x 12 accumulators
 constexpr int kTileCols = 32;  // NR: two 16-float vectors
 
 #if defined(__x86_64__)
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
 
 // exp by kernels/cpu/exp_poly.h, as activation.cpp computes it for AVX2, 16
 // lanes at a time; 2^n by vscalefps.
@@ -202,12 +199,27 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
 
 }  // namespace
 
+namespace {
+std::atomic<bool> avx512_allowed{true};
+}  // namespace
+
+bool has_avx512() {
+#if defined(__x86_64__)
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+  return has && avx512_allowed.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+void allow_avx512(bool on) { avx512_allowed.store(on, std::memory_order_relaxed); }
+
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 #if defined(__x86_64__)
   // Where it beat OpenBLAS on B0's and D0's 1x1 shapes (docs/results/cpu_speed.md):
   // every K at N >= 768 (28x28 maps and up), K <= 192 at N >= 192. On 7x7 maps
   // (N = 49) a 32-wide tile wastes a third of its lanes and OpenBLAS wins.
-  return cpu_has_avx512() && m >= 1 && k >= 1 && k <= 2048 &&
+  return has_avx512() && m >= 1 && k >= 1 && k <= 2048 &&
          (n >= 768 || (n >= 192 && k <= 192));
 #else
   return false;
