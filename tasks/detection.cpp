@@ -152,7 +152,12 @@ DetectionPostprocess::DetectionPostprocess(DetectionConfig config, Backend& back
     t->data = base + reinterpret_cast<size_t>(t->data);
   select_workspace_ = base + select_at;
   nms_workspace_ = base + nms_at;
-  backend_.upload(anchors_t_.data, anchors_.data(), anchors_t_.bytes());
+  try {
+    backend_.upload(anchors_t_.data, anchors_.data(), anchors_t_.bytes());
+  } catch (...) {  // no destructor runs for a constructor that throws
+    backend_.free(buffer_);
+    throw;
+  }
 }
 
 DetectionPostprocess::~DetectionPostprocess() { backend_.free(buffer_); }
