@@ -1,5 +1,9 @@
 // EfficientDet post-processing on the CPU: the reference for kernels/cuda/detection.cu
 // (per-candidate arithmetic shared through detection_math.h).
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -58,12 +62,24 @@ void CpuBackend::detection_select(const DetectionSelectParams& p,
     const int64_t positions = p.positions[l];
     const int64_t logits = p.anchors_per_location * p.classes * positions;
     const float* x = class_outputs[l]->f32();
-    for (int64_t i = 0; i < logits; ++i) {
-      if (!(x[i] >= worst)) continue;  // NaN logits are never candidates
+    auto consider = [&](int64_t i) {
+      if (!(x[i] >= worst)) return;  // NaN logits are never candidates
       top[count++] = {x[i], flat_logit_index(i, positions, p.anchors_per_location, p.classes,
                                              level_first)};
       if (count >= 4 * k) keep_best();
+    };
+    int64_t i = 0;
+#ifdef __AVX2__
+    // Eight logits per comparison: once `worst` has risen, nearly every group of
+    // eight is below it (an ordered >= is false for NaN too).
+    for (; i + 8 <= logits; i += 8) {
+      const int candidates = _mm256_movemask_ps(
+          _mm256_cmp_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(worst), _CMP_GE_OQ));
+      if (candidates == 0) continue;
+      for (int j = 0; j < 8; ++j) consider(i + j);
     }
+#endif
+    for (; i < logits; ++i) consider(i);
     level_first += positions * p.anchors_per_location;
   }
   keep_best();
