@@ -22,7 +22,9 @@
 #define REPSHARE_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
 // GCC 12's AVX-512 headers start masked intrinsics from _mm512_undefined_ps(),
 // which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 namespace repshare {
