@@ -152,6 +152,10 @@ DetectionPostprocess::DetectionPostprocess(DetectionConfig config, Backend& back
     t->data = base + reinterpret_cast<size_t>(t->data);
   select_workspace_ = base + select_at;
   nms_workspace_ = base + nms_at;
+  host_boxes_.resize(static_cast<size_t>(4 * sp.k));
+  host_scores_.resize(static_cast<size_t>(sp.k));
+  host_classes_.resize(static_cast<size_t>(sp.k));
+  host_keep_.resize(static_cast<size_t>(keep_t_.numel()));
   try {
     backend_.upload(anchors_t_.data, anchors_.data(), anchors_t_.bytes());
   } catch (...) {  // no destructor runs for a constructor that throws
@@ -193,28 +197,30 @@ void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
     p.clip_w = frame->width / frame->scale;
     p.clip_h = frame->height / frame->scale;
   }
-  std::vector<const Tensor*> cls, box;
+  const Tensor* cls[kMaxDetectionLevels];
+  const Tensor* box[kMaxDetectionLevels];
   for (size_t l = 0; l < class_outputs.size(); ++l) {
-    cls.push_back(&class_outputs[l]);
-    box.push_back(&box_outputs[l]);
+    cls[l] = &class_outputs[l];
+    box[l] = &box_outputs[l];
   }
-  backend_.detection_select(p, cls.data(), box.data(), anchors_t_, boxes_t_, scores_t_,
-                            classes_t_, select_workspace_);
+  backend_.detection_select(p, cls, box, anchors_t_, boxes_t_, scores_t_, classes_t_,
+                            select_workspace_);
 }
 
-DetectionCandidates DetectionPostprocess::download_candidates() const {
-  const size_t k = static_cast<size_t>(select_params_.k);
-  std::vector<float> boxes(4 * k), scores(k);
-  std::vector<int64_t> classes(k);
-  backend_.download(boxes.data(), boxes_t_.data, boxes_t_.bytes());
-  backend_.download(scores.data(), scores_t_.data, scores_t_.bytes());
-  backend_.download(classes.data(), classes_t_.data, classes_t_.bytes());
+void DetectionPostprocess::download_candidates() {
+  backend_.download(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
+  backend_.download(host_scores_.data(), scores_t_.data, scores_t_.bytes());
+  backend_.download(host_classes_.data(), classes_t_.data, classes_t_.bytes());
   backend_.synchronize();
+}
+
+DetectionCandidates DetectionPostprocess::host_candidates() const {
   DetectionCandidates c;
-  for (size_t i = 0; i < k && classes[i] >= 0; ++i) {
-    c.boxes.push_back({boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3]});
-    c.scores.push_back(scores[i]);
-    c.classes.push_back(static_cast<int>(classes[i]));
+  for (size_t i = 0; i < host_classes_.size() && host_classes_[i] >= 0; ++i) {
+    c.boxes.push_back({host_boxes_[4 * i], host_boxes_[4 * i + 1], host_boxes_[4 * i + 2],
+                       host_boxes_[4 * i + 3]});
+    c.scores.push_back(host_scores_[i]);
+    c.classes.push_back(static_cast<int>(host_classes_[i]));
   }
   return c;
 }
@@ -223,37 +229,35 @@ DetectionCandidates DetectionPostprocess::select_candidates(
     const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
     const ImageFrame* frame) {
   select(class_outputs, box_outputs, frame);
-  return download_candidates();
+  download_candidates();
+  return host_candidates();
 }
 
 std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& class_outputs,
                                                  const std::vector<Tensor>& box_outputs,
                                                  const ImageFrame* frame) {
   select(class_outputs, box_outputs, frame);
-  std::vector<int> kept;
-  DetectionCandidates c;
-  if (config_.soft_nms) {
-    c = download_candidates();
-    const SoftNmsResult soft =
-        batched_soft_nms(c, config_.soft_nms_sigma, config_.soft_nms_score_threshold);
-    kept = soft.indices;
-    for (size_t i = 0; i < kept.size(); ++i) c.scores[kept[i]] = soft.scores[i];
-  } else {
-    backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
-    c = download_candidates();
-    std::vector<int64_t> keep(static_cast<size_t>(keep_t_.numel()));
-    backend_.download(keep.data(), keep_t_.data, keep_t_.bytes());
-    backend_.synchronize();
-    for (size_t i = 0; i < keep.size() && keep[i] >= 0; ++i) kept.push_back(static_cast<int>(keep[i]));
-  }
-  if (static_cast<int>(kept.size()) > config_.max_detections) kept.resize(config_.max_detections);
   const float scale = frame ? frame->scale : 1.0f;
   std::vector<Detection> detections;
-  detections.reserve(kept.size());
-  for (int i : kept) {
-    const std::array<float, 4>& b = c.boxes[i];
-    detections.push_back({b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale, c.scores[i],
-                          detection_category_id(c.classes[i])});
+  auto add = [&](size_t i, float score) {
+    const float* b = &host_boxes_[4 * i];
+    detections.push_back({b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale, score,
+                          detection_category_id(static_cast<int>(host_classes_[i]))});
+  };
+  if (config_.soft_nms) {
+    download_candidates();
+    const SoftNmsResult soft = batched_soft_nms(host_candidates(), config_.soft_nms_sigma,
+                                                config_.soft_nms_score_threshold);
+    const size_t keep = std::min(soft.indices.size(), static_cast<size_t>(config_.max_detections));
+    for (size_t j = 0; j < keep; ++j) add(static_cast<size_t>(soft.indices[j]), soft.scores[j]);
+    return detections;
+  }
+  backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
+  backend_.download(host_keep_.data(), keep_t_.data, keep_t_.bytes());
+  download_candidates();  // synchronizes
+  for (size_t j = 0; j < host_keep_.size() && host_keep_[j] >= 0; ++j) {
+    const size_t i = static_cast<size_t>(host_keep_[j]);
+    add(i, host_scores_[i]);
   }
   return detections;
 }
