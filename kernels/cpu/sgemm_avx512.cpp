@@ -60,6 +60,11 @@ REPSHARE_AVX512 inline __m512 sigmoid512(__m512 x) {
   return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
 }
 
+// The first `count` of a vector's 16 lanes (none for count <= 0, all from 16 on).
+inline __mmask16 lanes(int64_t count) {
+  return count >= 16 ? 0xffff : count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1);
+}
+
 // The activations applied in registers; the others are applied to the stored
 // tile afterwards (in_registers() says which).
 bool in_registers(ActKind k) {
@@ -160,9 +165,7 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
       // share an L1 set.
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t col = n0 + t * kTileCols, left = std::min<int64_t>(kTileCols, n1 - col);
-        const __mmask16 mask0 = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
-        const __mmask16 mask1 =
-            left >= 32 ? 0xffff : left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1);
+        const __mmask16 mask0 = lanes(left), mask1 = lanes(left - 16);
         float* dst = panel + t * k * kTileCols;
         for (int64_t kk = 0; kk < k; ++kk) {
           const float* src = b + kk * n + col;
@@ -184,10 +187,8 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
             tile<true, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols, bias_block,
                           act, rows, 0xffff, 0xffff, c_block + col);
           } else {
-            const __mmask16 mask0 = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
-            const __mmask16 mask1 = left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1);
             tile<false, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols,
-                           bias_block, act, rows, mask0, mask1, c_block + col);
+                           bias_block, act, rows, lanes(left), lanes(left - 16), c_block + col);
           }
         }
         if (!in_registers(act.kind))
