@@ -3,6 +3,7 @@
 #endif
 
 #include "kernels/cpu/activation_math.h"
+#include "kernels/cpu/avx512_math.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/exp_poly.h"
@@ -85,6 +86,36 @@ void span_kernel(const Activation& act, const float* x, float* y, int64_t n, flo
   for (; i < n; ++i) y[i] = apply_activation(K, act.alpha, act.beta, x[i] + bias);
 }
 
+#if defined(__x86_64__)
+// The same with 16 lanes where the CPU has AVX-512: swish and sigmoid cost about
+// half as much per element as with AVX2 (the exp polynomial dominates, and
+// vscalefps builds 2^n in one instruction). The tail is one masked vector.
+template <ActKind K>
+REPSHARE_AVX512 void span_kernel_avx512(const Activation& act, const float* x, float* y,
+                                        int64_t n, float bias) {
+  const __m512 b = _mm512_set1_ps(bias);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, avx512::act<K>(_mm512_add_ps(_mm512_loadu_ps(x + i), b), act));
+  if (i < n) {
+    const __mmask16 m = avx512::lanes(n - i);
+    _mm512_mask_storeu_ps(y + i, m, avx512::act<K>(_mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), b), act));
+  }
+}
+
+bool span_avx512(const Activation& act, const float* x, float* y, int64_t n, float bias) {
+  if (!has_avx512() || !avx512::has_vector_form(act.kind)) return false;
+  switch (act.kind) {
+    case ActKind::Relu: span_kernel_avx512<ActKind::Relu>(act, x, y, n, bias); break;
+    case ActKind::Clip: span_kernel_avx512<ActKind::Clip>(act, x, y, n, bias); break;
+    case ActKind::Sigmoid: span_kernel_avx512<ActKind::Sigmoid>(act, x, y, n, bias); break;
+    case ActKind::Swish: span_kernel_avx512<ActKind::Swish>(act, x, y, n, bias); break;
+    default: span_kernel_avx512<ActKind::None>(act, x, y, n, bias); break;
+  }
+  return true;
+}
+#endif
+
 // Kinds without a vector form: exact libm math, one element at a time.
 void span_scalar(const Activation& act, const float* x, float* y, int64_t n, float bias) {
   for (int64_t i = 0; i < n; ++i) y[i] = apply_activation(act, x[i] + bias);
@@ -93,10 +124,12 @@ void span_scalar(const Activation& act, const float* x, float* y, int64_t n, flo
 }  // namespace
 
 void activation_span(const Activation& act, const float* x, float* y, int64_t n, float bias) {
+  if (act.kind == ActKind::None && bias == 0.f && x == y) return;
+#if defined(__x86_64__)
+  if (span_avx512(act, x, y, n, bias)) return;
+#endif
   switch (act.kind) {
-    case ActKind::None:
-      if (bias == 0.f && x == y) return;
-      return span_kernel<ActKind::None>(act, x, y, n, bias);
+    case ActKind::None: return span_kernel<ActKind::None>(act, x, y, n, bias);
     case ActKind::Relu: return span_kernel<ActKind::Relu>(act, x, y, n, bias);
     case ActKind::Clip: return span_kernel<ActKind::Clip>(act, x, y, n, bias);
     case ActKind::Sigmoid: return span_kernel<ActKind::Sigmoid>(act, x, y, n, bias);

@@ -1,0 +1,75 @@
+// AVX-512 vector math shared by the kernels that run it where the CPU has it
+// (cpu::has_avx512()): the convolution GEMM's epilogue (sgemm_avx512.cpp) and the
+// activation pass (activation.cpp). The build targets AVX2; these functions carry
+// their own target attribute and are only called behind has_avx512().
+#pragma once
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "engine/backend.h"
+#include "kernels/cpu/exp_poly.h"
+
+#define REPSHARE_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
+// GCC 12's AVX-512 headers start masked intrinsics from _mm512_undefined_ps(),
+// which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace repshare {
+namespace cpu {
+namespace avx512 {
+
+// exp by kernels/cpu/exp_poly.h, as activation.cpp computes it for AVX2, 16
+// lanes at a time; 2^n by vscalefps.
+REPSHARE_AVX512 inline __m512 exp(__m512 x) {
+  using namespace exp_poly;
+  x = _mm512_min_ps(x, _mm512_set1_ps(kMax));
+  x = _mm512_max_ps(x, _mm512_set1_ps(kMin));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kPoly[i]));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 / (1 + exp(-x)), the reciprocal estimate refined by one Newton step.
+REPSHARE_AVX512 inline __m512 sigmoid(__m512 x) {
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), exp(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+  const __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+}
+
+// The first `count` of a vector's 16 lanes (none for count <= 0, all from 16 on).
+inline __mmask16 lanes(int64_t count) {
+  return count >= 16 ? 0xffff : count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1);
+}
+
+// The activations with a 16-lane form (act() below); the others are left to the
+// AVX2 / scalar code of activation_span.
+inline bool has_vector_form(ActKind k) {
+  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Clip ||
+         k == ActKind::Sigmoid || k == ActKind::Swish;
+}
+
+// Clip is ReLU6 in EfficientNet-Lite: min in alpha, max in beta.
+template <ActKind K>
+REPSHARE_AVX512 inline __m512 act(__m512 v, const Activation& a) {
+  if (K == ActKind::Relu) return _mm512_max_ps(v, _mm512_setzero_ps());
+  if (K == ActKind::Clip)
+    return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(a.alpha)), _mm512_set1_ps(a.beta));
+  if (K == ActKind::Sigmoid) return sigmoid(v);
+  if (K == ActKind::Swish) return _mm512_mul_ps(v, sigmoid(v));
+  return v;
+}
+
+}  // namespace avx512
+}  // namespace cpu
+}  // namespace repshare
+#endif
