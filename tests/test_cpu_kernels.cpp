@@ -212,6 +212,8 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false},
       {1, 16, 37, 41, 24, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
       {1, 96, 6, 6, 200, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},  // split along Cout
+      // AVX-512 GEMM: 159 tiles of columns in chunks of unequal width (26/27 tiles)
+      {1, 40, 61, 83, 30, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
       // dense via im2col: stem-like s2 with TF-SAME pads, dilation, 1x1 s2, 1x1 with pad
       {1, 3, 15, 15, 13, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},
       {2, 5, 7, 9, 3, 3, 3, 1, 1, 2, 2, 2, 1, 2, 3, 1, false},
@@ -237,6 +239,11 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {1, 3, 31, 29, 3, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 3, true},
       {1, 4, 12, 17, 4, 4, 2, 1, 2, 1, 1, 0, 1, 3, 0, 4, true},
       {1, 3, 11, 13, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3, true},
+      // tall and wide: several strips of rows per plane (an odd number of output
+      // rows, SAME pads at the bottom), at stride 1 and 2, 3x3 and 5x5
+      {1, 2, 157, 301, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, true},
+      {1, 2, 161, 300, 2, 5, 5, 2, 2, 1, 1, 1, 1, 2, 2, 2, true},
+      {1, 2, 140, 250, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 2, false},
   };
   const std::vector<Activation> acts = real_line_activations();
   int case_id = 0;

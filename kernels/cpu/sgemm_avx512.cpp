@@ -14,18 +14,8 @@
 #include <atomic>
 
 #include "engine/error.h"
+#include "kernels/cpu/avx512_math.h"
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/exp_poly.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define REPSHARE_AVX512 __attribute__((target("avx512f,avx512dq,fma")))
-// GCC 12's AVX-512 headers start masked intrinsics from _mm512_undefined_ps(),
-// which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#endif
 
 namespace repshare {
 namespace cpu {
@@ -36,52 +26,7 @@ constexpr int kTileCols = 32;  // NR: two 16-float vectors
 
 #if defined(__x86_64__)
 
-// exp by kernels/cpu/exp_poly.h, as activation.cpp computes it for AVX2, 16
-// lanes at a time; 2^n by vscalefps.
-REPSHARE_AVX512 inline __m512 exp512(__m512 x) {
-  using namespace exp_poly;
-  x = _mm512_min_ps(x, _mm512_set1_ps(kMax));
-  x = _mm512_max_ps(x, _mm512_set1_ps(kMin));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kPoly[0]);
-  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kPoly[i]));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-// 1 / (1 + exp(-x)), the reciprocal estimate refined by one Newton step.
-REPSHARE_AVX512 inline __m512 sigmoid512(__m512 x) {
-  const __m512 d =
-      _mm512_add_ps(_mm512_set1_ps(1.f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)));
-  const __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
-}
-
-// The first `count` of a vector's 16 lanes (none for count <= 0, all from 16 on).
-inline __mmask16 lanes(int64_t count) {
-  return count >= 16 ? 0xffff : count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1);
-}
-
-// The activations applied in registers; the others are applied to the stored
-// tile afterwards (in_registers() says which).
-bool in_registers(ActKind k) {
-  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Clip ||
-         k == ActKind::Sigmoid || k == ActKind::Swish;
-}
-
-// Clip is ReLU6 in EfficientNet-Lite: min in alpha, max in beta.
-template <ActKind K>
-REPSHARE_AVX512 inline __m512 act512(__m512 v, const Activation& act) {
-  if (K == ActKind::Relu) return _mm512_max_ps(v, _mm512_setzero_ps());
-  if (K == ActKind::Clip)
-    return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(act.alpha)), _mm512_set1_ps(act.beta));
-  if (K == ActKind::Sigmoid) return sigmoid512(v);
-  if (K == ActKind::Swish) return _mm512_mul_ps(v, sigmoid512(v));
-  return v;
-}
+using avx512::lanes;
 
 // One tile: rows [0, rows) of C (rows <= 12) and 32 columns, stored masked when
 // Full is false. `a` is the row block's packed panel (K groups of 12 weights, one
@@ -111,7 +56,7 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
   for (int i = 0; i < kTileRows; ++i) {
     if (i >= rows) break;
     float* crow = c + i * ldc;
-    const __m512 v0 = act512<K>(acc[i][0], act), v1 = act512<K>(acc[i][1], act);
+    const __m512 v0 = avx512::act<K>(acc[i][0], act), v1 = avx512::act<K>(acc[i][1], act);
     if (Full) {
       _mm512_storeu_ps(crow, v0);
       _mm512_storeu_ps(crow + 16, v1);
@@ -126,39 +71,66 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
 // thread's panel that stays in L2 (256 KiB) while row blocks of C pass over it,
 // and, on maps too narrow to give each thread 4 tiles of columns (14x14 and
 // below), groups of row blocks instead, each thread packing the same columns.
+// Chunk c holds tiles [tiles * c / chunks, tiles * (c + 1) / chunks), so chunk
+// sizes differ by at most one tile, and with column chunks their number is a
+// multiple of the thread count: the static schedule then gives every thread the
+// same work (chunks of a fixed width left a short last one, e.g. 4 + 3 chunks of
+// D0's 24 -> 144 conv on 128x128, one thread waiting a third of the call).
 struct Split {
-  int64_t chunk = 0;       // columns per chunk (a multiple of 32)
-  int64_t row_groups = 1;  // parts the row blocks are divided into
+  int64_t tiles = 0;        // 32-column tiles of C
+  int64_t chunks = 1;
+  int64_t row_groups = 1;   // parts the row blocks are divided into
+  int64_t max_chunk_cols = 0;  // widest chunk: a thread's panel holds k x this
+  int64_t first_tile(int64_t chunk) const { return tiles * chunk / chunks; }
 };
 
 Split split_for(int threads, int64_t k, int64_t n) {
-  const int64_t tiles = (n + kTileCols - 1) / kTileCols;
-  const int64_t l2 = std::max<int64_t>(kTileCols, (64 * 1024 / k) / kTileCols * kTileCols);
   Split s;
-  if (tiles < 4 * threads) {
-    s.chunk = std::min(l2, tiles * kTileCols);
+  s.tiles = (n + kTileCols - 1) / kTileCols;
+  const int64_t l2_tiles = std::max<int64_t>(1, std::min<int64_t>(64 * 1024 / k, 8192) / kTileCols);
+  s.chunks = (s.tiles + l2_tiles - 1) / l2_tiles;
+  if (s.tiles < 4 * threads) {
     s.row_groups = threads;
   } else {
-    const int64_t per_thread = (tiles + threads - 1) / threads * kTileCols;
-    s.chunk = std::min<int64_t>({l2, per_thread, 8192});
+    s.chunks = (s.chunks + threads - 1) / threads * threads;
   }
+  s.max_chunk_cols = (s.tiles + s.chunks - 1) / s.chunks * kTileCols;
   return s;
 }
 
+// A's rows [12 r, 12 r + 12) as the tiles read them: k groups of 12 weights, one
+// per row, zeros for rows past m.
+void pack_row_block(int64_t m, int64_t k, const float* a, int64_t r, float* packed) {
+  float* dst = packed + r * k * kTileRows;
+  for (int i = 0; i < kTileRows; ++i) {
+    const int64_t row = r * kTileRows + i;
+    if (row < m) {
+      for (int64_t kk = 0; kk < k; ++kk) dst[kk * kTileRows + i] = a[row * k + kk];
+    } else {
+      for (int64_t kk = 0; kk < k; ++kk) dst[kk * kTileRows + i] = 0.f;
+    }
+  }
+}
+
 template <ActKind K>
-REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* packed,
+REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* a,
                                const float* b, const float* bias, const Activation& act,
-                               float* c, float* panels) {
+                               float* c, float* packed, float* panels) {
   const Split split = split_for(threads, k, n);
-  const int64_t chunk = split.chunk, chunks = (n + chunk - 1) / chunk;
   const int64_t row_blocks = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel num_threads(threads)
   {
-    float* panel = panels + omp_get_thread_num() * k * chunk;
+    // A is packed on every call (the SE gate folded into a projection's weights
+    // changes them every run), shared out so no thread waits for another alone.
 #pragma omp for schedule(static)
-    for (int64_t item = 0; item < chunks * split.row_groups; ++item) {
+    for (int64_t r = 0; r < row_blocks; ++r) pack_row_block(m, k, a, r, packed);
+
+    float* panel = panels + omp_get_thread_num() * k * split.max_chunk_cols;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < split.chunks * split.row_groups; ++item) {
       const int64_t ch = item / split.row_groups, group = item % split.row_groups;
-      const int64_t n0 = ch * chunk, n1 = std::min(n, n0 + chunk);
+      const int64_t n0 = split.first_tile(ch) * kTileCols;
+      const int64_t n1 = std::min(n, split.first_tile(ch + 1) * kTileCols);
       const int64_t tiles = (n1 - n0 + kTileCols - 1) / kTileCols;
       // B's columns [n0, n1) as contiguous k x 32 tiles (zeros past n1): a tile's
       // reads are then one stream, not k rows a power-of-two stride apart that
@@ -191,7 +163,7 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
                            bias_block, act, rows, lanes(left), lanes(left - 16), c_block + col);
           }
         }
-        if (!in_registers(act.kind))
+        if (!avx512::has_vector_form(act.kind))
           for (int i = 0; i < rows; ++i)
             activation_span(act, c_block + i * n + n0, c_block + i * n + n0, n1 - n0);
       }
@@ -232,7 +204,7 @@ bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n) {
   const int64_t a = (m + kTileRows - 1) / kTileRows * kTileRows * k;
 #if defined(__x86_64__)
-  return a + threads * k * split_for(threads, k, n).chunk;
+  return a + threads * k * split_for(threads, k, n).max_chunk_cols;
 #else
   return a;
 #endif
@@ -243,28 +215,20 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
 #if defined(__x86_64__)
   check(avx512_sgemm_applies(m, k, n), ErrorKind::Unsupported, "avx512 sgemm: ", m, "x", k,
         "x", n, " is not a shape it handles (or the CPU has no AVX-512)");
-  // A in panels of 12 rows, k-major inside: a tile reads its 12 weights for one k
-  // as one contiguous group. Rows past m are zero.
+  // A in panels of 12 rows (pack_row_block), then the B panels of each thread.
   float* packed = scratch;
   float* panels = scratch + (m + kTileRows - 1) / kTileRows * kTileRows * k;
-  const int64_t row_blocks = (m + kTileRows - 1) / kTileRows;
-  for (int64_t r = 0; r < row_blocks; ++r)
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int i = 0; i < kTileRows; ++i) {
-        const int64_t row = r * kTileRows + i;
-        packed[(r * k + kk) * kTileRows + i] = row < m ? a[row * k + kk] : 0.f;
-      }
   switch (act.kind) {
     case ActKind::Relu:
-      return run_tiles<ActKind::Relu>(threads, m, k, n, packed, b, bias, act, c, panels);
+      return run_tiles<ActKind::Relu>(threads, m, k, n, a, b, bias, act, c, packed, panels);
     case ActKind::Clip:
-      return run_tiles<ActKind::Clip>(threads, m, k, n, packed, b, bias, act, c, panels);
+      return run_tiles<ActKind::Clip>(threads, m, k, n, a, b, bias, act, c, packed, panels);
     case ActKind::Sigmoid:
-      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, packed, b, bias, act, c, panels);
+      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, a, b, bias, act, c, packed, panels);
     case ActKind::Swish:
-      return run_tiles<ActKind::Swish>(threads, m, k, n, packed, b, bias, act, c, panels);
+      return run_tiles<ActKind::Swish>(threads, m, k, n, a, b, bias, act, c, packed, panels);
     default:  // None, or an activation applied after the stores
-      return run_tiles<ActKind::None>(threads, m, k, n, packed, b, bias, act, c, panels);
+      return run_tiles<ActKind::None>(threads, m, k, n, a, b, bias, act, c, packed, panels);
   }
 #else
   fail(ErrorKind::Unsupported, "avx512 sgemm: x86-64 with AVX-512 only");
