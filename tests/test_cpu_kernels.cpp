@@ -305,7 +305,10 @@ TEST(CpuKernels, BinaryBroadcastEveryOp) {
   const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> shapes = {
       {{2, 3, 5, 7}, {2, 3, 5, 7}}, {{2, 3, 5, 7}, {2, 3, 1, 1}}, {{1, 3, 1, 7}, {2, 3, 5, 7}},
       {{2, 13, 17, 19}, {1}},       {{5, 1}, {1, 7}},             {{1}, {3, 1, 13}},
-      {{4, 64, 33}, {4, 64, 33}},   {{17}, {3, 17}}};
+      {{4, 64, 33}, {4, 64, 33}},   {{17}, {3, 17}},
+      // rows longer than one work piece (4,096): same-shape (one row after
+      // coalescing), a broadcast operand, and a broadcast scalar
+      {{3, 40, 70, 9}, {3, 40, 70, 9}}, {{2, 9001}, {9001}}, {{1}, {3, 5000}}};
   const std::vector<Activation> acts = real_line_activations();
   int id = 0;
   for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow,

@@ -78,8 +78,14 @@ void binary_kernel(const BroadcastParams& raw, const float* a, const float* b, f
   int64_t rows = 1;
   for (int d = 0; d < inner_dim; ++d) rows *= p.out_dims[d];
   if (rows * row == 0) return;
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * row >= cpu::kMinParallelWork && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) {
+  // Work items are pieces of rows of at most kPiece elements: a same-shape Add
+  // (a residual connection) is one row after coalescing and ran on one thread.
+  constexpr int64_t kPiece = 4096;
+  const int64_t pieces = (row + kPiece - 1) / kPiece;
+  const int64_t sa = p.a_strides[inner_dim], sb = p.b_strides[inner_dim];
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * row >= cpu::kMinParallelWork && rows * pieces > 1)
+  for (int64_t item = 0; item < rows * pieces; ++item) {
+    const int64_t r = item / pieces, lo = item % pieces * kPiece, n = std::min(kPiece, row - lo);
     // Offsets of row r: decompose r over the outer dims, last outer dim fastest.
     int64_t rem = r, off_a = 0, off_b = 0;
     for (int d = inner_dim - 1; d >= 0; --d) {
@@ -88,9 +94,9 @@ void binary_kernel(const BroadcastParams& raw, const float* a, const float* b, f
       off_a += idx * p.a_strides[d];
       off_b += idx * p.b_strides[d];
     }
-    float* yr = y + r * row;
-    binary_row<Op>(a + off_a, p.a_strides[inner_dim], b + off_b, p.b_strides[inner_dim], yr, row);
-    cpu::activation_span(p.act, yr, yr, row);
+    float* yr = y + r * row + lo;
+    binary_row<Op>(a + off_a + lo * sa, sa, b + off_b + lo * sb, sb, yr, n);
+    cpu::activation_span(p.act, yr, yr, n);
   }
 }
 
