@@ -25,4 +25,15 @@ const char* act_name(ActKind k) {
   return "?";
 }
 
+void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                  const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) {
+  conv2d(p, x, w, bias, y, workspace);
+  ReduceParams r;
+  r.kind = ReduceKind::Mean;
+  r.outer = p.n * p.c_out;
+  r.reduce = p.h_out * p.w_out;
+  r.inner = 1;
+  reduce(r, y, mean);
+}
+
 }  // namespace repshare

@@ -262,6 +262,12 @@ class Backend {
   virtual void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                       Tensor& y, void* workspace) = 0;
   virtual size_t conv2d_workspace(const Conv2dParams& p) const = 0;
+  // conv2d, and mean[n, c] = the mean of y[n, c, :, :] (squeeze-excitation's pool
+  // of a depthwise conv's output, fused by the graph passes). This default runs
+  // conv2d then reduce; a backend may compute the means while y is in cache, and
+  // must then give reduce's result exactly.
+  virtual void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                   const Tensor* bias, Tensor& y, Tensor& mean, void* workspace);
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;
   virtual void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) = 0;
   virtual void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,

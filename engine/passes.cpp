@@ -360,6 +360,37 @@ int fold_channel_gate(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// Squeeze-excitation's pool of a depthwise conv's output, ReduceMean (or
+// GlobalAveragePool) of [N, C, H, W] to [N, C, 1, 1]: the conv makes the means as
+// a second output while each output plane is still in cache, instead of the
+// reduction reading the whole output again (D0: 2.3 of ~65 ms on 2 threads). The
+// conv's output keeps its other consumers.
+int fuse_channel_mean(Graph& g) {
+  const std::vector<int> producer = g.producers();
+  int count = 0;
+  for (auto& r : g.nodes) {
+    if ((r.op_type != "ReduceMean" && r.op_type != "GlobalAveragePool") || r.inputs.empty() ||
+        r.outputs.size() != 1)
+      continue;
+    const int v = r.inputs[0];
+    const Shape& in = g.values[v].shape;
+    // Reducing adjacent axes of [N, C, H, W] to [N, C, 1, 1] averages each plane.
+    if (in.rank() != 4 || g.values[r.outputs[0]].shape != Shape{in[0], in[1], 1, 1}) continue;
+    const int p = producer[v];
+    if (p < 0) continue;
+    Node& conv = g.nodes[p];
+    if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2) continue;
+    const Shape& w = g.values[conv.inputs[1]].shape;
+    const int64_t c_in = g.values[conv.inputs[0]].shape[1];
+    if (conv.attr_int("group", 1) != c_in || w.rank() != 4 || w[0] != c_in || w[1] != 1) continue;
+    conv.outputs.push_back(r.outputs[0]);
+    r.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
 }  // namespace
 
 void infer_shapes(Graph& g) {
@@ -394,6 +425,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_weighted_sum) stats.weighted_sum = fuse_weighted_sum(g, opt);
   if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
   if (opt.fold_channel_gate) stats.channel_gate = fold_channel_gate(g, opt);
+  if (opt.fuse_channel_mean) stats.channel_mean = fuse_channel_mean(g);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

@@ -59,12 +59,23 @@ void ConvLayer::build(const Node& n, Graph& g) {
   }
   p_.act = fused_activation(n);
   set_output(g, n, 0, Shape{p_.n, p_.c_out, p_.h_out, p_.w_out});
+  // A second output, the mean of each output plane, is made by the
+  // fuse_channel_mean pass for depthwise convs (the squeeze-excitation pool).
+  has_channel_mean_ = n.outputs.size() > 1;
+  if (has_channel_mean_) {
+    check(n.outputs.size() == 2 && p_.is_depthwise(), ErrorKind::Unsupported, n.label(),
+          ": a second output (channel means) is made for depthwise convolutions only");
+    set_output(g, n, 1, Shape{p_.n, p_.c_out, 1, 1});
+  }
 }
 
 size_t ConvLayer::workspace_bytes(const Backend& b) const { return b.conv2d_workspace(p_); }
 
 void ConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) {
-  b.conv2d(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], ws);
+  if (has_channel_mean_)
+    b.conv2d_channel_mean(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], *out[1], ws);
+  else
+    b.conv2d(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], ws);
 }
 
 }  // namespace repshare

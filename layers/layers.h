@@ -20,6 +20,7 @@ class ConvLayer : public Layer {
  private:
   Conv2dParams p_;
   bool has_bias_ = false;
+  bool has_channel_mean_ = false;  // second output: [N, C, 1, 1] means (fuse_channel_mean)
 };
 
 // Relu, Sigmoid, Tanh, Clip, LeakyRelu, HardSigmoid, HardSwish, Elu, Exp, Log, Sqrt,

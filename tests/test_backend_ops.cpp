@@ -143,6 +143,24 @@ OpCase conv_case(const std::string& name, Conv2dParams p, bool with_bias) {
           }};
 }
 
+// conv2d_channel_mean: the conv's output, then the plane means, in one vector.
+OpCase conv_mean_case(const std::string& name, Conv2dParams p) {
+  p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+  p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+  const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+  const Shape bs{p.c_out}, ys{p.n, p.c_out, p.h_out, p.w_out}, ms{p.n, p.c_out, 1, 1};
+  const Floats x = random_floats(count(xs), 1), w = random_floats(count(ws), 2);
+  const Floats b = random_floats(count(bs), 3);
+  return {"conv2d_channel_mean_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), W(be, ws, w), B(be, bs, b), Y(be, ys), M(be, ms);
+            DeviceBytes workspace(be, be.conv2d_workspace(p));
+            be.conv2d_channel_mean(p, X.t, W.t, &B.t, Y.t, M.t, workspace.data);
+            Floats out = Y.download(), mean = M.download();
+            out.insert(out.end(), mean.begin(), mean.end());
+            return out;
+          }};
+}
+
 Conv2dParams conv(int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out, int64_t k,
                   int64_t stride, int64_t groups, Activation a) {
   Conv2dParams p;
@@ -643,6 +661,10 @@ std::vector<OpCase> all_cases() {
   c.push_back(conv_case("dense3_dilated", dense_dil, false));
   c.push_back(conv_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, relu), 1, 0, 1, 2), true));
   c.push_back(conv_case("depthwise_multiplier", with_pads(conv(1, 3, 7, 7, 6, 3, 1, 3, none), 1, 1, 1, 1), true));
+  // with squeeze-excitation's pool fused: depthwise (the CPU's own path, batch 2)
+  // and a dense conv (the default: conv2d, then reduce)
+  c.push_back(conv_mean_case("depthwise5_s2_n2", with_pads(conv(2, 13, 17, 15, 13, 5, 2, 13, swish), 1, 1, 2, 2)));
+  c.push_back(conv_mean_case("dense3", with_pads(conv(1, 3, 9, 11, 5, 3, 1, 1, relu), 1, 1, 1, 1)));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
   rect.kh = 3;
   rect.kw = 5;

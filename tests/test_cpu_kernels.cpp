@@ -282,6 +282,40 @@ TEST(CpuKernels, Conv2dAllPaths) {
   }
 }
 
+// The fused squeeze-excitation pool gives the bits of conv2d followed by reduce:
+// fusing it (fuse_channel_mean) changes no result.
+TEST(CpuKernels, Conv2dChannelMeanEqualsConvThenReduce) {
+  struct Case { int64_t n, c, h, w, k, s; };
+  for (const Case& c : std::vector<Case>{{1, 13, 15, 15, 3, 1}, {2, 5, 33, 31, 5, 2}, {1, 3, 7, 7, 5, 1}}) {
+    Conv2dParams p;
+    p.n = c.n, p.c_in = p.c_out = p.groups = c.c, p.h = c.h, p.w = c.w, p.kh = p.kw = c.k;
+    p.stride_h = p.stride_w = c.s;
+    p.pad_top = p.pad_left = c.k / 2, p.pad_bottom = p.pad_right = c.k / 2;
+    p.h_out = (c.h + 2 * (c.k / 2) - c.k) / c.s + 1;
+    p.w_out = (c.w + 2 * (c.k / 2) - c.k) / c.s + 1;
+    p.act.kind = ActKind::Swish;
+    const int64_t planes = p.n * p.c_out, hw = p.h_out * p.w_out;
+    Vec x = random_vec(p.n * p.c_in * p.h * p.w, 71), w = random_vec(p.c_out * p.kh * p.kw, 72);
+    Vec b = random_vec(p.c_out, 73);
+    for (int threads : {1, 2}) {
+      CpuBackend be(threads);
+      Vec ws(be.conv2d_workspace(p) / sizeof(float) + 1), y1(planes * hw), y2(planes * hw);
+      Vec m1(planes), m2(planes);
+      Tensor tx = view(x, {p.n, p.c_in, p.h, p.w}), tw = view(w, {p.c_out, 1, p.kh, p.kw});
+      Tensor tb = view(b, {p.c_out}), ty1 = view(y1, {p.n, p.c_out, p.h_out, p.w_out});
+      Tensor ty2 = view(y2, {p.n, p.c_out, p.h_out, p.w_out}), tm1 = view(m1, {p.n, p.c_out, 1, 1});
+      Tensor tm2 = view(m2, {p.n, p.c_out, 1, 1});
+      be.conv2d(p, tx, tw, &tb, ty1, ws.data());
+      ReduceParams r;
+      r.kind = ReduceKind::Mean, r.outer = planes, r.reduce = hw, r.inner = 1;
+      be.reduce(r, ty1, tm1);
+      be.conv2d_channel_mean(p, tx, tw, &tb, ty2, tm2, ws.data());
+      EXPECT_EQ(y1, y2) << "c " << c.c << " threads " << threads;
+      EXPECT_EQ(m1, m2) << "c " << c.c << " threads " << threads;
+    }
+  }
+}
+
 // BroadcastParams for NumPy broadcasting of shapes a and b (right-aligned).
 BroadcastParams broadcast(std::vector<int64_t> a, std::vector<int64_t> b, BinaryOp op) {
   BroadcastParams p;

@@ -146,5 +146,25 @@ TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
   }
 }
 
+// Squeeze-excitation's pool is made by the depthwise conv as a second output: no
+// reduction node is left. (Equal to PyTorch fused and unfused: the test above.)
+TEST(RepoFixtures, SqueezeExcitePoolIsMadeByTheDepthwiseConv) {
+  for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
+    Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
+    const PassStats stats = prepare_graph(g);
+    EXPECT_EQ(stats.channel_mean, 1) << block;
+    int two_output_convs = 0;
+    for (const Node& n : g.nodes) {
+      EXPECT_NE(n.op_type, "ReduceMean") << block;
+      EXPECT_NE(n.op_type, "GlobalAveragePool") << block;
+      if (n.op_type == "Conv" && n.outputs.size() == 2) {
+        ++two_output_convs;
+        EXPECT_EQ(n.attr_int("group", 1), g.values[n.inputs[0]].shape[1]) << block;
+      }
+    }
+    EXPECT_EQ(two_output_convs, 1) << block;
+  }
+}
+
 }  // namespace
 }  // namespace repshare

@@ -305,6 +305,31 @@ void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
   }
 }
 
+// Depthwise conv, plane by plane on `threads` threads; with `mean` non-null,
+// mean[plane] = the plane's average, taken as CpuBackend::reduce takes it.
+void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* bias,
+               float* y, float* mean, void* workspace, int threads) {
+  const PaddedPlane pp = padded_plane(p);
+  const DepthwisePlaneFn plane_fn = pick_depthwise(p);
+  float* ws = static_cast<float*>(workspace);
+  const int64_t planes = p.n * p.c_in, hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+  const float norm = 1.f / static_cast<float>(hw_out);
+#pragma omp parallel num_threads(threads)
+  {
+    // The border of each thread's padded plane is zeroed once and never written.
+    float* buf = ws + omp_get_thread_num() * pp.floats();
+    std::memset(buf, 0, static_cast<size_t>(pp.floats()) * sizeof(float));
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t c = plane % p.c_in;
+      float* out = y + plane * hw_out;
+      fill_padded_plane(p, pp, x + plane * hw_in, buf);
+      plane_fn(p, pp, buf, w + c * p.kh * p.kw, bias ? bias[c] : 0.f, out);
+      if (mean) mean[plane] = cpu::sum_contiguous(out, hw_out) * norm;
+    }
+  }
+}
+
 }  // namespace
 
 size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
@@ -328,25 +353,7 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
   float* yd = y.f32();
   const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
 
-  if (p.is_depthwise()) {
-    const PaddedPlane pp = padded_plane(p);
-    const DepthwisePlaneFn plane_fn = pick_depthwise(p);
-    float* ws = static_cast<float*>(workspace);
-    const int64_t planes = p.n * p.c_in;
-#pragma omp parallel num_threads(threads_)
-    {
-      // The border of each thread's padded plane is zeroed once and never written.
-      float* buf = ws + omp_get_thread_num() * pp.floats();
-      std::memset(buf, 0, static_cast<size_t>(pp.floats()) * sizeof(float));
-#pragma omp for schedule(static)
-      for (int64_t plane = 0; plane < planes; ++plane) {
-        const int64_t c = plane % p.c_in;
-        fill_padded_plane(p, pp, xd + plane * hw_in, buf);
-        plane_fn(p, pp, buf, wd + c * p.kh * p.kw, bd ? bd[c] : 0.f, yd + plane * hw_out);
-      }
-    }
-    return;
-  }
+  if (p.is_depthwise()) return depthwise(p, xd, wd, bd, yd, nullptr, workspace, threads_);
 
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t k = cin_g * p.kh * p.kw;
@@ -383,6 +390,13 @@ void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
       });
     }
   }
+}
+
+void CpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                     const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) {
+  if (!p.is_depthwise()) return Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
+  depthwise(p, x.f32(), w.f32(), bias ? bias->f32() : nullptr, y.f32(), mean.f32(), workspace,
+            threads_);
 }
 
 }  // namespace repshare

@@ -24,6 +24,10 @@ class CpuBackend : public Backend {
 
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
+  // Depthwise convs average each output plane right after computing it (in L1/L2)
+  // instead of reading the whole output again; others take the default.
+  void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                           const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
   void activation(const Activation& a, const Tensor& x, Tensor& y) override;
   void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;

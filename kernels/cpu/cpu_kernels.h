@@ -20,6 +20,10 @@ namespace cpu {
 void activation_span(const Activation& act, const float* x, float* y, int64_t n,
                      float bias = 0.f);
 
+// Sum of x[0, n) in the order of CpuBackend::reduce (ReduceSum / ReduceMean over
+// a contiguous run), so code that fuses a reduction gives the same bits.
+float sum_contiguous(const float* x, int64_t n);
+
 // Work below this many multiply-adds runs on one thread: an OpenMP fork costs
 // about as much as that many FLOPs here.
 constexpr int64_t kMinParallelWork = 1 << 15;

@@ -85,6 +85,8 @@ void reduce_kernel(const ReduceParams& p, const float* x, float* y, int threads)
 
 }  // namespace
 
+float cpu::sum_contiguous(const float* x, int64_t n) { return reduce_contiguous<ReduceKind::Sum>(x, n); }
+
 void CpuBackend::reduce(const ReduceParams& p, const Tensor& x, Tensor& y) {
   switch (p.kind) {
     case ReduceKind::Mean: return reduce_kernel<ReduceKind::Mean>(p, x.f32(), y.f32(), threads_);
