@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 
 #include "engine/error.h"
@@ -109,17 +110,23 @@ void erase_marked(Graph& g) {
   g.nodes = std::move(kept);
 }
 
-// Pad(constant 0, spatial only) -> Conv with explicit pads.
+// Pad(constant, spatial only) -> the window op's explicit pads: a Conv's when the
+// value is 0; a MaxPool's when it is -inf (TF "SAME" max pooling, BiFPN's
+// downsampling), with each pad smaller than the window so that no window is all
+// padding (MaxPool's own padding never wins a max, like -inf) and floor rounding
+// (ceil_mode's rule for a last window depends on where the padding is).
 int fuse_pad_conv(Graph& g, const PassOptions& opt) {
   Uses u = uses_of(g, opt.keep);
   int count = 0;
   for (auto& pad : g.nodes) {
     if (pad.op_type != "Pad" || pad.attr_string("mode", "constant") != "constant") continue;
     int c = sole_consumer(u, pad.outputs[0]);
-    if (c < 0 || g.nodes[c].op_type != "Conv") continue;
+    if (c < 0 || (g.nodes[c].op_type != "Conv" && g.nodes[c].op_type != "MaxPool")) continue;
     Node& conv = g.nodes[c];
+    const bool pool = conv.op_type == "MaxPool";
     if (conv.inputs[0] != pad.outputs[0]) continue;
     if (conv.attr_string("auto_pad", "NOTSET") != "NOTSET") continue;
+    if (pool && (conv.attr_int("ceil_mode", 0) != 0 || conv.outputs.size() != 1)) continue;
     std::vector<int64_t> pads = pad.attr_ints("pads");
     float value = pad.attr_float("value", 0.f);
     if (g.opset >= 11) {
@@ -129,12 +136,22 @@ int fuse_pad_conv(Graph& g, const PassOptions& opt) {
       if (has_input(pad, 2) && g.values[pad.inputs[2]].shape.numel() > 0)
         value = g.values[pad.inputs[2]].as_floats()[0];
     }
-    if (value != 0.f || pads.size() != 8) continue;
+    const bool value_fits = pool ? value == -std::numeric_limits<float>::infinity() : value == 0.f;
+    if (!value_fits || pads.size() != 8) continue;
     if (pads[0] || pads[1] || pads[4] || pads[5]) continue;  // N or C padded
     bool negative = false;
     for (int64_t p : pads) negative = negative || p < 0;
     if (negative) continue;
     std::vector<int64_t> cp = conv.attr_ints("pads", {0, 0, 0, 0});
+    if (pool) {
+      const std::vector<int64_t> k = conv.attr_ints("kernel_shape");
+      const std::vector<int64_t> d = conv.attr_ints("dilations", {1, 1});
+      if (k.size() != 2 || d.size() != 2) continue;
+      const int64_t extent_h = (k[0] - 1) * d[0] + 1, extent_w = (k[1] - 1) * d[1] + 1;
+      if (cp[0] + pads[2] >= extent_h || cp[2] + pads[6] >= extent_h ||
+          cp[1] + pads[3] >= extent_w || cp[3] + pads[7] >= extent_w)
+        continue;
+    }
     cp[0] += pads[2];
     cp[1] += pads[3];
     cp[2] += pads[6];

@@ -12,7 +12,7 @@ namespace repshare {
 
 struct PassOptions {
   bool fold_constants = true;    // run nodes whose inputs are all constants, at load
-  bool fuse_pad_conv = true;     // Pad(constant 0 on H, W) -> Conv's own pads
+  bool fuse_pad_conv = true;     // Pad(0 / -inf on H, W) -> Conv's / MaxPool's own pads
   bool fold_batchnorm = true;    // Conv -> BatchNorm: scale the weights, shift the bias
   bool fuse_swish = true;        // x * sigmoid(x) -> Swish
   bool fuse_activations = true;  // Conv/Gemm/ChannelAffine/binary/WeightedSum + activation

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 
 #include "engine/arena.h"
@@ -312,6 +315,73 @@ TEST(Executor, ActivationArenaIsNearTheLowerBound) {
   Executor ex(g, cpu, w, {"x"}, {"y"});
   EXPECT_GE(ex.activation_bytes(), ex.activation_lower_bound());
   EXPECT_LE(ex.activation_bytes(), ex.activation_lower_bound() * 3 / 2);
+}
+
+// x [1, 3, 9, 10] -> Pad(value, H/W pads top, left, bottom, right) -> MaxPool 3x3 s2 -> y
+Graph pad_pool_graph(float value, std::vector<int64_t> hw_pads, int64_t ceil_mode) {
+  Graph g;
+  g.name = "padpool";
+  g.opset = 13;
+  const int x = g.add_value("x");
+  g.values[x].shape = Shape{1, 3, 9, 10};
+  g.values[x].shape_known = true;
+  g.inputs.push_back(x);
+  const std::vector<int64_t> pads = {0, 0, hw_pads[0], hw_pads[1], 0, 0, hw_pads[2], hw_pads[3]};
+  auto bytes = std::make_shared<std::vector<uint8_t>>(pads.size() * sizeof(int64_t));
+  std::memcpy(bytes->data(), pads.data(), bytes->size());
+  g.add_constant("pads", Shape{8}, DType::I64, bytes);
+  g.add_constant_f32("value", Shape{}, {value});
+  Node pad;
+  pad.op_type = "Pad";
+  pad.name = "pad";
+  pad.inputs = {x, g.find("pads"), g.find("value")};
+  pad.outputs = {g.add_value("p")};
+  Node pool;
+  pool.op_type = "MaxPool";
+  pool.name = "pool";
+  pool.inputs = {pad.outputs[0]};
+  pool.outputs = {g.add_value("y")};
+  pool.attrs["kernel_shape"].kind = pool.attrs["strides"].kind = Attribute::Kind::Ints;
+  pool.attrs["kernel_shape"].ints = {3, 3};
+  pool.attrs["strides"].ints = {2, 2};
+  pool.attrs["ceil_mode"].kind = Attribute::Kind::Int;
+  pool.attrs["ceil_mode"].i = ceil_mode;
+  g.nodes = {pad, pool};
+  g.outputs.push_back(g.find("y"));
+  return g;
+}
+
+// Pad(-inf) + MaxPool becomes MaxPool's own pads (BiFPN's "SAME" downsampling),
+// with the same output; a Pad of another value, ceil rounding, or a pad as wide
+// as the window stays a Pad.
+TEST(Passes, PadOfMinusInfinityFusesIntoMaxPool) {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case { float value; std::vector<int64_t> pads; int64_t ceil_mode; bool fused; };
+  const std::vector<Case> cases = {{-inf, {0, 0, 1, 1}, 0, true},  {-inf, {1, 2, 0, 1}, 0, true},
+                                   {0.f, {0, 0, 1, 1}, 0, false},  {-inf, {0, 0, 1, 1}, 1, false},
+                                   {-inf, {3, 0, 0, 0}, 0, false}};
+  std::vector<float> x(3 * 9 * 10);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i) - 0.5f;  // negatives too
+  for (const Case& c : cases) {
+    std::vector<float> out[2];
+    for (bool fuse : {false, true}) {
+      Graph g = pad_pool_graph(c.value, c.pads, c.ceil_mode);
+      PassOptions opt;
+      opt.fuse_pad_conv = fuse;
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.pad_conv, fuse && c.fused ? 1 : 0) << "pads " << c.pads[0] << c.pads[1] << c.pads[2] << c.pads[3];
+      CpuBackend cpu(1);
+      WeightsArena w(cpu);
+      Executor ex(g, cpu, w, {"x"}, {"y"});
+      w.commit();
+      ex.allocate();
+      std::copy(x.begin(), x.end(), ex.input("x").f32());
+      ex.run();
+      const Tensor& y = ex.output("y");
+      out[fuse].assign(y.f32(), y.f32() + y.numel());
+    }
+    EXPECT_EQ(out[0], out[1]) << "value " << c.value << " ceil_mode " << c.ceil_mode;
+  }
 }
 
 }  // namespace
