@@ -659,17 +659,29 @@ TEST(CpuKernels, ResizeEveryModeAgainstOnnxReferencePort) {
       }
 }
 
+// Rows wider than one 256-column chunk; nearest 2x upsampling (BiFPN's) takes the
+// paired-columns and repeated-rows paths, in both chunks, and odd or
+// non-doubling widths and half-pixel rounding the general gather.
 TEST(CpuKernels, ResizeWideRowsUseColumnChunks) {
-  ResizeParams p;  // wider than one 256-column chunk
-  p.mode = ResizeMode::Linear, p.outer = 2, p.h = 3, p.w = 150, p.h_out = 6, p.w_out = 300;
-  p.scale_h = 2.f, p.scale_w = 2.f;
-  Vec x = random_vec(p.outer * p.h * p.w, 1200);
-  const std::vector<double> want = ref_resize(p, x);
-  CpuBackend be(2);
-  Vec y(want.size());
-  Tensor tx = view(x, {2, 3, 150}), ty = view(y, {2, 6, 300});
-  be.resize(p, tx, ty);
-  EXPECT_LT(normalized_error(y, want), 1e-5);
+  struct Case { ResizeMode mode; CoordMode coord; int64_t h_out, w_out; };
+  const std::vector<Case> cases = {{ResizeMode::Linear, CoordMode::HalfPixel, 6, 300},
+                                   {ResizeMode::Nearest, CoordMode::Asymmetric, 6, 300},
+                                   {ResizeMode::Nearest, CoordMode::Asymmetric, 7, 299},
+                                   {ResizeMode::Nearest, CoordMode::HalfPixel, 6, 300},
+                                   {ResizeMode::Nearest, CoordMode::Asymmetric, 9, 450}};
+  for (const Case& c : cases) {
+    ResizeParams p;
+    p.mode = c.mode, p.coord = c.coord, p.nearest = NearestMode::Floor;
+    p.outer = 2, p.h = 3, p.w = 150, p.h_out = c.h_out, p.w_out = c.w_out;
+    p.scale_h = float(c.h_out) / p.h, p.scale_w = float(c.w_out) / p.w;
+    Vec x = random_vec(p.outer * p.h * p.w, 1200);
+    const std::vector<double> want = ref_resize(p, x);
+    CpuBackend be(2);
+    Vec y(want.size());
+    Tensor tx = view(x, {2, 3, 150}), ty = view(y, {2, c.h_out, c.w_out});
+    be.resize(p, tx, ty);
+    EXPECT_LT(normalized_error(y, want), 1e-5) << int(c.mode) << " " << c.h_out << "x" << c.w_out;
+  }
 }
 
 TEST(CpuKernels, StridedCopyTransposeSliceConcat) {
