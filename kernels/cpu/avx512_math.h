@@ -23,15 +23,19 @@ namespace repshare {
 namespace cpu {
 namespace avx512 {
 
-// exp by kernels/cpu/exp_poly.h, as activation.cpp computes it for AVX2, 16
-// lanes at a time; 2^n by vscalefps.
-REPSHARE_AVX512 inline __m512 exp(__m512 x) {
+// exp(-x) by kernels/cpu/exp_poly.h, as activation.cpp computes exp for AVX2, 16
+// lanes at a time, in fewer instructions (swish is ALU-bound: D0 applies it to
+// 35 M values per image): the negation goes into the reduction, n is rounded by
+// adding 1.5 * 2^23 (one FMA, where a multiply and vrndscaleps took three uops)
+// and 2^n is vscalefps. Swish, one thread, 16 K values: 0.45-0.58 -> 0.40-0.52 ns
+// (six alternating runs, 11-12% less each); largest relative error over
+// [-100, 100] 2.5e-7 -> 2.8e-7; 1e30 and +-inf as before.
+REPSHARE_AVX512 inline __m512 exp_neg(__m512 x) {
   using namespace exp_poly;
-  x = _mm512_min_ps(x, _mm512_set1_ps(kMax));
-  x = _mm512_max_ps(x, _mm512_set1_ps(kMin));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-kMax)), _mm512_set1_ps(-kMin));
+  const __m512 magic = _mm512_set1_ps(12582912.f);  // 1.5 * 2^23
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(-kLog2e), magic), magic);
+  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(kLn2Hi), x);  // -x - n ln2, in two parts
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
   __m512 p = _mm512_set1_ps(kPoly[0]);
   for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kPoly[i]));
@@ -41,7 +45,7 @@ REPSHARE_AVX512 inline __m512 exp(__m512 x) {
 
 // 1 / (1 + exp(-x)), the reciprocal estimate refined by one Newton step.
 REPSHARE_AVX512 inline __m512 sigmoid(__m512 x) {
-  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), exp(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.f), exp_neg(x));
   const __m512 r = _mm512_rcp14_ps(d);
   return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
 }
