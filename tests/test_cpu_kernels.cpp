@@ -239,11 +239,17 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {1, 3, 31, 29, 3, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 3, true},
       {1, 4, 12, 17, 4, 4, 2, 1, 2, 1, 1, 0, 1, 3, 0, 4, true},
       {1, 3, 11, 13, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3, true},
-      // tall and wide: several strips of rows per plane (an odd number of output
-      // rows, SAME pads at the bottom), at stride 1 and 2, 3x3 and 5x5
+      // tall and wide planes (an odd number of output rows, SAME pads at the
+      // bottom), at stride 1 and 2, 3x3 and 5x5
       {1, 2, 157, 301, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, true},
       {1, 2, 161, 300, 2, 5, 5, 2, 2, 1, 1, 1, 1, 2, 2, 2, true},
       {1, 2, 140, 250, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 2, false},
+      // output rows 9-16 wide: one AVX-512 vector per row where the CPU has it
+      // (16 and 13 rows: blocks of four and a remainder), 3x3 and 5x5, stride 1 and 2
+      {1, 5, 16, 16, 5, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 5, true},
+      {1, 3, 31, 29, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 3, false},
+      {1, 4, 27, 25, 4, 5, 5, 2, 2, 1, 1, 1, 2, 2, 2, 4, true},
+      {1, 2, 9, 11, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, true},
   };
   const std::vector<Activation> acts = real_line_activations();
   int case_id = 0;
