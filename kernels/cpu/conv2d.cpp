@@ -2,8 +2,10 @@
 //  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
 //    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
 //    (where the CPU has AVX-512 and the map is wide: cpu::avx512_sgemm);
-//  - depthwise (groups == Cin == Cout): direct AVX2 loops over a zero-padded copy
-//    of each input plane, so the inner loops need no bounds checks;
+//  - depthwise (groups == Cin == Cout): direct AVX2 loops (AVX-512 for rows 9-16
+//    wide where the CPU has it) over a zero-padded copy of each input plane, so
+//    the inner loops need no bounds checks; optionally each output plane's mean
+//    (conv2d_channel_mean);
 //  - everything else: im2col into the workspace, then one SGEMM per group.
 #ifdef __AVX2__
 #include <immintrin.h>
