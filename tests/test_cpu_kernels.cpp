@@ -106,6 +106,27 @@ TEST(CpuKernels, AllocIsAlignedAndCopiesBytes) {
   EXPECT_EQ(dst2, src);
 }
 
+// Sigmoid and swish give 0, never a subnormal, where the exact value is below
+// float's normal range, on the AVX-512 and the AVX2 paths alike: subnormal SE
+// gates turned every multiply with the gated weights into a microcode assist
+// (`repshare run`: 5.8 -> 3.1 frames/s). NaN stays NaN.
+TEST(CpuKernels, SigmoidAndSwishNeverReturnSubnormals) {
+  Vec x(40, 0.f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = -80.f - 1.f * static_cast<float>(i);  // -80 .. -119
+  x[39] = NAN;
+  for (const bool avx512 : {true, false}) {
+    const Avx512Allowed isa(avx512);
+    for (ActKind k : {ActKind::Sigmoid, ActKind::Swish}) {
+      Vec y(x.size(), 1.f);
+      cpu::activation_span(Activation{k, 0.f, 0.f}, x.data(), y.data(), static_cast<int64_t>(x.size()));
+      for (size_t i = 0; i + 1 < x.size(); ++i)
+        EXPECT_NE(std::fpclassify(y[i]), FP_SUBNORMAL)
+            << act_name(k) << "(" << x[i] << ") = " << y[i] << " avx512 " << avx512;
+      EXPECT_TRUE(std::isnan(y.back())) << act_name(k) << " avx512 " << avx512;
+    }
+  }
+}
+
 TEST(CpuKernels, ActivationEveryKind) {
   CpuBackend be(2);
   std::vector<Activation> acts = real_line_activations();

@@ -50,7 +50,8 @@ inline __m256 act256(__m256 v, __m256 alpha, __m256 beta) {
     case ActKind::None: return v;
     case ActKind::Relu: return _mm256_max_ps(v, zero);
     case ActKind::Clip: return _mm256_min_ps(_mm256_max_ps(v, alpha), beta);
-    case ActKind::Sigmoid: return sigmoid256(v);
+    case ActKind::Sigmoid:  // NaN in, NaN out (exp256's clamps drop it)
+      return _mm256_blendv_ps(sigmoid256(v), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     case ActKind::Swish: return _mm256_mul_ps(v, sigmoid256(v));
     case ActKind::LeakyRelu:
       return _mm256_blendv_ps(v, _mm256_mul_ps(v, alpha), _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
