@@ -1,7 +1,8 @@
 // AVX-512 vector math shared by the kernels that run it where the CPU has it
-// (cpu::has_avx512()): the convolution GEMM's epilogue (sgemm_avx512.cpp) and the
-// activation pass (activation.cpp). The build targets AVX2; these functions carry
-// their own target attribute and are only called behind has_avx512().
+// (cpu::has_avx512()): the convolution GEMM's epilogue (sgemm_avx512.cpp), the
+// activation pass (activation.cpp) and the narrow-row depthwise conv (conv2d.cpp).
+// The build targets AVX2; these functions carry their own target attribute and
+// are only called behind has_avx512().
 #pragma once
 
 #if defined(__x86_64__)
