@@ -441,6 +441,11 @@ TEST(CpuKernels, Pool2dMaxAndAverage) {
       {1, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, false},
       {9, 8, 2, 3, 1, 2, 2, 1, 1, 0, 2, 1, false},    // dilation, asymmetric pads
       {6, 6, 6, 6, 1, 1, 1, 1, 0, 0, 0, 0, false},    // global
+      // Max 3 wide, stride 2 across: the vector path (rows of 8 outputs and a tail)
+      {64, 64, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, false},  // D0's BiFPN downsampling
+      {21, 37, 3, 3, 1, 2, 2, 1, 1, 1, 1, 1, false},  // vertical stride 1, dilation 2
+      {33, 35, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true},   // ceil_mode
+      {9, 18, 3, 3, 2, 2, 1, 1, 0, 0, 0, 0, false},   // no pads: the right border unused
   };
   int id = 0;
   for (const PoolCase& c : cases) {
