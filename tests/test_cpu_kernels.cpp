@@ -192,10 +192,12 @@ TEST(CpuKernels, Conv2dAvx512PathEveryActivation) {
   struct Shape4 {
     int64_t c_in, h, w, c_out, k, stride;
   };
-  // Widths leave last tiles of 27, 29, 17, 31 and 4 columns (partial vectors).
+  // Widths leave last tiles of 27, 29, 17, 31, 4 and 1 columns (partial vectors).
   // A 14x14 map has too few column tiles for 2 threads: they split the rows instead.
-  const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1}, {3, 70, 62, 13, 3, 2}, {5, 41, 41, 40, 1, 1},
-                           {191, 15, 17, 25, 1, 1}, {100, 14, 14, 37, 1, 1}};
+  // Cout leaves last row blocks of every size class: 5, 1, 4, 1, 1 and 10 rows.
+  const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1},  {3, 70, 62, 13, 3, 2},
+                           {5, 41, 41, 40, 1, 1},   {191, 15, 17, 25, 1, 1},
+                           {100, 14, 14, 37, 1, 1}, {7, 33, 35, 22, 1, 1}};
   int seed = 0;
   for (const Shape4& s : shapes) {
     for (const Activation& act : real_line_activations()) {

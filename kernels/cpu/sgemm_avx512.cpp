@@ -28,16 +28,18 @@ constexpr int kTileCols = 32;  // NR: two 16-float vectors
 
 using avx512::lanes;
 
-// One tile: rows [0, rows) of C (rows <= 12) and 32 columns, stored masked when
-// Full is false. `a` is the row block's packed panel (K groups of 12 weights, one
-// per row), `b` a packed B tile (K rows of 32, ldb apart).
-template <bool Full, ActKind K>
+// One tile: rows [0, rows) of C (rows <= Rows <= 12) and 32 columns, stored masked
+// when Full is false. `a` is the row block's packed panel (K groups of 12 weights,
+// one per row), `b` a packed B tile (K rows of 32, ldb apart). Rows is 12 but for
+// the last row block of an M that 12 does not divide, which computes only the
+// multiple of 4 it needs (M = 64, BiFPN's width, otherwise takes 72 rows' work).
+template <bool Full, ActKind K, int Rows>
 REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const float* a,
                                  const float* b, const float* bias, const Activation& act, int rows,
                                  __mmask16 mask0, __mmask16 mask1, float* c) {
-  __m512 acc[kTileRows][2];
+  __m512 acc[Rows][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < kTileRows; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     acc[i][0] = _mm512_set1_ps(bias && i < rows ? bias[i] : 0.f);
     acc[i][1] = acc[i][0];
   }
@@ -46,14 +48,14 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
     const __m512 b0 = _mm512_loadu_ps(brow), b1 = _mm512_loadu_ps(brow + 16);
     const float* ak = a + k * kTileRows;
 #pragma GCC unroll 12
-    for (int i = 0; i < kTileRows; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const __m512 w = _mm512_set1_ps(ak[i]);
       acc[i][0] = _mm512_fmadd_ps(w, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(w, b1, acc[i][1]);
     }
   }
 #pragma GCC unroll 12
-  for (int i = 0; i < kTileRows; ++i) {
+  for (int i = 0; i < Rows; ++i) {
     if (i >= rows) break;
     float* crow = c + i * ldc;
     const __m512 v0 = avx512::act<K>(acc[i][0], act), v1 = avx512::act<K>(acc[i][1], act);
@@ -112,6 +114,23 @@ void pack_row_block(int64_t m, int64_t k, const float* a, int64_t r, float* pack
   }
 }
 
+// One row block of C over the chunk's columns [n0, n1), tile by tile.
+template <ActKind K, int Rows>
+REPSHARE_AVX512 void row_block_tiles(int64_t k, int64_t n, int64_t n0, int64_t n1, int64_t tiles,
+                                     const float* a_block, const float* panel, const float* bias,
+                                     const Activation& act, int rows, float* c_block) {
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t col = n0 + t * kTileCols, left = n1 - col;
+    if (left >= kTileCols) {
+      tile<true, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act, rows,
+                          0xffff, 0xffff, c_block + col);
+    } else {
+      tile<false, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act, rows,
+                           lanes(left), lanes(left - 16), c_block + col);
+    }
+  }
+}
+
 template <ActKind K>
 REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* a,
                                const float* b, const float* bias, const Activation& act,
@@ -153,16 +172,15 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - m0));
         const float* bias_block = bias ? bias + m0 : nullptr;
         float* c_block = c + m0 * n;
-        for (int64_t t = 0; t < tiles; ++t) {
-          const int64_t col = n0 + t * kTileCols, left = n1 - col;
-          if (left >= kTileCols) {
-            tile<true, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols, bias_block,
-                          act, rows, 0xffff, 0xffff, c_block + col);
-          } else {
-            tile<false, K>(k, kTileCols, n, packed + m0 * k, panel + t * k * kTileCols,
-                           bias_block, act, rows, lanes(left), lanes(left - 16), c_block + col);
-          }
-        }
+        if (rows > 8)
+          row_block_tiles<K, kTileRows>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block,
+                                        act, rows, c_block);
+        else if (rows > 4)
+          row_block_tiles<K, 8>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act, rows,
+                                c_block);
+        else
+          row_block_tiles<K, 4>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act, rows,
+                                c_block);
         if (!avx512::has_vector_form(act.kind))
           for (int i = 0; i < rows; ++i)
             activation_span(act, c_block + i * n + n0, c_block + i * n + n0, n1 - n0);
