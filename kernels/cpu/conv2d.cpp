@@ -330,6 +330,15 @@ DepthwisePlaneFn pick_depthwise(const Conv2dParams& p) {
   return depthwise_plane_generic;
 }
 
+#ifdef __AVX2__
+// src[0], src[2], ..., src[14].
+inline __m256 even_lanes(const float* src) {
+  const __m256 v = _mm256_shuffle_ps(_mm256_loadu_ps(src), _mm256_loadu_ps(src + 8),
+                                     _MM_SHUFFLE(2, 0, 2, 0));  // 0 2 8 10 | 4 6 12 14
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+#endif
+
 void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
   const int64_t cin_g = p.c_in / p.groups, hw_out = p.h_out * p.w_out;
   const int64_t rows = cin_g * p.kh * p.kw;
@@ -356,7 +365,15 @@ void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
       if (p.stride_w == 1) {
         std::memcpy(d + ox_lo, s + ox_lo, static_cast<size_t>(ox_hi - ox_lo) * sizeof(float));
       } else {
-        for (int64_t ox = ox_lo; ox < ox_hi; ++ox) d[ox] = s[ox * p.stride_w];
+        int64_t ox = ox_lo;
+#ifdef __AVX2__
+        // Stride 2 (the stem): the even lanes of 16 inputs, 8 outputs at a time,
+        // while all 16 lie in the row (the 16th is not needed but is read).
+        if (p.stride_w == 2)
+          for (; ox + 8 <= ox_hi && off_x + 2 * ox + 16 <= p.w; ox += 8)
+            _mm256_storeu_ps(d + ox, even_lanes(s + 2 * ox));
+#endif
+        for (; ox < ox_hi; ++ox) d[ox] = s[ox * p.stride_w];
       }
       std::fill(d + ox_hi, d + p.w_out, 0.f);
     }
