@@ -204,6 +204,10 @@ class Backend {
   }
   // Recording on or off (on by default where supported; --cuda-graphs off).
   virtual void set_recording(bool on) {}
+  // Runs `steps`, the calls of one whole inference (recorded or not), with any
+  // per-thread state the backend wants for them set up around the calls and
+  // restored after (the CPU: subnormal floats flushed to zero).
+  virtual void run_inference(const std::function<void()>& steps) { steps(); }
 
   // What the backend itself takes (empty on the CPU: nothing beyond the process).
   virtual std::vector<BackendMemoryItem> overhead() const { return {}; }

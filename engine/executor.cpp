@@ -186,9 +186,9 @@ void Executor::run() {
     }
   }
   if (recorded_)
-    recorded_->replay();
+    backend_.run_inference([this] { recorded_->replay(); });
   else
-    run_steps();
+    backend_.run_inference([this] { run_steps(); });
 }
 
 void Executor::run_steps() {
@@ -201,14 +201,16 @@ void Executor::run_steps() {
 void Executor::run_profiled(std::vector<double>& seconds_per_step) {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
   seconds_per_step.resize(steps_.size(), 0.0);
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    auto t0 = std::chrono::steady_clock::now();
-    Step& st = steps_[s];
-    st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);
-    backend_.synchronize();
-    seconds_per_step[s] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
+  backend_.run_inference([&] {
+    for (size_t s = 0; s < steps_.size(); ++s) {
+      auto t0 = std::chrono::steady_clock::now();
+      Step& st = steps_[s];
+      st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);
+      backend_.synchronize();
+      seconds_per_step[s] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  });
 }
 
 std::vector<std::string> Executor::step_names() const {

@@ -2,6 +2,9 @@
 
 #include <cblas.h>
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +22,57 @@ CpuBackend::CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_m
   // made EfficientNet-B0 with 2 threads ~4x slower at load ~12 (it can only be set
   // in the environment, before libgomp starts).
   openblas_set_num_threads(1);
+  saved_fp_modes_.resize(static_cast<size_t>(threads_));
+}
+
+namespace {
+
+// The calling thread's floating-point control word, and the same with subnormal
+// inputs and results flushed to zero: MXCSR's DAZ and FTZ bits on x86, FPCR's FZ on
+// AArch64 (which flushes both).
+#if defined(__x86_64__) || defined(__i386__)
+using FpMode = unsigned;
+FpMode fp_mode() { return _mm_getcsr(); }
+void set_fp_mode(FpMode m) { _mm_setcsr(m); }
+constexpr FpMode kFlushSubnormals = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
+#elif defined(__aarch64__)
+using FpMode = uint64_t;
+FpMode fp_mode() {
+  uint64_t m;
+  asm volatile("mrs %0, fpcr" : "=r"(m));
+  return m;
+}
+void set_fp_mode(FpMode m) { asm volatile("msr fpcr, %0" : : "r"(m)); }
+constexpr FpMode kFlushSubnormals = FpMode(1) << 24;  // FZ
+#else
+using FpMode = unsigned;
+FpMode fp_mode() { return 0; }
+void set_fp_mode(FpMode) {}
+constexpr FpMode kFlushSubnormals = 0;
+#endif
+
+}  // namespace
+
+void CpuBackend::run_inference(const std::function<void()>& steps) {
+  // Each thread of the team keeps its own mode; libgomp serves every parallel
+  // region of this size with the same threads, so setting it once per inference
+  // holds for all the kernels' regions (and OpenBLAS runs single-threaded on them).
+  std::vector<uint64_t>& saved = saved_fp_modes_;
+#pragma omp parallel num_threads(threads_)
+  {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
+    saved[t] = fp_mode();
+    set_fp_mode(static_cast<FpMode>(saved[t]) | kFlushSubnormals);
+  }
+  struct Restore {  // also when a step throws
+    const std::vector<uint64_t>& saved;
+    int threads;
+    ~Restore() {
+#pragma omp parallel num_threads(threads)
+      set_fp_mode(static_cast<FpMode>(saved[static_cast<size_t>(omp_get_thread_num())]));
+    }
+  } restore{saved, threads_};
+  steps();
 }
 
 void* CpuBackend::alloc(size_t bytes) {
