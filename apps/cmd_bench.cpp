@@ -2,16 +2,21 @@
 // warm-up), throughput and memory; optionally against onnxruntime on the same file
 // with the same threads in the same run, and a per-op profile.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <unistd.h>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
 #include "engine/error.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "loaders/image.h"
+#include "loaders/npy.h"
+#include "tasks/classification.h"
 #include "tasks/detection.h"
 
 #ifndef REPSHARE_SOURCE_DIR
@@ -40,9 +45,12 @@ std::vector<double> time_runs(Session& s, int runs) {
   return ms;
 }
 
+// `input_npy`: the input both sides time, or empty for the script's own N(0,1)
+// draw (the same distribution as the engine's, not the same numbers).
 std::vector<double> onnxruntime_runs(const std::string& model, int threads, int runs,
                                      int warmup, const std::vector<std::string>& outputs,
-                                     std::string* version) {
+                                     const std::string& input_npy, std::string* version,
+                                     double* input_sum) {
   const char* py = std::getenv("REPSHARE_PYTHON");
   std::string python = py ? py : std::string(REPSHARE_SOURCE_DIR) + "/.venv/bin/python";
   std::string outs;
@@ -50,7 +58,8 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
   std::string cmd = python + " " + REPSHARE_SOURCE_DIR + "/scripts/bench_onnxruntime.py --model '" +
                     model + "' --threads " + std::to_string(threads) + " --runs " +
                     std::to_string(runs) + " --warmup " + std::to_string(warmup) +
-                    " --outputs '" + outs + "'";
+                    " --outputs '" + outs + "'" +
+                    (input_npy.empty() ? "" : " --input '" + input_npy + "'");
   FILE* p = popen(cmd.c_str(), "r");
   check(p != nullptr, ErrorKind::Io, "cannot start onnxruntime: ", cmd);
   std::string out;
@@ -61,6 +70,7 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
         "); set REPSHARE_PYTHON to a python with onnxruntime (scripts/setup.sh)");
   auto j = nlohmann::json::parse(out.substr(out.find('{')));
   *version = j["version"].get<std::string>();
+  *input_sum = j["input_sum"].get<double>();
   return j["times_ms"].get<std::vector<double>>();
 }
 
@@ -105,6 +115,9 @@ int cmd_bench(const CommandArgs& argv) {
         "usage: repshare bench --model M.onnx [options]\n"
         "  --runs N               timed runs per round (default 30)\n"
         "  --rounds R             alternating rounds with onnxruntime (default 3)\n"
+        "  --image FILE           time on this image, preprocessed as classify/detect do\n"
+        "                         (default: N(0,1) noise, which never reaches the value\n"
+        "                         ranges of real frames)\n"
         "  --warmup N             untimed runs first, and at the start of every round\n"
         "                         of either side with --vs-onnxruntime (default 5)\n"
         "  --vs-onnxruntime       time onnxruntime on the same file and threads, same run\n"
@@ -123,7 +136,7 @@ int cmd_bench(const CommandArgs& argv) {
   const bool vs_ort = args.flag("vs-onnxruntime"), profile = args.flag("profile");
   const bool with_postprocess = args.flag("with-postprocess");
   const size_t profile_steps = static_cast<size_t>(std::max(0, args.get_int("profile-steps", 10)));
-  const std::string json_out = args.get("json");
+  const std::string json_out = args.get("json"), image_path = args.get("image");
   auto backend = backend_from_args(args);
   args.finish();
   check(runs > 0 && rounds > 0 && warmup >= 0, ErrorKind::Argument, "bad --runs/--rounds/--warmup");
@@ -138,9 +151,38 @@ int cmd_bench(const CommandArgs& argv) {
   std::unique_ptr<DetectionHead> head;
   if (with_postprocess)
     head = std::make_unique<DetectionHead>(model.info, detection_config_for(model.info), *backend);
-  std::mt19937 rng(0);
-  std::normal_distribution<float> normal;
-  for (int64_t i = 0; i < session.input_shape().numel(); ++i) session.host_input()[i] = normal(rng);
+  if (image_path.empty()) {
+    std::mt19937 rng(0);
+    std::normal_distribution<float> normal;
+    for (int64_t i = 0; i < session.input_shape().numel(); ++i)
+      session.host_input()[i] = normal(rng);
+  } else {
+    const Image img = load_image(image_path);
+    Preprocessor pre;
+    check(session.input_shape()[0] == 1, ErrorKind::Argument, "--image needs a batch-1 model, ",
+          model_path, " takes ", session.input_shape().str());
+    if (detector)
+      pre.detect(img, detect_preprocess_for(model.info), session.host_input());
+    else
+      pre.classify(img, classify_preprocess_for(model.info), session.host_input());
+  }
+  // onnxruntime reads the same input from a temporary .npy (removed on every exit).
+  struct TempFile {
+    std::string path;
+    ~TempFile() {
+      if (!path.empty()) std::remove(path.c_str());
+    }
+  } input_npy;
+  if (vs_ort && !image_path.empty()) {
+    char name[] = "/tmp/repshare-bench-XXXXXX.npy";
+    const int fd = mkstemps(name, 4);
+    check(fd >= 0, ErrorKind::Io, "cannot create a temporary file for onnxruntime's input");
+    close(fd);
+    input_npy.path = name;
+    write_npy(input_npy.path, session.input_shape().dims, session.host_input());
+  }
+  double input_sum = 0;
+  for (int64_t i = 0; i < session.input_shape().numel(); ++i) input_sum += session.host_input()[i];
   const int threads = backend->name() == "cpu" ? static_cast<CpuBackend&>(*backend).threads() : 0;
 
   for (int i = 0; i < warmup; ++i) session.run();
@@ -155,7 +197,13 @@ int cmd_bench(const CommandArgs& argv) {
     auto t = time_runs(session, runs);
     ours.insert(ours.end(), t.begin(), t.end());
     if (vs_ort) {
-      auto o = onnxruntime_runs(model_path, threads, runs, warmup, model.info.outputs, &ort_version);
+      double ort_input_sum = 0;
+      auto o = onnxruntime_runs(model_path, threads, runs, warmup, model.info.outputs,
+                                input_npy.path, &ort_version, &ort_input_sum);
+      check(input_npy.path.empty() || std::fabs(ort_input_sum - input_sum) <=
+                                          1e-6 * (1.0 + std::fabs(input_sum)),
+            ErrorKind::Io, "onnxruntime timed another input than ", image_path, " (sum ",
+            ort_input_sum, " against ", input_sum, ")");
       ort.insert(ort.end(), o.begin(), o.end());
     }
     if (head) time_postprocess(session, *head, runs, &post, &with_post);
@@ -166,6 +214,7 @@ int cmd_bench(const CommandArgs& argv) {
       {"backend", backend->name()},
       {"threads", threads},
       {"input", session.input_shape().dims},
+      {"input_from", image_path.empty() ? "N(0,1)" : image_path},
       {"runs", ours.size()},
       {"median_ms", percentile(ours, 0.5)},
       {"p90_ms", percentile(ours, 0.9)},
@@ -177,8 +226,9 @@ int cmd_bench(const CommandArgs& argv) {
       {"recorded_graph", session.executor().recorded()}};
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
-  std::printf("%s on %s (%d threads), input %s\n", model.info.name.c_str(),
-              backend->name().c_str(), threads, session.input_shape().str().c_str());
+  std::printf("%s on %s (%d threads), input %s from %s\n", model.info.name.c_str(),
+              backend->name().c_str(), threads, session.input_shape().str().c_str(),
+              image_path.empty() ? "N(0,1) noise" : image_path.c_str());
   if (backend->name() != "cpu")
     std::printf("  replayed as one recorded graph: %s%s\n",
                 session.executor().recorded() ? "yes" : "no",
