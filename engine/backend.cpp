@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include "engine/error.h"
+
 namespace repshare {
 
 const char* act_name(ActKind k) {
@@ -23,6 +25,20 @@ const char* act_name(ActKind k) {
     case ActKind::Softplus: return "softplus";
   }
   return "?";
+}
+
+void Backend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                              const Tensor* bias, const Tensor& residual, Tensor& y,
+                              void* workspace) {
+  check(p.act.kind == ActKind::None, ErrorKind::Unsupported,
+        "conv2d_residual: the residual is added after the conv, so it takes no activation");
+  conv2d(p, x, w, bias, y, workspace);
+  BroadcastParams add;
+  add.rank = 1;
+  add.out_dims[0] = add.numel = y.numel();
+  add.a_strides[0] = add.b_strides[0] = 1;
+  add.op = BinaryOp::Add;
+  binary(add, y, residual, y);
 }
 
 void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,

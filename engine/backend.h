@@ -231,7 +231,8 @@ class Backend {
   //   conv2d_workspace(p) bytes.
   // activation: y = act(x) elementwise over x.numel(); y may alias x.
   // binary: y[i] = act(a[.] op b[.]) over p.out_dims, a/b addressed through their
-  //   strides (0 on broadcast dims); y contiguous.
+  //   strides (0 on broadcast dims); y contiguous; y may alias an operand of its
+  //   own shape (each element is read before it is written).
   // channel_affine: scale and shift are [c].
   // pool2d: Max ignores padding; Average divides by the window's in-image element
   //   count, or by kh*kw clipped to the padded extent when count_include_pad.
@@ -270,6 +271,14 @@ class Backend {
   // of a depthwise conv's output, fused by the graph passes). This default runs
   // conv2d then reduce; a backend may compute the means while y is in cache, and
   // must then give reduce's result exactly.
+  // y = conv2d(x) + residual, residual of y's shape and never y itself; p.act must
+  // be None (MBConv's projection conv and its skip connection, fused by the graph
+  // passes). This default runs conv2d then an elementwise add; a backend may add
+  // the residual while the outputs are in registers, and must then give the same
+  // bits (the conv's rounded output plus the residual, one more rounding).
+  virtual void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                               const Tensor* bias, const Tensor& residual, Tensor& y,
+                               void* workspace);
   virtual void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                    const Tensor* bias, Tensor& y, Tensor& mean, void* workspace);
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;

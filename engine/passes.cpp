@@ -408,6 +408,40 @@ int fuse_channel_mean(Graph& g) {
   return count;
 }
 
+// Add(c, r) where c is the only use of a Conv's output, the Conv has no activation
+// and r has the same shape (MBConv's skip connection around its projection conv):
+// the Conv takes r as a fourth input and adds it as its outputs are stored
+// (Backend::conv2d_residual), instead of an Add that reads both tensors again and
+// writes a third. The Add's output value stays, now made by the Conv; stage
+// outputs named there survive.
+int fuse_residual_add(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (auto& add : g.nodes) {
+    if (add.op_type != "Add" || add.has("activation") || add.inputs.size() != 2 ||
+        add.outputs.size() != 1 || add.inputs[0] == add.inputs[1])
+      continue;
+    const Shape& out = g.values[add.outputs[0]].shape;
+    if (g.values[add.inputs[0]].shape != out || g.values[add.inputs[1]].shape != out) continue;
+    for (int k = 0; k < 2; ++k) {
+      const int v = add.inputs[k], p = u.producer[v];
+      if (p < 0 || sole_consumer(u, v) < 0) continue;
+      Node& conv = g.nodes[p];
+      if (conv.op_type != "Conv" || conv.has("activation") || conv.outputs.size() != 1 ||
+          conv.inputs.size() < 2 || conv.inputs.size() > 3)
+        continue;
+      conv.inputs.resize(3, -1);  // no bias: input 2 stays missing
+      conv.inputs.push_back(add.inputs[1 - k]);
+      conv.outputs[0] = add.outputs[0];
+      add.op_type.clear();
+      ++count;
+      break;
+    }
+  }
+  erase_marked(g);
+  return count;
+}
+
 }  // namespace
 
 void infer_shapes(Graph& g) {
@@ -443,6 +477,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
   if (opt.fold_channel_gate) stats.channel_gate = fold_channel_gate(g, opt);
   if (opt.fuse_channel_mean) stats.channel_mean = fuse_channel_mean(g);
+  if (opt.fuse_residual_add) stats.residual_add = fuse_residual_add(g, opt);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

@@ -1,5 +1,6 @@
 // Conv: 2-D convolution (dense, grouped, depthwise) with an optional fused bias and
-// activation (set by the Conv+activation fusion pass).
+// activation (set by the Conv+activation fusion pass), and from the other fusion
+// passes a second output (channel means) or a fourth input (a residual to add).
 #include "engine/error.h"
 #include "layers/layers.h"
 
@@ -67,6 +68,17 @@ void ConvLayer::build(const Node& n, Graph& g) {
           ": a second output (channel means) is made for depthwise convolutions only");
     set_output(g, n, 1, Shape{p_.n, p_.c_out, 1, 1});
   }
+  // A fourth input, a tensor of the output's shape added to it, is the skip
+  // connection the fuse_residual_add pass folds in (after the bias, no activation).
+  has_residual_ = has_input(n, 3);
+  if (has_residual_) {
+    require_f32(g, n, 3);
+    check(input_value(g, n, 3).shape == g.values[n.outputs[0]].shape, ErrorKind::Shape, n.label(),
+          ": residual ", input_value(g, n, 3).shape.str(), " is not the output's shape ",
+          g.values[n.outputs[0]].shape.str());
+    check(p_.act.kind == ActKind::None && !has_channel_mean_, ErrorKind::Unsupported, n.label(),
+          ": a residual is added to a convolution without activation or channel means only");
+  }
 }
 
 size_t ConvLayer::workspace_bytes(const Backend& b) const { return b.conv2d_workspace(p_); }
@@ -74,6 +86,8 @@ size_t ConvLayer::workspace_bytes(const Backend& b) const { return b.conv2d_work
 void ConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) {
   if (has_channel_mean_)
     b.conv2d_channel_mean(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], *out[1], ws);
+  else if (has_residual_)
+    b.conv2d_residual(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *in[3], *out[0], ws);
   else
     b.conv2d(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], ws);
 }

@@ -21,6 +21,7 @@ class ConvLayer : public Layer {
   Conv2dParams p_;
   bool has_bias_ = false;
   bool has_channel_mean_ = false;  // second output: [N, C, 1, 1] means (fuse_channel_mean)
+  bool has_residual_ = false;      // fourth input, added to the output (fuse_residual_add)
 };
 
 // Relu, Sigmoid, Tanh, Clip, LeakyRelu, HardSigmoid, HardSwish, Elu, Exp, Log, Sqrt,

@@ -161,6 +161,22 @@ OpCase conv_mean_case(const std::string& name, Conv2dParams p) {
           }};
 }
 
+// conv2d_residual: conv(x) + bias + r (no activation).
+OpCase conv_residual_case(const std::string& name, Conv2dParams p) {
+  p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+  p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+  const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+  const Shape bs{p.c_out}, ys{p.n, p.c_out, p.h_out, p.w_out};
+  const Floats x = random_floats(count(xs), 1), w = random_floats(count(ws), 2);
+  const Floats b = random_floats(count(bs), 3), r = random_floats(count(ys), 4);
+  return {"conv2d_residual_" + name, kFp32Tolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), W(be, ws, w), B(be, bs, b), R(be, ys, r), Y(be, ys);
+            DeviceBytes workspace(be, be.conv2d_workspace(p));
+            be.conv2d_residual(p, X.t, W.t, &B.t, R.t, Y.t, workspace.data);
+            return Y.download();
+          }};
+}
+
 Conv2dParams conv(int64_t n, int64_t c_in, int64_t h, int64_t w, int64_t c_out, int64_t k,
                   int64_t stride, int64_t groups, Activation a) {
   Conv2dParams p;
@@ -665,6 +681,10 @@ std::vector<OpCase> all_cases() {
   // and a dense conv (the default: conv2d, then reduce)
   c.push_back(conv_mean_case("depthwise5_s2_n2", with_pads(conv(2, 13, 17, 15, 13, 5, 2, 13, swish), 1, 1, 2, 2)));
   c.push_back(conv_mean_case("dense3", with_pads(conv(1, 3, 9, 11, 5, 3, 1, 1, relu), 1, 1, 1, 1)));
+  // conv2d_residual: MBConv's projection conv plus its skip connection (pointwise,
+  // batch 2, odd sizes), and a dense conv through the same entry point.
+  c.push_back(conv_residual_case("pointwise_n2", conv(2, 37, 13, 11, 19, 1, 1, 1, none)));
+  c.push_back(conv_residual_case("dense3", with_pads(conv(1, 5, 9, 11, 7, 3, 1, 1, none), 1, 1, 1, 1)));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
   rect.kh = 3;
   rect.kw = 5;

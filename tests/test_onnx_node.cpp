@@ -166,5 +166,28 @@ TEST(RepoFixtures, SqueezeExcitePoolIsMadeByTheDepthwiseConv) {
   }
 }
 
+// The skip connection of a stride-1 MBConv block is added by its projection conv
+// (a fourth input): no Add node is left. Stride-2 blocks have none to fuse.
+// (Fused and unfused both equal PyTorch: the fixtures test above.)
+TEST(RepoFixtures, ResidualConnectionIsAddedByTheProjectionConv) {
+  for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s1_torchpad", "mbconv_se_s2_tfsame"}) {
+    Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
+    const bool skip = std::string(block).find("_s1_") != std::string::npos;
+    const PassStats stats = prepare_graph(g);
+    EXPECT_EQ(stats.residual_add, skip ? 1 : 0) << block;
+    int adds = 0, residual_convs = 0;
+    for (const Node& n : g.nodes) {
+      adds += n.op_type == "Add";
+      if (n.op_type == "Conv" && n.inputs.size() == 4) {
+        ++residual_convs;
+        EXPECT_EQ(g.values[n.inputs[3]].shape, g.values[n.outputs[0]].shape) << block;
+        EXPECT_EQ(g.values[n.inputs[1]].shape[2], 1) << block << ": the 1x1 projection";
+      }
+    }
+    EXPECT_EQ(adds, 0) << block;
+    EXPECT_EQ(residual_convs, skip ? 1 : 0) << block;
+  }
+}
+
 }  // namespace
 }  // namespace repshare

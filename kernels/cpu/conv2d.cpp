@@ -405,6 +405,54 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   }
 }
 
+// Dense, grouped and pointwise convs as one GEMM per image and group (after
+// im2col unless pointwise); `residual` (y's shape, or null) is added to the
+// outputs as the GEMM's epilogue stores them (conv2d_residual), after the bias.
+void conv2d_gemm(const Conv2dParams& p, const float* xd, const float* wd, const float* bd,
+                 const float* residual, float* yd, void* workspace, int threads) {
+  const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
+  const int64_t k = cin_g * p.kh * p.kw;
+  float* col = static_cast<float*>(workspace);
+  const bool avx512 = uses_avx512_sgemm(p);
+  float* scratch = col + (p.is_pointwise() ? 0 : im2col_floats(p));
+  for (int64_t img = 0; img < p.n; ++img) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const float* xg = xd + (img * p.c_in + g * cin_g) * hw_in;
+      const float* b_mat = xg;  // a pointwise conv multiplies the input itself
+      if (!p.is_pointwise()) {
+        im2col(p, xg, col, threads);
+        b_mat = col;
+      }
+      const float* bias_g = bd ? bd + g * cout_g : nullptr;
+      const int64_t y_offset = (img * p.c_out + g * cout_g) * hw_out;
+      const float* residual_g = residual ? residual + y_offset : nullptr;
+      float* y_g = yd + y_offset;
+      if (avx512) {
+        cpu::avx512_sgemm(threads, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
+                          residual_g, y_g, scratch);
+        continue;
+      }
+      cpu::SgemmArgs args;
+      args.m = cout_g;
+      args.n = hw_out;
+      args.k = k;
+      args.a = wd + g * cout_g * k;
+      args.lda = k;
+      args.b = b_mat;
+      args.ldb = hw_out;
+      args.c = y_g;
+      args.ldc = hw_out;
+      cpu::parallel_sgemm(threads, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        add_bias_act(p.act, bias_g, y_g, hw_out, r0, r1, c0, c1);
+        if (residual_g)
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c) y_g[r * hw_out + c] += residual_g[r * hw_out + c];
+      });
+    }
+  }
+}
+
 }  // namespace
 
 size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
@@ -422,49 +470,19 @@ size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
 
 void CpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                         const Tensor* bias, Tensor& y, void* workspace) {
-  const float* xd = x.f32();
-  const float* wd = w.f32();
   const float* bd = bias ? bias->f32() : nullptr;
-  float* yd = y.f32();
-  const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+  if (p.is_depthwise())
+    return depthwise(p, x.f32(), w.f32(), bd, y.f32(), nullptr, workspace, threads_);
+  conv2d_gemm(p, x.f32(), w.f32(), bd, nullptr, y.f32(), workspace, threads_);
+}
 
-  if (p.is_depthwise()) return depthwise(p, xd, wd, bd, yd, nullptr, workspace, threads_);
-
-  const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
-  const int64_t k = cin_g * p.kh * p.kw;
-  float* col = static_cast<float*>(workspace);
-  const bool avx512 = uses_avx512_sgemm(p);
-  float* scratch = col + (p.is_pointwise() ? 0 : im2col_floats(p));
-  for (int64_t img = 0; img < p.n; ++img) {
-    for (int64_t g = 0; g < p.groups; ++g) {
-      const float* xg = xd + (img * p.c_in + g * cin_g) * hw_in;
-      const float* b_mat = xg;  // a pointwise conv multiplies the input itself
-      if (!p.is_pointwise()) {
-        im2col(p, xg, col, threads_);
-        b_mat = col;
-      }
-      const float* bias_g = bd ? bd + g * cout_g : nullptr;
-      float* y_g = yd + (img * p.c_out + g * cout_g) * hw_out;
-      if (avx512) {
-        cpu::avx512_sgemm(threads_, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
-                           y_g, scratch);
-        continue;
-      }
-      cpu::SgemmArgs args;
-      args.m = cout_g;
-      args.n = hw_out;
-      args.k = k;
-      args.a = wd + g * cout_g * k;
-      args.lda = k;
-      args.b = b_mat;
-      args.ldb = hw_out;
-      args.c = y_g;
-      args.ldc = hw_out;
-      cpu::parallel_sgemm(threads_, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-        add_bias_act(p.act, bias_g, args.c, hw_out, r0, r1, c0, c1);
-      });
-    }
-  }
+void CpuBackend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                 const Tensor* bias, const Tensor& residual, Tensor& y,
+                                 void* workspace) {
+  if (p.is_depthwise() || p.act.kind != ActKind::None)  // the default checks the activation
+    return Backend::conv2d_residual(p, x, w, bias, residual, y, workspace);
+  conv2d_gemm(p, x.f32(), w.f32(), bias ? bias->f32() : nullptr, residual.f32(), y.f32(),
+              workspace, threads_);
 }
 
 void CpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,

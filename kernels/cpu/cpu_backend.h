@@ -36,6 +36,9 @@ class CpuBackend : public Backend {
 
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
+  // Dense and pointwise convs add the residual in the GEMM's epilogue.
+  void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+                       const Tensor& residual, Tensor& y, void* workspace) override;
   // Depthwise convs average each output plane right after computing it (in L1/L2)
   // instead of reading the whole output again; others take the default.
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,

@@ -122,8 +122,11 @@ void allow_avx512(bool on);
 // avx512_sgemm_scratch_floats(threads, m, k, n) floats (packed A, B panels).
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n);
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n);
+// With `residual` (m x n like C; act must then be None), C = A B + bias + residual,
+// the residual added in registers before the one store; null for none.
 void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, const float* b,
-                  const float* bias, const Activation& act, float* c, float* scratch);
+                  const float* bias, const Activation& act, const float* residual, float* c,
+                  float* scratch);
 
 }  // namespace cpu
 }  // namespace repshare

@@ -35,8 +35,9 @@ using avx512::lanes;
 // multiple of 4 it needs (M = 64, BiFPN's width, otherwise takes 72 rows' work).
 template <bool Full, ActKind K, int Rows>
 REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const float* a,
-                                 const float* b, const float* bias, const Activation& act, int rows,
-                                 __mmask16 mask0, __mmask16 mask1, float* c) {
+                                 const float* b, const float* bias, const Activation& act,
+                                 const float* residual, int rows, __mmask16 mask0,
+                                 __mmask16 mask1, float* c) {
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int i = 0; i < Rows; ++i) {
@@ -58,7 +59,12 @@ REPSHARE_AVX512 inline void tile(int64_t k_len, int64_t ldb, int64_t ldc, const 
   for (int i = 0; i < Rows; ++i) {
     if (i >= rows) break;
     float* crow = c + i * ldc;
-    const __m512 v0 = avx512::act<K>(acc[i][0], act), v1 = avx512::act<K>(acc[i][1], act);
+    __m512 v0 = avx512::act<K>(acc[i][0], act), v1 = avx512::act<K>(acc[i][1], act);
+    if (residual) {  // C's layout: row i of the tile is ldc floats on
+      const float* r = residual + i * ldc;
+      v0 = _mm512_add_ps(v0, Full ? _mm512_loadu_ps(r) : _mm512_maskz_loadu_ps(mask0, r));
+      v1 = _mm512_add_ps(v1, Full ? _mm512_loadu_ps(r + 16) : _mm512_maskz_loadu_ps(mask1, r + 16));
+    }
     if (Full) {
       _mm512_storeu_ps(crow, v0);
       _mm512_storeu_ps(crow + 16, v1);
@@ -118,15 +124,17 @@ void pack_row_block(int64_t m, int64_t k, const float* a, int64_t r, float* pack
 template <ActKind K, int Rows>
 REPSHARE_AVX512 void row_block_tiles(int64_t k, int64_t n, int64_t n0, int64_t n1, int64_t tiles,
                                      const float* a_block, const float* panel, const float* bias,
-                                     const Activation& act, int rows, float* c_block) {
+                                     const Activation& act, const float* residual_block, int rows,
+                                     float* c_block) {
   for (int64_t t = 0; t < tiles; ++t) {
     const int64_t col = n0 + t * kTileCols, left = n1 - col;
+    const float* residual = residual_block ? residual_block + col : nullptr;
     if (left >= kTileCols) {
-      tile<true, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act, rows,
-                          0xffff, 0xffff, c_block + col);
+      tile<true, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act,
+                          residual, rows, 0xffff, 0xffff, c_block + col);
     } else {
-      tile<false, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act, rows,
-                           lanes(left), lanes(left - 16), c_block + col);
+      tile<false, K, Rows>(k, kTileCols, n, a_block, panel + t * k * kTileCols, bias, act,
+                           residual, rows, lanes(left), lanes(left - 16), c_block + col);
     }
   }
 }
@@ -134,7 +142,7 @@ REPSHARE_AVX512 void row_block_tiles(int64_t k, int64_t n, int64_t n0, int64_t n
 template <ActKind K>
 REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* a,
                                const float* b, const float* bias, const Activation& act,
-                               float* c, float* packed, float* panels) {
+                               const float* residual, float* c, float* packed, float* panels) {
   const Split split = split_for(threads, k, n);
   const int64_t row_blocks = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel num_threads(threads)
@@ -171,16 +179,17 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
         const int64_t m0 = r * kTileRows;
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - m0));
         const float* bias_block = bias ? bias + m0 : nullptr;
+        const float* residual_block = residual ? residual + m0 * n : nullptr;
         float* c_block = c + m0 * n;
         if (rows > 8)
           row_block_tiles<K, kTileRows>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block,
-                                        act, rows, c_block);
+                                        act, residual_block, rows, c_block);
         else if (rows > 4)
-          row_block_tiles<K, 8>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act, rows,
-                                c_block);
+          row_block_tiles<K, 8>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act,
+                                residual_block, rows, c_block);
         else
-          row_block_tiles<K, 4>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act, rows,
-                                c_block);
+          row_block_tiles<K, 4>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act,
+                                residual_block, rows, c_block);
         if (!avx512::has_vector_form(act.kind))
           for (int i = 0; i < rows; ++i)
             activation_span(act, c_block + i * n + n0, c_block + i * n + n0, n1 - n0);
@@ -229,24 +238,32 @@ int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n
 }
 
 void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, const float* b,
-                   const float* bias, const Activation& act, float* c, float* scratch) {
+                   const float* bias, const Activation& act, const float* residual, float* c,
+                   float* scratch) {
 #if defined(__x86_64__)
   check(avx512_sgemm_applies(m, k, n), ErrorKind::Unsupported, "avx512 sgemm: ", m, "x", k,
         "x", n, " is not a shape it handles (or the CPU has no AVX-512)");
+  check(!residual || act.kind == ActKind::None, ErrorKind::Unsupported,
+        "avx512 sgemm: a residual is added to outputs without an activation only");
   // A in panels of 12 rows (pack_row_block), then the B panels of each thread.
   float* packed = scratch;
   float* panels = scratch + (m + kTileRows - 1) / kTileRows * kTileRows * k;
   switch (act.kind) {
     case ActKind::Relu:
-      return run_tiles<ActKind::Relu>(threads, m, k, n, a, b, bias, act, c, packed, panels);
+      return run_tiles<ActKind::Relu>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                      panels);
     case ActKind::Clip:
-      return run_tiles<ActKind::Clip>(threads, m, k, n, a, b, bias, act, c, packed, panels);
+      return run_tiles<ActKind::Clip>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                      panels);
     case ActKind::Sigmoid:
-      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, a, b, bias, act, c, packed, panels);
+      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                         panels);
     case ActKind::Swish:
-      return run_tiles<ActKind::Swish>(threads, m, k, n, a, b, bias, act, c, packed, panels);
+      return run_tiles<ActKind::Swish>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                       panels);
     default:  // None, or an activation applied after the stores
-      return run_tiles<ActKind::None>(threads, m, k, n, a, b, bias, act, c, packed, panels);
+      return run_tiles<ActKind::None>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                      panels);
   }
 #else
   fail(ErrorKind::Unsupported, "avx512 sgemm: x86-64 with AVX-512 only");
