@@ -273,6 +273,11 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {1, 3, 31, 29, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 3, false},
       {1, 4, 27, 25, 4, 5, 5, 2, 2, 1, 1, 1, 2, 2, 2, 4, true},
       {1, 2, 9, 11, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, true},
+      // 5x5, output rows 17-32 wide: two AVX-512 vectors per row (the second
+      // partial), stride 1 and 2; 3x3 at that width stays on AVX2
+      {1, 3, 14, 29, 3, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 3, true},
+      {1, 2, 31, 63, 2, 5, 5, 2, 2, 1, 1, 1, 2, 2, 2, 2, false},
+      {1, 2, 10, 32, 2, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 2, true},
   };
   const std::vector<Activation> acts = real_line_activations();
   int case_id = 0;

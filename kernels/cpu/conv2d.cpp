@@ -3,7 +3,8 @@
 //    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
 //    (where the CPU has AVX-512 and the map is wide: cpu::avx512_sgemm);
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops (AVX-512 for rows 9-16
-//    wide where the CPU has it) over a zero-padded copy of each input plane, so
+//    wide, and 17-32 wide with 5x5 kernels, where the CPU has it) over a
+//    zero-padded copy of each input plane, so
 //    the inner loops need no bounds checks; optionally each output plane's mean
 //    (conv2d_channel_mean);
 //  - everything else: im2col into the workspace, then one SGEMM per group.
@@ -239,48 +240,55 @@ void depthwise_plane(const Conv2dParams& p, const PaddedPlane& pp, const float* 
 #endif
 
 #if defined(__AVX2__) && defined(__x86_64__)
-// Rows at most 16 wide (D0's 16x16 stages, B0's 14x14, BiFPN's small levels)
-// where the CPU has AVX-512: one 16-lane vector per row instead of two 8-lane
-// ones, R rows at a time (independent accumulator chains; input rows loaded once
-// for all R), each weight broadcast from memory by the FMA itself. Same
+// Rows at most 32 wide (D0's 16x16 and 32x32 stages, B0's 14x14, BiFPN's small
+// levels) where the CPU has AVX-512: V = 1 or 2 16-lane vectors per row instead of
+// 8-lane ones, R rows at a time (independent accumulator chains; input rows loaded
+// once for all R), each weight broadcast from memory by the FMA itself. Same
 // summation order as the AVX2 kernels: bit-identical outputs.
-template <int S, int K, int R>
+template <int S, int K, int R, int V>
 REPSHARE_AVX512 inline void depthwise_rows16(const float* rows, int64_t ld, int64_t half,
-                                             const float* w, __m512 (&acc)[R]) {
+                                             const float* w, __m512 (&acc)[R][V]) {
 #pragma GCC unroll 16
   for (int i = 0; i < K + (R - 1) * S; ++i) {
     const float* r = rows + i * ld;
 #pragma GCC unroll 8
     for (int kx = 0; kx < K; ++kx) {
       const float* tap = S == 1 ? r + kx : r + (kx & 1 ? half : 0) + kx / 2;
-      const __m512 x = _mm512_loadu_ps(tap);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) {
+        const __m512 x = _mm512_loadu_ps(tap + 16 * v);
 #pragma GCC unroll 4
-      for (int o = 0; o < R; ++o) {
-        const int ky = i - o * S;
-        if (ky >= 0 && ky < K) acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(w[ky * K + kx]), x, acc[o]);
+        for (int o = 0; o < R; ++o) {
+          const int ky = i - o * S;
+          if (ky >= 0 && ky < K)
+            acc[o][v] = _mm512_fmadd_ps(_mm512_set1_ps(w[ky * K + kx]), x, acc[o][v]);
+        }
       }
     }
   }
 }
 
-// Output rows [oy, oy + R) of a plane whose rows are at most 16 wide.
-template <int S, int K, int R>
+// Output rows [oy, oy + R) of a plane whose rows are at most 16 V wide.
+template <int S, int K, int R, int V>
 REPSHARE_AVX512 void depthwise_block16(const Conv2dParams& p, const PaddedPlane& pp,
                                        const float* in, const float* w, float bias, int64_t oy,
                                        float* out) {
-  const __mmask16 mask = cpu::avx512::lanes(p.w_out);
-  __m512 acc[R];
-  for (int o = 0; o < R; ++o) acc[o] = _mm512_set1_ps(bias);
-  depthwise_rows16<S, K, R>(in + oy * S * pp.ld, pp.ld, pp.half, w, acc);
-  for (int o = 0; o < R; ++o) _mm512_mask_storeu_ps(out + (oy + o) * p.w_out, mask, acc[o]);
+  __m512 acc[R][V];
+  for (int o = 0; o < R; ++o)
+    for (int v = 0; v < V; ++v) acc[o][v] = _mm512_set1_ps(bias);
+  depthwise_rows16<S, K, R, V>(in + oy * S * pp.ld, pp.ld, pp.half, w, acc);
+  for (int o = 0; o < R; ++o)
+    for (int v = 0; v < V; ++v)
+      _mm512_mask_storeu_ps(out + (oy + o) * p.w_out + 16 * v,
+                            cpu::avx512::lanes(p.w_out - 16 * v), acc[o][v]);
 }
 
-template <int S, int K>
+template <int S, int K, int V>
 void depthwise_plane16(const Conv2dParams& p, const PaddedPlane& pp, const float* in,
                        const float* w, float bias, float* out) {
   int64_t oy = 0;
-  for (; oy + 3 < p.h_out; oy += 4) depthwise_block16<S, K, 4>(p, pp, in, w, bias, oy, out);
-  for (; oy < p.h_out; ++oy) depthwise_block16<S, K, 1>(p, pp, in, w, bias, oy, out);
+  for (; oy + 3 < p.h_out; oy += 4) depthwise_block16<S, K, 4, V>(p, pp, in, w, bias, oy, out);
+  for (; oy < p.h_out; ++oy) depthwise_block16<S, K, 1, V>(p, pp, in, w, bias, oy, out);
   cpu::activation_span(p.act, out, out, p.h_out * p.w_out);
 }
 #endif
@@ -309,11 +317,18 @@ DepthwisePlaneFn pick_depthwise(const Conv2dParams& p) {
 #ifdef __AVX2__
   const bool square3 = p.kh == 3 && p.kw == 3, square5 = p.kh == 5 && p.kw == 5;
 #if defined(__x86_64__)
-  // 9-16 wide rows: one AVX-512 vector each (8 wide and under fit one AVX2 vector).
-  if (cpu::has_avx512() && p.w_out > 8 && p.w_out <= 16 && (square3 || square5) &&
-      p.stride_h == p.stride_w && p.stride_w <= 2 && p.dil_h == 1 && p.dil_w == 1) {
-    if (p.stride_w == 1) return square3 ? depthwise_plane16<1, 3> : depthwise_plane16<1, 5>;
-    return square3 ? depthwise_plane16<2, 3> : depthwise_plane16<2, 5>;
+  // Where the CPU has AVX-512: rows 9-16 wide as one 16-lane vector each (8 wide and
+  // under fit one AVX2 vector), and for 5x5 kernels rows 17-32 wide as two. In-process
+  // A/B on D0's shapes, 2 threads: 1152 x 16x16 5x5 0.405 -> 0.291 ms; 672 x 32x32
+  // 5x5 0.66-0.76x the AVX2 kernel's time, 3x3 at 32 wide no faster (0.95-1.08x,
+  // kept on AVX2), four vectors for 5x5 at 64 wide 1.26-1.37x (not used).
+  if (cpu::has_avx512() && (square3 || square5) && p.stride_h == p.stride_w &&
+      p.stride_w <= 2 && p.dil_h == 1 && p.dil_w == 1 && p.w_out > 8 &&
+      (p.w_out <= 16 || (square5 && p.w_out <= 32))) {
+    if (p.w_out > 16)
+      return p.stride_w == 1 ? depthwise_plane16<1, 5, 2> : depthwise_plane16<2, 5, 2>;
+    if (p.stride_w == 1) return square3 ? depthwise_plane16<1, 3, 1> : depthwise_plane16<1, 5, 1>;
+    return square3 ? depthwise_plane16<2, 3, 1> : depthwise_plane16<2, 5, 1>;
   }
 #endif
   if (p.kw <= 16 && p.stride_w == 1) {
