@@ -278,6 +278,11 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {1, 3, 14, 29, 3, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 3, true},
       {1, 2, 31, 63, 2, 5, 5, 2, 2, 1, 1, 1, 2, 2, 2, 2, false},
       {1, 2, 10, 32, 2, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 2, true},
+      // maps at most 8 wide, 16 channels and more: 16 channels at a time where the
+      // CPU has AVX-512 (a full block and a partial one, batch 2, stride 2)
+      {2, 19, 7, 7, 19, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2, 19, true},
+      {1, 32, 9, 9, 32, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 32, false},
+      {1, 17, 15, 16, 17, 5, 5, 2, 2, 1, 1, 1, 2, 2, 2, 17, true},
   };
   const std::vector<Activation> acts = real_line_activations();
   int case_id = 0;
@@ -313,6 +318,51 @@ TEST(CpuKernels, Conv2dAllPaths) {
       for (size_t i = ws_floats; i < ws.size(); ++i) ASSERT_EQ(ws[i], 12345.f) << "case " << case_id;
     }
     ++case_id;
+  }
+}
+
+// Depthwise convs on small maps taken 16 channels at a time give the bits of the
+// plane-by-plane kernels (each channel alone is a 1-channel conv, which takes them),
+// with every activation and the fused channel means.
+TEST(CpuKernels, DepthwiseChannelBlocksEqualPlaneByPlane) {
+  struct Case { int64_t c, h, w, k, s, pt, pb; };
+  const std::vector<Case> cases = {{37, 7, 7, 5, 1, 2, 2}, {16, 14, 14, 3, 2, 0, 1},
+                                   {20, 4, 4, 3, 1, 1, 1}, {33, 15, 13, 5, 2, 1, 2}};
+  int seed = 90;
+  for (const Case& c : cases) {
+    for (const Activation& act : real_line_activations()) {
+      Conv2dParams p;
+      p.c_in = p.c_out = p.groups = c.c, p.h = c.h, p.w = c.w, p.kh = p.kw = c.k;
+      p.stride_h = p.stride_w = c.s;
+      p.pad_top = p.pad_left = c.pt, p.pad_bottom = p.pad_right = c.pb;
+      p.h_out = (c.h + c.pt + c.pb - c.k) / c.s + 1;
+      p.w_out = (c.w + c.pt + c.pb - c.k) / c.s + 1;
+      p.act = act;
+      const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+      Vec x = random_vec(c.c * hw_in, ++seed), w = random_vec(c.c * c.k * c.k, ++seed);
+      Vec b = random_vec(c.c, ++seed);
+      CpuBackend be(2);
+      Vec ws(be.conv2d_workspace(p) / sizeof(float) + 1), y(c.c * hw_out), mean(c.c);
+      Tensor tx = view(x, {1, c.c, p.h, p.w}), tw = view(w, {c.c, 1, c.k, c.k});
+      Tensor tb = view(b, {c.c}), ty = view(y, {1, c.c, p.h_out, p.w_out});
+      Tensor tm = view(mean, {1, c.c, 1, 1});
+      be.conv2d_channel_mean(p, tx, tw, &tb, ty, tm, ws.data());
+      Conv2dParams one = p;
+      one.c_in = one.c_out = one.groups = 1;
+      for (int64_t ch = 0; ch < c.c; ++ch) {
+        Vec x1(x.begin() + ch * hw_in, x.begin() + (ch + 1) * hw_in);
+        Vec w1(w.begin() + ch * c.k * c.k, w.begin() + (ch + 1) * c.k * c.k), b1{b[ch]};
+        Vec ws1(be.conv2d_workspace(one) / sizeof(float) + 1), y1(hw_out), m1(1);
+        Tensor tx1 = view(x1, {1, 1, p.h, p.w}), tw1 = view(w1, {1, 1, c.k, c.k});
+        Tensor tb1 = view(b1, {1}), ty1 = view(y1, {1, 1, p.h_out, p.w_out});
+        Tensor tm1 = view(m1, {1, 1, 1, 1});
+        be.conv2d_channel_mean(one, tx1, tw1, &tb1, ty1, tm1, ws1.data());
+        ASSERT_EQ(y1, Vec(y.begin() + ch * hw_out, y.begin() + (ch + 1) * hw_out))
+            << "c " << c.c << " k " << c.k << " s " << c.s << " act " << act_name(act.kind)
+            << " channel " << ch;
+        ASSERT_EQ(m1[0], mean[ch]) << "channel " << ch;
+      }
+    }
   }
 }
 
