@@ -377,6 +377,71 @@ TEST(DetectionSelect, EqualsAFullSortWithTiesAndNaN) {
   }
 }
 
+// With enough logits the CPU scans them on every thread, each into its own
+// buffer, then merges: the same rows, bit for bit, as one thread (which the test
+// above holds to a full sort). Coarse logits tie everywhere; some are NaN.
+TEST(DetectionSelect, ThreadsGiveTheSameSelection) {
+  const int64_t anchors = 9, classes = 7;
+  const std::vector<std::array<int64_t, 2>> levels = {{{48, 40}}, {{24, 20}}, {{3, 5}}};
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> coarse(-40, 40);
+  std::uniform_real_distribution<float> delta(-0.4f, 0.4f), corner(0.f, 200.f);
+  std::vector<std::vector<float>> logits, deltas;
+  int64_t anchors_total = 0;
+  DetectionSelectParams p;
+  p.levels = static_cast<int>(levels.size());
+  p.anchors_per_location = anchors;
+  p.classes = classes;
+  for (size_t l = 0; l < levels.size(); ++l) {
+    const int64_t positions = levels[l][0] * levels[l][1];
+    p.positions[l] = positions;
+    std::vector<float> x(static_cast<size_t>(anchors * classes * positions));
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = i % 97 == 5 ? std::numeric_limits<float>::quiet_NaN() : coarse(rng) / 4.f;
+    std::vector<float> d(static_cast<size_t>(anchors * 4 * positions));
+    for (float& v : d) v = delta(rng);
+    logits.push_back(x);
+    deltas.push_back(d);
+    anchors_total += positions * anchors;
+  }
+  ASSERT_GE(anchors_total * classes, 1 << 15);  // enough to be shared out
+  std::vector<float> anchor_boxes;
+  for (int64_t a = 0; a < anchors_total; ++a) {
+    const float y = corner(rng), x = corner(rng);
+    for (float v : {y, x, y + 8.f, x + 5.f}) anchor_boxes.push_back(v);
+  }
+  std::vector<Tensor> cls, box;
+  for (size_t l = 0; l < levels.size(); ++l) {
+    const int64_t h = levels[l][0], w = levels[l][1];
+    cls.push_back({Shape{1, anchors * classes, h, w}, DType::F32, logits[l].data()});
+    box.push_back({Shape{1, anchors * 4, h, w}, DType::F32, deltas[l].data()});
+  }
+  const Tensor* cls_p[3] = {&cls[0], &cls[1], &cls[2]};
+  const Tensor* box_p[3] = {&box[0], &box[1], &box[2]};
+  Tensor a{Shape{anchors_total, 4}, DType::F32, anchor_boxes.data()};
+  for (int64_t k : {int64_t{1}, int64_t{100}, int64_t{5000}}) {
+    p.k = k;
+    std::vector<float> want_boxes, want_scores;
+    std::vector<int64_t> want_labels;
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> boxes(4 * k), scores(k);
+      std::vector<int64_t> labels(k, -7);
+      Tensor tb{Shape{k, 4}, DType::F32, boxes.data()}, ts{Shape{k}, DType::F32, scores.data()};
+      Tensor tl{Shape{k}, DType::I64, labels.data()};
+      CpuBackend cpu(threads);
+      std::vector<char> workspace(cpu.detection_select_workspace(p));
+      cpu.detection_select(p, cls_p, box_p, a, tb, ts, tl, workspace.data());
+      if (threads == 1) {
+        want_boxes = boxes, want_scores = scores, want_labels = labels;
+        continue;
+      }
+      EXPECT_EQ(labels, want_labels) << "k " << k << " threads " << threads;
+      EXPECT_EQ(scores, want_scores) << "k " << k << " threads " << threads;
+      EXPECT_EQ(boxes, want_boxes) << "k " << k << " threads " << threads;
+    }
+  }
+}
+
 TEST(DetectionNms, SoftNmsDecaysByGaussianOfIou) {
   // IoU(0, 1) = 1/3: score 0.8 * exp(-(1/9) / 0.5). Class 1's box is untouched.
   const DetectionCandidates c =

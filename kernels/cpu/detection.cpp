@@ -4,12 +4,16 @@
 #include <immintrin.h>
 #endif
 
+#include <omp.h>
+
 #include <algorithm>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/detection_math.h"
 
 namespace repshare {
@@ -29,7 +33,7 @@ int64_t entries_for(const DetectionSelectParams& p) { return 4 * p.k + 1; }
 }  // namespace
 
 size_t CpuBackend::detection_select_workspace(const DetectionSelectParams& p) const {
-  return static_cast<size_t>(entries_for(p)) * sizeof(Entry);
+  return static_cast<size_t>(threads_ * entries_for(p)) * sizeof(Entry);
 }
 
 void CpuBackend::detection_select(const DetectionSelectParams& p,
@@ -47,42 +51,75 @@ void CpuBackend::detection_select(const DetectionSelectParams& p,
   // Candidates at or above `worst` are gathered in memory order; when 4k have piled
   // up, the best k are kept and `worst` rises to the k-th. Once the buffer has
   // filled, most of D0's 4.4 million logits cost one comparison, and each
-  // selection O(k), instead of a heap update per improvement.
-  Entry* top = static_cast<Entry*>(workspace);
-  int64_t count = 0;
-  float worst = -std::numeric_limits<float>::infinity();
-  auto keep_best = [&] {
-    if (count <= k) return;
-    std::nth_element(top, top + (k - 1), top + count, better);
-    count = k;
-    worst = top[k - 1].first;  // the k-th best (ties at it still compare by index)
-  };
-  int64_t level_first = 0;  // flat index of the level's first anchor
-  for (int l = 0; l < p.levels; ++l) {
-    const int64_t positions = p.positions[l];
-    const int64_t logits = p.anchors_per_location * p.classes * positions;
-    const float* x = class_outputs[l]->f32();
-    auto consider = [&](int64_t i) {
-      if (!(x[i] >= worst)) return;  // NaN logits are never candidates
-      top[count++] = {x[i], flat_logit_index(i, positions, p.anchors_per_location, p.classes,
-                                             level_first)};
+  // selection O(k), instead of a heap update per improvement. Each thread scans
+  // its share of every level into its own buffer (D0: 17.7 MB of logits, 4.2 ms
+  // on one thread); a thread's k-th best never exceeds the overall k-th, so the
+  // best k of the threads' best k are the best k of all, and in the same order.
+  struct Selection {
+    Entry* top;
+    int64_t k;
+    int64_t count = 0;
+    float worst = -std::numeric_limits<float>::infinity();
+    void add(const Entry& e) {
+      top[count++] = e;
       if (count >= 4 * k) keep_best();
-    };
-    int64_t i = 0;
-#ifdef __AVX2__
-    // Eight logits per comparison: once `worst` has risen, nearly every group of
-    // eight is below it (an ordered >= is false for NaN too).
-    for (; i + 8 <= logits; i += 8) {
-      const int candidates = _mm256_movemask_ps(
-          _mm256_cmp_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(worst), _CMP_GE_OQ));
-      if (candidates == 0) continue;
-      for (int j = 0; j < 8; ++j) consider(i + j);
     }
+    void keep_best() {
+      if (count <= k) return;
+      std::nth_element(top, top + (k - 1), top + count, better);
+      count = k;
+      worst = top[k - 1].first;  // the k-th best (ties at it still compare by index)
+    }
+  };
+  Entry* buffers = static_cast<Entry*>(workspace);
+  int64_t total_logits = 0;
+  for (int l = 0; l < p.levels; ++l) total_logits += p.anchors_per_location * p.classes * p.positions[l];
+  const int threads = total_logits >= cpu::kMinParallelWork ? threads_ : 1;
+  std::vector<int64_t> counts(static_cast<size_t>(threads), 0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    Selection sel{buffers + t * entries_for(p), k};
+    int64_t level_first = 0;  // flat index of the level's first anchor
+    for (int l = 0; l < p.levels; ++l) {
+      const int64_t positions = p.positions[l];
+      const int64_t logits = p.anchors_per_location * p.classes * positions;
+      const float* x = class_outputs[l]->f32();
+      // This thread's share: [begin, end), in multiples of 8 logits.
+      const int64_t groups = (logits + 7) / 8;
+      const int64_t begin = std::min(logits, groups * t / nt * 8);
+      const int64_t end = std::min(logits, groups * (t + 1) / nt * 8);
+      auto consider = [&](int64_t i) {
+        if (!(x[i] >= sel.worst)) return;  // NaN logits are never candidates
+        sel.add({x[i], flat_logit_index(i, positions, p.anchors_per_location, p.classes,
+                                         level_first)});
+      };
+      int64_t i = begin;
+#ifdef __AVX2__
+      // Eight logits per comparison: once `worst` has risen, nearly every group of
+      // eight is below it (an ordered >= is false for NaN too).
+      for (; i + 8 <= end; i += 8) {
+        const int candidates = _mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(sel.worst), _CMP_GE_OQ));
+        if (candidates == 0) continue;
+        for (int j = 0; j < 8; ++j) consider(i + j);
+      }
 #endif
-    for (; i < logits; ++i) consider(i);
-    level_first += positions * p.anchors_per_location;
+      for (; i < end; ++i) consider(i);
+      level_first += positions * p.anchors_per_location;
+    }
+    sel.keep_best();
+    counts[static_cast<size_t>(t)] = sel.count;
   }
-  keep_best();
+  // The threads' best k, merged in the first buffer.
+  Selection all{buffers, k};
+  all.count = counts[0];
+  for (int t = 1; t < threads; ++t)
+    for (int64_t i = 0; i < counts[static_cast<size_t>(t)]; ++i)
+      all.add(buffers[t * entries_for(p) + i]);
+  all.keep_best();
+  Entry* top = all.top;
+  const int64_t count = all.count;
   std::sort(top, top + count, better);
 
   for (int64_t c = 0; c < count; ++c) {
