@@ -151,11 +151,11 @@ int cmd_bench(const CommandArgs& argv) {
   std::unique_ptr<DetectionHead> head;
   if (with_postprocess)
     head = std::make_unique<DetectionHead>(model.info, detection_config_for(model.info), *backend);
+  const int64_t input_size = session.input_shape().numel();
   if (image_path.empty()) {
     std::mt19937 rng(0);
     std::normal_distribution<float> normal;
-    for (int64_t i = 0; i < session.input_shape().numel(); ++i)
-      session.host_input()[i] = normal(rng);
+    for (int64_t i = 0; i < input_size; ++i) session.host_input()[i] = normal(rng);
   } else {
     const Image img = load_image(image_path);
     Preprocessor pre;
@@ -182,7 +182,7 @@ int cmd_bench(const CommandArgs& argv) {
     write_npy(input_npy.path, session.input_shape().dims, session.host_input());
   }
   double input_sum = 0;
-  for (int64_t i = 0; i < session.input_shape().numel(); ++i) input_sum += session.host_input()[i];
+  for (int64_t i = 0; i < input_size; ++i) input_sum += session.host_input()[i];
   const int threads = backend->name() == "cpu" ? static_cast<CpuBackend&>(*backend).threads() : 0;
 
   for (int i = 0; i < warmup; ++i) session.run();
