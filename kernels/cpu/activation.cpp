@@ -106,13 +106,9 @@ REPSHARE_AVX512 void span_kernel_avx512(const Activation& act, const float* x, f
 
 bool span_avx512(const Activation& act, const float* x, float* y, int64_t n, float bias) {
   if (!has_avx512() || !avx512::has_vector_form(act.kind)) return false;
-  switch (act.kind) {
-    case ActKind::Relu: span_kernel_avx512<ActKind::Relu>(act, x, y, n, bias); break;
-    case ActKind::Clip: span_kernel_avx512<ActKind::Clip>(act, x, y, n, bias); break;
-    case ActKind::Sigmoid: span_kernel_avx512<ActKind::Sigmoid>(act, x, y, n, bias); break;
-    case ActKind::Swish: span_kernel_avx512<ActKind::Swish>(act, x, y, n, bias); break;
-    default: span_kernel_avx512<ActKind::None>(act, x, y, n, bias); break;
-  }
+  avx512::with_vector_form(act, [&](auto kind) {
+    span_kernel_avx512<decltype(kind)::value>(act, x, y, n, bias);
+  });
   return true;
 }
 #endif

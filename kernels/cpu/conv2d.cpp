@@ -47,12 +47,24 @@ bool deinterleaved(const Conv2dParams& p) {
 #endif
 }
 
-PaddedPlane padded_plane(const Conv2dParams& p) {
-  PaddedPlane pp;
+// Rows and columns of an input plane with its padding: as far as the windows read
+// or the pads reach, whichever is further.
+struct PaddedExtent {
+  int64_t rows, cols;
+};
+
+PaddedExtent padded_extent(const Conv2dParams& p) {
   const int64_t rows_read = (p.h_out - 1) * p.stride_h + (p.kh - 1) * p.dil_h + 1;
   const int64_t cols_read = (p.w_out - 1) * p.stride_w + (p.kw - 1) * p.dil_w + 1;
-  const int64_t cols = std::max(cols_read, p.pad_left + p.w + p.pad_right);
-  pp.rows = std::max(rows_read, p.pad_top + p.h + p.pad_bottom);
+  return {std::max(rows_read, p.pad_top + p.h + p.pad_bottom),
+          std::max(cols_read, p.pad_left + p.w + p.pad_right)};
+}
+
+PaddedPlane padded_plane(const Conv2dParams& p) {
+  PaddedPlane pp;
+  const PaddedExtent e = padded_extent(p);
+  const int64_t cols = e.cols;
+  pp.rows = e.rows;
   if (deinterleaved(p)) {
     pp.half = (cols + 1) / 2 + kRowSlack;
     pp.ld = 2 * pp.half;
@@ -415,10 +427,8 @@ bool depthwise_channels16_applies(const Conv2dParams& p) {
 
 // The 16-channel buffer is the padded plane's rows and columns, 16 floats each.
 int64_t channels16_floats(const Conv2dParams& p) {
-  const int64_t rows_read = (p.h_out - 1) * p.stride_h + p.kh;
-  const int64_t cols_read = (p.w_out - 1) * p.stride_w + p.kw;
-  return std::max(rows_read, p.pad_top + p.h + p.pad_bottom) *
-         std::max(cols_read, p.pad_left + p.w + p.pad_right) * 16;
+  const PaddedExtent e = padded_extent(p);
+  return e.rows * e.cols * 16;
 }
 
 // Output pixels [q, q + P) of a block of 16 channels: P independent FMA chains.
@@ -452,7 +462,7 @@ template <int K, int S, ActKind A>
 REPSHARE_AVX512 void depthwise_channels16(const Conv2dParams& p, const float* x, const float* w,
                                           const float* bias, float* y, float* mean, float* ws,
                                           int threads) {
-  const int64_t cols = std::max((p.w_out - 1) * S + K, p.pad_left + p.w + p.pad_right);
+  const int64_t cols = padded_extent(p).cols;
   const int64_t buf_floats = channels16_floats(p);
   const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
   const int64_t blocks = (p.c_in + 15) / 16;
@@ -499,18 +509,10 @@ REPSHARE_AVX512 void depthwise_channels16(const Conv2dParams& p, const float* x,
 template <int K, int S>
 void depthwise_channels16_act(const Conv2dParams& p, const float* x, const float* w,
                               const float* bias, float* y, float* mean, float* ws, int threads) {
-  switch (p.act.kind) {
-    case ActKind::Relu:
-      return depthwise_channels16<K, S, ActKind::Relu>(p, x, w, bias, y, mean, ws, threads);
-    case ActKind::Clip:
-      return depthwise_channels16<K, S, ActKind::Clip>(p, x, w, bias, y, mean, ws, threads);
-    case ActKind::Sigmoid:
-      return depthwise_channels16<K, S, ActKind::Sigmoid>(p, x, w, bias, y, mean, ws, threads);
-    case ActKind::Swish:
-      return depthwise_channels16<K, S, ActKind::Swish>(p, x, w, bias, y, mean, ws, threads);
-    default:  // None, or an activation applied to each plane after
-      return depthwise_channels16<K, S, ActKind::None>(p, x, w, bias, y, mean, ws, threads);
-  }
+  // Activations without a 16-lane form run as None, then on each plane.
+  cpu::avx512::with_vector_form(p.act, [&](auto kind) {
+    depthwise_channels16<K, S, decltype(kind)::value>(p, x, w, bias, y, mean, ws, threads);
+  });
 }
 #endif
 

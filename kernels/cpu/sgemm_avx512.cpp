@@ -248,23 +248,11 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
   // A in panels of 12 rows (pack_row_block), then the B panels of each thread.
   float* packed = scratch;
   float* panels = scratch + (m + kTileRows - 1) / kTileRows * kTileRows * k;
-  switch (act.kind) {
-    case ActKind::Relu:
-      return run_tiles<ActKind::Relu>(threads, m, k, n, a, b, bias, act, residual, c, packed,
-                                      panels);
-    case ActKind::Clip:
-      return run_tiles<ActKind::Clip>(threads, m, k, n, a, b, bias, act, residual, c, packed,
-                                      panels);
-    case ActKind::Sigmoid:
-      return run_tiles<ActKind::Sigmoid>(threads, m, k, n, a, b, bias, act, residual, c, packed,
-                                         panels);
-    case ActKind::Swish:
-      return run_tiles<ActKind::Swish>(threads, m, k, n, a, b, bias, act, residual, c, packed,
-                                       panels);
-    default:  // None, or an activation applied after the stores
-      return run_tiles<ActKind::None>(threads, m, k, n, a, b, bias, act, residual, c, packed,
-                                      panels);
-  }
+  // Activations without a 16-lane form run as None, then on the stored tiles.
+  avx512::with_vector_form(act, [&](auto kind) {
+    run_tiles<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c, packed,
+                                     panels);
+  });
 #else
   fail(ErrorKind::Unsupported, "avx512 sgemm: x86-64 with AVX-512 only");
 #endif
