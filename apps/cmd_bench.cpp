@@ -212,6 +212,7 @@ int cmd_bench(const CommandArgs& argv) {
   nlohmann::json j = {
       {"model", model.info.name},
       {"backend", backend->name()},
+      {"precision", backend->float_storage() == DType::F16 ? "fp16" : "fp32"},
       {"threads", threads},
       {"input", session.input_shape().dims},
       {"input_from", image_path.empty() ? "N(0,1)" : image_path},
@@ -226,8 +227,9 @@ int cmd_bench(const CommandArgs& argv) {
       {"recorded_graph", session.executor().recorded()}};
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
-  std::printf("%s on %s (%d threads), input %s from %s\n", model.info.name.c_str(),
-              backend->name().c_str(), threads, session.input_shape().str().c_str(),
+  std::printf("%s on %s %s (%d threads), input %s from %s\n", model.info.name.c_str(),
+              backend->name().c_str(), backend->float_storage() == DType::F16 ? "fp16" : "fp32",
+              threads, session.input_shape().str().c_str(),
               image_path.empty() ? "N(0,1) noise" : image_path.c_str());
   if (backend->name() != "cpu")
     std::printf("  replayed as one recorded graph: %s%s\n",
@@ -273,15 +275,22 @@ int cmd_bench(const CommandArgs& argv) {
     std::vector<std::pair<double, std::string>> slowest;
     double total = 0;
     for (size_t s = 0; s < per_step.size(); ++s) {
-      const Node& n = *std::find_if(model.graph.nodes.begin(), model.graph.nodes.end(),
-                                    [&](const Node& x) { return x.name == names[s]; });
       const double ms = per_step[s] / runs * 1e3;
+      total += ms;
+      const auto node = std::find_if(model.graph.nodes.begin(), model.graph.nodes.end(),
+                                     [&](const Node& x) { return x.name == names[s]; });
+      if (node == model.graph.nodes.end()) {  // fp16 mode's conversions at the edges
+        by_op["Convert"] += ms;
+        by_kind["convert"] += ms;
+        slowest.push_back({ms, names[s]});
+        continue;
+      }
+      const Node& n = *node;
       by_op[n.op_type + (n.has("activation") ? "+" + n.attr_string("activation", "") : "")] += ms;
       const std::string kind = op_kind(model.graph, n);
       by_kind[kind] += ms;
       slowest.push_back(
           {ms, kind + " -> " + model.graph.values[n.outputs[0]].shape.str() + "  " + n.name});
-      total += ms;
     }
     auto print_table = [&](const char* title, const char* key,
                            const std::map<std::string, double>& table) {

@@ -209,6 +209,12 @@ class Backend {
   // restored after (the CPU: subnormal floats flushed to zero).
   virtual void run_inference(const std::function<void()>& steps) { steps(); }
 
+  // The dtype float tensors are kept in between kernels: F32, or F16 on a backend in
+  // fp16 mode (fp16 storage, fp32 arithmetic inside every kernel). The executor
+  // stores weights and activations in it and converts at its edges, so the tensors
+  // callers supply and read stay F32 whatever the mode.
+  virtual DType float_storage() const { return DType::F32; }
+
   // What the backend itself takes (empty on the CPU: nothing beyond the process).
   virtual std::vector<BackendMemoryItem> overhead() const { return {}; }
   // Device memory in use now, by every process (a GPU's total minus free), for
@@ -224,7 +230,8 @@ class Backend {
   virtual void synchronize() {}
 
   // Kernels. Shapes are static and already checked by the layers. Tensors are
-  // contiguous row-major in their own dtype (fp32 unless a backend says otherwise).
+  // contiguous row-major in their own dtype: float tensors in float_storage(),
+  // int64 ones (indices) as they are.
   // Unless stated, y must not alias an input.
   //
   // conv2d: y = act(conv(x, w) + bias); bias may be null. workspace holds
@@ -248,6 +255,8 @@ class Backend {
   // softmax: over the middle axis of [outer, axis, inner].
   // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
   // channel_gather: see ChannelGatherParams.
+  // convert: y = x, x.numel() elements, each of x and y F32 or F16 (to F16: round to
+  //   nearest even, as engine/half.h).
   // detection_select: the p.k best logits of class_outputs[l] ([1, A*C, H, W], A
   //   anchors per location, C classes) in effdet's flattened order (level, row,
   //   column, anchor, class), best first: logit descending, flat index ascending;
@@ -303,6 +312,7 @@ class Backend {
   virtual size_t nms_workspace(const NmsParams& p) const = 0;
   virtual void nms(const NmsParams& p, const Tensor& boxes, const Tensor& classes, Tensor& keep,
                    void* workspace) = 0;
+  virtual void convert(const Tensor& x, Tensor& y) = 0;
   virtual void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                               Tensor& y) = 0;
 };

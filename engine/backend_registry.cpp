@@ -30,13 +30,20 @@ bool cuda_available(std::string* why) {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& name, int threads) {
-  if (name == "cpu") return std::unique_ptr<Backend>(new CpuBackend(threads));
+std::unique_ptr<Backend> make_backend(const std::string& name, int threads,
+                                      DType float_storage) {
+  check(float_storage == DType::F32 || float_storage == DType::F16, ErrorKind::Argument,
+        "float storage must be float32 or float16, got ", dtype_name(float_storage));
+  if (name == "cpu") {
+    check(float_storage == DType::F32, ErrorKind::Unsupported,
+          "backend 'cpu' computes and stores float32 only; fp16 is a mode of --backend cuda");
+    return std::unique_ptr<Backend>(new CpuBackend(threads));
+  }
   if (name == "cuda") {
     std::string why;
     if (!cuda_available(&why)) fail(ErrorKind::Backend, "backend 'cuda': ", why);
 #ifdef REPSHARE_WITH_CUDA
-    return std::unique_ptr<Backend>(new CudaBackend(0));
+    return std::unique_ptr<Backend>(new CudaBackend(0, float_storage));
 #endif
   }
   fail(ErrorKind::Argument, "unknown backend '", name, "' (expected cpu or cuda)");

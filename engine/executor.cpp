@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "engine/error.h"
+#include "engine/half.h"
 
 namespace repshare {
 
@@ -14,10 +15,26 @@ int Executor::value_id(const std::string& name, const char* role) const {
   return id;
 }
 
+namespace {
+
+// The step that converts between a tensor at the executor's edge (F32 for callers)
+// and its copy in the backend's float storage.
+class ConvertLayer : public Layer {
+ public:
+  void build(const Node&, Graph&) override {}
+  void forward(Backend& backend, const Tensor* const* in, Tensor* const* out, void*) override {
+    backend.convert(*in[0], *out[0]);
+  }
+};
+
+}  // namespace
+
 Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
                    const std::vector<std::string>& supplied, const std::vector<std::string>& wanted)
     : graph_(graph), backend_(backend), weights_(weights) {
   const size_t nv = graph_.values.size();
+  const DType storage = backend_.float_storage();
+  auto stored = [storage](DType d) { return d == DType::F32 ? storage : d; };
   std::vector<bool> is_supplied(nv, false);
   for (const auto& s : supplied) {
     int id = value_id(s, "supplied");
@@ -51,14 +68,18 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       if (i >= 0) stack.push_back(i);
   }
 
-  // Layers, in graph (topological) order.
+  // One tensor per value, in the backend's storage; edge tensors (F32 copies of
+  // supplied and wanted values when the storage is not F32) are added after them.
+  // Reserved so that the steps' pointers into tensors_ stay valid.
+  tensors_.reserve(nv + supplied_.size() + wanted_.size());
   tensors_.resize(nv);
   for (size_t v = 0; v < nv; ++v) {
     tensors_[v].shape = graph_.values[v].shape;
-    tensors_[v].dtype = graph_.values[v].dtype;
+    tensors_[v].dtype = stored(graph_.values[v].dtype);
   }
-  weight_record_.assign(nv, -1);
-  lifetime_index_.assign(nv, -1);
+  edge_.assign(nv, -1);
+  weight_record_.assign(tensors_.capacity(), -1);
+  lifetime_index_.assign(tensors_.capacity(), -1);
   auto lifetime_of = [&](int v) -> Lifetime& {
     if (lifetime_index_[v] < 0) {
       lifetime_index_[v] = static_cast<int>(lifetimes_.size());
@@ -69,7 +90,52 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     }
     return lifetimes_[lifetime_index_[v]];
   };
-  for (int v : supplied_) lifetime_of(v).first = -1;
+  // Registers host bytes of constant v with the weights arena, converted to the
+  // tensor's dtype first when that differs (kept in converted_ until allocate()).
+  auto register_weight = [&](int v, int tensor, const std::string& layer) {
+    const Value& val = graph_.values[v];
+    const void* host = val.data->data();
+    size_t bytes = val.data->size();
+    if (tensors_[tensor].dtype != val.dtype) {
+      check(val.dtype == DType::F32 && tensors_[tensor].dtype == DType::F16,
+            ErrorKind::Unsupported, "weight '", val.name, "' cannot be stored as ",
+            dtype_name(tensors_[tensor].dtype));
+      const float* f = reinterpret_cast<const float*>(host);
+      std::vector<uint16_t> half(bytes / sizeof(float));
+      for (size_t i = 0; i < half.size(); ++i) half[i] = float_to_half(f[i]);
+      converted_.push_back(std::move(half));
+      host = converted_.back().data();
+      bytes = converted_.back().size() * sizeof(uint16_t);
+    }
+    weight_record_[tensor] = weights_.add(graph_.name, layer, val.name, host, bytes);
+  };
+  auto add_edge = [&](int v) {
+    edge_[v] = static_cast<int>(tensors_.size());
+    tensors_.push_back(tensors_[v]);
+    tensors_.back().dtype = graph_.values[v].dtype;
+    return edge_[v];
+  };
+  auto add_convert_step = [&](int from, int to, int value) {
+    Step step;
+    step.node = -1;
+    step.converted_value = value;
+    step.layer.reset(new ConvertLayer);
+    step.in.assign(1, &tensors_[from]);
+    step.out.assign(1, &tensors_[to]);
+    const int s = static_cast<int>(steps_.size());
+    lifetime_of(from).last = s;
+    Lifetime& l = lifetime_of(to);
+    l.first = s;
+    l.last = std::max(l.last, s);
+    steps_.push_back(std::move(step));
+  };
+
+  // Supplied tensors are filled by the caller in F32; in another storage the first
+  // steps convert them.
+  for (int v : supplied_) {
+    if (tensors_[v].dtype == graph_.values[v].dtype) continue;
+    add_convert_step(add_edge(v), v, v);
+  }
 
   for (size_t k = 0; k < graph_.nodes.size(); ++k) {
     if (!needed_node[k]) continue;
@@ -86,8 +152,7 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       const Value& val = graph_.values[v];
       if (val.is_constant()) {
         if (weight_record_[v] < 0) {
-          weight_record_[v] = weights_.add(graph_.name, n.name, val.name, val.data->data(),
-                                           val.data->size());
+          register_weight(v, v, n.name);
           weight_values_.push_back(v);
         }
       } else {
@@ -102,7 +167,7 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       int v = n.outputs[o];
       if (v < 0) continue;
       tensors_[v].shape = graph_.values[v].shape;
-      tensors_[v].dtype = graph_.values[v].dtype;
+      tensors_[v].dtype = stored(graph_.values[v].dtype);
       Lifetime& l = lifetime_of(v);
       l.bytes = tensors_[v].bytes();
       l.first = l.last = s;  // an unused output still needs its slot during the step
@@ -114,14 +179,27 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       lifetimes_.push_back(Lifetime{ws, s, s});
     }
     steps_.push_back(std::move(step));
+    // Wanted outputs of this step in another storage: converted to F32 right away.
+    for (int v : n.outputs)
+      if (v >= 0 && edge_[v] < 0 && tensors_[v].dtype != graph_.values[v].dtype &&
+          std::find(wanted_.begin(), wanted_.end(), v) != wanted_.end())
+        add_convert_step(v, add_edge(v), v);
   }
+  // Wanted constants in another storage are served from their own F32 record.
+  for (int v : wanted_)
+    if (graph_.values[v].is_constant() && edge_[v] < 0 && weight_record_[v] >= 0 &&
+        tensors_[v].dtype != graph_.values[v].dtype)
+      register_weight(v, add_edge(v), graph_.values[v].name);
+
   // Wanted tensors stay alive to the end. Supplied ones too: the caller fills them
   // once and may run() again (same input, same output), so no step may reuse them.
   const int end = static_cast<int>(steps_.size());
-  for (int v : wanted_)
-    if (!graph_.values[v].is_constant()) lifetime_of(v).last = end;
+  for (int v : wanted_) {
+    const int t = edge_[v] >= 0 ? edge_[v] : v;
+    if (weight_record_[t] < 0 && !graph_.values[v].is_constant()) lifetime_of(t).last = end;
+  }
   for (int v : supplied_) {
-    Lifetime& l = lifetime_of(v);
+    Lifetime& l = lifetime_of(edge_[v] >= 0 ? edge_[v] : v);
     l.first = -1;
     l.last = end;
   }
@@ -138,18 +216,21 @@ void Executor::allocate() {
         "' must be committed before allocate()");
   allocated_ = true;
   if (plan_.peak > 0) arena_ = backend_.alloc(plan_.peak);
+  converted_.clear();  // the weights arena has uploaded them
   char* base = static_cast<char*>(arena_);
-  for (size_t v = 0; v < tensors_.size(); ++v) {
-    if (lifetime_index_[v] >= 0) tensors_[v].data = base + plan_.offsets[lifetime_index_[v]];
-    if (weight_record_[v] >= 0) tensors_[v].data = weights_.data(weight_record_[v]);
+  for (size_t t = 0; t < tensors_.size(); ++t) {
+    if (lifetime_index_[t] >= 0) tensors_[t].data = base + plan_.offsets[lifetime_index_[t]];
+    if (weight_record_[t] >= 0) tensors_[t].data = weights_.data(weight_record_[t]);
   }
   workspace_ptrs_.assign(steps_.size(), nullptr);
   for (size_t s = 0; s < steps_.size(); ++s)
     if (steps_[s].workspace >= 0) workspace_ptrs_[s] = base + plan_.offsets[steps_[s].workspace];
   // Wanted tensors that folded to constants are served from their host data.
   for (int v : wanted_)
-    if (graph_.values[v].is_constant() && weight_record_[v] < 0)
+    if (graph_.values[v].is_constant() && weight_record_[v] < 0) {
       tensors_[v].data = graph_.values[v].data->data();
+      tensors_[v].dtype = graph_.values[v].dtype;
+    }
 }
 
 Tensor& Executor::input(const std::string& name) {
@@ -157,7 +238,7 @@ Tensor& Executor::input(const std::string& name) {
   check(std::find(supplied_.begin(), supplied_.end(), id) != supplied_.end(),
         ErrorKind::Argument, "tensor '", name, "' is not a supplied input of this executor");
   check(allocated_, ErrorKind::Argument, "executor used before allocate()");
-  return tensors_[id];
+  return tensors_[edge_[id] >= 0 ? edge_[id] : id];
 }
 
 void Executor::bind(const std::string& name, void* data) {
@@ -172,7 +253,7 @@ const Tensor& Executor::output(const std::string& name) const {
   int id = value_id(name, "output");
   check(std::find(wanted_.begin(), wanted_.end(), id) != wanted_.end(), ErrorKind::Argument,
         "tensor '", name, "' was not asked of this executor");
-  return tensors_[id];
+  return tensors_[edge_[id] >= 0 ? edge_[id] : id];
 }
 
 void Executor::run() {
@@ -215,8 +296,17 @@ void Executor::run_profiled(std::vector<double>& seconds_per_step) {
 
 std::vector<std::string> Executor::step_names() const {
   std::vector<std::string> names;
-  for (const auto& s : steps_) names.push_back(graph_.nodes[s.node].name);
+  for (const auto& s : steps_)
+    names.push_back(s.node >= 0 ? graph_.nodes[s.node].name
+                                : "convert " + graph_.values[s.converted_value].name);
   return names;
+}
+
+size_t Executor::largest_workspace() const {
+  size_t largest = 0;
+  for (const auto& s : steps_)
+    if (s.workspace >= 0) largest = std::max(largest, lifetimes_[s.workspace].bytes);
+  return largest;
 }
 
 }  // namespace repshare

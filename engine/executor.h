@@ -8,12 +8,17 @@
 // lifetimes. After the arena is committed, allocate() makes the one activation
 // allocation. run() then only calls kernels: no allocation, no lookups.
 //
+// Float tensors are kept in the backend's float_storage(). When that is F16, the
+// weights are converted as they are registered, and conversion steps at the edges
+// keep what callers see in F32: input(), bind() and output() are F32 tensors.
+//
 //   Executor ex(graph, backend, weights, {"input"}, {"logits"});
 //   weights.commit();
 //   ex.allocate();
 //   fill(ex.input("input"));  ex.run();  read(ex.output("logits"));
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,15 +63,19 @@ class Executor {
   Backend& backend() { return backend_; }
   size_t activation_bytes() const { return plan_.peak; }
   size_t activation_lower_bound() const { return plan_.lower_bound; }
+  // The largest scratch buffer one step asks for (planned inside the arena).
+  size_t largest_workspace() const;
   size_t num_steps() const { return steps_.size(); }
-  // Names of the nodes that run, in order.
+  // Names of the nodes that run, in order ("convert <tensor>" for the steps that
+  // convert between F32 and the backend's float storage at the edges).
   std::vector<std::string> step_names() const;
   // Constant values this executor reads from the weights arena.
   const std::vector<int>& weight_values() const { return weight_values_; }
 
  private:
   struct Step {
-    int node;
+    int node;  // -1: a conversion step
+    int converted_value = -1;
     std::unique_ptr<Layer> layer;
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
@@ -79,9 +88,13 @@ class Executor {
   Graph graph_;
   Backend& backend_;
   WeightsArena& weights_;
-  std::vector<Tensor> tensors_;        // per value id
-  std::vector<int> weight_record_;     // per value id: WeightsArena record, -1 if none
-  std::vector<int> lifetime_index_;    // per value id: index into lifetimes_, -1 if none
+  // Per value id (in the backend's float storage), then the F32 edge tensors of
+  // supplied and wanted values when that storage is not F32.
+  std::vector<Tensor> tensors_;
+  std::vector<int> edge_;              // per value id: its edge tensor, -1 if none
+  std::vector<std::vector<uint16_t>> converted_;  // fp16 weights until allocate()
+  std::vector<int> weight_record_;     // per tensor: WeightsArena record, -1 if none
+  std::vector<int> lifetime_index_;    // per tensor: index into lifetimes_, -1 if none
   std::vector<Lifetime> lifetimes_;
   std::vector<int> supplied_, wanted_, weight_values_;
   std::vector<Step> steps_;

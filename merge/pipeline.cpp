@@ -1,12 +1,10 @@
 #include "merge/pipeline.h"
 
 #include <chrono>
-#include <map>
 #include <set>
 
 #include "engine/analysis.h"
 #include "engine/error.h"
-#include "layers/layer.h"
 #include "tasks/classification.h"
 
 namespace repshare {
@@ -19,23 +17,6 @@ double seconds_since(Clock::time_point t0) {
 }
 
 size_t float_bytes(const Shape& s) { return static_cast<size_t>(s.numel()) * sizeof(float); }
-
-// The largest scratch buffer a step of `ex` asks for. Executor plans workspaces
-// inside its arena without exposing them, so the layers are built again on a copy
-// of its graph to ask them.
-size_t largest_workspace(const Executor& ex, const Backend& backend) {
-  Graph g = ex.graph();
-  std::map<std::string, int> node_by_name;
-  for (size_t k = 0; k < g.nodes.size(); ++k) node_by_name[g.nodes[k].name] = static_cast<int>(k);
-  size_t largest = 0;
-  for (const std::string& name : ex.step_names()) {
-    const Node& n = g.nodes[node_by_name.at(name)];
-    std::unique_ptr<Layer> layer = create_layer(n);
-    layer->build(n, g);
-    largest = std::max(largest, layer->workspace_bytes(backend));
-  }
-  return largest;
-}
 
 }  // namespace
 
@@ -244,11 +225,12 @@ MemoryReport Pipelines::memory() const {
     const ModelAnalysis analysis = analyze(*p->model);
     for (size_t s = 0; s < analysis.stages.size(); ++s)
       m.stages.push_back({analysis.stages[s].name,
-                          static_cast<size_t>(analysis.stages[s].params) * sizeof(float),
+                          static_cast<size_t>(analysis.stages[s].params) *
+                              dtype_size(backend_.float_storage()),
                           p->donor < 0 || static_cast<int>(s) > p->receiver_stage});
     const Executor& net = p->network();
     m.arenas.push_back({p->suffix ? p->name + " suffix" : p->name, net.activation_bytes(),
-                        net.activation_lower_bound(), largest_workspace(net, backend_)});
+                        net.activation_lower_bound(), net.largest_workspace()});
     if (p->suffix) {
       // ReceiverSuffix reports its adapters' arenas only as a sum with the suffix's;
       // their liveness bound is not exposed, so it is taken as their size.

@@ -65,6 +65,7 @@ class CpuBackend : public Backend {
   size_t nms_workspace(const NmsParams& p) const override;
   void nms(const NmsParams& p, const Tensor& boxes, const Tensor& classes, Tensor& keep,
            void* workspace) override;
+  void convert(const Tensor& x, Tensor& y) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
 

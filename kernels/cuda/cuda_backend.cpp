@@ -42,12 +42,16 @@ std::vector<BackendMemoryItem> CudaBackend::overhead() const {
 #ifdef REPSHARE_WITH_CUDNN
 const CudnnConv& CudaBackend::cudnn_conv(const Conv2dParams& p) const {
   std::shared_ptr<CudnnConv>& c = cudnn_convs_[cudnn_key(p)];
-  if (!c) c = std::make_shared<CudnnConv>(cudnn_, p);
+  if (!c) c = std::make_shared<CudnnConv>(cudnn_, p, storage_);
   return *c;
 }
 #endif
 
-CudaBackend::CudaBackend(int device) : device_(device) {
+CudaBackend::CudaBackend(int device, DType float_storage)
+    : device_(device), storage_(float_storage) {
+  check(float_storage == DType::F32 || float_storage == DType::F16, ErrorKind::Argument,
+        "cuda backend: float storage must be float32 or float16, got ",
+        dtype_name(float_storage));
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess)

@@ -28,12 +28,15 @@ class CudnnConv;  // kernels/cuda/cudnn_conv.h
 class CudaBackend : public Backend {
  public:
   // Throws Error(Backend) naming the CUDA error when there is no usable device.
-  explicit CudaBackend(int device = 0);
+  // float_storage F16 is fp16 mode: weights and activations stored as fp16, every
+  // kernel (and cuBLAS / cuDNN) accumulating in fp32.
+  explicit CudaBackend(int device = 0, DType float_storage = DType::F32);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string name() const override { return "cuda"; }
+  DType float_storage() const override { return storage_; }
   int device() const { return device_; }
   const std::string& device_name() const { return device_name_; }
   // Device memory in use once the CUDA context, the stream and the cuBLAS handle
@@ -81,6 +84,7 @@ class CudaBackend : public Backend {
   size_t nms_workspace(const NmsParams& p) const override;
   void nms(const NmsParams& p, const Tensor& boxes, const Tensor& classes, Tensor& keep,
            void* workspace) override;
+  void convert(const Tensor& x, Tensor& y) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
 
@@ -94,6 +98,7 @@ class CudaBackend : public Backend {
 
  private:
   int device_ = 0;
+  DType storage_ = DType::F32;
   std::string device_name_;
   CUstream_st* stream_ = nullptr;
   cublasContext* cublas_ = nullptr;

@@ -1,0 +1,198 @@
+// fp16 mode above the kernels, on the CPU: Fp16StorageCpuBackend stores float
+// tensors as fp16 like `--backend cuda --precision fp16`, so the executor's part
+// (weights converted once, conversion steps at the edges, F32 for callers, arenas
+// half the size) and what fp16 storage does to whole models is tested here
+// without a GPU. tests/test_backend_models.cpp compares CUDA's fp16 mode with it.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "engine/backend_registry.h"
+#include "engine/error.h"
+#include "engine/half.h"
+#include "engine/session.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "merge/sharing.h"
+#include "tests/fp16_storage_backend.h"
+#include "tests/toy_model.h"
+
+namespace repshare {
+namespace {
+
+// ||b - a|| / ||a||.
+double normalized_error(const float* a, const float* b, int64_t n) {
+  double diff = 0, ref = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    diff += (double(b[i]) - a[i]) * (double(b[i]) - a[i]);
+    ref += double(a[i]) * a[i];
+  }
+  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+Model toy() {
+  return toy_model("toy", 1.f, Shape{1, 3, 9, 11},
+                   {{"stem", 5, 3, 2}, {"s1", 7, 3, 1}, {"s2", 6, 1, 1}}, 10);
+}
+
+void fill(float* x, int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  for (int64_t i = 0; i < n; ++i) x[i] = normal(gen);
+}
+
+TEST(Fp16Storage, CallersSeeFloat32WhileTheNetworkIsStoredAsFloat16) {
+  Model m = toy();
+  Fp16StorageCpuBackend half(1);
+  Session s(m, half, {"s1", "logits"});
+  const Executor& ex = s.executor();
+  EXPECT_EQ(s.executor().input("input").dtype, DType::F32);
+  EXPECT_EQ(ex.output("s1").dtype, DType::F32);
+  EXPECT_EQ(ex.output("logits").dtype, DType::F32);
+  // The input is converted first; each wanted output right after its producer.
+  const std::vector<std::string> names = ex.step_names();
+  ASSERT_GE(names.size(), 3u);
+  EXPECT_EQ(names.front(), "convert input");
+  const auto s1 = std::find(names.begin(), names.end(), "s1");
+  ASSERT_NE(s1, names.end());
+  ASSERT_NE(s1 + 1, names.end());
+  EXPECT_EQ(*(s1 + 1), "convert s1");
+  EXPECT_EQ(names.back(), "convert logits");
+  // Every weight is stored as fp16: half the bytes of the fp32 arena.
+  CpuBackend cpu(1);
+  Session full(m, cpu, {"s1", "logits"});
+  ASSERT_EQ(s.weights().records().size(), full.weights().records().size());
+  for (size_t i = 0; i < s.weights().records().size(); ++i)
+    EXPECT_EQ(s.weights().records()[i].bytes * 2, full.weights().records()[i].bytes)
+        << full.weights().records()[i].tensor;
+}
+
+TEST(Fp16Storage, OutputsAreTheFloat32OnesWithinHalfPrecision) {
+  Model m = toy();
+  CpuBackend cpu(1);
+  Fp16StorageCpuBackend half(1);
+  Session a(m, cpu, {"s1", "logits"}), b(m, half, {"s1", "logits"});
+  fill(a.host_input(), a.input_shape().numel(), 1);
+  std::copy(a.host_input(), a.host_input() + a.input_shape().numel(), b.host_input());
+  a.run();
+  b.run();
+  for (const char* name : {"s1", "logits"}) {
+    const int64_t n = a.output_shape(name).numel();
+    const double err = normalized_error(a.host_output(name), b.host_output(name), n);
+    // fp16 keeps 11 significant bits (relative rounding <= 2^-11 = 4.9e-4 per
+    // value): three layers of it, and never exact.
+    EXPECT_LT(err, 3e-3) << name;
+    EXPECT_GT(err, 1e-6) << name << ": fp16 storage changed nothing, so it was not used";
+  }
+  // The same input again gives the same output: nothing in the run loop depends on
+  // a previous run.
+  std::vector<float> first(b.host_output("logits"), b.host_output("logits") + 10);
+  b.run();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(first[i], b.host_output("logits")[i]);
+}
+
+TEST(Fp16Storage, ActivationArenaIsAboutHalf) {
+  // 1x1 convs on wide maps: the activations dominate the arena.
+  Model m = toy_model("wide", 1.f, Shape{1, 3, 64, 64},
+                      {{"stem", 64, 1, 1}, {"s1", 96, 1, 1}, {"s2", 64, 1, 1}}, 10);
+  CpuBackend cpu(1);
+  Fp16StorageCpuBackend half(1);
+  WeightsArena wa(cpu), wb(half);
+  Executor a(m.graph, cpu, wa, {"input"}, {"logits"}), b(m.graph, half, wb, {"input"}, {"logits"});
+  // The peak is s1's step: its input and output, the GEMM's scratch (planned by the
+  // kernel in fp32 either way) and the F32 input kept for reruns. In fp16 the two
+  // activations take half.
+  const size_t input_f32 = 3 * 64 * 64 * 4, scratch = a.largest_workspace();
+  EXPECT_EQ(b.largest_workspace(), scratch);
+  const size_t activations_f32 = a.activation_bytes() - scratch - input_f32;
+  EXPECT_LE(b.activation_bytes(), activations_f32 / 2 + scratch + input_f32 + 256);
+  EXPECT_LT(b.activation_bytes(), a.activation_bytes() * 6 / 10);
+}
+
+TEST(Fp16Storage, ReceiverSuffixRunsOnADonorStageInFloat16) {
+  Model donor = toy_model("donor", 1.f, Shape{1, 3, 8, 8},
+                          {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
+  Model receiver = toy_model("receiver", 1.f, Shape{1, 3, 8, 8},
+                             {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
+  Fp16StorageCpuBackend half(1);
+  WeightsArena weights(half);
+  Executor d(donor.graph, half, weights, {"input"}, {"stem", "s1", "s2", "logits"});
+  ReceiverSuffix r(donor, receiver, 1, 1, AdapterOptions(), half, weights);
+  weights.commit();
+  d.allocate();
+  r.allocate({&d.output("stem"), &d.output("s1"), &d.output("s2")});
+  float* in = d.input("input").f32();
+  fill(in, 192, 2);
+  d.run();
+  r.run();
+  // Identical weights, cut at the same stage: the suffix recomputes the donor's own
+  // tail from its fp16-rounded s1, so the logits agree to the last bit.
+  const Tensor& a = d.output("logits");
+  const Tensor& b = r.output("logits");
+  ASSERT_EQ(b.dtype, DType::F32);
+  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.f32()[i], b.f32()[i]) << i;
+  EXPECT_EQ(weights.records().size(), 3u);  // shared fp16 weights are stored once
+}
+
+TEST(Fp16Storage, CpuBackendRefusesFp16Mode) {
+  try {
+    make_backend("cpu", 1, DType::F16);
+    FAIL() << "the CPU backend has no fp16 mode";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("fp16"), std::string::npos) << e.what();
+  }
+}
+
+// Whole exported models (scripts/make_parity_models.sh, scripts/fetch_models.sh),
+// where present: what fp16 storage does to every stage and output on an N(0,1)
+// input, recorded as test properties. Measured when fp16 mode came in, the error
+// grows smoothly with depth from 3.6e-4 after the stem (about one rounding of
+// 2^-11 relative) to: B0 9.6e-3 (head; logits 4.2e-3); D0 1.0e-2 at stage7,
+// 2.0e-2 after the BiFPN, box outputs 2.4e-2..3.9e-2 (class outputs 3.7e-3..8.3e-3);
+// the pretrained Lite0 6.3e-3 (head; logits 3.6e-3). Random weights carry
+// perturbations further than trained ones. The bars are ~1.3-1.5x those.
+std::string model_path(const std::string& name) {
+  const char* dir = std::getenv("REPSHARE_MODELS");
+  std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 ? p : "";
+}
+
+void compare_model_in_fp16(const std::string& name, double bar) {
+  const std::string path = model_path(name);
+  if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/make_parity_models.sh)";
+  Model m = load_model(path);
+  std::vector<std::string> wanted;
+  for (const auto& s : m.info.stages) wanted.push_back(s.tensor);
+  for (const auto& o : m.info.outputs) wanted.push_back(o);
+  CpuBackend cpu(0);
+  Fp16StorageCpuBackend half(0);
+  Session a(m, cpu, wanted), b(m, half, wanted);
+  fill(a.host_input(), a.input_shape().numel(), 7);
+  std::copy(a.host_input(), a.host_input() + a.input_shape().numel(), b.host_input());
+  a.run();
+  b.run();
+  for (const std::string& w : a.wanted()) {
+    const double err =
+        normalized_error(a.host_output(w), b.host_output(w), a.output_shape(w).numel());
+    ::testing::Test::RecordProperty(w, std::to_string(err));
+    EXPECT_LT(err, bar) << name << " output " << w;
+  }
+}
+
+TEST(Fp16Storage, EfficientNetB0OutputsWithinBar) {
+  compare_model_in_fp16("timm_b0_rand0", 1.5e-2);
+}
+TEST(Fp16Storage, EfficientDetD0OutputsWithinBar) {
+  compare_model_in_fp16("tf_efficientdet_d0_rand0", 5e-2);
+}
+
+TEST(Fp16Storage, Lite0OutputsWithinBar) { compare_model_in_fp16("lite0", 1e-2); }
+
+}  // namespace
+}  // namespace repshare
