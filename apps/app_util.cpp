@@ -16,7 +16,8 @@ namespace repshare {
 const char* kBackendUsage =
     "  --backend cpu|cuda     where to run (default cpu)\n"
     "  --threads N            CPU threads (default: all cores)\n"
-    "  --precision fp32       arithmetic precision (fp32; fp16 is planned for CUDA)\n"
+    "  --precision fp32|fp16  how float tensors are stored between kernels (default fp32;\n"
+    "                         fp16, with fp32 arithmetic in every kernel, on cuda only)\n"
     "  --cuda-graphs on|off   CUDA: record each network once as a CUDA graph and replay\n"
     "                         it (default on)\n";
 
@@ -26,12 +27,11 @@ std::unique_ptr<Backend> backend_from_args(Args& args) {
   const std::string precision = args.get("precision", "fp32");
   check(precision == "fp32" || precision == "fp16", ErrorKind::Argument,
         "--precision must be fp32 or fp16, got '", precision, "'");
-  check(precision == "fp32", ErrorKind::Unsupported,
-        "--precision fp16 is not implemented yet; use fp32");
   const std::string graphs = args.get("cuda-graphs", "on");
   check(graphs == "on" || graphs == "off", ErrorKind::Argument,
         "--cuda-graphs must be on or off, got '", graphs, "'");
-  std::unique_ptr<Backend> backend = make_backend(name, threads);
+  std::unique_ptr<Backend> backend =
+      make_backend(name, threads, precision == "fp16" ? DType::F16 : DType::F32);
   backend->set_recording(graphs == "on");
   return backend;
 }

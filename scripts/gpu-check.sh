@@ -180,7 +180,7 @@ export REPSHARE_CUDA_SYNC=1
 step backend_ops 120 run_gtest backend_ops.xml \
   --gtest_filter='All/BackendOps.*:BackendOpsTable.*:BackendRegistry.*'
 if command -v compute-sanitizer >/dev/null; then
-  step backend_ops_memcheck 150 compute-sanitizer --tool memcheck --error-exitcode 3 \
+  step backend_ops_memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 3 \
     --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
 else
   fact compute_sanitizer "not found"
@@ -212,6 +212,10 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   # The same without CUDA graphs: one launch per kernel.
   step "bench_repshare_nograph_$m" 60 "$build/repshare" bench --backend cuda --cuda-graphs off \
     --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_nograph_$m.json"
+  # fp16 mode: fp16 storage, fp32 arithmetic.
+  step "bench_repshare_fp16_$m" 90 "$build/repshare" bench --backend cuda --precision fp16 \
+    --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_fp16_$m.json" \
+    "${extra[@]}"
 done
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
@@ -226,7 +230,12 @@ fi
 # GPU memory: weights, activations, context and cuBLAS as `repshare mem` reports
 # them, next to the device's measured growth (cudaMemGetInfo), for B0 alone and a
 # D0 -> B0 plan sharing stage4.
-mem_json() { "$build/repshare" mem --backend cuda --json "$1" >"$2"; }
+# mem_json INPUT OUT [mem options]
+mem_json() {
+  local input=$1 json=$2
+  shift 2
+  "$build/repshare" mem --backend cuda "$@" --json "$input" >"$json"
+}
 export -f mem_json
 if [ -f "$models/timm_b0_rand0.onnx" ]; then
   step mem_b0 60 mem_json "$models/timm_b0_rand0.onnx" "$bench_dir/mem_b0.json"
@@ -237,6 +246,8 @@ if [ -f "$models/timm_b0_rand0.onnx" ]; then
    "share": {"from": "det", "donor_stage": "stage4", "receiver_stage": "stage4"}}]}
 EOF
     step mem_d0_b0_plan 90 mem_json "$work/plan_d0_b0.json" "$bench_dir/mem_d0_b0_plan.json"
+    step mem_d0_b0_plan_fp16 90 mem_json "$work/plan_d0_b0.json" \
+      "$bench_dir/mem_d0_b0_plan_fp16.json" --precision fp16
   fi
 fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
@@ -330,7 +341,7 @@ md += ["", "## Benchmarks (batch 1, same GPU, same run)", "",
 for name, b in bench.items():
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
-        md.append(f'| repshare {b.get("model")} fp32 (CUDA, {graph}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
+        md.append(f'| repshare {b.get("model")} {b.get("precision", "fp32")} (CUDA, {graph}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
         if b.get("recording_error"):
             md.append(f'| (recording failed: {b["recording_error"][:120]}) | | |')
         if "with_postprocess_median_ms" in b:
@@ -346,7 +357,7 @@ def mib(x):
 for name, b in bench.items():
     if not name.startswith("mem_") or "variants" not in b:
         continue
-    md += ["", f"## GPU memory: {b.get('input')}", "",
+    md += ["", f"## GPU memory: {b.get('input')} ({b.get('precision', 'fp32')})", "",
            "| variant | weights | activations | host io | backend overhead | total |",
            "| --- | --- | --- | --- | --- | --- |"]
     for v in b["variants"]:

@@ -2,6 +2,10 @@
 // point runs on random inputs of odd shapes on the CPU reference and on the CUDA
 // backend, and the outputs must agree to a normalized error
 // ||cuda - cpu|| / ||cpu||. Without a GPU (or a CUDA build) the comparisons skip.
+// In fp16 mode (float tensors stored as fp16) the reference is the CPU's kernels
+// in the same storage (tests/fp16_storage_backend.h), so that both sides start
+// from the same rounded inputs; on the CPU alone, that reference is checked
+// against fp32 for every case.
 //
 // The table is all_cases(): adding an op or a shape is one entry there.
 #include <gtest/gtest.h>
@@ -19,7 +23,9 @@
 
 #include "engine/backend_registry.h"
 #include "engine/error.h"
+#include "engine/half.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/fp16_storage_backend.h"
 
 #ifdef REPSHARE_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -36,6 +42,12 @@ constexpr double kFp32Tolerance = 1e-5;
 // Transcendental activations: CUDA's expf/logf/powf/tanhf are within 2 ulp and the
 // CPU's vectorised sigmoid polynomial within ~1e-7 relative; still far below 1e-4.
 constexpr double kTranscendentalTolerance = 1e-4;
+// fp16 storage on both sides: the outputs are rounded to 11 significant bits
+// (2^-11 = 4.9e-4 relative at most) from fp32 results that differ in the last
+// bits, so an element differs by one fp16 step where the two land on either side
+// of a rounding boundary; where CUDA stores a GEMM's result before its bias and
+// activation epilogue, by two. 2e-3 bounds that; exact cases stay exact.
+constexpr double kFp16Tolerance = 2e-3;
 
 Floats random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937 gen(seed);
@@ -47,26 +59,46 @@ Floats random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
 
 size_t count(const Shape& s) { return static_cast<size_t>(s.numel()); }
 
-// A tensor in one backend's memory, freed with it.
+// A float tensor in one backend's memory, freed with it: in the backend's float
+// storage unless the entry point takes F32 in every mode (detection, nms, convert).
+// Host values are float either way, converted on upload and download.
 class DeviceTensor {
  public:
-  DeviceTensor(Backend& be, const Shape& shape, const Floats& host) : be_(be) {
+  DeviceTensor(Backend& be, const Shape& shape, const Floats& host, DType dtype)
+      : be_(be) {
     t.shape = shape;
+    t.dtype = dtype;
     EXPECT_EQ(host.size(), count(shape)) << "host data for " << shape.str();
     t.data = be.alloc(t.bytes());
-    be.upload(t.data, host.data(), t.bytes());
+    if (dtype == DType::F16) {
+      std::vector<uint16_t> narrow(host.size());
+      for (size_t i = 0; i < host.size(); ++i) narrow[i] = float_to_half(host[i]);
+      be.upload(t.data, narrow.data(), t.bytes());
+    } else {
+      be.upload(t.data, host.data(), t.bytes());
+    }
   }
+  DeviceTensor(Backend& be, const Shape& shape, const Floats& host)
+      : DeviceTensor(be, shape, host, be.float_storage()) {}
   // An output: filled with NaN, so an element the kernel never writes fails the
   // comparison instead of matching stale memory.
-  DeviceTensor(Backend& be, const Shape& shape)
-      : DeviceTensor(be, shape, Floats(count(shape), std::numeric_limits<float>::quiet_NaN())) {}
+  DeviceTensor(Backend& be, const Shape& shape, DType dtype)
+      : DeviceTensor(be, shape, Floats(count(shape), std::numeric_limits<float>::quiet_NaN()),
+                     dtype) {}
+  DeviceTensor(Backend& be, const Shape& shape) : DeviceTensor(be, shape, be.float_storage()) {}
   ~DeviceTensor() { be_.free(t.data); }
   DeviceTensor(const DeviceTensor&) = delete;
   DeviceTensor& operator=(const DeviceTensor&) = delete;
 
   Floats download() const {
     Floats host(count(t.shape));
-    be_.download(host.data(), t.data, t.bytes());
+    if (t.dtype == DType::F16) {
+      std::vector<uint16_t> narrow(host.size());
+      be_.download(narrow.data(), t.data, t.bytes());
+      for (size_t i = 0; i < host.size(); ++i) host[i] = half_to_float(narrow[i]);
+    } else {
+      be_.download(host.data(), t.data, t.bytes());
+    }
     return host;
   }
 
@@ -594,13 +626,15 @@ OpCase detection_select_case(const std::string& name, std::vector<std::array<int
             std::vector<const Tensor*> cls_t, box_t;
             for (size_t l = 0; l < levels.size(); ++l) {
               const int64_t h = levels[l][0], w = levels[l][1];
-              cls.emplace_back(new DeviceTensor(be, Shape{1, anchors * classes, h, w}, logits[l]));
-              box.emplace_back(new DeviceTensor(be, Shape{1, anchors * 4, h, w}, deltas[l]));
+              cls.emplace_back(
+                  new DeviceTensor(be, Shape{1, anchors * classes, h, w}, logits[l], DType::F32));
+              box.emplace_back(
+                  new DeviceTensor(be, Shape{1, anchors * 4, h, w}, deltas[l], DType::F32));
               cls_t.push_back(&cls.back()->t);
               box_t.push_back(&box.back()->t);
             }
-            DeviceTensor A(be, Shape{anchor_count, 4}, anchor_boxes);
-            DeviceTensor boxes(be, Shape{k, 4}), scores(be, Shape{k});
+            DeviceTensor A(be, Shape{anchor_count, 4}, anchor_boxes, DType::F32);
+            DeviceTensor boxes(be, Shape{k, 4}, DType::F32), scores(be, Shape{k}, DType::F32);
             DeviceArray<int64_t> labels(be, Shape{k}, DType::I64, std::vector<int64_t>(k, -7));
             DeviceBytes workspace(be, std::max<size_t>(be.detection_select_workspace(p), 1));
             be.detection_select(p, cls_t.data(), box_t.data(), A.t, boxes.t, scores.t, labels.t,
@@ -636,7 +670,7 @@ OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max
     labels.push_back(i % 11 == 5 ? -1 : static_cast<int64_t>(gen() % classes));
   }
   return {"nms_" + name, 0.0, [=](Backend& be) {
-            DeviceTensor B(be, Shape{n, 4}, boxes);
+            DeviceTensor B(be, Shape{n, 4}, boxes, DType::F32);
             DeviceArray<int64_t> L(be, Shape{n}, DType::I64, labels);
             DeviceArray<int64_t> keep(be, Shape{max_keep}, DType::I64,
                                       std::vector<int64_t>(max_keep, -7));
@@ -646,6 +680,20 @@ OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max
             // Shifted by 2 so that a -1 pad counts in the norm too.
             for (int64_t v : keep.download(be)) out.push_back(static_cast<float>(v + 2));
             return out;
+          }};
+}
+
+// convert between F32 and F16 (the executor's edges in fp16 mode), over values
+// from fp16's subnormals to near its largest, with exact ties: bit-exact.
+OpCase convert_case(const std::string& name, DType from, DType to, int64_t n) {
+  Floats x = random_floats(static_cast<size_t>(n), 70, -1.f, 1.f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, static_cast<int>(i % 40) - 24);
+  x[0] = 1.f + std::ldexp(1.f, -11);  // halfway between two halves: to the even one
+  x[1] = 65504.f;
+  return {"convert_" + name, 0.0, [=](Backend& be) {
+            DeviceTensor X(be, Shape{n}, x, from), Y(be, Shape{n}, to);
+            be.convert(X.t, Y.t);
+            return Y.download();
           }};
 }
 
@@ -880,6 +928,8 @@ std::vector<OpCase> all_cases() {
   c.push_back(nms_case("keep40", 150, 3, 40));
   c.push_back(nms_case("keep_all", 150, 3, 150));
   c.push_back(nms_case("one_class_of_65", 65, 1, 65));
+  c.push_back(convert_case("f32_to_f16", DType::F32, DType::F16, 10007));
+  c.push_back(convert_case("f16_to_f32", DType::F16, DType::F32, 10007));
   return c;
 }
 
@@ -894,50 +944,69 @@ class BackendOps : public ::testing::TestWithParam<OpCase> {
     if (!cuda_available(&no_cuda_reason_)) return;
     try {
       cpu_ = make_backend("cpu", 0).release();
+      cpu_fp16_ = new Fp16StorageCpuBackend(0);
       gpu_ = make_backend("cuda", 0).release();
+      gpu_fp16_ = make_backend("cuda", 0, DType::F16).release();
     } catch (const Error& e) {
       setup_error_ = e.what();  // a GPU is there but unusable: every case fails
     }
   }
   static void TearDownTestSuite() {
-    delete gpu_;
-    delete cpu_;
-    gpu_ = cpu_ = nullptr;
+    for (Backend* b : {gpu_fp16_, gpu_, cpu_fp16_, cpu_}) delete b;
+    gpu_fp16_ = gpu_ = cpu_fp16_ = cpu_ = nullptr;
+  }
+  // Runs the case on both backends and compares the outputs.
+  static void compare(const OpCase& op, Backend& reference, Backend& cuda, double tolerance) {
+    const Floats expected = op.run(reference);
+    const Floats actual = op.run(cuda);
+    ASSERT_EQ(expected.size(), actual.size());
+    double ref_norm = 0.0;
+    for (float v : expected) ref_norm += double(v) * v;
+    ASSERT_GT(ref_norm, 0.0) << op.name
+                             << ": the CPU reference is all zero, the case tests nothing";
+    const double err = normalized_error(expected, actual);
+    EXPECT_LE(err, tolerance) << op.name << ": normalized error " << err;
+    if (err > tolerance) {
+      // The first few disagreeing elements say where the index math went wrong.
+      int shown = 0;
+      for (size_t i = 0; i < expected.size() && shown < 5; ++i) {
+        const double scale = std::max(1.0, std::fabs(double(expected[i])));
+        if (!(std::fabs(double(actual[i]) - expected[i]) <= 1e-3 * scale)) {
+          ADD_FAILURE() << op.name << " element " << i << ": cpu " << expected[i] << ", cuda "
+                        << actual[i];
+          ++shown;
+        }
+      }
+    }
   }
   static std::string no_cuda_reason_;
   static std::string setup_error_;
   static Backend* cpu_;
+  static Backend* cpu_fp16_;
   static Backend* gpu_;
+  static Backend* gpu_fp16_;
 };
 std::string BackendOps::no_cuda_reason_;
 std::string BackendOps::setup_error_;
 Backend* BackendOps::cpu_ = nullptr;
+Backend* BackendOps::cpu_fp16_ = nullptr;
 Backend* BackendOps::gpu_ = nullptr;
+Backend* BackendOps::gpu_fp16_ = nullptr;
+
+double fp16_tolerance(const OpCase& op) {
+  return op.tolerance == 0.0 ? 0.0 : std::max(op.tolerance, kFp16Tolerance);
+}
 
 TEST_P(BackendOps, CudaMatchesCpu) {
   ASSERT_TRUE(setup_error_.empty()) << setup_error_;
   if (!gpu_) GTEST_SKIP() << no_cuda_reason_;
-  const OpCase& op = GetParam();
-  const Floats expected = op.run(*cpu_);
-  const Floats actual = op.run(*gpu_);
-  ASSERT_EQ(expected.size(), actual.size());
-  double ref_norm = 0.0;
-  for (float v : expected) ref_norm += double(v) * v;
-  ASSERT_GT(ref_norm, 0.0) << op.name << ": the CPU reference is all zero, the case tests nothing";
-  const double err = normalized_error(expected, actual);
-  EXPECT_LE(err, op.tolerance) << op.name << ": normalized error " << err;
-  if (err > op.tolerance) {
-    // The first few disagreeing elements say where the index math went wrong.
-    int shown = 0;
-    for (size_t i = 0; i < expected.size() && shown < 5; ++i) {
-      const double scale = std::max(1.0, std::fabs(double(expected[i])));
-      if (!(std::fabs(double(actual[i]) - expected[i]) <= 1e-3 * scale)) {
-        ADD_FAILURE() << op.name << " element " << i << ": cpu " << expected[i] << ", cuda "
-                      << actual[i];
-        ++shown;
-      }
-    }
-  }
+  compare(GetParam(), *cpu_, *gpu_, GetParam().tolerance);
+}
+
+TEST_P(BackendOps, CudaFp16MatchesCpuInFp16Storage) {
+  ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+  if (!gpu_fp16_) GTEST_SKIP() << no_cuda_reason_;
+  compare(GetParam(), *cpu_fp16_, *gpu_fp16_, fp16_tolerance(GetParam()));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, BackendOps, ::testing::ValuesIn(all_cases()),
@@ -955,6 +1024,20 @@ TEST(BackendOpsTable, EveryCaseRunsOnCpuAndIsFinite) {
     for (size_t i = 0; i < out.size(); ++i)
       ASSERT_TRUE(std::isfinite(out[i])) << op.name << ": element " << i << " not written";
     EXPECT_EQ(normalized_error(out, out), 0.0) << op.name;
+  }
+}
+
+// The fp16 reference itself, on every case without a GPU: the CPU kernels in fp16
+// storage against fp32. Inputs and outputs rounded to 11 significant bits move a
+// result by ~1e-3 of its norm at most (2^-11 relative each).
+TEST(BackendOpsTable, Fp16StorageReferenceIsFp32WithinHalfPrecision) {
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+  Fp16StorageCpuBackend cpu_fp16(1);
+  for (const OpCase& op : all_cases()) {
+    const Floats want = op.run(*cpu), got = op.run(cpu_fp16);
+    const double err = normalized_error(want, got);
+    ::testing::Test::RecordProperty(op.name, std::to_string(err));
+    EXPECT_LE(err, 3e-3) << op.name;
   }
 }
 

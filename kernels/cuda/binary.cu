@@ -1,6 +1,7 @@
 // Elementwise binary op with NumPy broadcasting and a fused activation.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -28,8 +29,9 @@ __device__ __forceinline__ float binary_op(BinaryOp op, float a, float b) {
   return a;
 }
 
-__global__ void binary_kernel(Broadcast32 p, BinaryOp op, Activation act, const float* a,
-                              const float* b, float* y, int n) {
+template <typename T>
+__global__ void binary_kernel(Broadcast32 p, BinaryOp op, Activation act, const T* a, const T* b,
+                              T* y, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   int ia = i, ib = i;
@@ -44,7 +46,8 @@ __global__ void binary_kernel(Broadcast32 p, BinaryOp op, Activation act, const 
       ib += idx * p.b_strides[d];
     }
   }
-  y[i] = apply_activation(act, binary_op(op, a[ia], b[ib]));
+  y[i] = cuda::stored<T>(
+      apply_activation(act, binary_op(op, cuda::as_float(a[ia]), cuda::as_float(b[ib]))));
 }
 
 }  // namespace
@@ -66,8 +69,11 @@ void CudaBackend::binary(const BroadcastParams& p, const Tensor& a, const Tensor
       q.no_broadcast = false;
     contiguous_stride *= p.out_dims[d];
   }
-  binary_kernel<<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(q, p.op, p.act, a.f32(),
-                                                                    b.f32(), y.f32(), n);
+  cuda::with_storage(y.dtype, "binary", [&](auto tag) {
+    using T = decltype(tag);
+    binary_kernel<T><<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(
+        q, p.op, p.act, cuda::data<T>(a), cuda::data<T>(b), cuda::data<T>(y), n);
+  });
   after_launch("binary_kernel");
 }
 

@@ -5,6 +5,7 @@
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
 
@@ -50,37 +51,37 @@ bool reads_input_directly(const Conv2dParams& p) {
 
 // One thread per output element; consecutive threads walk along a row, so loads
 // of x and stores of y are coalesced.
-__global__ void depthwise_conv_kernel(Conv32 p, Activation act, const float* __restrict__ x,
-                                      const float* __restrict__ w,
-                                      const float* __restrict__ bias, float* __restrict__ y,
-                                      int total) {
+template <typename T>
+__global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+                                      const T* __restrict__ w, const T* __restrict__ bias,
+                                      T* __restrict__ y, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int ox = i % p.w_out;
   const int oy = (i / p.w_out) % p.h_out;
   const int nc = i / (p.w_out * p.h_out);  // n * C + c
   const int c = nc % p.c_in;
-  const float* xp = x + static_cast<size_t>(nc) * p.h * p.w;
-  const float* wp = w + c * p.kh * p.kw;
+  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
+  const T* wp = w + c * p.kh * p.kw;
   const int iy0 = oy * p.stride_h - p.pad_top;
   const int ix0 = ox * p.stride_w - p.pad_left;
-  float s = bias ? bias[c] : 0.f;
+  float s = bias ? cuda::as_float(bias[c]) : 0.f;
   for (int ky = 0; ky < p.kh; ++ky) {
     const int iy = iy0 + ky * p.dil_h;
     if (iy < 0 || iy >= p.h) continue;
     for (int kx = 0; kx < p.kw; ++kx) {
       const int ix = ix0 + kx * p.dil_w;
       if (ix < 0 || ix >= p.w) continue;
-      s += xp[iy * p.w + ix] * wp[ky * p.kw + kx];
+      s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
     }
   }
-  y[i] = apply_activation(act, s);
+  y[i] = cuda::stored<T>(apply_activation(act, s));
 }
 
 // col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
 // (0 in the padding) for the C_in channels of one image.
-__global__ void im2col_kernel(Conv32 p, const float* __restrict__ x, float* __restrict__ col,
-                              int total) {
+template <typename T>
+__global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__ col, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int hw_out = p.h_out * p.w_out;
@@ -90,16 +91,18 @@ __global__ void im2col_kernel(Conv32 p, const float* __restrict__ x, float* __re
   const int kx = row % p.kw, ky = (row / p.kw) % p.kh, ci = row / (p.kw * p.kh);
   const int iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
   const int ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
-  col[i] = (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) ? x[(ci * p.h + iy) * p.w + ix] : 0.f;
+  col[i] = (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) ? x[(ci * p.h + iy) * p.w + ix]
+                                                        : cuda::stored<T>(0.f);
 }
 
 // y[n, c, :] = act(y + bias[c]) in place after the GEMM.
-__global__ void bias_activation_kernel(Activation act, const float* __restrict__ bias, float* y,
+template <typename T>
+__global__ void bias_activation_kernel(Activation act, const T* __restrict__ bias, T* y,
                                        int channels, int inner, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const float b = bias ? bias[(i / inner) % channels] : 0.f;
-  y[i] = apply_activation(act, y[i] + b);
+  const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
+  y[i] = cuda::stored<T>(apply_activation(act, cuda::as_float(y[i]) + b));
 }
 
 #ifdef REPSHARE_WITH_CUDNN
@@ -122,7 +125,7 @@ size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
   if (cudnn_runs(p)) return cudnn_conv(p).workspace_bytes();
 #endif
   // One image's im2col matrix: the images take turns on the one stream.
-  return static_cast<size_t>(p.c_in * p.kh * p.kw * p.h_out * p.w_out) * sizeof(float);
+  return static_cast<size_t>(p.c_in * p.kh * p.kw * p.h_out * p.w_out) * dtype_size(storage_);
 }
 
 void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -132,55 +135,55 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
         "cuda conv2d: groups ", p.groups, " do not divide c_in ", p.c_in, " and c_out ", p.c_out);
   const int out_total = q.n * q.c_out * q.h_out * q.w_out;
   if (out_total == 0) return;
-  const float* bias_data = bias ? bias->f32() : nullptr;
-
-  if (p.is_depthwise()) {
-    depthwise_conv_kernel<<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-        q, p.act, x.f32(), w.f32(), bias_data, y.f32(), out_total);
-    after_launch("depthwise_conv_kernel");
-    return;
-  }
-
-#ifdef REPSHARE_WITH_CUDNN
-  if (cudnn_runs(p)) {
-    cudnn_conv(p).forward(cudnn_, x.f32(), w.f32(), y.f32(), workspace);
-  } else  // im2col + cuBLAS below
-#endif
-  {
-    const bool direct = reads_input_directly(p);
-    check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
-          " convolution needs conv2d_workspace() bytes of workspace and got none");
-    const int groups = static_cast<int>(p.groups);
-    const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
-    const int hw_out = q.h_out * q.w_out;
-    const int k = cin_g * q.kh * q.kw;
-    const int col_total = q.c_in * q.kh * q.kw * hw_out;
-    const float one = 1.f, zero = 0.f;
-    for (int img = 0; img < q.n; ++img) {
-      const float* x_img = x.f32() + static_cast<size_t>(img) * q.c_in * q.h * q.w;
-      float* y_img = y.f32() + static_cast<size_t>(img) * q.c_out * hw_out;
-      const float* operand = x_img;
-      if (!direct) {
-        float* col = static_cast<float*>(workspace);
-        im2col_kernel<<<cuda::blocks_for(col_total), cuda::kBlock, 0, stream_>>>(q, x_img, col,
-                                                                                col_total);
-        after_launch("im2col_kernel");
-        operand = col;
-      }
-      // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T, and
-      // the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major X_g^T and
-      // W_g^T: no transposes, leading dimensions HWo, K and HWo.
-      REPSHARE_CUBLAS(cublasSgemmStridedBatched(
-          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k, &one, operand, hw_out,
-          static_cast<long long>(k) * hw_out, w.f32(), k, static_cast<long long>(cout_g) * k, &zero,
-          y_img, hw_out, static_cast<long long>(cout_g) * hw_out, groups));
+  cuda::with_storage(y.dtype, "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    const T* bias_data = bias ? cuda::data<T>(*bias) : nullptr;
+    if (p.is_depthwise()) {
+      depthwise_conv_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+          q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, cuda::data<T>(y), out_total);
+      after_launch("depthwise_conv_kernel");
+      return;
     }
-  }
-  if (bias_data || p.act.kind != ActKind::None) {
-    bias_activation_kernel<<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-        p.act, bias_data, y.f32(), q.c_out, q.h_out * q.w_out, out_total);
-    after_launch("bias_activation_kernel");
-  }
+#ifdef REPSHARE_WITH_CUDNN
+    if (cudnn_runs(p)) {
+      cudnn_conv(p).forward(cudnn_, x.data, w.data, y.data, workspace);
+    } else  // im2col + cuBLAS below
+#endif
+    {
+      const bool direct = reads_input_directly(p);
+      check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
+            " convolution needs conv2d_workspace() bytes of workspace and got none");
+      const int groups = static_cast<int>(p.groups);
+      const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
+      const int hw_out = q.h_out * q.w_out;
+      const int k = cin_g * q.kh * q.kw;
+      const int col_total = q.c_in * q.kh * q.kw * hw_out;
+      for (int img = 0; img < q.n; ++img) {
+        const T* x_img = cuda::data<T>(x) + static_cast<size_t>(img) * q.c_in * q.h * q.w;
+        T* y_img = cuda::data<T>(y) + static_cast<size_t>(img) * q.c_out * hw_out;
+        const T* operand = x_img;
+        if (!direct) {
+          T* col = static_cast<T*>(workspace);
+          im2col_kernel<T><<<cuda::blocks_for(col_total), cuda::kBlock, 0, stream_>>>(
+              q, x_img, col, col_total);
+          after_launch("im2col_kernel");
+          operand = col;
+        }
+        // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T,
+        // and the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major
+        // X_g^T and W_g^T: no transposes, leading dimensions HWo, K and HWo.
+        cuda::gemm_strided_batched(cublas_, y.dtype, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k,
+                                   1.f, operand, hw_out, static_cast<long long>(k) * hw_out,
+                                   w.data, k, static_cast<long long>(cout_g) * k, 0.f, y_img,
+                                   hw_out, static_cast<long long>(cout_g) * hw_out, groups);
+      }
+    }
+    if (bias_data || p.act.kind != ActKind::None) {
+      bias_activation_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+          p.act, bias_data, cuda::data<T>(y), q.c_out, q.h_out * q.w_out, out_total);
+      after_launch("bias_activation_kernel");
+    }
+  });
 }
 
 }  // namespace repshare

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "engine/error.h"
+#include "engine/tensor.h"
 
 namespace repshare {
 namespace cuda {
@@ -51,6 +52,14 @@ inline int to_signed_int(int64_t v, const char* op, const char* what) {
          " does not fit the 32-bit indexing of the CUDA kernels");
   return static_cast<int>(v);
 }
+
+// C = alpha * op(A) . op(B) + beta * C for `batch` column-major matrices at fixed
+// strides, all in `storage` (F32 or F16) with fp32 accumulation: the one cuBLAS
+// call of the GEMM-shaped convolutions and Gemm in both modes (kernels/cuda/gemm.cu).
+void gemm_strided_batched(cublasHandle_t handle, DType storage, cublasOperation_t op_a,
+                          cublasOperation_t op_b, int m, int n, int k, float alpha, const void* a,
+                          int lda, long long stride_a, const void* b, int ldb, long long stride_b,
+                          float beta, void* c, int ldc, long long stride_c, int batch);
 
 constexpr int kBlock = 256;
 // One thread per element; n > 0 (callers return early on empty tensors, since a

@@ -21,28 +21,30 @@ CudnnKey cudnn_key(const Conv2dParams& p) {
           p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.pad_top, p.pad_left, p.groups};
 }
 
-CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p) {
+CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage) {
   auto i = [](int64_t v) { return static_cast<int>(v); };
+  const cudnnDataType_t type = storage == DType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   REPSHARE_CUDNN(cudnnCreateTensorDescriptor(&x_));
   REPSHARE_CUDNN(cudnnCreateTensorDescriptor(&y_));
   REPSHARE_CUDNN(cudnnCreateFilterDescriptor(&w_));
   REPSHARE_CUDNN(cudnnCreateConvolutionDescriptor(&conv_));
-  REPSHARE_CUDNN(cudnnSetTensor4dDescriptor(x_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(p.n),
-                                            i(p.c_in), i(p.h), i(p.w)));
-  REPSHARE_CUDNN(cudnnSetFilter4dDescriptor(w_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(p.c_out),
+  REPSHARE_CUDNN(cudnnSetTensor4dDescriptor(x_, CUDNN_TENSOR_NCHW, type, i(p.n), i(p.c_in),
+                                            i(p.h), i(p.w)));
+  REPSHARE_CUDNN(cudnnSetFilter4dDescriptor(w_, type, CUDNN_TENSOR_NCHW, i(p.c_out),
                                             i(p.c_in / p.groups), i(p.kh), i(p.kw)));
   REPSHARE_CUDNN(cudnnSetConvolution2dDescriptor(conv_, i(p.pad_top), i(p.pad_left),
                                                  i(p.stride_h), i(p.stride_w), i(p.dil_h),
                                                  i(p.dil_w), CUDNN_CROSS_CORRELATION,
                                                  CUDNN_DATA_FLOAT));
   REPSHARE_CUDNN(cudnnSetConvolutionGroupCount(conv_, i(p.groups)));
-  REPSHARE_CUDNN(cudnnSetConvolutionMathType(conv_, CUDNN_FMA_MATH));
+  REPSHARE_CUDNN(cudnnSetConvolutionMathType(
+      conv_, storage == DType::F16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   int n = 0, c = 0, h = 0, w = 0;
   REPSHARE_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv_, x_, w_, &n, &c, &h, &w));
   check(n == p.n && c == p.c_out && h == p.h_out && w == p.w_out, ErrorKind::Backend,
         "cuDNN computes a ", n, "x", c, "x", h, "x", w, " output for a convolution planned as ",
         p.n, "x", p.c_out, "x", p.h_out, "x", p.w_out);
-  REPSHARE_CUDNN(cudnnSetTensor4dDescriptor(y_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+  REPSHARE_CUDNN(cudnnSetTensor4dDescriptor(y_, CUDNN_TENSOR_NCHW, type, n, c, h, w));
 
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int found = 0;
@@ -68,7 +70,7 @@ CudnnConv::~CudnnConv() {
   if (x_) cudnnDestroyTensorDescriptor(x_);
 }
 
-void CudnnConv::forward(cudnnHandle_t handle, const float* x, const float* w, float* y,
+void CudnnConv::forward(cudnnHandle_t handle, const void* x, const void* w, void* y,
                         void* workspace) const {
   const float one = 1.f, zero = 0.f;
   REPSHARE_CUDNN(cudnnConvolutionForward(handle, &one, x_, x, w_, w, conv_, algo_, workspace,

@@ -21,17 +21,18 @@ CudnnKey cudnn_key(const Conv2dParams& p);
 
 class CudnnConv {
  public:
-  // Descriptors for NCHW float32 with FMA math (no TF32: results stay within the
-  // CPU reference's fp32 tolerances) and the fastest algorithm cuDNN's heuristics
+  // Descriptors for NCHW tensors in `storage` with fp32 accumulation: float32 with
+  // FMA math (no TF32: results stay within the CPU reference's fp32 tolerances),
+  // float16 with tensor-core math; and the fastest algorithm cuDNN's heuristics
   // offer within a workspace cap. Throws Error(Backend) naming the cuDNN status.
-  CudnnConv(cudnnHandle_t handle, const Conv2dParams& p);
+  CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage);
   ~CudnnConv();
   CudnnConv(const CudnnConv&) = delete;
   CudnnConv& operator=(const CudnnConv&) = delete;
 
   size_t workspace_bytes() const { return workspace_bytes_; }
   // y = conv(x, w) without bias or activation.
-  void forward(cudnnHandle_t handle, const float* x, const float* w, float* y,
+  void forward(cudnnHandle_t handle, const void* x, const void* w, void* y,
                void* workspace) const;
 
  private:

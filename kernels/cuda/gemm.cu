@@ -1,6 +1,7 @@
 // Batched GEMM through cuBLAS, then bias and activation in one epilogue kernel.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -8,20 +9,39 @@ namespace {
 
 // c[b, i, j] = act(c + beta * bias(i, j)) with bias(i, j) as GemmParams defines it
 // (bias null: only the activation).
-__global__ void gemm_epilogue_kernel(Activation act, const float* __restrict__ bias,
-                                     float beta, int bias_rows, int bias_cols, float* c, int m,
-                                     int n, int c_batch_stride, int total) {
+template <typename T>
+__global__ void gemm_epilogue_kernel(Activation act, const T* __restrict__ bias, float beta,
+                                     int bias_rows, int bias_cols, T* c, int m, int n,
+                                     int c_batch_stride, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int col = i % n, row = (i / n) % m, b = i / (m * n);
-  float* out = c + static_cast<size_t>(b) * c_batch_stride + row * n + col;
-  float v = *out;
+  T* out = c + static_cast<size_t>(b) * c_batch_stride + row * n + col;
+  float v = cuda::as_float(*out);
   if (bias)
-    v += beta * bias[(bias_rows == 1 ? 0 : row) * bias_cols + (bias_cols == 1 ? 0 : col)];
-  *out = apply_activation(act, v);
+    v += beta * cuda::as_float(
+                    bias[(bias_rows == 1 ? 0 : row) * bias_cols + (bias_cols == 1 ? 0 : col)]);
+  *out = cuda::stored<T>(apply_activation(act, v));
 }
 
 }  // namespace
+
+void cuda::gemm_strided_batched(cublasHandle_t handle, DType storage, cublasOperation_t op_a,
+                                cublasOperation_t op_b, int m, int n, int k, float alpha,
+                                const void* a, int lda, long long stride_a, const void* b,
+                                int ldb, long long stride_b, float beta, void* c, int ldc,
+                                long long stride_c, int batch) {
+  const cudaDataType_t type = library_type(storage);
+  // cuBLAS 11 takes a compute type of its own; 10.2's (JetPack 4) a data type.
+#if CUBLAS_VER_MAJOR >= 11
+  const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+#else
+  const cudaDataType_t compute = CUDA_R_32F;
+#endif
+  REPSHARE_CUBLAS(cublasGemmStridedBatchedEx(handle, op_a, op_b, m, n, k, &alpha, a, type, lda,
+                                             stride_a, b, type, ldb, stride_b, &beta, c, type, ldc,
+                                             stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+}
 
 void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, const Tensor* bias,
                        Tensor& y) {
@@ -40,25 +60,28 @@ void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, co
   const cublasOperation_t op_a = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int ld_b = p.trans_b ? k : n;
   const int ld_a = p.trans_a ? m : k;
-  const float zero = 0.f;
+  const size_t element = dtype_size(y.dtype);
   if (k == 0) {
     // An empty product is 0; cuBLAS would also scale by beta = 0, but says nothing
     // about reading A and B, so the zeros are written here.
     for (int bi = 0; bi < batch; ++bi)
-      REPSHARE_CUDA(cudaMemsetAsync(y.f32() + static_cast<size_t>(bi) * c_stride, 0,
-                                    sizeof(float) * m * n, stream_));
+      REPSHARE_CUDA(cudaMemsetAsync(static_cast<char*>(y.data) + element * bi * c_stride, 0,
+                                    element * m * n, stream_));
   } else {
-    REPSHARE_CUBLAS(cublasSgemmStridedBatched(cublas_, op_b, op_a, n, m, k, &p.alpha, b.f32(),
-                                              ld_b, p.b_batch_stride, a.f32(), ld_a,
-                                              p.a_batch_stride, &zero, y.f32(), n,
-                                              p.c_batch_stride, batch));
+    cuda::gemm_strided_batched(cublas_, y.dtype, op_b, op_a, n, m, k, p.alpha, b.data, ld_b,
+                               p.b_batch_stride, a.data, ld_a, p.a_batch_stride, 0.f, y.data, n,
+                               p.c_batch_stride, batch);
   }
   const bool has_bias = bias && p.bias_rows > 0 && p.bias_cols > 0;
   if (has_bias || p.act.kind != ActKind::None) {
-    gemm_epilogue_kernel<<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
-        p.act, has_bias ? bias->f32() : nullptr, p.beta,
-        cuda::to_int(p.bias_rows, op, "bias_rows"), cuda::to_int(p.bias_cols, op, "bias_cols"),
-        y.f32(), m, n, c_stride, total);
+    const int bias_rows = cuda::to_int(p.bias_rows, op, "bias_rows");
+    const int bias_cols = cuda::to_int(p.bias_cols, op, "bias_cols");
+    cuda::with_storage(y.dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      gemm_epilogue_kernel<T><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
+          p.act, has_bias ? cuda::data<T>(*bias) : nullptr, p.beta, bias_rows, bias_cols,
+          cuda::data<T>(y), m, n, c_stride, total);
+    });
     after_launch("gemm_epilogue_kernel");
   }
 }

@@ -1,6 +1,7 @@
 // Pad: output index o maps to input index o - pad_begin per axis; outside the
 // input the mode decides (Constant: value; Reflect/Edge/Wrap as numpy.pad).
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -38,8 +39,8 @@ __device__ __forceinline__ int fold_index(PadMode mode, int i, int n) {
   return -1;
 }
 
-__global__ void pad_kernel(Pad32 p, const float* __restrict__ x, float* __restrict__ y,
-                           int total) {
+template <typename T>
+__global__ void pad_kernel(Pad32 p, const T* __restrict__ x, T* __restrict__ y, int total) {
   const int o = blockIdx.x * blockDim.x + threadIdx.x;
   if (o >= total) return;
   int rest = o, in = 0, in_stride = 1;
@@ -48,7 +49,7 @@ __global__ void pad_kernel(Pad32 p, const float* __restrict__ x, float* __restri
     rest /= p.out_dims[d];
     if (idx < 0 || idx >= p.in_dims[d]) {
       if (p.mode == PadMode::Constant) {
-        y[o] = p.value;
+        y[o] = cuda::stored<T>(p.value);
         return;
       }
       idx = fold_index(p.mode, idx, p.in_dims[d]);
@@ -81,7 +82,11 @@ void CudaBackend::pad(const PadParams& p, const Tensor& x, Tensor& y) {
   if (n == 0) return;
   check(in_total > 0 || p.mode == PadMode::Constant, ErrorKind::Shape,
         "cuda pad: reflect/edge/wrap padding of an empty tensor");
-  pad_kernel<<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(q, x.f32(), y.f32(), n);
+  cuda::with_storage(y.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    pad_kernel<T><<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(q, cuda::data<T>(x),
+                                                                     cuda::data<T>(y), n);
+  });
   after_launch("pad_kernel");
 }
 

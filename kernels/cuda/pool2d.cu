@@ -2,6 +2,7 @@
 #include <cfloat>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -23,15 +24,14 @@ __device__ __forceinline__ int taps_inside(int start, int k, int dil, int lo, in
   return count;
 }
 
-template <bool kMax>
-__global__ void pool2d_kernel(Pool32 p, const float* __restrict__ x, float* __restrict__ y,
-                              int total) {
+template <bool kMax, typename T>
+__global__ void pool2d_kernel(Pool32 p, const T* __restrict__ x, T* __restrict__ y, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int ox = i % p.w_out;
   const int oy = (i / p.w_out) % p.h_out;
   const int plane = i / (p.w_out * p.h_out);
-  const float* xp = x + static_cast<size_t>(plane) * p.h * p.w;
+  const T* xp = x + static_cast<size_t>(plane) * p.h * p.w;
   const int iy0 = oy * p.stride_h - p.pad_top;
   const int ix0 = ox * p.stride_w - p.pad_left;
   float acc = kMax ? -FLT_MAX : 0.f;
@@ -42,7 +42,7 @@ __global__ void pool2d_kernel(Pool32 p, const float* __restrict__ x, float* __re
     for (int kx = 0; kx < p.kw; ++kx) {
       const int ix = ix0 + kx * p.dil_w;
       if (ix < 0 || ix >= p.w) continue;
-      const float v = xp[iy * p.w + ix];
+      const float v = cuda::as_float(xp[iy * p.w + ix]);
       acc = kMax ? fmaxf(acc, v) : acc + v;
       ++inside;
     }
@@ -57,7 +57,7 @@ __global__ void pool2d_kernel(Pool32 p, const float* __restrict__ x, float* __re
             : inside;
     acc = divisor > 0 ? acc / divisor : 0.f;
   }
-  y[i] = acc;
+  y[i] = cuda::stored<T>(acc);
 }
 
 }  // namespace
@@ -83,13 +83,15 @@ void CudaBackend::pool2d(const Pool2dParams& p, const Tensor& x, Tensor& y) {
   cuda::to_int(p.n * p.c * p.h * p.w, op, "input numel");
   const int total = cuda::to_int(p.n * p.c * p.h_out * p.w_out, op, "output numel");
   if (total == 0) return;
-  if (p.kind == PoolKind::Max) {
-    pool2d_kernel<true><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(q, x.f32(),
-                                                                              y.f32(), total);
-  } else {
-    pool2d_kernel<false><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(q, x.f32(),
-                                                                               y.f32(), total);
-  }
+  cuda::with_storage(y.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    if (p.kind == PoolKind::Max)
+      pool2d_kernel<true, T><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
+          q, cuda::data<T>(x), cuda::data<T>(y), total);
+    else
+      pool2d_kernel<false, T><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
+          q, cuda::data<T>(x), cuda::data<T>(y), total);
+  });
   after_launch("pool2d_kernel");
 }
 

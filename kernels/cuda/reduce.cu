@@ -2,6 +2,7 @@
 #include <cfloat>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -21,30 +22,33 @@ __device__ __forceinline__ float reduce_finish(ReduceKind k, float acc, int coun
 
 // inner == 1 (global pooling over a contiguous row, the common case): one warp per
 // row, lanes striding along it, then a shuffle reduction.
-__global__ void reduce_rows_kernel(ReduceKind kind, const float* __restrict__ x,
-                                   float* __restrict__ y, int rows, int len) {
+template <typename T>
+__global__ void reduce_rows_kernel(ReduceKind kind, const T* __restrict__ x, T* __restrict__ y,
+                                   int rows, int len) {
   const int warp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= rows) return;  // whole warps leave together: the shuffles below are safe
-  const float* row = x + static_cast<size_t>(warp) * len;
+  const T* row = x + static_cast<size_t>(warp) * len;
   float acc = reduce_init(kind);
-  for (int j = lane; j < len; j += 32) acc = reduce_step(kind, acc, row[j]);
+  for (int j = lane; j < len; j += 32) acc = reduce_step(kind, acc, cuda::as_float(row[j]));
   for (int offset = 16; offset > 0; offset /= 2)
     acc = reduce_step(kind, acc, __shfl_down_sync(0xffffffffu, acc, offset));
-  if (lane == 0) y[warp] = reduce_finish(kind, acc, len);
+  if (lane == 0) y[warp] = cuda::stored<T>(reduce_finish(kind, acc, len));
 }
 
 // inner > 1: one thread per output; neighbouring threads read neighbouring inner
 // elements, so every step of the loop is a coalesced load.
-__global__ void reduce_strided_kernel(ReduceKind kind, const float* __restrict__ x,
-                                      float* __restrict__ y, int len, int inner, int total) {
+template <typename T>
+__global__ void reduce_strided_kernel(ReduceKind kind, const T* __restrict__ x, T* __restrict__ y,
+                                      int len, int inner, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int o = i / inner, in = i % inner;
-  const float* col = x + static_cast<size_t>(o) * len * inner + in;
+  const T* col = x + static_cast<size_t>(o) * len * inner + in;
   float acc = reduce_init(kind);
-  for (int j = 0; j < len; ++j) acc = reduce_step(kind, acc, col[static_cast<size_t>(j) * inner]);
-  y[i] = reduce_finish(kind, acc, len);
+  for (int j = 0; j < len; ++j)
+    acc = reduce_step(kind, acc, cuda::as_float(col[static_cast<size_t>(j) * inner]));
+  y[i] = cuda::stored<T>(reduce_finish(kind, acc, len));
 }
 
 }  // namespace
@@ -55,17 +59,22 @@ void CudaBackend::reduce(const ReduceParams& p, const Tensor& x, Tensor& y) {
   const int len = cuda::to_int(p.reduce, "reduce", "reduced length");
   check(len > 0, ErrorKind::Shape, "cuda reduce: empty reduced axis");
   if (total == 0) return;
-  if (p.inner == 1) {
-    const int warps_per_block = cuda::kBlock / 32;
-    const unsigned blocks = static_cast<unsigned>((total + warps_per_block - 1) / warps_per_block);
-    reduce_rows_kernel<<<blocks, cuda::kBlock, 0, stream_>>>(p.kind, x.f32(), y.f32(), total,
-                                                             len);
-    after_launch("reduce_rows_kernel");
-  } else {
-    reduce_strided_kernel<<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
-        p.kind, x.f32(), y.f32(), len, cuda::to_int(p.inner, "reduce", "inner"), total);
-    after_launch("reduce_strided_kernel");
-  }
+  const int inner = cuda::to_int(p.inner, "reduce", "inner");
+  cuda::with_storage(y.dtype, "reduce", [&](auto tag) {
+    using T = decltype(tag);
+    if (inner == 1) {
+      const int warps_per_block = cuda::kBlock / 32;
+      const unsigned blocks =
+          static_cast<unsigned>((total + warps_per_block - 1) / warps_per_block);
+      reduce_rows_kernel<T><<<blocks, cuda::kBlock, 0, stream_>>>(p.kind, cuda::data<T>(x),
+                                                                  cuda::data<T>(y), total, len);
+      after_launch("reduce_rows_kernel");
+    } else {
+      reduce_strided_kernel<T><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
+          p.kind, cuda::data<T>(x), cuda::data<T>(y), len, inner, total);
+      after_launch("reduce_strided_kernel");
+    }
+  });
 }
 
 }  // namespace repshare

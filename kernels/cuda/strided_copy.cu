@@ -1,6 +1,7 @@
 // Generic strided copy (Transpose, Concat, Slice, Split):
 // y[out_offset + sum idx*out_strides] = x[in_offset + sum idx*in_strides].
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
@@ -15,7 +16,8 @@ struct Copy32 {
 
 // Strides may be negative (a Slice with a negative step). Threads walk the index space in row-major order of dims; the last axis is
 // usually the contiguous one on at least one side, so one side is coalesced.
-__global__ void strided_copy_kernel(Copy32 p, const float* __restrict__ x, float* __restrict__ y,
+template <typename T>
+__global__ void strided_copy_kernel(Copy32 p, const T* __restrict__ x, T* __restrict__ y,
                                     int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
@@ -48,8 +50,11 @@ void CudaBackend::strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) 
   if (n == 0) return;
   // The offsets are applied to the pointers on the host: the kernel's int index
   // math then only spans the copied window.
-  strided_copy_kernel<<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(
-      q, x.f32() + p.in_offset, y.f32() + p.out_offset, n);
+  cuda::with_storage(y.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    strided_copy_kernel<T><<<cuda::blocks_for(n), cuda::kBlock, 0, stream_>>>(
+        q, cuda::data<T>(x) + p.in_offset, cuda::data<T>(y) + p.out_offset, n);
+  });
   after_launch("strided_copy_kernel");
 }
 
