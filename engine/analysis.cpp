@@ -11,6 +11,10 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
     return 2 * y.numel() * w[1] * w[2] * w[3];
   }
+  if (n.op_type == "SqueezeExcitation") {  // two 1x1 convs on [N, C, 1, 1]
+    const Shape& w = g.values[n.inputs[1]].shape;  // [Cse, C, 1, 1]
+    return 2 * 2 * g.values[n.inputs[0]].shape[0] * w.numel();
+  }
   if (n.op_type == "Gemm" || n.op_type == "MatMul") {
     const Shape& a = g.values[n.inputs[0]].shape;
     const Shape& y = g.values[n.outputs[0]].shape;

@@ -157,6 +157,20 @@ struct ChannelGatherParams {
   int64_t n = 1, c_in = 0, c_out = 0, inner = 1;
 };
 
+// Squeeze-excitation after its pool (engine/passes fuse_squeeze_excitation): per
+// image, hidden = act_reduce(w_reduce . mean + b_reduce) ([c_se]), gate =
+// act_expand(w_expand . hidden + b_expand) ([c]); then y = target * gate along
+// target's axis 1. The target is the expanded activation [n, c, h, w] (outer = n),
+// or, batch 1, the projection conv's weights [c_out, c, 1, 1] that the gate was
+// folded into (outer = c_out, n = 1: one gate for every row).
+struct SqueezeExcitationParams {
+  int64_t n = 1;     // images: mean [n, c]; gate n == outer, or 1 for all rows
+  int64_t c = 0;     // channels of mean and gate
+  int64_t c_se = 0;  // squeezed channels: w_reduce [c_se, c], w_expand [c, c_se]
+  Activation act_reduce, act_expand;
+  int64_t outer = 1, inner = 1;  // target and y viewed as [outer, c, inner]
+};
+
 // EfficientDet post-processing (tasks/detection.h drives it): the k best class
 // logits over all levels with their decoded boxes, then per-class hard NMS.
 constexpr int kMaxDetectionLevels = 8;
@@ -288,6 +302,13 @@ class Backend {
   virtual void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                const Tensor* bias, const Tensor& residual, Tensor& y,
                                void* workspace);
+  // squeeze_excitation: see SqueezeExcitationParams; b_reduce and b_expand may be
+  //   null; workspace holds squeeze_excitation_workspace(p) bytes.
+  virtual void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
+                                  const Tensor& w_reduce, const Tensor* b_reduce,
+                                  const Tensor& w_expand, const Tensor* b_expand,
+                                  const Tensor& target, Tensor& y, void* workspace) = 0;
+  virtual size_t squeeze_excitation_workspace(const SqueezeExcitationParams& p) const = 0;
   virtual void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                    const Tensor* bias, Tensor& y, Tensor& mean, void* workspace);
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;

@@ -442,6 +442,74 @@ int fuse_residual_add(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// A 1x1 Conv over [N, C, 1, 1] maps with constant weights (and bias, if any), no
+// residual and one output: a fully connected layer of squeeze-excitation.
+bool is_pointwise_fc(const Graph& g, const Node& conv) {
+  const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
+  if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2 ||
+      conv.inputs.size() > 3 || conv.attr_int("group", 1) != 1 ||
+      conv.attr_ints("strides", ones) != ones || conv.attr_ints("dilations", ones) != ones ||
+      conv.attr_ints("pads", zeros) != zeros)
+    return false;
+  const Shape& x = g.values[conv.inputs[0]].shape;
+  const Value& w = g.values[conv.inputs[1]];
+  return x.rank() == 4 && x[2] == 1 && x[3] == 1 && w.is_constant() &&
+         w.shape == Shape{w.shape[0], x[1], 1, 1} &&
+         (!has_input(conv, 2) || g.values[conv.inputs[2]].is_constant());
+}
+
+// Squeeze-excitation after its pool: Conv 1x1 (reduce, with its activation) ->
+// Conv 1x1 (expand, with the gate's sigmoid) -> Mul(target, gate), the gate
+// broadcast along the target's channel axis (the expanded activation, or the
+// projection weights fold_channel_gate moved it to), with each intermediate used
+// once: one SqueezeExcitation node (Backend::squeeze_excitation). Five kernel
+// launches become two on CUDA; on the CPU three calls into OpenBLAS and the
+// broadcast become one.
+int fuse_squeeze_excitation(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    Node& mul = g.nodes[k];
+    if (mul.op_type != "Mul" || mul.has("activation") || mul.inputs.size() != 2 ||
+        mul.outputs.size() != 1)
+      continue;
+    for (int side = 0; side < 2; ++side) {
+      const int gate = mul.inputs[side], target = mul.inputs[1 - side];
+      const int expand_node = u.producer[gate];
+      if (expand_node < 0 || sole_consumer(u, gate) != static_cast<int>(k)) continue;
+      const Node& expand = g.nodes[expand_node];
+      if (!is_pointwise_fc(g, expand)) continue;
+      const int hidden = expand.inputs[0], reduce_node = u.producer[hidden];
+      if (reduce_node < 0 || sole_consumer(u, hidden) != expand_node) continue;
+      const Node& reduce = g.nodes[reduce_node];
+      if (!is_pointwise_fc(g, reduce)) continue;
+      const Shape& mean = g.values[reduce.inputs[0]].shape;
+      const Shape& gs = g.values[gate].shape;
+      const Shape& ts = g.values[target].shape;
+      // [N, C, 1, 1] broadcast over a rank-4 target is along its channel axis. (The
+      // Mul's own output shape may not be inferred yet: fold_channel_gate's isn't.)
+      if (gs != mean || ts.rank() != 4 || ts[1] != gs[1] || (gs[0] != 1 && gs[0] != ts[0]))
+        continue;
+      auto optional = [](const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; };
+      Node fused;
+      fused.op_type = "SqueezeExcitation";
+      fused.name = mul.name;
+      fused.inputs = {reduce.inputs[0], reduce.inputs[1], optional(reduce, 2), expand.inputs[1],
+                      optional(expand, 2), target};
+      fused.outputs = mul.outputs;
+      attach_activation(fused, fused_activation(reduce), "reduce_activation");
+      attach_activation(fused, fused_activation(expand), "expand_activation");
+      g.nodes[reduce_node].op_type.clear();
+      g.nodes[expand_node].op_type.clear();
+      g.nodes[k] = fused;
+      ++count;
+      break;
+    }
+  }
+  erase_marked(g);
+  return count;
+}
+
 }  // namespace
 
 void infer_shapes(Graph& g) {
@@ -478,6 +546,8 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fold_channel_gate) stats.channel_gate = fold_channel_gate(g, opt);
   if (opt.fuse_channel_mean) stats.channel_mean = fuse_channel_mean(g);
   if (opt.fuse_residual_add) stats.residual_add = fuse_residual_add(g, opt);
+  if (opt.fuse_squeeze_excitation)
+    stats.squeeze_excitation = fuse_squeeze_excitation(g, opt);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

@@ -20,6 +20,7 @@ struct PassOptions {
   bool fold_channel_gate = true; // Mul(x, per-channel gate) -> 1x1 Conv: gate the weights
   bool fuse_channel_mean = true; // depthwise Conv -> ReduceMean over H, W: a second output
   bool fuse_residual_add = true; // Add(Conv without activation, r) -> the Conv adds r
+  bool fuse_squeeze_excitation = true;  // SE's two 1x1 convs and gate -> SqueezeExcitation
   // Tensors that must survive fusion (stage outputs a caller will cut at). Graph
   // outputs always survive.
   std::set<std::string> keep;
@@ -27,13 +28,13 @@ struct PassOptions {
   // Every fusion on or off at once (constant folding stays as it is).
   void set_fusions(bool on) {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
-        fold_channel_gate = fuse_channel_mean = fuse_residual_add = on;
+        fold_channel_gate = fuse_channel_mean = fuse_residual_add = fuse_squeeze_excitation = on;
   }
 };
 
 struct PassStats {
   int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
-      channel_gate = 0, channel_mean = 0, residual_add = 0;
+      channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0;
 };
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers

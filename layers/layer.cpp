@@ -53,25 +53,25 @@ ActKind act_kind_from_name(const std::string& name) {
   fail(ErrorKind::Unsupported, "unknown activation '", name, "'");
 }
 
-Activation fused_activation(const Node& n) {
+Activation fused_activation(const Node& n, const std::string& name) {
   Activation a;
-  if (!n.has("activation")) return a;
-  a.kind = act_kind_from_name(n.attr_string("activation", "none"));
-  a.alpha = n.attr_float("activation_alpha", 0.f);
-  a.beta = n.attr_float("activation_beta", 0.f);
+  if (!n.has(name)) return a;
+  a.kind = act_kind_from_name(n.attr_string(name, "none"));
+  a.alpha = n.attr_float(name + "_alpha", 0.f);
+  a.beta = n.attr_float(name + "_beta", 0.f);
   return a;
 }
 
-void attach_activation(Node& n, const Activation& a) {
+void attach_activation(Node& n, const Activation& a, const std::string& name) {
   Attribute kind, alpha, beta;
   kind.kind = Attribute::Kind::String;
   kind.s = act_name(a.kind);
   alpha.kind = beta.kind = Attribute::Kind::Float;
   alpha.f = a.alpha;
   beta.f = a.beta;
-  n.attrs["activation"] = kind;
-  n.attrs["activation_alpha"] = alpha;
-  n.attrs["activation_beta"] = beta;
+  n.attrs[name] = kind;
+  n.attrs[name + "_alpha"] = alpha;
+  n.attrs[name + "_beta"] = beta;
 }
 
 std::vector<int64_t> resolve_pads(const Node& n, const std::vector<int64_t>& in,

@@ -51,9 +51,10 @@ void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t = DTy
 // Requires float32 input i (the engine computes in fp32).
 void require_f32(const Graph& g, const Node& n, size_t i);
 // The activation a fusion pass attached to a node (attributes "activation",
-// "activation_alpha", "activation_beta"); ActKind::None when there is none.
-Activation fused_activation(const Node& n);
-void attach_activation(Node& n, const Activation& a);
+// "activation_alpha", "activation_beta", or with another name in place of
+// "activation" for nodes that carry two); ActKind::None when there is none.
+Activation fused_activation(const Node& n, const std::string& name = "activation");
+void attach_activation(Node& n, const Activation& a, const std::string& name = "activation");
 ActKind act_kind_from_name(const std::string& name);  // Unsupported on unknown names
 // Resolves ONNX pads / auto_pad for the spatial axes of a conv or pool window.
 // in, kernel (dilated extent), stride per axis; returns {begin..., end...}.

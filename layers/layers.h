@@ -164,6 +164,17 @@ class ChannelGatherLayer : public Layer {
   ChannelGatherParams p_;
 };
 
+class SqueezeExcitationLayer : public Layer {
+ public:
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  SqueezeExcitationParams p_;
+  bool has_b_reduce_ = false, has_b_expand_ = false;
+};
+
 // Constant and Shape: outputs known at load time; they never run.
 class ConstantLayer : public Layer {
  public:

@@ -72,6 +72,7 @@ const std::map<std::string, Factory>& registry() {
       {"LogSoftmax", make<SoftmaxLayer>()},
       {"WeightedSum", make<WeightedSumLayer>()},
       {"ChannelGather", make<ChannelGatherLayer>()},
+      {"SqueezeExcitation", make<SqueezeExcitationLayer>()},
       {"Constant", make<ConstantLayer>()},
       {"Shape", make<ConstantLayer>()},
   };

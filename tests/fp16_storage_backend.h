@@ -86,6 +86,14 @@ class Fp16StorageCpuBackend : public CpuBackend {
     CpuBackend::conv2d_channel_mean(p, c.in(x), c.in(w), c.in(bias), c.out(y), c.out(mean),
                                     workspace);
   }
+  void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
+                          const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
+                          const Tensor* b_expand, const Tensor& target, Tensor& y,
+                          void* workspace) override {
+    WidenedCall c;
+    CpuBackend::squeeze_excitation(p, c.in(mean), c.in(w_reduce), c.in(b_reduce), c.in(w_expand),
+                                   c.in(b_expand), c.in(target), c.out(y), workspace);
+  }
   void activation(const Activation& a, const Tensor& x, Tensor& y) override {
     WidenedCall c;
     CpuBackend::activation(a, c.in(x), c.out(y));

@@ -305,6 +305,33 @@ OpCase channel_affine_case(const std::string& name, int64_t n, int64_t c, int64_
           }};
 }
 
+// squeeze_excitation on n images of c channels squeezed to c_se, gating a target
+// [outer, c, inner] (outer == n, or n == 1: folded projection weights).
+OpCase squeeze_excitation_case(const std::string& name, int64_t n, int64_t c, int64_t c_se,
+                               int64_t outer, int64_t inner, bool biases) {
+  SqueezeExcitationParams p;
+  p.n = n;
+  p.c = c;
+  p.c_se = c_se;
+  p.outer = outer;
+  p.inner = inner;
+  p.act_reduce = act(ActKind::Swish);
+  p.act_expand = act(ActKind::Sigmoid);
+  const Shape ms{n, c, 1, 1}, wrs{c_se, c, 1, 1}, wes{c, c_se, 1, 1}, ts{outer, c, inner};
+  const Floats mean = random_floats(count(ms), 80, -2.f, 2.f);
+  const Floats wr = random_floats(count(wrs), 81), br = random_floats(size_t(c_se), 82);
+  const Floats we = random_floats(count(wes), 83), bexp = random_floats(size_t(c), 84);
+  const Floats target = random_floats(count(ts), 85);
+  return {"squeeze_excitation_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor M(be, ms, mean), WR(be, wrs, wr), BR(be, Shape{c_se}, br);
+            DeviceTensor WE(be, wes, we), BE(be, Shape{c}, bexp), T(be, ts, target), Y(be, ts);
+            DeviceBytes workspace(be, be.squeeze_excitation_workspace(p));
+            be.squeeze_excitation(p, M.t, WR.t, biases ? &BR.t : nullptr, WE.t,
+                                  biases ? &BE.t : nullptr, T.t, Y.t, workspace.data);
+            return Y.download();
+          }};
+}
+
 // h_out/w_out from floor division, or ceil division when ceil_mode (the last
 // window may then run past the padded extent).
 OpCase pool_case(const std::string& name, Pool2dParams p, bool ceil_mode) {
@@ -770,6 +797,12 @@ std::vector<OpCase> all_cases() {
   c.push_back(channel_affine_case("n2_c13_relu", 2, 13, 33 * 7, relu));
   c.push_back(channel_affine_case("c1", 1, 1, 15, none));
   c.push_back(channel_affine_case("inner1_swish", 3, 13, 1, swish));
+  // squeeze_excitation: per-image gates on activations (odd sizes, c above the
+  // block size, c_se not a warp multiple), one gate on folded weights, no biases.
+  c.push_back(squeeze_excitation_case("n2_activation", 2, 13, 5, 2, 7 * 9, true));
+  c.push_back(squeeze_excitation_case("c300_activation", 1, 300, 37, 1, 11, true));
+  c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
+  c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
 
   // pool2d: max and average (both padding conventions), ceil-mode windows that
   // run past the padded extent, dilation, a global-sized window.

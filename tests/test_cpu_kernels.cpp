@@ -530,6 +530,54 @@ TEST(CpuKernels, ChannelAffine) {
   EXPECT_LT(normalized_error(y, want), 1e-6);
 }
 
+// Per-image gates on activations (n == outer), and one gate for every row of
+// folded projection weights (n == 1), large enough to split between threads.
+TEST(CpuKernels, SqueezeExcitationBothTargets) {
+  struct Case {
+    int64_t n, c, c_se, outer, inner;
+    bool biases;
+  };
+  for (const Case& k : {Case{3, 13, 5, 3, 35, true}, Case{1, 1152, 48, 320, 1, true},
+                        Case{2, 40, 10, 2, 1, false}}) {
+    SqueezeExcitationParams p;
+    p.n = k.n, p.c = k.c, p.c_se = k.c_se, p.outer = k.outer, p.inner = k.inner;
+    p.act_reduce.kind = ActKind::Swish;
+    p.act_expand.kind = ActKind::Sigmoid;
+    Vec mean = random_vec(k.n * k.c, 1, -2.f, 2.f), wr = random_vec(k.c_se * k.c, 2);
+    Vec br = random_vec(k.c_se, 3), we = random_vec(k.c * k.c_se, 4), bexp = random_vec(k.c, 5);
+    Vec target = random_vec(k.outer * k.c * k.inner, 6);
+    std::vector<double> gate(k.n * k.c), want(target.size());
+    for (int64_t img = 0; img < k.n; ++img) {
+      std::vector<double> hidden(k.c_se);
+      for (int64_t j = 0; j < k.c_se; ++j) {
+        double s = k.biases ? br[j] : 0.0;
+        for (int64_t i = 0; i < k.c; ++i) s += double(wr[j * k.c + i]) * mean[img * k.c + i];
+        hidden[j] = ref_act(p.act_reduce, s);
+      }
+      for (int64_t ch = 0; ch < k.c; ++ch) {
+        double s = k.biases ? bexp[ch] : 0.0;
+        for (int64_t j = 0; j < k.c_se; ++j) s += double(we[ch * k.c_se + j]) * hidden[j];
+        gate[img * k.c + ch] = ref_act(p.act_expand, s);
+      }
+    }
+    for (size_t i = 0; i < want.size(); ++i) {
+      const int64_t row = static_cast<int64_t>(i) / k.inner, o = row / k.c, ch = row % k.c;
+      want[i] = target[i] * gate[(k.n == 1 ? 0 : o) * k.c + ch];
+    }
+    for (int threads : {1, 2, 3}) {
+      CpuBackend be(threads);
+      Vec y(target.size(), NAN);
+      std::vector<uint8_t> ws(be.squeeze_excitation_workspace(p));
+      Tensor tm = view(mean, {k.n, k.c, 1, 1}), twr = view(wr, {k.c_se, k.c, 1, 1});
+      Tensor tbr = view(br, {k.c_se}), twe = view(we, {k.c, k.c_se, 1, 1}), tbe = view(bexp, {k.c});
+      Tensor tt = view(target, {k.outer, k.c, k.inner}), ty = view(y, {k.outer, k.c, k.inner});
+      be.squeeze_excitation(p, tm, twr, k.biases ? &tbr : nullptr, twe, k.biases ? &tbe : nullptr,
+                            tt, ty, ws.data());
+      EXPECT_LT(normalized_error(y, want), 1e-5) << "c " << k.c << ", " << threads << " threads";
+    }
+  }
+}
+
 TEST(CpuKernels, Pool2dMaxAndAverage) {
   struct PoolCase { int64_t h, w, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr; bool ceil; };
   const std::vector<PoolCase> cases = {

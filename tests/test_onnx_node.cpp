@@ -127,22 +127,31 @@ TEST(RepoFixtures, CompositeBlocksMatchPyTorch) {
 }
 
 // The squeeze-excitation gate of an MBConv block scales the projection conv's
-// weights, not the expanded activation: the one Mul left makes [Cout, C, 1, 1]
-// gated weights. (That the block still equals PyTorch is the test above.)
+// weights, not the expanded activation, and its two 1x1 convs and that gating are
+// one SqueezeExcitation node making the [Cout, C, 1, 1] gated weights. (That the
+// block still equals PyTorch is the test above.)
 TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
   for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
     Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
     const PassStats stats = prepare_graph(g);
     EXPECT_EQ(stats.channel_gate, 1) << block;
-    int muls = 0;
+    EXPECT_EQ(stats.squeeze_excitation, 1) << block;
+    int se = 0;
     for (const Node& n : g.nodes) {
-      if (n.op_type != "Mul") continue;
-      ++muls;
+      EXPECT_NE(n.op_type, "Mul") << block;
+      if (n.op_type != "SqueezeExcitation") continue;
+      ++se;
       const Shape& out = g.values[n.outputs[0]].shape;
       ASSERT_EQ(out.rank(), 4u) << block;
-      EXPECT_EQ(out[2] * out[3], 1) << block << ": a Mul still scales a " << out.str() << " map";
+      EXPECT_EQ(out[2] * out[3], 1) << block << ": the gate still scales a " << out.str() << " map";
+      EXPECT_EQ(n.attr_string("expand_activation", ""), "sigmoid") << block;
     }
-    EXPECT_EQ(muls, 1) << block;
+    EXPECT_EQ(se, 1) << block;
+    // 1x1 convs left: the expansion and the projection only.
+    int pointwise = 0;
+    for (const Node& n : g.nodes)
+      if (n.op_type == "Conv" && g.values[n.inputs[1]].shape[2] == 1) ++pointwise;
+    EXPECT_EQ(pointwise, 2) << block;
   }
 }
 

@@ -41,6 +41,11 @@ class CpuBackend : public Backend {
                        const Tensor& residual, Tensor& y, void* workspace) override;
   // Depthwise convs average each output plane right after computing it (in L1/L2)
   // instead of reading the whole output again; others take the default.
+  void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
+                          const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
+                          const Tensor* b_expand, const Tensor& target, Tensor& y,
+                          void* workspace) override;
+  size_t squeeze_excitation_workspace(const SqueezeExcitationParams& p) const override;
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                            const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;

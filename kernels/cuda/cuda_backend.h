@@ -63,6 +63,11 @@ class CudaBackend : public Backend {
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
+  void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
+                          const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
+                          const Tensor* b_expand, const Tensor& target, Tensor& y,
+                          void* workspace) override;
+  size_t squeeze_excitation_workspace(const SqueezeExcitationParams& p) const override;
   void activation(const Activation& a, const Tensor& x, Tensor& y) override;
   void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
   void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
