@@ -307,8 +307,12 @@ int cmd_bench(const CommandArgs& argv) {
     print_table("kind", "profile_kind_ms", by_kind);
     std::sort(slowest.rbegin(), slowest.rend());
     std::printf("  slowest steps:\n");
-    for (size_t i = 0; i < std::min(profile_steps, slowest.size()); ++i)
+    for (size_t i = 0; i < std::min(profile_steps, slowest.size()); ++i) {
       std::printf("    %8.3f ms  %s\n", slowest[i].first, slowest[i].second.c_str());
+      j["profile_slowest_steps"].push_back({{"ms", slowest[i].first}, {"step", slowest[i].second}});
+    }
+    j["profile_steps"] = per_step.size();
+    j["profile_total_ms"] = total;
   }
   if (!json_out.empty()) write_file_atomic(json_out, j.dump(1) + "\n");
   return 0;

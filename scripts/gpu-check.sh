@@ -216,6 +216,13 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   step "bench_repshare_fp16_$m" 90 "$build/repshare" bench --backend cuda --precision fp16 \
     --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_fp16_$m.json" \
     "${extra[@]}"
+  # Where the time goes, step by step (each step synchronised: a few us of each is
+  # the synchronisation), for the next round of kernel work.
+  for precision in fp32 fp16; do
+    step "profile_${precision}_$m" 60 "$build/repshare" bench --backend cuda \
+      --precision "$precision" --model "$models/$m.onnx" --runs 20 --rounds 1 --profile \
+      --profile-steps 15 --json "$bench_dir/profile_${precision}_$m.json"
+  done
 done
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
@@ -339,6 +346,8 @@ for k, s in tests.items():
 md += ["", "## Benchmarks (batch 1, same GPU, same run)", "",
        "| what | median ms | p90 ms |", "| --- | --- | --- |"]
 for name, b in bench.items():
+    if name.startswith("profile_"):
+        continue  # tabled below
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
         md.append(f'| repshare {b.get("model")} {b.get("precision", "fp32")} (CUDA, {graph}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
@@ -352,6 +361,16 @@ for name, b in bench.items():
             md.append(f'| PyTorch {b.get("torch")} {b.get("model")} {mode} | {r["median_ms"]:.3f} | {r["p90_ms"]:.3f} |')
         for mode, e in b.get("errors", {}).items():
             md.append(f'| PyTorch {b.get("model")} {mode} | error: {e[:120]} | |')
+for name, b in bench.items():
+    if not name.startswith("profile_") or "profile_kind_ms" not in b:
+        continue
+    md += ["", f'## Profile: {b.get("model")} {b.get("precision")} ({b.get("profile_steps")} steps, '
+               f'{b.get("profile_total_ms", 0):.3f} ms synchronised per step)', "",
+           "| kind | ms per run |", "| --- | --- |"]
+    for kind, ms in sorted(b["profile_kind_ms"].items(), key=lambda kv: -kv[1])[:12]:
+        md.append(f"| {kind} | {ms:.3f} |")
+    md += ["", "Slowest steps:", ""]
+    md += [f'- {s["ms"]:.3f} ms {s["step"]}' for s in b.get("profile_slowest_steps", [])]
 def mib(x):
     return f"{x / 2**20:.2f} MiB"
 for name, b in bench.items():
