@@ -3,7 +3,6 @@
 // (REPSHARE_MODELS or models/: timm_b0_rand0, tf_efficientdet_d0_rand0); skips
 // otherwise. scripts/gpu-check.sh runs it on the GPU machine.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -13,25 +12,10 @@
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
+#include "tests/exported_models.h"
 
 namespace repshare {
 namespace {
-
-std::string model_path(const std::string& name) {
-  const char* dir = std::getenv("REPSHARE_MODELS");
-  std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 ? p : "";
-}
-
-double normalized_error(const float* want, const float* got, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(want[i]) - got[i]) * (double(want[i]) - got[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // fp32 mode: both sides compute in fp32 and differ by summation order (cuBLAS vs
 // OpenBLAS) accumulated over up to ~300 layers. fp16 mode: against the CPU's fp32,
@@ -42,7 +26,7 @@ void compare_whole_model(const std::string& name, DType storage = DType::F32,
                          double bar = 1e-4) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;
-  const std::string path = model_path(name);
+  const std::string path = exported_model(name);
   if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/fetch_models.sh)";
   Model m = load_model(path);
   std::vector<std::string> wanted;
@@ -84,7 +68,7 @@ TEST(BackendModels, CudaGraphReplayEqualsKernelByKernel) {
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
   if (sync && std::string(sync) != "0")
     GTEST_SKIP() << "REPSHARE_CUDA_SYNC synchronises after every launch, which a graph cannot";
-  const std::string path = model_path("timm_b0_rand0");
+  const std::string path = exported_model("timm_b0_rand0");
   if (path.empty()) GTEST_SKIP() << "timm_b0_rand0.onnx not found (scripts/fetch_models.sh)";
   Model m = load_model(path);
   auto by_kernel = make_backend("cuda"), by_graph = make_backend("cuda");
@@ -109,7 +93,7 @@ TEST(BackendModels, CudaGraphReplayEqualsKernelByKernel) {
 void compare_merged_plan(DType storage, double bar) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;
-  const std::string d0 = model_path("tf_efficientdet_d0_rand0"), b0 = model_path("timm_b0_rand0");
+  const std::string d0 = exported_model("tf_efficientdet_d0_rand0"), b0 = exported_model("timm_b0_rand0");
   if (d0.empty() || b0.empty()) GTEST_SKIP() << "models not found (scripts/fetch_models.sh)";
   Model donor = load_model(d0), receiver = load_model(b0);
   const int i = donor.info.stage_index("stage4"), j = receiver.info.stage_index("stage4");

@@ -4,7 +4,6 @@
 // half the size) and what fp16 storage does to whole models is tested here
 // without a GPU. tests/test_backend_models.cpp compares CUDA's fp16 mode with it.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,21 +17,12 @@
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
+#include "tests/exported_models.h"
 #include "tests/fp16_storage_backend.h"
 #include "tests/toy_model.h"
 
 namespace repshare {
 namespace {
-
-// ||b - a|| / ||a||.
-double normalized_error(const float* a, const float* b, int64_t n) {
-  double diff = 0, ref = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    diff += (double(b[i]) - a[i]) * (double(b[i]) - a[i]);
-    ref += double(a[i]) * a[i];
-  }
-  return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
-}
 
 Model toy() {
   return toy_model("toy", 1.f, Shape{1, 3, 9, 11},
@@ -156,15 +146,8 @@ TEST(Fp16Storage, CpuBackendRefusesFp16Mode) {
 // 2.0e-2 after the BiFPN, box outputs 2.4e-2..3.9e-2 (class outputs 3.7e-3..8.3e-3);
 // the pretrained Lite0 6.3e-3 (head; logits 3.6e-3). Random weights carry
 // perturbations further than trained ones. The bars are ~1.3-1.5x those.
-std::string model_path(const std::string& name) {
-  const char* dir = std::getenv("REPSHARE_MODELS");
-  std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 ? p : "";
-}
-
 void compare_model_in_fp16(const std::string& name, double bar) {
-  const std::string path = model_path(name);
+  const std::string path = exported_model(name);
   if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/make_parity_models.sh)";
   Model m = load_model(path);
   std::vector<std::string> wanted;

@@ -1,0 +1,33 @@
+// Helpers for tests on whole exported models (scripts/make_parity_models.sh and
+// scripts/fetch_models.sh write them to models/, or $REPSHARE_MODELS): where a
+// model is, and how far apart two runs of it are.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+namespace repshare {
+
+// MODELS/name.onnx, or "" when it is not there (the test then skips).
+inline std::string exported_model(const std::string& name) {
+  const char* dir = std::getenv("REPSHARE_MODELS");
+  std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 ? p : "";
+}
+
+// ||got - want|| / ||want|| over n values (the plain norm of got when want is 0).
+inline double normalized_error(const float* want, const float* got, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    num += (double(want[i]) - got[i]) * (double(want[i]) - got[i]);
+    den += double(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+}  // namespace repshare
