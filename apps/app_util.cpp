@@ -17,7 +17,9 @@ const char* kBackendUsage =
     "  --backend cpu|cuda     where to run (default cpu)\n"
     "  --threads N            CPU threads (default: all cores)\n"
     "  --precision fp32|fp16  how float tensors are stored between kernels (default fp32;\n"
-    "                         fp16, with fp32 arithmetic in every kernel, on cuda only)\n"
+    "                         fp16 keeps fp32 arithmetic in every kernel; on the cpu a\n"
+    "                         slower simulation of the GPU's fp16 mode, for accuracy and\n"
+    "                         memory checks before deploying)\n"
     "  --cuda-graphs on|off   CUDA: record each network once as a CUDA graph and replay\n"
     "                         it (default on)\n";
 
@@ -34,6 +36,10 @@ std::unique_ptr<Backend> backend_from_args(Args& args) {
       make_backend(name, threads, precision == "fp16" ? DType::F16 : DType::F32);
   backend->set_recording(graphs == "on");
   return backend;
+}
+
+const char* precision_name(const Backend& backend) {
+  return backend.float_storage() == DType::F16 ? "fp16" : "fp32";
 }
 
 std::vector<std::string> load_class_names(const std::string& path) {

@@ -18,6 +18,8 @@ namespace repshare {
 std::unique_ptr<Backend> backend_from_args(Args& args);
 // Usage text for those options.
 extern const char* kBackendUsage;
+// "fp32" or "fp16": the --precision a backend runs, for summaries and reports.
+const char* precision_name(const Backend& backend);
 
 // Class names from a labels file: ImageNet class-index JSON or one name per line.
 // Empty path: no names (callers print indices).

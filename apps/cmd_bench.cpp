@@ -212,7 +212,7 @@ int cmd_bench(const CommandArgs& argv) {
   nlohmann::json j = {
       {"model", model.info.name},
       {"backend", backend->name()},
-      {"precision", backend->float_storage() == DType::F16 ? "fp16" : "fp32"},
+      {"precision", precision_name(*backend)},
       {"threads", threads},
       {"input", session.input_shape().dims},
       {"input_from", image_path.empty() ? "N(0,1)" : image_path},
@@ -228,7 +228,7 @@ int cmd_bench(const CommandArgs& argv) {
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
   std::printf("%s on %s %s (%d threads), input %s from %s\n", model.info.name.c_str(),
-              backend->name().c_str(), backend->float_storage() == DType::F16 ? "fp16" : "fp32",
+              backend->name().c_str(), precision_name(*backend),
               threads, session.input_shape().str().c_str(),
               image_path.empty() ? "N(0,1) noise" : image_path.c_str());
   if (backend->name() != "cpu")

@@ -69,6 +69,7 @@ int cmd_eval(const CommandArgs& argv) {
                             {"top1", static_cast<double>(top1) / items.size()},
                             {"top5", static_cast<double>(top5) / items.size()},
                             {"backend", backend->name()},
+                            {"precision", precision_name(*backend)},
                             {"seconds", seconds},
                             {"images_per_second", items.size() / seconds}};
   std::printf("%s\n", summary.dump(1).c_str());

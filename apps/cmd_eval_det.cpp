@@ -88,6 +88,7 @@ int cmd_eval_det(const CommandArgs& argv) {
                             {"detections", detections.size()},
                             {"soft_nms", config.soft_nms},
                             {"backend", backend->name()},
+                            {"precision", precision_name(*backend)},
                             {"seconds", seconds},
                             {"images_per_second", gt.images.size() / seconds}};
   for (int i = 0; i < CocoStats::kCount; ++i) summary[CocoStats::name(i)] = stats.values[i];

@@ -103,7 +103,7 @@ int cmd_mem(const CommandArgs& argv) {
   const size_t loaders = loader_bytes(models);
   json out = {{"input", input},
               {"backend", backend->name()},
-              {"precision", backend->float_storage() == DType::F16 ? "fp16" : "fp32"},
+              {"precision", precision_name(*backend)},
               {"loader_host_bytes", loaders}};
   for (const Variant& v : variants) out["variants"].push_back({{"name", v.name}, {"memory", to_json(v.memory)}});
   out["candidates"] = candidates;

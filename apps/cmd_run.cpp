@@ -182,6 +182,7 @@ int cmd_run(const CommandArgs& argv) {
   json summary = {{"plan", plan.origin},
                   {"sharing", share},
                   {"backend", backend->name()},
+                  {"precision", precision_name(*backend)},
                   {"frames", processed},
                   {"skipped_frames", skipped},
                   {"seconds", wall},

@@ -2,6 +2,7 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/fp16_storage_backend.h"
 
 #ifdef REPSHARE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -35,8 +36,8 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int threads,
   check(float_storage == DType::F32 || float_storage == DType::F16, ErrorKind::Argument,
         "float storage must be float32 or float16, got ", dtype_name(float_storage));
   if (name == "cpu") {
-    check(float_storage == DType::F32, ErrorKind::Unsupported,
-          "backend 'cpu' computes and stores float32 only; fp16 is a mode of --backend cuda");
+    if (float_storage == DType::F16)
+      return std::unique_ptr<Backend>(new Fp16StorageCpuBackend(threads));
     return std::unique_ptr<Backend>(new CpuBackend(threads));
   }
   if (name == "cuda") {

@@ -9,10 +9,10 @@
 namespace repshare {
 
 // "cpu" (threads <= 0: all cores) or "cuda" (threads ignored). float_storage F16
-// is fp16 mode (Backend::float_storage), a CUDA mode. Throws Error(Backend) when
+// is fp16 mode (Backend::float_storage): on CUDA fp16 kernels, on the CPU its
+// simulation (kernels/cpu/fp16_storage_backend.h). Throws Error(Backend) when
 // "cuda" is asked for and there is no usable GPU, or the binary was built without
-// the CUDA backend; Error(Unsupported) for fp16 on the CPU; Error(Argument) for
-// other names.
+// the CUDA backend; Error(Argument) for other names.
 std::unique_ptr<Backend> make_backend(const std::string& name, int threads = 0,
                                       DType float_storage = DType::F32);
 

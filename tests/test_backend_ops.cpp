@@ -3,7 +3,7 @@
 // backend, and the outputs must agree to a normalized error
 // ||cuda - cpu|| / ||cpu||. Without a GPU (or a CUDA build) the comparisons skip.
 // In fp16 mode (float tensors stored as fp16) the reference is the CPU's kernels
-// in the same storage (tests/fp16_storage_backend.h), so that both sides start
+// in the same storage (kernels/cpu/fp16_storage_backend.h), so that both sides start
 // from the same rounded inputs; on the CPU alone, that reference is checked
 // against fp32 for every case.
 //
@@ -25,7 +25,7 @@
 #include "engine/error.h"
 #include "engine/half.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "tests/fp16_storage_backend.h"
+#include "kernels/cpu/fp16_storage_backend.h"
 
 #ifdef REPSHARE_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"

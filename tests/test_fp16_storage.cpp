@@ -16,9 +16,9 @@
 #include "engine/half.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/fp16_storage_backend.h"
 #include "merge/sharing.h"
 #include "tests/exported_models.h"
-#include "tests/fp16_storage_backend.h"
 #include "tests/toy_model.h"
 
 namespace repshare {
@@ -128,14 +128,23 @@ TEST(Fp16Storage, ReceiverSuffixRunsOnADonorStageInFloat16) {
   EXPECT_EQ(weights.records().size(), 3u);  // shared fp16 weights are stored once
 }
 
-TEST(Fp16Storage, CpuBackendRefusesFp16Mode) {
-  try {
-    make_backend("cpu", 1, DType::F16);
-    FAIL() << "the CPU backend has no fp16 mode";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
-    EXPECT_NE(std::string(e.what()).find("fp16"), std::string::npos) << e.what();
-  }
+// `--backend cpu --precision fp16` is the simulation; its fp32 scratch grows in
+// the first run and is reused after (nothing allocated in later runs).
+TEST(Fp16Storage, CpuFp16IsTheSimulationAndStopsGrowingAfterOneRun) {
+  std::unique_ptr<Backend> be = make_backend("cpu", 1, DType::F16);
+  EXPECT_EQ(be->float_storage(), DType::F16);
+  EXPECT_EQ(be->name(), "cpu");
+  Model m = toy();
+  Session s(m, *be, {"logits"});
+  auto scratch = [&] { return be->overhead().at(0).bytes; };
+  EXPECT_EQ(scratch(), 0u);
+  fill(s.host_input(), s.input_shape().numel(), 3);
+  s.run();
+  const size_t after_one = scratch();
+  EXPECT_GT(after_one, 0u);
+  s.run();
+  s.run();
+  EXPECT_EQ(scratch(), after_one);
 }
 
 // Whole exported models (scripts/make_parity_models.sh, scripts/fetch_models.sh),
