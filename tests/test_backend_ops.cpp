@@ -760,6 +760,8 @@ std::vector<OpCase> all_cases() {
   // batch 2, odd sizes), and a dense conv through the same entry point.
   c.push_back(conv_residual_case("pointwise_n2", conv(2, 37, 13, 11, 19, 1, 1, 1, none)));
   c.push_back(conv_residual_case("dense3", with_pads(conv(1, 5, 9, 11, 7, 3, 1, 1, none), 1, 1, 1, 1)));
+  c.push_back(conv_residual_case("depthwise3",
+                                 with_pads(conv(1, 13, 9, 11, 13, 3, 1, 13, none), 1, 1, 1, 1)));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
   rect.kh = 3;
   rect.kw = 5;

@@ -3,6 +3,8 @@
 //   Y_g[Cout_g, Ho*Wo] = W_g[Cout_g, Cin_g*KH*KW] . X_g[Cin_g*KH*KW, Ho*Wo]
 // where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
+// conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
+// instead of a separate elementwise add.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
@@ -54,7 +56,8 @@ bool reads_input_directly(const Conv2dParams& p) {
 template <typename T>
 __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restrict__ x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
-                                      T* __restrict__ y, int total) {
+                                      const T* __restrict__ residual, T* __restrict__ y,
+                                      int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int ox = i % p.w_out;
@@ -75,7 +78,8 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
       s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
     }
   }
-  y[i] = cuda::stored<T>(apply_activation(act, s));
+  const float r = residual ? cuda::as_float(residual[i]) : 0.f;
+  y[i] = cuda::stored<T>(apply_activation(act, s) + r);
 }
 
 // col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
@@ -95,14 +99,16 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
                                                         : cuda::stored<T>(0.f);
 }
 
-// y[n, c, :] = act(y + bias[c]) in place after the GEMM.
+// y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM.
 template <typename T>
-__global__ void bias_activation_kernel(Activation act, const T* __restrict__ bias, T* y,
-                                       int channels, int inner, int total) {
+__global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
+                                const T* __restrict__ residual, T* y, int channels, int inner,
+                                int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
-  y[i] = cuda::stored<T>(apply_activation(act, cuda::as_float(y[i]) + b));
+  const float r = residual ? cuda::as_float(residual[i]) : 0.f;
+  y[i] = cuda::stored<T>(apply_activation(act, cuda::as_float(y[i]) + b) + r);
 }
 
 #ifdef REPSHARE_WITH_CUDNN
@@ -130,6 +136,20 @@ size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
 
 void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                          const Tensor* bias, Tensor& y, void* workspace) {
+  conv2d_with_residual(p, x, w, bias, nullptr, y, workspace);
+}
+
+void CudaBackend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                  const Tensor* bias, const Tensor& residual, Tensor& y,
+                                  void* workspace) {
+  check(p.act.kind == ActKind::None, ErrorKind::Unsupported,
+        "conv2d_residual: the residual is added after the conv, so it takes no activation");
+  conv2d_with_residual(p, x, w, bias, &residual, y, workspace);
+}
+
+void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                       const Tensor* bias, const Tensor* residual, Tensor& y,
+                                       void* workspace) {
   const Conv32 q = conv32(p);
   check(p.groups >= 1 && p.c_in % p.groups == 0 && p.c_out % p.groups == 0, ErrorKind::Shape,
         "cuda conv2d: groups ", p.groups, " do not divide c_in ", p.c_in, " and c_out ", p.c_out);
@@ -138,9 +158,11 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
   cuda::with_storage(y.dtype, "conv2d", [&](auto tag) {
     using T = decltype(tag);
     const T* bias_data = bias ? cuda::data<T>(*bias) : nullptr;
+    const T* residual_data = residual ? cuda::data<T>(*residual) : nullptr;
     if (p.is_depthwise()) {
       depthwise_conv_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-          q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, cuda::data<T>(y), out_total);
+          q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
+          cuda::data<T>(y), out_total);
       after_launch("depthwise_conv_kernel");
       return;
     }
@@ -178,10 +200,11 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
                                    hw_out, static_cast<long long>(cout_g) * hw_out, groups);
       }
     }
-    if (bias_data || p.act.kind != ActKind::None) {
-      bias_activation_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-          p.act, bias_data, cuda::data<T>(y), q.c_out, q.h_out * q.w_out, out_total);
-      after_launch("bias_activation_kernel");
+    if (bias_data || residual_data || p.act.kind != ActKind::None) {
+      epilogue_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+          p.act, bias_data, residual_data, cuda::data<T>(y), q.c_out, q.h_out * q.w_out,
+          out_total);
+      after_launch("epilogue_kernel");
     }
   });
 }

@@ -62,6 +62,9 @@ class CudaBackend : public Backend {
 
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
+  // The residual is added in the conv's epilogue (or its depthwise kernel).
+  void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
+                       const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
   void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
                           const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
@@ -110,6 +113,9 @@ class CudaBackend : public Backend {
   void* cublas_workspace_ = nullptr;
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
+  void conv2d_with_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                            const Tensor* bias, const Tensor* residual, Tensor& y,
+                            void* workspace);
 #ifdef REPSHARE_WITH_CUDNN
   // Dense convolutions through cuDNN: the handle (its memory measured like
   // cuBLAS's) and one set-up per distinct convolution, made when the executor asks
