@@ -4,6 +4,7 @@
 // float_to_half rounds to nearest, ties to even, as CUDA's __float2half_rn does:
 // finite values of magnitude >= 65520 become infinity, NaN stays NaN (quiet, sign
 // and top payload bits kept), values below 2^-24 / 2 become signed zero.
+// half_to_float is exact; a NaN comes out quiet (as x86's F16C widens it).
 #pragma once
 
 #include <cstdint>
@@ -43,7 +44,7 @@ inline float half_to_float(uint16_t h) {
   uint32_t mantissa = h & 0x3ffu;
   uint32_t x;
   if (exponent == 0x1f) {
-    x = sign | 0x7f800000u | (mantissa << 13);
+    x = sign | 0x7f800000u | (mantissa ? 0x400000u | (mantissa << 13) : 0u);
   } else if (exponent != 0) {
     x = sign | ((exponent + 112) << 23) | (mantissa << 13);
   } else if (mantissa == 0) {

@@ -20,6 +20,11 @@ namespace cpu {
 void activation_span(const Activation& act, const float* x, float* y, int64_t n,
                      float bias = 0.f);
 
+// fp32 <-> fp16 over n values on up to `threads` threads, bit for bit
+// engine/half.h's float_to_half / half_to_float (vectorised with F16C on x86).
+void floats_to_halves(const float* in, uint16_t* out, int64_t n, int threads);
+void halves_to_floats(const uint16_t* in, float* out, int64_t n, int threads);
+
 // Sum of x[0, n) in the order of CpuBackend::reduce (ReduceSum / ReduceMean over
 // a contiguous run), so code that fuses a reduction gives the same bits.
 float sum_contiguous(const float* x, int64_t n);

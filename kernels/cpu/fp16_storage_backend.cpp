@@ -1,17 +1,15 @@
 #include "kernels/cpu/fp16_storage_backend.h"
 
 #include "engine/error.h"
-#include "engine/half.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace repshare {
 
 Fp16StorageCpuBackend::Widened::~Widened() {
   for (size_t k = 0; k < used_; ++k) {
     if (!narrow_to_[k]) continue;
-    const float* wide = views_[k].f32();
-    uint16_t* narrow = static_cast<uint16_t*>(narrow_to_[k]->data);
-    const int64_t n = views_[k].numel();
-    for (int64_t i = 0; i < n; ++i) narrow[i] = float_to_half(wide[i]);
+    cpu::floats_to_halves(views_[k].f32(), static_cast<uint16_t*>(narrow_to_[k]->data),
+                          views_[k].numel(), threads_);
   }
 }
 
@@ -22,8 +20,7 @@ Tensor& Fp16StorageCpuBackend::Widened::widen(const Tensor& t) {
   std::vector<float>& wide = scratch_[used_];
   const size_t n = static_cast<size_t>(t.numel());
   if (wide.size() < n) wide.resize(n);  // grows in the first run only
-  const uint16_t* narrow = static_cast<const uint16_t*>(t.data);
-  for (size_t i = 0; i < n; ++i) wide[i] = half_to_float(narrow[i]);
+  cpu::halves_to_floats(static_cast<const uint16_t*>(t.data), wide.data(), t.numel(), threads_);
   Tensor& view = views_[used_];
   view = t;
   view.dtype = DType::F32;
@@ -48,14 +45,14 @@ std::vector<BackendMemoryItem> Fp16StorageCpuBackend::overhead() const {
 
 void Fp16StorageCpuBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                    const Tensor* bias, Tensor& y, void* workspace) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::conv2d(p, c.in(x), c.in(w), c.in(bias), c.out(y), workspace);
 }
 
 void Fp16StorageCpuBackend::conv2d_residual(const Conv2dParams& p, const Tensor& x,
                                             const Tensor& w, const Tensor* bias,
                                             const Tensor& residual, Tensor& y, void* workspace) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::conv2d_residual(p, c.in(x), c.in(w), c.in(bias), c.in(residual), c.out(y),
                               workspace);
 }
@@ -63,7 +60,7 @@ void Fp16StorageCpuBackend::conv2d_residual(const Conv2dParams& p, const Tensor&
 void Fp16StorageCpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x,
                                                 const Tensor& w, const Tensor* bias, Tensor& y,
                                                 Tensor& mean, void* workspace) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::conv2d_channel_mean(p, c.in(x), c.in(w), c.in(bias), c.out(y), c.out(mean),
                                   workspace);
 }
@@ -73,67 +70,67 @@ void Fp16StorageCpuBackend::squeeze_excitation(const SqueezeExcitationParams& p,
                                                const Tensor* b_reduce, const Tensor& w_expand,
                                                const Tensor* b_expand, const Tensor& target,
                                                Tensor& y, void* workspace) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::squeeze_excitation(p, c.in(mean), c.in(w_reduce), c.in(b_reduce), c.in(w_expand),
                                  c.in(b_expand), c.in(target), c.out(y), workspace);
 }
 
 void Fp16StorageCpuBackend::activation(const Activation& a, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::activation(a, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::binary(const BroadcastParams& p, const Tensor& a, const Tensor& b,
                                    Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::binary(p, c.in(a), c.in(b), c.out(y));
 }
 
 void Fp16StorageCpuBackend::channel_affine(const ChannelAffineParams& p, const Tensor& x,
                                            const Tensor& scale, const Tensor& shift, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::channel_affine(p, c.in(x), c.in(scale), c.in(shift), c.out(y));
 }
 
 void Fp16StorageCpuBackend::pool2d(const Pool2dParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::pool2d(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::reduce(const ReduceParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::reduce(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b,
                                  const Tensor* bias, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::gemm(p, c.in(a), c.in(b), c.in(bias), c.out(y));
 }
 
 void Fp16StorageCpuBackend::resize(const ResizeParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::resize(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::strided_copy(const CopyParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::strided_copy(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::pad(const PadParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::pad(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::softmax(p, c.in(x), c.out(y));
 }
 
 void Fp16StorageCpuBackend::weighted_sum(const WeightedSumParams& p, const Tensor* const* xs,
                                          Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   const Tensor* wide[kMaxFusionInputs] = {};
   for (int i = 0; i < p.count && i < kMaxFusionInputs; ++i) wide[i] = &c.in(*xs[i]);
   CpuBackend::weighted_sum(p, wide, c.out(y));
@@ -141,7 +138,7 @@ void Fp16StorageCpuBackend::weighted_sum(const WeightedSumParams& p, const Tenso
 
 void Fp16StorageCpuBackend::channel_gather(const ChannelGatherParams& p, const Tensor& x,
                                            const Tensor& index, Tensor& y) {
-  Widened c(scratch_);
+  Widened c(scratch_, threads());
   CpuBackend::channel_gather(p, c.in(x), index, c.out(y));
 }
 

@@ -61,7 +61,8 @@ class Fp16StorageCpuBackend : public CpuBackend {
   // that may run in place still do.
   class Widened {
    public:
-    explicit Widened(std::vector<std::vector<float>>& scratch) : scratch_(scratch) {}
+    Widened(std::vector<std::vector<float>>& scratch, int threads)
+        : scratch_(scratch), threads_(threads) {}
     Widened(const Widened&) = delete;
     Widened& operator=(const Widened&) = delete;
     ~Widened();
@@ -72,6 +73,7 @@ class Fp16StorageCpuBackend : public CpuBackend {
    private:
     Tensor& widen(const Tensor& t);
     std::vector<std::vector<float>>& scratch_;
+    int threads_;
     std::array<Tensor, 8> views_;
     std::array<Tensor*, 8> narrow_to_;  // per view: the fp16 output it goes back to
     size_t used_ = 0;
