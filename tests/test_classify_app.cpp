@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -48,6 +49,45 @@ TEST(ClassifyCommand, RawTensorLogitsMatchTheFixtureReference) {
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want.f32()[i], 1e-4);
   std::remove(tensor.c_str());
   std::remove(logits.c_str());
+}
+
+// --precision fp16 on the CPU runs the fp16 simulation: logits near fp32's (fp16
+// keeps 11 significant bits) but not equal; an unknown precision is named.
+TEST(ClassifyCommand, Fp16PrecisionRunsTheSimulation) {
+  HostTensor in = load_tensor_pb(kFixtures + "tiny_tf_efficientnet/test_data_set_0/input_0.pb");
+  const std::string tensor = temp_path("input16.f32");
+  {
+    std::ofstream f(tensor, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(in.bytes.data()), in.bytes.size());
+  }
+  std::vector<float> logits[2];
+  const char* precisions[2] = {"fp32", "fp16"};
+  for (int k = 0; k < 2; ++k) {
+    const std::string out = temp_path(std::string("logits_") + precisions[k] + ".f32");
+    CommandResult r = run_repshare("classify --model " + kModel + " --tensor " + tensor +
+                                   " --logits-out " + out + " --precision " + precisions[k]);
+    ASSERT_EQ(r.status, 0) << r.output;
+    std::ifstream f(out, std::ios::binary);
+    f.seekg(0, std::ios::end);
+    logits[k].resize(static_cast<size_t>(f.tellg()) / sizeof(float));
+    f.seekg(0);
+    f.read(reinterpret_cast<char*>(logits[k].data()), logits[k].size() * sizeof(float));
+    std::remove(out.c_str());
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  ASSERT_FALSE(logits[0].empty());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < logits[0].size(); ++i) {
+    diff += (double(logits[1][i]) - logits[0][i]) * (double(logits[1][i]) - logits[0][i]);
+    norm += double(logits[0][i]) * logits[0][i];
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-2);
+  EXPECT_GT(diff, 0.0) << "fp16 storage changed nothing";
+  CommandResult bad = run_repshare("classify --model " + kModel + " --tensor " + tensor +
+                                   " --precision fp8");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--precision must be fp32 or fp16"), std::string::npos) << bad.output;
+  std::remove(tensor.c_str());
 }
 
 TEST(ClassifyCommand, ImagesGiveTopKWithProbabilities) {
