@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
+
+#include "engine/model.h"
 
 namespace repshare {
 
@@ -18,6 +21,14 @@ inline std::string exported_model(const std::string& name) {
   std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
   struct stat st;
   return ::stat(p.c_str(), &st) == 0 ? p : "";
+}
+
+// Every stage output of the model's stage map, then its task outputs.
+inline std::vector<std::string> stage_and_task_outputs(const Model& m) {
+  std::vector<std::string> names;
+  for (const auto& s : m.info.stages) names.push_back(s.tensor);
+  for (const auto& o : m.info.outputs) names.push_back(o);
+  return names;
 }
 
 // ||got - want|| / ||want|| over n values (the plain norm of got when want is 0).

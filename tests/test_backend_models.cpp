@@ -29,9 +29,7 @@ void compare_whole_model(const std::string& name, DType storage = DType::F32,
   const std::string path = exported_model(name);
   if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/fetch_models.sh)";
   Model m = load_model(path);
-  std::vector<std::string> wanted;
-  for (const auto& s : m.info.stages) wanted.push_back(s.tensor);
-  for (const auto& o : m.info.outputs) wanted.push_back(o);
+  const std::vector<std::string> wanted = stage_and_task_outputs(m);
   CpuBackend cpu;
   auto cuda = make_backend("cuda", 0, storage);
   Session a(m, cpu, wanted), b(m, *cuda, wanted);

@@ -159,9 +159,7 @@ void compare_model_in_fp16(const std::string& name, double bar) {
   const std::string path = exported_model(name);
   if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/make_parity_models.sh)";
   Model m = load_model(path);
-  std::vector<std::string> wanted;
-  for (const auto& s : m.info.stages) wanted.push_back(s.tensor);
-  for (const auto& o : m.info.outputs) wanted.push_back(o);
+  const std::vector<std::string> wanted = stage_and_task_outputs(m);
   CpuBackend cpu(0);
   Fp16StorageCpuBackend half(0);
   Session a(m, cpu, wanted), b(m, half, wanted);
