@@ -140,6 +140,10 @@ int cmd_bench(const CommandArgs& argv) {
   auto backend = backend_from_args(args);
   args.finish();
   check(runs > 0 && rounds > 0 && warmup >= 0, ErrorKind::Argument, "bad --runs/--rounds/--warmup");
+  // onnxruntime runs fp32 on the CPU: against the fp16 simulation the ratio would
+  // measure the simulation's conversions, not the engine.
+  check(!vs_ort || backend->float_storage() == DType::F32, ErrorKind::Argument,
+        "--vs-onnxruntime compares fp32 on the CPU; drop --precision fp16");
 
   Model model = load_model(model_path);
   // A detector's outputs stay where the network left them, as detect and run leave

@@ -67,6 +67,21 @@ TEST(BenchCommand, OnnxruntimeTimesTheSameImage) {
   std::remove(out.c_str());
 }
 
+// fp16: the JSON says so; against onnxruntime (fp32) the simulation is refused.
+TEST(BenchCommand, Fp16IsReportedAndNotComparedWithOnnxruntime) {
+  const std::string out = temp_path("fp16.json");
+  const std::string model = kFixtures + "tiny_tf_efficientnet/model.onnx";
+  CommandResult r = run_repshare("bench --model " + model +
+                                 " --precision fp16 --runs 2 --rounds 1 --json " + out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(read_json(out)["precision"], "fp16");
+  std::remove(out.c_str());
+  r = run_repshare("bench --model " + model + " --precision fp16 --vs-onnxruntime --json " + out);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("drop --precision fp16"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::ifstream(out).good());
+}
+
 TEST(BenchCommand, AnImageThatDoesNotDecodeIsNamedAndLeavesNoOutput) {
   const std::string bad = temp_path("bad.jpg"), out = temp_path("bad.json");
   std::ofstream(bad) << "this is not a JPEG";
