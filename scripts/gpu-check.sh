@@ -187,6 +187,10 @@ else
 fi
 # Whole models and a merged plan, CUDA vs CPU (models carried in models/).
 step models_cuda_vs_cpu 90 run_gtest models.xml --gtest_filter='BackendModels.*'
+# The experiment REPSHARE_CUDA_POINTWISE=fused (1x1 convs as one kernel with their
+# epilogue, conv2d.cu): the conv cases and whole models against the CPU.
+step backend_ops_fused_pw 90 env REPSHARE_CUDA_POINTWISE=fused bash -c \
+  'run_gtest backend_ops_fused_pw.xml --gtest_filter="All/BackendOps.*conv2d*:BackendModels.*"'
 unset REPSHARE_CUDA_SYNC
 
 # One inference of each whole model under memcheck (`bench` with one run and no warm-up).
@@ -216,6 +220,12 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   step "bench_repshare_fp16_$m" 90 "$build/repshare" bench --backend cuda --precision fp16 \
     --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_fp16_$m.json" \
     "${extra[@]}"
+  # The fused-pointwise experiment, timed beside the default in the same run.
+  for precision in fp32 fp16; do
+    step "bench_fused_pw_${precision}_$m" 60 env REPSHARE_CUDA_POINTWISE=fused \
+      "$build/repshare" bench --backend cuda --precision "$precision" --model "$models/$m.onnx" \
+      --runs 100 --rounds 3 --json "$bench_dir/repshare_fusedpw_${precision}_$m.json"
+  done
   # Where the time goes, step by step (each step synchronised: a few us of each is
   # the synchronisation), for the next round of kernel work.
   for precision in fp32 fp16; do
@@ -316,7 +326,8 @@ def gtest_summary(path):
     return s
 
 tests = {k: gtest_summary(os.path.join(out, f"{k}.xml"))
-         for k in ("backend_ops", "models", "all_tests", "backend_ops_cudnn")}
+         for k in ("backend_ops", "models", "backend_ops_fused_pw", "all_tests",
+                   "backend_ops_cudnn")}
 bench = {}
 for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
     try:
@@ -350,7 +361,8 @@ for name, b in bench.items():
         continue  # tabled below
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
-        md.append(f'| repshare {b.get("model")} {b.get("precision", "fp32")} (CUDA, {graph}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
+        variant = ", 1x1 convs fused (experiment)" if name.startswith("repshare_fusedpw_") else ""
+        md.append(f'| repshare {b.get("model")} {b.get("precision", "fp32")} (CUDA, {graph}{variant}) | {b.get("median_ms", 0):.3f} | {b.get("p90_ms", 0):.3f} |')
         if b.get("recording_error"):
             md.append(f'| (recording failed: {b["recording_error"][:120]}) | | |')
         if "with_postprocess_median_ms" in b:

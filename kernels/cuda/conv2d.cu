@@ -111,6 +111,65 @@ __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
   y[i] = cuda::stored<T>(apply_activation(act, cuda::as_float(y[i]) + b) + r);
 }
 
+// Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
+// an experiment until gpu-check has timed it against cuBLAS + epilogue): a 64 x 64
+// tile of Y[Cout, HWo] per block of 256 threads, 4 x 4 outputs per thread, K in
+// steps of 16 through shared memory (as float, whatever the storage), then bias,
+// activation and residual as the outputs are stored. blockIdx.z is the image.
+constexpr int kPwTile = 64, kPwStep = 16, kPwThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kPwThreads)
+    pointwise_conv_kernel(int m, int n, int k, Activation act, const T* __restrict__ w,
+                          const T* __restrict__ x, const T* __restrict__ bias,
+                          const T* __restrict__ residual, T* __restrict__ y) {
+  __shared__ float ws[kPwStep][kPwTile + 4];  // [k][row of Y]
+  __shared__ float xs[kPwStep][kPwTile + 4];  // [k][column of Y]
+  const size_t img_x = static_cast<size_t>(blockIdx.z) * k * n;
+  const size_t img_y = static_cast<size_t>(blockIdx.z) * m * n;
+  const int m0 = blockIdx.y * kPwTile, n0 = blockIdx.x * kPwTile;
+  const int tid = threadIdx.x;
+  const int tm = (tid / 16) * 4, tn = (tid % 16) * 4;
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  for (int k0 = 0; k0 < k; k0 += kPwStep) {
+    for (int e = tid; e < kPwTile * kPwStep; e += kPwThreads) {
+      // W: 16 consecutive k of a row per 16 threads; X: 64 consecutive columns.
+      const int row = e / kPwStep, wk = e % kPwStep;
+      const int gm = m0 + row, gk = k0 + wk;
+      ws[wk][row] = gm < m && gk < k ? cuda::as_float(w[static_cast<size_t>(gm) * k + gk]) : 0.f;
+      const int xk = e / kPwTile, col = e % kPwTile;
+      const int xgk = k0 + xk, gn = n0 + col;
+      xs[xk][col] =
+          xgk < k && gn < n ? cuda::as_float(x[img_x + static_cast<size_t>(xgk) * n + gn]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kPwStep; ++kk) {
+      float a[4], b[4];
+      for (int i = 0; i < 4; ++i) a[i] = ws[kk][tm + i];
+      for (int j = 0; j < 4; ++j) b[j] = xs[kk][tn + j];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int gm = m0 + tm + i;
+    if (gm >= m) break;
+    const float bv = bias ? cuda::as_float(bias[gm]) : 0.f;
+    for (int j = 0; j < 4; ++j) {
+      const int gn = n0 + tn + j;
+      if (gn >= n) break;
+      const size_t at = img_y + static_cast<size_t>(gm) * n + gn;
+      float v = apply_activation(act, acc[i][j] + bv);
+      if (residual) v += cuda::as_float(residual[at]);
+      y[at] = cuda::stored<T>(v);
+    }
+  }
+}
+
 #ifdef REPSHARE_WITH_CUDNN
 // cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric pads
 // (not TF "SAME" with stride 2, whose extra pad is at the end) that have no kernel
@@ -164,6 +223,17 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
           q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
           cuda::data<T>(y), out_total);
       after_launch("depthwise_conv_kernel");
+      return;
+    }
+    if (fused_pointwise_ && p.groups == 1 && reads_input_directly(p)) {
+      const int hw = q.h_out * q.w_out;
+      const dim3 grid(static_cast<unsigned>((hw + kPwTile - 1) / kPwTile),
+                      static_cast<unsigned>((q.c_out + kPwTile - 1) / kPwTile),
+                      static_cast<unsigned>(q.n));
+      pointwise_conv_kernel<T><<<grid, kPwThreads, 0, stream_>>>(
+          q.c_out, hw, q.c_in, p.act, cuda::data<T>(w), cuda::data<T>(x), bias_data,
+          residual_data, cuda::data<T>(y));
+      after_launch("pointwise_conv_kernel");
       return;
     }
 #ifdef REPSHARE_WITH_CUDNN

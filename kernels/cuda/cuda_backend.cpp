@@ -91,6 +91,8 @@ CudaBackend::CudaBackend(int device, DType float_storage)
 
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
   sync_each_launch_ = sync && std::strcmp(sync, "0") != 0;
+  const char* pointwise = std::getenv("REPSHARE_CUDA_POINTWISE");
+  fused_pointwise_ = pointwise && std::strcmp(pointwise, "fused") == 0;
 }
 
 // Destructors must not throw: failures here are reported, not raised.

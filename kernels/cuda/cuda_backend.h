@@ -126,6 +126,9 @@ class CudaBackend : public Backend {
   const CudnnConv& cudnn_conv(const Conv2dParams& p) const;
 #endif
   bool sync_each_launch_ = false;
+  // REPSHARE_CUDA_POINTWISE=fused: 1x1 convs by pointwise_conv_kernel (conv2d.cu),
+  // epilogue included, instead of cuBLAS then the epilogue kernel.
+  bool fused_pointwise_ = false;
   bool recording_ = true;
 };
 
