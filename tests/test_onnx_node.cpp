@@ -155,6 +155,26 @@ TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
   }
 }
 
+// A tensor inside the squeeze-excitation that must stay (a stage named there, say)
+// keeps the two convs as they are: the pass fuses only what nothing else reads.
+TEST(RepoFixtures, SqueezeExciteFusionLeavesKeptTensorsAlone) {
+  const std::string path =
+      std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/mbconv_se_s1_tfsame/model.onnx";
+  Graph g = load_onnx(path);
+  std::string hidden;
+  for (const Node& n : g.nodes)
+    if (n.name == "/se/conv_reduce/Conv") hidden = g.values[n.outputs[0]].name;
+  ASSERT_FALSE(hidden.empty()) << "the fixture's SE reduce conv is gone";
+  PassOptions keep;
+  keep.keep.insert(hidden);
+  const PassStats stats = prepare_graph(g, keep);
+  EXPECT_EQ(stats.squeeze_excitation, 0);
+  EXPECT_GE(g.find(hidden), 0);
+  int se = 0;
+  for (const Node& n : g.nodes) se += n.op_type == "SqueezeExcitation";
+  EXPECT_EQ(se, 0);
+}
+
 // Squeeze-excitation's pool is made by the depthwise conv as a second output: no
 // reduction node is left. (Equal to PyTorch fused and unfused: the test above.)
 TEST(RepoFixtures, SqueezeExcitePoolIsMadeByTheDepthwiseConv) {
