@@ -131,11 +131,7 @@ int cmd_mem(const CommandArgs& argv) {
     out["rss_construction"] = m.construction_rss;
     out["rss_allocate_and_run"] = m.allocate_and_run_rss;
     if (on_host) {
-      // What the backend holds beyond the report made before running: the fp16
-      // simulation's fp32 scratch, which grows during the measured run.
-      size_t grown = 0;
-      for (const BackendMemoryItem& o : backend->overhead()) grown += o.bytes;
-      grown -= std::min(grown, as_written.overhead_bytes());
+      const size_t grown = overhead_grown_since(as_written, *backend);
       out["backend_overhead_grown_in_run"] = grown;
       out["rss_vs_reported"] =
           static_cast<double>(m.allocate_and_run_rss) / (as_written.total() + grown) - 1.0;
@@ -208,15 +204,12 @@ int cmd_mem(const CommandArgs& argv) {
               format_bytes(loaders).c_str());
   if (out.contains("rss_vs_reported"))
     std::printf("measured on %s (%s plan, one 640x480 frame): process RSS grew by %s allocating "
-                "and running (reported %s%s, %+.1f%%), after %s building graphs and layers\n",
+                "and running (reported %s, %+.1f%%), after %s building graphs and layers\n",
                 backend->name().c_str(), merged ? "merged" : "separate",
                 format_bytes(out["rss_allocate_and_run"].get<double>()).c_str(),
-                format_bytes(as_written.total()).c_str(),
-                out["backend_overhead_grown_in_run"].get<size_t>() > 0
-                    ? (" + " + format_bytes(out["backend_overhead_grown_in_run"].get<double>()) +
-                       " the backend took while running")
-                          .c_str()
-                    : "",
+                describe_reported(as_written.total(),
+                                  out["backend_overhead_grown_in_run"].get<size_t>())
+                    .c_str(),
                 100.0 * out["rss_vs_reported"].get<double>(),
                 format_bytes(out["rss_construction"].get<double>()).c_str());
   if (out.contains("device_vs_reported"))

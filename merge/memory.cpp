@@ -132,6 +132,18 @@ size_t parse_byte_size(const std::string& s, const std::string& what) {
   return static_cast<size_t>(std::llround(value * scale));
 }
 
+size_t overhead_grown_since(const MemoryReport& r, const Backend& backend) {
+  size_t now = 0;
+  for (const BackendMemoryItem& o : backend.overhead()) now += o.bytes;
+  return now > r.overhead_bytes() ? now - r.overhead_bytes() : 0;
+}
+
+std::string describe_reported(size_t total, size_t grown) {
+  std::string s = format_bytes(total);
+  if (grown > 0) s += " + " + format_bytes(grown) + " the backend took while running";
+  return s;
+}
+
 std::string format_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;

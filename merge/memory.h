@@ -17,7 +17,7 @@
 
 namespace repshare {
 
-// Weights of one stage of a pipeline's model (params x 4 bytes, float32), and
+// Weights of one stage of a pipeline's model (params x the backend's float size), and
 // whether this pipeline loads them or takes that stage's output from a donor.
 struct StageWeights {
   std::string name;
@@ -68,6 +68,13 @@ struct MemoryReport {
 nlohmann::json to_json(const MemoryReport& r);
 // A table of the report, one line per pipeline and a total.
 std::string format_report(const MemoryReport& r);
+
+// What a backend's overhead() holds beyond the report's, made before running: the
+// fp16 simulation's fp32 scratch grows while it runs. A process's RSS growth is
+// compared with r.total() plus this; the report itself stays what the plan takes.
+size_t overhead_grown_since(const MemoryReport& r, const Backend& backend);
+// "TOTAL", or "TOTAL + GROWN the backend took while running" when GROWN > 0.
+std::string describe_reported(size_t total, size_t grown);
 
 // "4GiB", "512MiB", "1.5GB", "300k", "123" (bytes) -> bytes. Binary (Ki/Mi/Gi)
 // and decimal (k/M/G) units; Argument naming `what` otherwise.
