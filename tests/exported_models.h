@@ -15,10 +15,16 @@
 
 namespace repshare {
 
+// MODELS: $REPSHARE_MODELS, else the checkout's models/ (NAME.onnx, NAME.json and
+// parity/NAME/ with PyTorch's reference outputs).
+inline std::string models_dir() {
+  const char* dir = std::getenv("REPSHARE_MODELS");
+  return dir ? dir : std::string(REPSHARE_SOURCE_DIR) + "/models";
+}
+
 // MODELS/name.onnx, or "" when it is not there (the test then skips).
 inline std::string exported_model(const std::string& name) {
-  const char* dir = std::getenv("REPSHARE_MODELS");
-  std::string p = std::string(dir ? dir : REPSHARE_SOURCE_DIR "/models") + "/" + name + ".onnx";
+  std::string p = models_dir() + "/" + name + ".onnx";
   struct stat st;
   return ::stat(p.c_str(), &st) == 0 ? p : "";
 }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tests/cli_runner.h"
+#include "tests/exported_models.h"
 #include "engine/backend_registry.h"
 #include "engine/error.h"
 #include "loaders/image.h"
@@ -310,11 +311,6 @@ TEST_F(DetectCommand, EvalDetIsTheEvaluatorOnTheDetectorsOutput) {
 }
 
 // ---- D0 parity (needs scripts/make_parity_models.sh) ----
-
-std::string models_dir() {
-  const char* env = std::getenv("REPSHARE_MODELS");
-  return env ? env : kSource + "/models";
-}
 
 template <typename T>
 std::vector<T> read_raw(const std::string& path, size_t count) {

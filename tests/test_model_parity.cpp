@@ -37,15 +37,10 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/session.h"
+#include "tests/exported_models.h"
 
 namespace repshare {
 namespace {
-
-// Where scripts/make_parity_models.sh writes NAME.onnx and parity/NAME/.
-std::string models_dir() {
-  const char* env = std::getenv("REPSHARE_MODELS");
-  return env != nullptr ? env : std::string(REPSHARE_SOURCE_DIR) + "/models";
-}
 
 constexpr double kLogitsMaxAbsDiff = 1e-4;
 constexpr double kStageMaxRelativeDiff = 1e-4;
