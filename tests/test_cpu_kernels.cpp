@@ -183,21 +183,25 @@ std::vector<double> ref_conv(const Conv2dParams& p, const Vec& x, const Vec& w, 
   return y;
 }
 
-// Shapes the AVX-512 kernel takes (where the CPU has AVX-512: wide outputs): a
-// pointwise conv with odd Cout and width, a stem-like dense conv through im2col
-// (K = 27), a long K on a 16x16 map (N = 256 <= 192 needs K <= 192), with every
-// activation (some in registers, the rest on the stored tile) and with and
-// without bias.
+// Shapes the AVX-512 kernels take (where the CPU has AVX-512), with every
+// activation (some in registers, the rest on the stored tile) and with and without
+// bias. Packed tiles (wide outputs): a pointwise conv with odd Cout and width, a
+// stem-like dense conv through im2col (K = 27), K = 191 on a 16x16 map; their
+// widths leave last tiles of 27, 29, 17, 0 and 3 columns, their Couts last row
+// blocks of 5, 1, 4, 1 and 10 rows. Narrow (N < 256, or K > 192 below N = 768):
+// 14x14, 7x7, one pixel, 65 and 255 columns (a second tile of one column, a last
+// vector of 15 lanes), K = 300 on 16x16; Couts leave 1, 5, 2, 3, 1 and 4 rows of a
+// last block of 6.
 TEST(CpuKernels, Conv2dAvx512PathEveryActivation) {
   struct Shape4 {
     int64_t c_in, h, w, c_out, k, stride;
   };
-  // Widths leave last tiles of 27, 29, 17, 31, 4 and 1 columns (partial vectors).
-  // A 14x14 map has too few column tiles for 2 threads: they split the rows instead.
-  // Cout leaves last row blocks of every size class: 5, 1, 4, 1, 1 and 10 rows.
   const Shape4 shapes[] = {{64, 31, 37, 29, 1, 1},  {3, 70, 62, 13, 3, 2},
-                           {5, 41, 41, 40, 1, 1},   {191, 15, 17, 25, 1, 1},
-                           {100, 14, 14, 37, 1, 1}, {7, 33, 35, 22, 1, 1}};
+                           {5, 41, 41, 40, 1, 1},   {191, 16, 16, 25, 1, 1},
+                           {7, 33, 35, 22, 1, 1},   {100, 14, 14, 37, 1, 1},
+                           {320, 7, 7, 41, 1, 1},   {13, 1, 1, 8, 1, 1},
+                           {40, 5, 13, 15, 1, 1},   {191, 15, 17, 25, 1, 1},
+                           {300, 16, 16, 10, 1, 1}};
   int seed = 0;
   for (const Shape4& s : shapes) {
     for (const Activation& act : real_line_activations()) {

@@ -1,7 +1,8 @@
 // Convolution, three ways:
 //  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
 //    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
-//    (where the CPU has AVX-512 and the map is wide: cpu::avx512_sgemm);
+//    (cpu::avx512_sgemm where the CPU has AVX-512, else OpenBLAS and a second
+//    pass);
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops (AVX-512 for rows 9-16
 //    wide, and 17-32 wide with 5x5 kernels, where the CPU has it) over a
 //    zero-padded copy of each input plane, so the inner loops need no bounds
@@ -112,9 +113,9 @@ int64_t im2col_floats(const Conv2dParams& p) {
   return p.c_in / p.groups * p.kh * p.kw * p.h_out * p.w_out;
 }
 
-// Whether each group's product goes to the AVX-512 kernel (cpu::avx512_sgemm:
-// wide outputs, fused bias and activation) instead of OpenBLAS. Its scratch
-// (packed weights and B panels) follows the im2col buffer in the workspace.
+// Whether each group's product goes to the AVX-512 kernels (cpu::avx512_sgemm,
+// bias and activation fused) instead of OpenBLAS. Their scratch (on wide maps,
+// packed weights and B panels) follows the im2col buffer in the workspace.
 bool uses_avx512_sgemm(const Conv2dParams& p) {
   return cpu::avx512_sgemm_applies(p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw,
                                     p.h_out * p.w_out);

@@ -1,13 +1,15 @@
 // C = act(A B + bias) with AVX-512 where the CPU has it, for the products of
-// EfficientNet's convolutions on wide maps: 1x1 convs (A the weights, B the input
-// [Cin, H*W]) and the stem after im2col. A 12 x 32 tile of C stays in 24
-// registers over the whole of K, and bias and activation are applied before the
-// one store, where OpenBLAS's result takes a second pass for them. B is packed a
-// chunk of columns at a time into contiguous 32-wide tiles, sized to stay in L2
-// while every row block passes over it; row block by row block, so C is written
-// in long runs. Against the OpenBLAS path on B0's and D0's 1x1 shapes (2 threads,
-// docs/results/cpu_speed.md): 1.1-1.9x at N >= 768, slower on 7x7 maps (hence
-// avx512_sgemm_applies).
+// EfficientNet's convolutions: 1x1 convs (A the weights, B the input [Cin, H*W])
+// and dense convs after im2col. Bias and activation are applied before the one
+// store, where OpenBLAS's result takes a second pass for them. Two kernels:
+//  - wide maps (uses_packed_tiles): a 12 x 32 tile of C stays in 24 registers
+//    over the whole of K; B is packed a chunk of columns at a time into contiguous
+//    32-wide tiles, sized to stay in L2 while every row block passes over it; row
+//    block by row block, so C is written in long runs;
+//  - narrow maps (14x14 and below): a 6 x 64 tile, A and B read in place.
+// Against OpenBLAS and its epilogue on B0's, Lite0's and D0's 1x1 shapes (2
+// threads, docs/results/cpu_speed.md): 1.1-1.9x at N >= 768 (packed), 1.05-2x
+// below (narrow).
 #include <omp.h>
 
 #include <algorithm>
@@ -197,6 +199,94 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
     }
   }
 }
+
+// Narrow maps (14x14 and below): A and B are read where they are, nothing is
+// packed. A 6 x 64 tile of C stays in 24 registers; each k broadcasts one weight
+// per row straight from A's rows and loads 64 columns of B's row k (masked past
+// n). Packing costs most where the map is narrow: each weight is copied for only
+// N (49 on a 7x7 map) multiply-adds, and the copy reads the weights from memory
+// (Lite0's head has 1.6 MB of them; a whole inference's do not stay in cache) in
+// a pass with no arithmetic to hide it. Rows past m reuse row m - 1 and are never
+// stored.
+constexpr int kNarrowRows = 6;
+constexpr int64_t kNarrowCols = 64;
+
+template <ActKind K, int Vectors>
+REPSHARE_AVX512 inline void narrow_tile(int64_t k_len, int64_t n, const float* const* a_rows,
+                                        const float* b, const float* bias, const Activation& act,
+                                        const float* residual, int rows, __mmask16 last,
+                                        float* c) {
+  __m512 acc[kNarrowRows][Vectors];
+#pragma GCC unroll 6
+  for (int i = 0; i < kNarrowRows; ++i) {
+    const __m512 start = _mm512_set1_ps(bias && i < rows ? bias[i] : 0.f);
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) acc[i][v] = start;
+  }
+  for (int64_t k = 0; k < k_len; ++k) {
+    const float* brow = b + k * n;
+    __m512 bv[Vectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v)
+      bv[v] = v + 1 < Vectors ? _mm512_loadu_ps(brow + 16 * v)
+                              : _mm512_maskz_loadu_ps(last, brow + 16 * v);
+#pragma GCC unroll 6
+    for (int i = 0; i < kNarrowRows; ++i) {
+      const __m512 w = _mm512_set1_ps(a_rows[i][k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < Vectors; ++v) acc[i][v] = _mm512_fmadd_ps(w, bv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < kNarrowRows; ++i) {
+    if (i >= rows) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) {
+      const __mmask16 mask = v + 1 < Vectors ? __mmask16(0xffff) : last;
+      __m512 out = avx512::act<K>(acc[i][v], act);
+      if (residual) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, residual + i * n + 16 * v));
+      _mm512_mask_storeu_ps(c + i * n + 16 * v, mask, out);
+    }
+  }
+}
+
+// Row blocks shared out between the threads; each runs across all of C's columns,
+// so its 6 rows of A come from memory once and B stays in the thread's L2.
+template <ActKind K>
+REPSHARE_AVX512 void run_narrow(int threads, int64_t m, int64_t k, int64_t n, const float* a,
+                                const float* b, const float* bias, const Activation& act,
+                                const float* residual, float* c) {
+  const int64_t row_blocks = (m + kNarrowRows - 1) / kNarrowRows;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < row_blocks; ++r) {
+    const int64_t m0 = r * kNarrowRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kNarrowRows, m - m0));
+    const float* a_rows[kNarrowRows];
+    for (int i = 0; i < kNarrowRows; ++i) a_rows[i] = a + (m0 + std::min(i, rows - 1)) * k;
+    const float* bias_block = bias ? bias + m0 : nullptr;
+    for (int64_t col = 0; col < n; col += kNarrowCols) {
+      const int64_t left = std::min(kNarrowCols, n - col);
+      const __mmask16 last = lanes(left - (left - 1) / 16 * 16);
+      const float* residual_tile = residual ? residual + m0 * n + col : nullptr;
+      float* c_tile = c + m0 * n + col;
+      switch ((left + 15) / 16) {
+        case 4:
+          narrow_tile<K, 4>(k, n, a_rows, b + col, bias_block, act, residual_tile, rows, last, c_tile);
+          break;
+        case 3:
+          narrow_tile<K, 3>(k, n, a_rows, b + col, bias_block, act, residual_tile, rows, last, c_tile);
+          break;
+        case 2:
+          narrow_tile<K, 2>(k, n, a_rows, b + col, bias_block, act, residual_tile, rows, last, c_tile);
+          break;
+        default:
+          narrow_tile<K, 1>(k, n, a_rows, b + col, bias_block, act, residual_tile, rows, last, c_tile);
+      }
+    }
+    if (!avx512::has_vector_form(act.kind))
+      for (int i = 0; i < rows; ++i) activation_span(act, c + (m0 + i) * n, c + (m0 + i) * n, n);
+  }
+}
 #endif
 
 }  // namespace
@@ -216,23 +306,32 @@ bool has_avx512() {
 
 void allow_avx512(bool on) { avx512_allowed.store(on, std::memory_order_relaxed); }
 
+namespace {
+// Where the packed tiles beat OpenBLAS on B0's and D0's 1x1 shapes
+// (docs/results/cpu_speed.md): every K at N >= 768 (28x28 maps and up), K <= 192
+// at N >= 256. The narrow kernel beat both below that (14x14 maps and smaller: 0.5-0.95x
+// the time of OpenBLAS and its epilogue, 0.8-0.9x the packed tiles at N = 196).
+bool uses_packed_tiles(int64_t k, int64_t n) {
+  return k <= 2048 && (n >= 768 || (n >= 256 && k <= 192));
+}
+}  // namespace
+
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 #if defined(__x86_64__)
-  // Where it beat OpenBLAS on B0's and D0's 1x1 shapes (docs/results/cpu_speed.md):
-  // every K at N >= 768 (28x28 maps and up), K <= 192 at N >= 192. On 7x7 maps
-  // (N = 49) a 32-wide tile wastes a third of its lanes and OpenBLAS wins.
-  return has_avx512() && m >= 1 && k >= 1 && k <= 2048 &&
-         (n >= 768 || (n >= 192 && k <= 192));
+  return has_avx512() && m >= 1 && k >= 1 && n >= 1;
 #else
+  (void)m, (void)k, (void)n;
   return false;
 #endif
 }
 
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n) {
+  if (!uses_packed_tiles(k, n)) return 0;
   const int64_t a = (m + kTileRows - 1) / kTileRows * kTileRows * k;
 #if defined(__x86_64__)
   return a + threads * k * split_for(threads, k, n).max_chunk_cols;
 #else
+  (void)n;
   return a;
 #endif
 }
@@ -245,10 +344,16 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
         "x", n, " is not a shape it handles (or the CPU has no AVX-512)");
   check(!residual || act.kind == ActKind::None, ErrorKind::Unsupported,
         "avx512 sgemm: a residual is added to outputs without an activation only");
+  // Activations without a 16-lane form run as None, then on the stored tiles.
+  if (!uses_packed_tiles(k, n)) {
+    avx512::with_vector_form(act, [&](auto kind) {
+      run_narrow<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c);
+    });
+    return;
+  }
   // A in panels of 12 rows (pack_row_block), then the B panels of each thread.
   float* packed = scratch;
   float* panels = scratch + (m + kTileRows - 1) / kTileRows * kTileRows * k;
-  // Activations without a 16-lane form run as None, then on the stored tiles.
   avx512::with_vector_form(act, [&](auto kind) {
     run_tiles<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c, packed,
                                      panels);
