@@ -1,9 +1,12 @@
 #include "apps/app_util.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -76,6 +79,27 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     std::remove(tmp.c_str());
     fail(ErrorKind::Io, "cannot rename '", tmp, "' to '", path, "'");
   }
+}
+
+void check_can_write(const std::string& path) {
+  if (path.empty()) return;
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    check(!S_ISDIR(st.st_mode), ErrorKind::Io, "'", path, "' is a folder, not a file");
+    return;  // a device or pipe, written in place
+  }
+  // The file the writers create first; made and removed again here, or, left over
+  // from an earlier run, only checked.
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return;
+  }
+  const int err = errno;
+  check(err == EEXIST && ::access(tmp.c_str(), W_OK) == 0, ErrorKind::Io, "cannot write '", path,
+        "': ", std::strerror(err));
 }
 
 std::vector<float> read_floats(const std::string& path, size_t count) {

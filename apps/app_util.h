@@ -28,6 +28,10 @@ std::vector<std::string> load_class_names(const std::string& path);
 // Writes `bytes` to path.tmp then renames it over path, so a failure never leaves
 // a partial file. Throws Io naming the path.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// Throws Io naming the path unless write_file_atomic (or write_png) could create
+// it now: commands call it on their output paths before any work, so a missing
+// folder is reported at once, not after an hour of video. Empty: nothing to check.
+void check_can_write(const std::string& path);
 // Reads a raw float32 file, checking it holds exactly `count` values.
 std::vector<float> read_floats(const std::string& path, size_t count);
 

@@ -139,6 +139,7 @@ int cmd_bench(const CommandArgs& argv) {
   const std::string json_out = args.get("json"), image_path = args.get("image");
   auto backend = backend_from_args(args);
   args.finish();
+  check_can_write(json_out);
   check(runs > 0 && rounds > 0 && warmup >= 0, ErrorKind::Argument, "bad --runs/--rounds/--warmup");
   // onnxruntime runs fp32 on the CPU: against the fp16 simulation the ratio would
   // measure the simulation's conversions, not the engine.

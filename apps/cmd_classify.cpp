@@ -32,6 +32,7 @@ int cmd_classify(const CommandArgs& argv) {
   const bool json = args.flag("json");
   auto backend = backend_from_args(args);
   args.finish();
+  check_can_write(logits_out);
   const auto& images = args.positionals();
   check(!images.empty() || !tensor_path.empty(), ErrorKind::Argument,
         "give images or --tensor FILE");

@@ -68,6 +68,14 @@ int cmd_detect(const CommandArgs& argv) {
         "give either --draw or --draw-dir, not both");
   check(draw_out.empty() || images.size() == 1, ErrorKind::Argument, "--draw takes one image (",
         images.size(), " given); use --draw-dir for several");
+  check_can_write(json_out);
+  check_can_write(draw_out);
+  if (!draw_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(draw_dir, error);
+    check(std::filesystem::is_directory(draw_dir), ErrorKind::Io, "cannot create folder '",
+          draw_dir, "'", error ? ": " + error.message() : std::string());
+  }
 
   const Model model = load_model(model_path);
   DetectionConfig config = detection_config_for(model.info);
@@ -105,7 +113,6 @@ int cmd_detect(const CommandArgs& argv) {
   if (!json_out.empty()) write_file_atomic(json_out, all.dump(1) + "\n");
   if (!draw_out.empty()) draw_detections(results[0], score_threshold, draw_out);
   if (!draw_dir.empty()) {
-    std::filesystem::create_directories(draw_dir);
     for (const ImageDetections& r : results) {
       const std::string name = std::filesystem::path(r.path).stem().string() + ".png";
       draw_detections(r, score_threshold, (std::filesystem::path(draw_dir) / name).string());

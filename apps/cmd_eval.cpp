@@ -31,6 +31,8 @@ int cmd_eval(const CommandArgs& argv) {
   const std::string predictions_out = args.get("predictions");
   auto backend = backend_from_args(args);
   args.finish();
+  check_can_write(json_out);
+  check_can_write(predictions_out);
 
   Model model = load_model(model_path);
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,

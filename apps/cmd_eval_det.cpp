@@ -52,6 +52,8 @@ int cmd_eval_det(const CommandArgs& argv) {
   const std::string detections_out = args.get("detections");
   auto backend = backend_from_args(args);
   args.finish();
+  check_can_write(json_out);
+  check_can_write(detections_out);
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
 
   CocoGroundTruth gt = load_yolo_ground_truth(data_dir);

@@ -109,6 +109,8 @@ int cmd_run(const CommandArgs& argv) {
   for (const std::string& f : {out_path, summary_path})
     check(f.empty() || !fs::exists(f) || fs::is_regular_file(f), ErrorKind::Argument, "'", f,
           "' is not a regular file; --out and --summary write files (omit --out for stdout)");
+  check_can_write(out_path);
+  check_can_write(summary_path);
 
   FrameSource frames(args.positionals(), static_cast<size_t>(limit));
   Plan plan;
