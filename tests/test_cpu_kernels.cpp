@@ -188,7 +188,8 @@ std::vector<double> ref_conv(const Conv2dParams& p, const Vec& x, const Vec& w, 
 // bias. Packed tiles (wide outputs): a pointwise conv with odd Cout and width, a
 // stem-like dense conv through im2col (K = 27), K = 191 on a 16x16 map; their
 // widths leave last tiles of 27, 29, 17, 0 and 3 columns, their Couts last row
-// blocks of 5, 1, 4, 1 and 10 rows. Narrow (N < 256, or K > 192 below N = 768):
+// blocks of 5, 1, 4, 1 and 10 rows. Narrow (N < 256, or K > 192 below N = 768,
+// with K x N <= 256 Ki):
 // 14x14, 7x7, one pixel, 65 and 255 columns (a second tile of one column, a last
 // vector of 15 lanes), K = 300 on 16x16; Couts leave 1, 5, 2, 3, 1 and 4 rows of a
 // last block of 6.

@@ -6,7 +6,9 @@
 //    over the whole of K; B is packed a chunk of columns at a time into contiguous
 //    32-wide tiles, sized to stay in L2 while every row block passes over it; row
 //    block by row block, so C is written in long runs;
-//  - narrow maps (14x14 and below): a 6 x 64 tile, A and B read in place.
+//  - narrow maps (14x14 and below; uses_narrow_tiles): a 6 x 64 tile, A and B
+//    read in place.
+// Other shapes (large K on 16x16 to 27x27 maps) stay with OpenBLAS.
 // Against OpenBLAS and its epilogue on B0's, Lite0's and D0's 1x1 shapes (2
 // threads, docs/results/cpu_speed.md): 1.1-1.9x at N >= 768 (packed), 1.05-2x
 // below (narrow).
@@ -309,16 +311,23 @@ void allow_avx512(bool on) { avx512_allowed.store(on, std::memory_order_relaxed)
 namespace {
 // Where the packed tiles beat OpenBLAS on B0's and D0's 1x1 shapes
 // (docs/results/cpu_speed.md): every K at N >= 768 (28x28 maps and up), K <= 192
-// at N >= 256. The narrow kernel beat both below that (14x14 maps and smaller: 0.5-0.95x
-// the time of OpenBLAS and its epilogue, 0.8-0.9x the packed tiles at N = 196).
+// at N >= 256.
 bool uses_packed_tiles(int64_t k, int64_t n) {
   return k <= 2048 && (n >= 768 || (n >= 256 && k <= 192));
+}
+// The narrow kernel beat both below that (14x14 maps and smaller: 0.5-0.95x the
+// time of OpenBLAS and its epilogue, 0.8-0.9x the packed tiles at N = 196) while
+// B fits in 1 MiB: every row block reads all of it, from L2 only while it stays
+// there (D0's 1152 -> 320 conv on 16x16, B 1.1 MiB, took 1.33x OpenBLAS's time).
+bool uses_narrow_tiles(int64_t k, int64_t n) {
+  return !uses_packed_tiles(k, n) && k * n <= 256 * 1024;
 }
 }  // namespace
 
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 #if defined(__x86_64__)
-  return has_avx512() && m >= 1 && k >= 1 && n >= 1;
+  return has_avx512() && m >= 1 && k >= 1 && n >= 1 &&
+         (uses_packed_tiles(k, n) || uses_narrow_tiles(k, n));
 #else
   (void)m, (void)k, (void)n;
   return false;
@@ -345,7 +354,7 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
   check(!residual || act.kind == ActKind::None, ErrorKind::Unsupported,
         "avx512 sgemm: a residual is added to outputs without an activation only");
   // Activations without a 16-lane form run as None, then on the stored tiles.
-  if (!uses_packed_tiles(k, n)) {
+  if (uses_narrow_tiles(k, n)) {
     avx512::with_vector_form(act, [&](auto kind) {
       run_narrow<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c);
     });
