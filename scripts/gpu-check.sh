@@ -227,12 +227,19 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
       --runs 100 --rounds 3 --json "$bench_dir/repshare_fusedpw_${precision}_$m.json"
   done
   # Where the time goes, step by step (each step synchronised: a few us of each is
-  # the synchronisation), for the next round of kernel work.
+  # the synchronisation), for the next round of kernel work. The JSON keeps every
+  # step (the report lists the 15 slowest); D0 in fp16 (its 1 ms target) is also
+  # profiled with the fused 1x1 convs, so each conv's two variants can be compared
+  # shape by shape.
   for precision in fp32 fp16; do
     step "profile_${precision}_$m" 60 "$build/repshare" bench --backend cuda \
       --precision "$precision" --model "$models/$m.onnx" --runs 20 --rounds 1 --profile \
-      --profile-steps 15 --json "$bench_dir/profile_${precision}_$m.json"
+      --profile-steps 1000 --json "$bench_dir/profile_${precision}_$m.json"
   done
+  [ "$m" = tf_efficientdet_d0_rand0 ] &&
+    step "profile_fusedpw_fp16_$m" 60 env REPSHARE_CUDA_POINTWISE=fused "$build/repshare" bench \
+      --backend cuda --precision fp16 --model "$models/$m.onnx" --runs 20 --rounds 1 --profile \
+      --profile-steps 1000 --json "$bench_dir/profile_fusedpw_fp16_$m.json"
 done
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
@@ -376,13 +383,14 @@ for name, b in bench.items():
 for name, b in bench.items():
     if not name.startswith("profile_") or "profile_kind_ms" not in b:
         continue
-    md += ["", f'## Profile: {b.get("model")} {b.get("precision")} ({b.get("profile_steps")} steps, '
+    variant = ", 1x1 convs fused (experiment)" if name.startswith("profile_fusedpw_") else ""
+    md += ["", f'## Profile: {b.get("model")} {b.get("precision")}{variant} ({b.get("profile_steps")} steps, '
                f'{b.get("profile_total_ms", 0):.3f} ms synchronised per step)', "",
            "| kind | ms per run |", "| --- | --- |"]
     for kind, ms in sorted(b["profile_kind_ms"].items(), key=lambda kv: -kv[1])[:12]:
         md.append(f"| {kind} | {ms:.3f} |")
     md += ["", "Slowest steps:", ""]
-    md += [f'- {s["ms"]:.3f} ms {s["step"]}' for s in b.get("profile_slowest_steps", [])]
+    md += [f'- {s["ms"]:.3f} ms {s["step"]}' for s in b.get("profile_slowest_steps", [])[:15]]
 def mib(x):
     return f"{x / 2**20:.2f} MiB"
 for name, b in bench.items():
