@@ -76,6 +76,7 @@ class Resampler {
  private:
   Axis horizontal_, vertical_;
   std::vector<int> nearest_x_, nearest_y_;
+  std::vector<int32_t> sums_;  // the vertical pass's row of sums
   Image temp_;
 };
 
