@@ -252,14 +252,15 @@ REPSHARE_AVX512 inline void narrow_tile(int64_t k_len, int64_t n, const float* c
   }
 }
 
-// Row blocks shared out between the threads; each runs across all of C's columns,
-// so its 6 rows of A come from memory once and B stays in the thread's L2.
+// Row blocks shared out between the threads (on one thread where waking the others
+// would cost more than the product); each runs across all of C's columns, so its
+// 6 rows of A come from memory once and B stays in the thread's L2.
 template <ActKind K>
 REPSHARE_AVX512 void run_narrow(int threads, int64_t m, int64_t k, int64_t n, const float* a,
                                 const float* b, const float* bias, const Activation& act,
                                 const float* residual, float* c) {
   const int64_t row_blocks = (m + kNarrowRows - 1) / kNarrowRows;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (m * n * k >= kMinParallelWork)
   for (int64_t r = 0; r < row_blocks; ++r) {
     const int64_t m0 = r * kNarrowRows;
     const int rows = static_cast<int>(std::min<int64_t>(kNarrowRows, m - m0));
