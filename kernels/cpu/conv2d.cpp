@@ -459,51 +459,58 @@ REPSHARE_AVX512 inline void channels16_pixels(const Conv2dParams& p, const float
                               cpu::avx512::act<A>(_mm512_add_ps(acc[i], zero), p.act), 4);
 }
 
+// One block of 16 channels of one image: gathered into the padded buffer, convolved
+// pixel by pixel, scattered back (and averaged per plane where `mean` is asked).
 template <int K, int S, ActKind A>
-REPSHARE_AVX512 void depthwise_channels16(const Conv2dParams& p, const float* x, const float* w,
-                                          const float* bias, float* y, float* mean, float* ws,
-                                          int threads) {
+REPSHARE_AVX512 void channels16_block(const Conv2dParams& p, const float* x, const float* w,
+                                      const float* bias, float* y, float* mean, float* buf,
+                                      int64_t img, int64_t c0) {
   const int64_t cols = padded_extent(p).cols;
-  const int64_t buf_floats = channels16_floats(p);
   const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
-  const int64_t blocks = (p.c_in + 15) / 16;
-  const float norm = 1.f / static_cast<float>(hw_out);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   // Lane c reads and writes plane c of the block: these are the planes' strides.
   const __m512i in_stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(hw_in)));
   const __m512i out_stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(hw_out)));
   const __m512i w_stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(K * K));
   const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 m = cpu::avx512::lanes(p.c_in - c0);
+  const float* xb = x + (img * p.c_in + c0) * hw_in;
+  for (int64_t iy = 0; iy < p.h; ++iy)
+    for (int64_t ix = 0; ix < p.w; ++ix)
+      _mm512_storeu_ps(buf + ((p.pad_top + iy) * cols + p.pad_left + ix) * 16,
+                       _mm512_mask_i32gather_ps(zero, m, in_stride, xb + iy * p.w + ix, 4));
+  __m512 wk[K * K];
+  for (int t = 0; t < K * K; ++t)
+    wk[t] = _mm512_mask_i32gather_ps(zero, m, w_stride, w + c0 * K * K + t, 4);
+  const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : zero;
+  float* yb = y + (img * p.c_out + c0) * hw_out;
+  int64_t q = 0;
+  for (; q + 4 <= hw_out; q += 4)
+    channels16_pixels<K, S, A, 4>(p, buf, cols, wk, b, m, out_stride, q, yb);
+  for (; q < hw_out; ++q)
+    channels16_pixels<K, S, A, 1>(p, buf, cols, wk, b, m, out_stride, q, yb);
+  const float norm = 1.f / static_cast<float>(hw_out);
+  for (int64_t c = 0; c < std::min<int64_t>(16, p.c_in - c0); ++c) {
+    float* out = yb + c * hw_out;
+    if (!cpu::avx512::has_vector_form(p.act.kind)) cpu::activation_span(p.act, out, out, hw_out);
+    if (mean) mean[img * p.c_in + c0 + c] = cpu::sum_contiguous(out, hw_out) * norm;
+  }
+}
+
+// (The region's body holds no vector code: clang outlines OpenMP regions into
+// functions without the AVX-512 target.)
+template <int K, int S, ActKind A>
+void depthwise_channels16(const Conv2dParams& p, const float* x, const float* w,
+                          const float* bias, float* y, float* mean, float* ws, int threads) {
+  const int64_t buf_floats = channels16_floats(p);
+  const int64_t blocks = (p.c_in + 15) / 16;
 #pragma omp parallel num_threads(threads)
   {
     float* buf = ws + omp_get_thread_num() * buf_floats;
     std::memset(buf, 0, static_cast<size_t>(buf_floats) * sizeof(float));  // the border
 #pragma omp for schedule(static)
-    for (int64_t item = 0; item < p.n * blocks; ++item) {
-      const int64_t img = item / blocks, c0 = item % blocks * 16;
-      const __mmask16 m = cpu::avx512::lanes(p.c_in - c0);
-      const float* xb = x + (img * p.c_in + c0) * hw_in;
-      for (int64_t iy = 0; iy < p.h; ++iy)
-        for (int64_t ix = 0; ix < p.w; ++ix)
-          _mm512_storeu_ps(buf + ((p.pad_top + iy) * cols + p.pad_left + ix) * 16,
-                           _mm512_mask_i32gather_ps(zero, m, in_stride, xb + iy * p.w + ix, 4));
-      __m512 wk[K * K];
-      for (int t = 0; t < K * K; ++t)
-        wk[t] = _mm512_mask_i32gather_ps(zero, m, w_stride, w + c0 * K * K + t, 4);
-      const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : zero;
-      float* yb = y + (img * p.c_out + c0) * hw_out;
-      int64_t q = 0;
-      for (; q + 4 <= hw_out; q += 4)
-        channels16_pixels<K, S, A, 4>(p, buf, cols, wk, b, m, out_stride, q, yb);
-      for (; q < hw_out; ++q)
-        channels16_pixels<K, S, A, 1>(p, buf, cols, wk, b, m, out_stride, q, yb);
-      for (int64_t c = 0; c < std::min<int64_t>(16, p.c_in - c0); ++c) {
-        float* out = yb + c * hw_out;
-        if (!cpu::avx512::has_vector_form(p.act.kind))
-          cpu::activation_span(p.act, out, out, hw_out);
-        if (mean) mean[img * p.c_in + c0 + c] = cpu::sum_contiguous(out, hw_out) * norm;
-      }
-    }
+    for (int64_t item = 0; item < p.n * blocks; ++item)
+      channels16_block<K, S, A>(p, x, w, bias, y, mean, buf, item / blocks, item % blocks * 16);
   }
 }
 

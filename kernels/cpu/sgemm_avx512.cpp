@@ -143,6 +143,18 @@ REPSHARE_AVX512 void row_block_tiles(int64_t k, int64_t n, int64_t n0, int64_t n
   }
 }
 
+// Columns [0, cols) of B's k rows (ldb n apart) as one contiguous k x 32 tile,
+// zeros past cols. (Vector code stays out of the OpenMP regions' own bodies:
+// clang outlines them into functions without the AVX-512 target.)
+REPSHARE_AVX512 void pack_b_tile(int64_t k, int64_t n, const float* b, int64_t cols, float* dst) {
+  const __mmask16 mask0 = lanes(cols), mask1 = lanes(cols - 16);
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const float* src = b + kk * n;
+    _mm512_storeu_ps(dst + kk * kTileCols, _mm512_maskz_loadu_ps(mask0, src));
+    _mm512_storeu_ps(dst + kk * kTileCols + 16, _mm512_maskz_loadu_ps(mask1, src + 16));
+  }
+}
+
 template <ActKind K>
 REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, const float* a,
                                const float* b, const float* bias, const Activation& act,
@@ -167,14 +179,9 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
       // reads are then one stream, not k rows a power-of-two stride apart that
       // share an L1 set.
       for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t col = n0 + t * kTileCols, left = std::min<int64_t>(kTileCols, n1 - col);
-        const __mmask16 mask0 = lanes(left), mask1 = lanes(left - 16);
-        float* dst = panel + t * k * kTileCols;
-        for (int64_t kk = 0; kk < k; ++kk) {
-          const float* src = b + kk * n + col;
-          _mm512_storeu_ps(dst + kk * kTileCols, _mm512_maskz_loadu_ps(mask0, src));
-          _mm512_storeu_ps(dst + kk * kTileCols + 16, _mm512_maskz_loadu_ps(mask1, src + 16));
-        }
+        const int64_t col = n0 + t * kTileCols;
+        pack_b_tile(k, n, b + col, std::min<int64_t>(kTileCols, n1 - col),
+                    panel + t * k * kTileCols);
       }
       // Row block by row block, so each writes 12 long runs of C.
       const int64_t r0 = row_blocks * group / split.row_groups;
