@@ -9,7 +9,7 @@
 #
 # Needs clang, libomp-dev and libclang-rt-dev (Debian). Findings (crash-*,
 # leak-*, timeout-*, oom-*) are written to BUILD_DIR/findings; the exit status
-# is non-zero when there is one.
+# is non-zero when this run made one (earlier runs' files are kept, not counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
@@ -27,6 +27,9 @@ for target in fuzz_load_model fuzz_inputs; do
 done
 
 mkdir -p "$build/findings"
+# Findings of earlier runs stay for reference; only this run's fail it.
+started="$build/findings/.started"
+touch "$started"
 # Seeds: every small model the repository and ONNX's node tests have; the
 # fixture images, videos' frames and .npy files.
 mkdir -p "$build/corpus_models" "$build/corpus_inputs"
@@ -45,8 +48,9 @@ for target in fuzz_load_model fuzz_inputs; do
     -max_len=200000 -artifact_prefix="$build/findings/$target-" -print_final_stats=1 2>&1 |
     grep -E "^(Done|stat::|==|SUMMARY|.*runtime error)" || true
 done
-if ls "$build/findings"/* >/dev/null 2>&1; then
-  echo "fuzz: findings in $build/findings:" && ls "$build/findings"
+new_findings=$(find "$build/findings" -type f -newer "$started" ! -name .started)
+if [ -n "$new_findings" ]; then
+  echo "fuzz: new findings:" && echo "$new_findings"
   status=1
 fi
 exit $status
