@@ -258,7 +258,10 @@ const Tensor& Executor::output(const std::string& name) const {
 
 void Executor::run() {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
-  if (!tried_recording_) {
+  // The first run goes step by step: libraries set themselves up on first use
+  // (cuBLAS and cuDNN state, lazily loaded CUDA kernels), which a capture must
+  // not contain. The second records, and later runs replay the recording.
+  if (warmed_up_ && !tried_recording_) {
     tried_recording_ = true;
     try {
       recorded_ = backend_.record([this] { run_steps(); });
@@ -270,6 +273,7 @@ void Executor::run() {
     backend_.run_inference([this] { recorded_->replay(); });
   else
     backend_.run_inference([this] { run_steps(); });
+  warmed_up_ = true;
 }
 
 void Executor::run_steps() {

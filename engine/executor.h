@@ -48,7 +48,7 @@ class Executor {
   void bind(const std::string& name, void* data);
   const Tensor& output(const std::string& name) const;
 
-  // Runs the steps. On a backend that records (CUDA graphs), the first run records
+  // Runs the steps. On a backend that records (CUDA graphs), the second run records
   // them and every run replays the recording: the pointers never change after
   // allocate(), so one recording serves all runs. Where recording fails the steps
   // run one by one, and recording_error() says why.
@@ -102,6 +102,7 @@ class Executor {
   void* arena_ = nullptr;
   std::vector<void*> workspace_ptrs_;
   bool allocated_ = false;
+  bool warmed_up_ = false;  // run once step by step (see run())
   bool tried_recording_ = false;
   std::unique_ptr<RecordedWork> recorded_;
   std::string recording_error_;

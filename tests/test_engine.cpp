@@ -249,6 +249,8 @@ TEST(Executor, RecordsOnceAndReplaysWithNewInputs) {
     for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (3 + round)) % 17) - 0.8f;
     std::copy(x.begin(), x.end(), ex.input("x").f32());
     ex.run();
+    // Step by step first (libraries set up outside any capture), then recorded.
+    EXPECT_EQ(ex.recorded(), round > 0);
     size_t steps, stored;
     const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
     const Tensor& y = ex.output("y");

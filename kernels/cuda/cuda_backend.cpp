@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
@@ -168,7 +169,7 @@ std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& w
   std::string failure;
   try {
     work();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // any: the capture must end before it propagates
     failure = e.what();
   }
   cudaGraph_t graph = nullptr;
