@@ -1,0 +1,117 @@
+// Force-included (g++ -include) into every CUDA source of the emulated build
+// (REPSHARE_CUDA_EMU, see tests/cuda_emu/README.md): the .cu files, their launches
+// rewritten by translate.pl, compile as C++ and their kernels run on the CPU,
+// one block at a time, each CUDA thread a fiber that switches only at barriers.
+// This header gives kernel code what nvcc would: the qualifiers, threadIdx and
+// friends, __syncthreads, warp shuffles, atomics and the launch itself.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "tests/cuda_emu/emu_api.h"
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+// One OS thread runs a block's fibers, and blocks one after the other: a function's
+// static is what the block's threads share.
+#define __shared__ static
+#define __launch_bounds__(...)
+
+#define threadIdx (::cuda_emu::thread_idx())
+#define blockIdx (::cuda_emu::block_idx())
+#define blockDim (::cuda_emu::block_dim())
+#define gridDim (::cuda_emu::grid_dim())
+
+inline void __syncthreads() { ::cuda_emu::sync_block(__builtin_return_address(0)); }
+
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "shuffle of T");
+  T out = v;
+  ::cuda_emu::shuffle_down(mask, &v, &out, sizeof(T), delta, width);
+  return out;
+}
+
+// Blocks run on one OS thread and fibers switch only at barriers: a read-modify-
+// write is atomic as it stands. (The address may be device or shared memory.)
+template <typename T>
+inline T atomicAdd(T* address, T v) {
+  const T old = *address;
+  *address = old + v;
+  return old;
+}
+
+inline float __uint_as_float(unsigned v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
+
+using std::max;
+using std::min;
+
+namespace cuda_emu {
+
+// kernel<<<grid, block, shared, stream>>>(args) becomes
+// cuda_emu::launch("kernel", grid, block, shared, stream)(kernel, args): the
+// arguments are converted to the kernel's parameter types and copied now, as a
+// launch copies them, and the kernel runs when the stream reaches it.
+struct Launch {
+  const char* name;
+  dim3 grid, block;
+  size_t shared_bytes;
+  cudaStream_t stream;
+
+  template <typename... P, typename... A>
+  void operator()(void (*kernel)(P...), A&&... args) const {
+    static_assert(sizeof...(P) == sizeof...(A), "kernel argument count");
+    std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+    check_pointer_params(params, std::index_sequence_for<P...>());
+    enqueue_kernel(name, grid, block, shared_bytes, stream,
+                   [kernel, params]() { std::apply(kernel, params); });
+  }
+
+ private:
+  // Pointer parameters must be null or point into device memory: a host pointer
+  // would work here but fault on a GPU.
+  template <typename Tuple, size_t... I>
+  void check_pointer_params(const Tuple& params, std::index_sequence<I...>) const {
+    int unused[] = {0, (check_param(std::get<I>(params), static_cast<int>(I)), 0)...};
+    (void)unused;
+  }
+  template <typename T>
+  void check_param(const T& v, int index) const {
+    if constexpr (std::is_pointer<T>::value)
+      check_kernel_pointer(name, index, static_cast<const void*>(v));
+    else
+      (void)v, (void)index;
+  }
+};
+
+inline Launch launch(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0,
+                     cudaStream_t stream = nullptr) {
+  return Launch{name, grid, block, shared_bytes, stream};
+}
+
+}  // namespace cuda_emu

@@ -1,0 +1,34 @@
+// What the emulated kernels (through cuda_emu.h) call in the emulator's runtime
+// (runtime.cpp). Not part of CUDA's API.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <functional>
+
+namespace cuda_emu {
+
+const uint3& thread_idx();
+const uint3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+
+// __syncthreads: `site` tells barriers apart, so threads of a block waiting at
+// different __syncthreads (divergent code) are reported instead of released.
+void sync_block(const void* site);
+// __shfl_down_sync: `out` gets `bytes` from lane + delta (within `width`), or
+// stays as it is past the end; every lane in `mask` must take part.
+void shuffle_down(unsigned mask, const void* in, void* out, size_t bytes, unsigned delta, int width);
+
+// extern __shared__ T name[] becomes T* name = (T*)dynamic_shared(): the launch's
+// shared-memory bytes, one buffer per block.
+void* dynamic_shared();
+
+// Aborts naming the kernel unless p is null or inside a cudaMalloc block.
+void check_kernel_pointer(const char* kernel, int param, const void* p);
+
+void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
+                    cudaStream_t stream, std::function<void()> body);
+
+}  // namespace cuda_emu

@@ -1,0 +1,845 @@
+// The emulator's runtime: the CUDA runtime and cuBLAS calls the CUDA backend
+// makes, implemented on the CPU, and the scheduler that runs emulated kernels.
+//
+// What it checks that a plain CPU port would not (each reported on stderr; the
+// kernel-side ones abort, as a fault would end the process on a GPU):
+// - streams are deferred queues run at synchronisation points, so the host
+//   reading a download before synchronising sees stale bytes, as on a GPU;
+// - CUDA-graph capture records instead of running, and calls that are illegal
+//   while capturing (cudaMalloc, cudaFree, synchronisation) invalidate it;
+// - device memory is garbage (NaN bytes) when allocated; copies, kernel pointer
+//   parameters and cuBLAS operands must lie inside device allocations;
+// - launch configurations beyond the GPU's limits fail the launch;
+// - a block's threads are fibers that switch only at __syncthreads and warp
+//   shuffles: threads of a block waiting at different __syncthreads, shuffles
+//   naming lanes that exited or do not exist, and deadlocks abort;
+// - cuBLAS checks its leading dimensions as cuBLAS does, syrk writes only the
+//   triangle asked for, and beta = 0 never reads C.
+// Built with AddressSanitizer (scripts/cuda-emu-check.sh --asan), an emulated
+// kernel reading past a device allocation is reported like compute-sanitizer's
+// memcheck would.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tests/cuda_emu/emu_api.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#endif
+
+struct CUstream_st {
+  bool capturing = false;
+  bool invalidated = false;
+  CUgraph_st* graph = nullptr;
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
+};
+struct cublasContext {
+  cudaStream_t stream = nullptr;
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
+
+namespace cuda_emu {
+namespace {
+
+[[noreturn]] void fault(const std::string& what) {
+  std::fprintf(stderr, "cuda-emu: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// ---- device memory --------------------------------------------------------
+
+constexpr size_t kTotalBytes = size_t(80) << 30;     // an H100's memory
+constexpr size_t kContextBytes = size_t(500) << 20;  // what a context takes there
+constexpr size_t kCublasHandleBytes = size_t(2) << 20;
+bool context_made = false;
+size_t bytes_in_use = 0;
+std::map<uintptr_t, size_t> blocks;  // cudaMalloc'd address -> bytes
+
+void make_context() {
+  if (!context_made) bytes_in_use += kContextBytes;
+  context_made = true;
+}
+
+// The allocation holding [p, p + bytes), or blocks.end().
+std::map<uintptr_t, size_t>::const_iterator block_of(const void* p, size_t bytes) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = blocks.upper_bound(a);
+  if (it == blocks.begin()) return blocks.end();
+  --it;
+  if (a + bytes > it->first + it->second) return blocks.end();
+  return it;
+}
+
+bool is_device(const void* p, size_t bytes) { return block_of(p, bytes) != blocks.end(); }
+
+// ---- errors and capture ---------------------------------------------------
+
+cudaError_t last_error = cudaSuccess;
+int captures = 0;  // streams capturing now
+
+cudaError_t record_error(cudaError_t e) {
+  if (e != cudaSuccess) last_error = e;
+  return e;
+}
+
+// A call CUDA forbids while this thread captures (cudaStreamCaptureModeGlobal or
+// ThreadLocal: both apply to a single-threaded host): the capture is invalidated.
+std::vector<CUstream_st*> all_streams;
+
+bool forbidden_while_capturing(const char* call) {
+  if (captures == 0) return false;
+  std::fprintf(stderr, "cuda-emu: %s while a stream is being captured: capture invalidated\n",
+               call);
+  for (CUstream_st* s : all_streams)
+    if (s->capturing) s->invalidated = true;
+  record_error(cudaErrorStreamCaptureUnsupported);
+  return true;
+}
+
+// ---- deferred work --------------------------------------------------------
+
+// Work queued on any stream, run in order at the next synchronisation. One queue
+// for all streams is one of the orders a GPU may choose.
+std::deque<std::function<void()>> pending;
+
+void run_pending() {
+  while (!pending.empty()) {
+    std::function<void()> w = std::move(pending.front());
+    pending.pop_front();
+    w();
+  }
+}
+
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what) {
+  if (stream && stream->capturing) {
+    stream->graph->work.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  if (!stream && captures > 0) {
+    // The legacy stream synchronises with the capturing one: not capturable.
+    forbidden_while_capturing(what);
+    return cudaErrorStreamCaptureImplicit;
+  }
+  pending.push_back(std::move(work));
+  return cudaSuccess;
+}
+
+// ---- fibers ---------------------------------------------------------------
+
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current
+// stack, stores the stack pointer in *save and resumes the stack at `to`.
+extern "C" void cuda_emu_switch(void** save, void* to);
+asm(R"(
+.text
+.globl cuda_emu_switch
+.type cuda_emu_switch, @function
+cuda_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size cuda_emu_switch, .-cuda_emu_switch
+)");
+
+constexpr int kMaxThreads = 1024;
+#ifdef CUDA_EMU_ASAN
+constexpr size_t kStackBytes = size_t(1) << 20;  // ASan's frames are larger
+#else
+constexpr size_t kStackBytes = size_t(256) << 10;
+#endif
+
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+  void* sp = nullptr;
+  uint3 idx;
+  int linear = 0;
+  State state = State::Ready;
+  const void* site = nullptr;  // the __syncthreads waited at
+  unsigned mask = 0;           // the shuffle's lanes
+#ifdef CUDA_EMU_ASAN
+  void* fake_stack = nullptr;
+#endif
+};
+
+struct BlockRun {
+  const char* kernel = "";
+  dim3 grid, block;
+  uint3 block_idx;
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<unsigned char> shared;
+  std::vector<uint64_t> lanes;  // each thread's shuffle value
+  int threads = 0;
+};
+
+BlockRun run;
+Fiber* current = nullptr;
+void* main_sp = nullptr;
+char* stacks = nullptr;
+#ifdef CUDA_EMU_ASAN
+void* main_fake_stack = nullptr;
+const void* main_stack_bottom = nullptr;
+size_t main_stack_size = 0;
+#endif
+
+char* stack_of(int linear) { return stacks + static_cast<size_t>(linear) * kStackBytes; }
+
+std::string where() {
+  char b[160];
+  std::snprintf(b, sizeof b, "kernel %s, block (%u,%u,%u) of (%u,%u,%u), %d threads", run.kernel,
+                run.block_idx.x, run.block_idx.y, run.block_idx.z, run.grid.x, run.grid.y,
+                run.grid.z, run.threads);
+  return b;
+}
+
+// From a fiber back to the scheduler.
+void yield_to_scheduler() {
+  Fiber* f = current;
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(f->state == State::Done ? nullptr : &f->fake_stack,
+                                 main_stack_bottom, main_stack_size);
+#endif
+  cuda_emu_switch(&f->sp, main_sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f->fake_stack, nullptr, nullptr);
+#endif
+}
+
+extern "C" [[noreturn]] void cuda_emu_fiber_main() {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &main_stack_bottom, &main_stack_size);
+#endif
+  (*run.body)();
+  current->state = State::Done;
+  yield_to_scheduler();
+  __builtin_unreachable();
+}
+
+// A fresh stack whose first switch "returns" into cuda_emu_fiber_main with the
+// stack aligned as after a call.
+void* fresh_stack(int linear) {
+  uintptr_t top = reinterpret_cast<uintptr_t>(stack_of(linear) + kStackBytes) & ~uintptr_t(15);
+  uint64_t* sp = reinterpret_cast<uint64_t*>(top);
+  *--sp = 0;  // cuda_emu_fiber_main's return address: it never returns
+  *--sp = reinterpret_cast<uint64_t>(&cuda_emu_fiber_main);
+  for (int r = 0; r < 6; ++r) *--sp = 0;  // rbp rbx r12 r13 r14 r15
+  uint32_t mxcsr;
+  uint16_t fcw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fcw));
+  *--sp = static_cast<uint64_t>(mxcsr) | (static_cast<uint64_t>(fcw) << 32);
+  return sp;
+}
+
+void resume(Fiber& f) {
+  current = &f;
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&main_fake_stack, stack_of(f.linear), kStackBytes);
+#endif
+  cuda_emu_switch(&main_sp, f.sp);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(main_fake_stack, nullptr, nullptr);
+#endif
+  current = nullptr;
+}
+
+// Releases the threads waiting at a barrier that all its threads reached; false
+// when none could be released.
+bool release_barriers() {
+  bool released = false;
+  // Warp barriers (shuffles): every live lane of the warp waits at one, the same
+  // mask in all, naming exactly those lanes.
+  for (int w0 = 0; w0 < run.threads; w0 += 32) {
+    const int w1 = std::min(run.threads, w0 + 32);
+    bool all_waiting = true, any = false;
+    for (int t = w0; t < w1; ++t) {
+      const Fiber& f = run.fibers[t];
+      if (f.state == State::Done) continue;
+      any = true;
+      if (f.state != State::AtWarpBarrier) all_waiting = false;
+    }
+    if (!any || !all_waiting) continue;
+    unsigned mask = 0;
+    bool first = true;
+    for (int t = w0; t < w1; ++t) {
+      const Fiber& f = run.fibers[t];
+      if (f.state != State::AtWarpBarrier) continue;
+      if (!first && f.mask != mask)
+        fault(where() + ": lanes of warp " + std::to_string(w0 / 32) +
+              " shuffle with different masks");
+      mask = f.mask;
+      first = false;
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+      const bool named = (mask >> lane) & 1u;
+      const int t = w0 + lane;
+      const bool waiting = t < w1 && run.fibers[t].state == State::AtWarpBarrier;
+      if (named && !waiting)
+        fault(where() + ": a shuffle's mask names lane " + std::to_string(lane) + " of warp " +
+              std::to_string(w0 / 32) +
+              (t < w1 ? ", which has exited" : ", which does not exist (partial warp)"));
+      if (!named && waiting)
+        fault(where() + ": lane " + std::to_string(lane) + " of warp " + std::to_string(w0 / 32) +
+              " shuffles with a mask that leaves it out");
+    }
+    for (int t = w0; t < w1; ++t)
+      if (run.fibers[t].state == State::AtWarpBarrier) run.fibers[t].state = State::Ready;
+    released = true;
+  }
+  if (released) return true;
+  // The block barrier: every live thread at it, all at the same __syncthreads.
+  const void* site = nullptr;
+  for (const Fiber& f : run.fibers) {
+    if (f.state == State::Done) continue;
+    if (f.state != State::AtBlockBarrier) return false;
+    if (site && f.site != site)
+      fault(where() + ": threads wait at different __syncthreads (divergent barrier)");
+    site = f.site;
+  }
+  if (!site) return false;
+  for (Fiber& f : run.fibers)
+    if (f.state == State::AtBlockBarrier) f.state = State::Ready;
+  return true;
+}
+
+void run_block() {
+  const int n = run.threads;
+  for (int t = 0; t < n; ++t) {
+    Fiber& f = run.fibers[t];
+    f = Fiber();
+    f.linear = t;
+    f.idx.x = t % run.block.x;
+    f.idx.y = (t / run.block.x) % run.block.y;
+    f.idx.z = t / (run.block.x * run.block.y);
+    f.sp = fresh_stack(t);
+  }
+  for (;;) {
+    bool live = false;
+    for (int t = 0; t < n; ++t) {
+      Fiber& f = run.fibers[t];
+      if (f.state == State::Ready) resume(f);
+      live = live || f.state != State::Done;
+    }
+    if (!live) return;
+    if (!release_barriers()) {
+      int at_block = 0, at_warp = 0, done = 0;
+      for (const Fiber& f : run.fibers) {
+        at_block += f.state == State::AtBlockBarrier;
+        at_warp += f.state == State::AtWarpBarrier;
+        done += f.state == State::Done;
+      }
+      fault(where() + ": deadlock: " + std::to_string(at_block) + " threads at __syncthreads, " +
+            std::to_string(at_warp) + " at a warp shuffle, " + std::to_string(done) +
+            " exited");
+    }
+  }
+}
+
+void run_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
+                const std::function<void()>& body) {
+  if (!stacks) {
+    void* m = mmap(nullptr, kStackBytes * kMaxThreads, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) fault("cannot map the fibers' stacks");
+    stacks = static_cast<char*>(m);
+  }
+  run.kernel = name;
+  run.grid = grid;
+  run.block = block;
+  run.body = &body;
+  run.threads = static_cast<int>(block.x * block.y * block.z);
+  run.fibers.assign(run.threads, Fiber());
+  run.lanes.assign(run.threads, 0);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        run.block_idx.x = x;
+        run.block_idx.y = y;
+        run.block_idx.z = z;
+        // Shared memory starts as garbage on a GPU too.
+        run.shared.assign(shared_bytes, 0xff);
+        run_block();
+      }
+}
+
+}  // namespace
+
+// ---- the kernels' side ----------------------------------------------------
+
+const uint3& thread_idx() { return current->idx; }
+const uint3& block_idx() { return run.block_idx; }
+const dim3& block_dim() { return run.block; }
+const dim3& grid_dim() { return run.grid; }
+
+void* dynamic_shared() { return run.shared.empty() ? nullptr : run.shared.data(); }
+
+void sync_block(const void* site) {
+  current->state = State::AtBlockBarrier;
+  current->site = site;
+  yield_to_scheduler();
+}
+
+void shuffle_down(unsigned mask, const void* in, void* out, size_t bytes, unsigned delta,
+                  int width) {
+  if (width <= 0 || width > 32 || (width & (width - 1)) != 0)
+    fault(where() + ": shuffle width " + std::to_string(width) + " is not a power of 2 <= 32");
+  Fiber& f = *current;
+  const int lane = f.linear % 32;
+  std::memcpy(&run.lanes[f.linear], in, bytes);
+  f.mask = mask;
+  f.state = State::AtWarpBarrier;
+  yield_to_scheduler();  // every lane has written its value
+  if (lane % width + static_cast<int>(delta) < width)
+    std::memcpy(out, &run.lanes[f.linear + delta], bytes);
+  f.state = State::AtWarpBarrier;
+  yield_to_scheduler();  // every lane has read before any writes again
+}
+
+void check_kernel_pointer(const char* kernel, int param, const void* p) {
+  if (p && !is_device(p, 0)) {
+    char b[200];
+    std::snprintf(b, sizeof b, "kernel %s: parameter %d (%p) is not device memory", kernel, param,
+                  p);
+    fault(b);
+  }
+}
+
+void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
+                    cudaStream_t stream, std::function<void()> body) {
+  make_context();
+  const unsigned long long threads =
+      static_cast<unsigned long long>(block.x) * block.y * block.z;
+  const bool bad = grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||
+                   grid.y > 65535 || grid.z > 65535 || threads == 0 || threads > 1024 ||
+                   block.z > 64 || shared_bytes > 48 * 1024;
+  if (bad) {
+    std::fprintf(stderr,
+                 "cuda-emu: launch of %s with grid (%u,%u,%u), block (%u,%u,%u), %zu shared "
+                 "bytes: invalid configuration\n",
+                 name, grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes);
+    record_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  const cudaError_t e =
+      enqueue(stream,
+              [name, grid, block, shared_bytes, body]() {
+                run_kernel(name, grid, block, shared_bytes, body);
+              },
+              name);
+  record_error(e);
+}
+
+}  // namespace cuda_emu
+
+using namespace cuda_emu;
+
+// ---- CUDA runtime ---------------------------------------------------------
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  make_context();
+  return record_error(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return record_error(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof *prop);
+  std::snprintf(prop->name, sizeof prop->name, "repshare CUDA emulator (CPU)");
+  prop->totalGlobalMem = kTotalBytes;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 0x7fffffff;
+  prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  return cudaSuccess;
+}
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    default: return "cudaError (emulator: unnamed)";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  make_context();
+  *p = nullptr;
+  if (forbidden_while_capturing("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
+  if (bytes == 0) return cudaSuccess;
+  if (bytes_in_use + bytes > kTotalBytes) return record_error(cudaErrorMemoryAllocation);
+  void* m = nullptr;
+  // Exactly `bytes` (no rounding up), so AddressSanitizer sees any read past them.
+  if (posix_memalign(&m, 256, bytes) != 0) return record_error(cudaErrorMemoryAllocation);
+  std::memset(m, 0xff, bytes);  // NaN as float, -1 as integers: never a plausible value
+  blocks[reinterpret_cast<uintptr_t>(m)] = bytes;
+  bytes_in_use += bytes;
+  *p = m;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  make_context();
+  if (forbidden_while_capturing("cudaFree")) return cudaErrorStreamCaptureUnsupported;
+  run_pending();  // cudaFree waits for the device
+  if (!p) return cudaSuccess;
+  auto it = blocks.find(reinterpret_cast<uintptr_t>(p));
+  if (it == blocks.end()) return record_error(cudaErrorInvalidValue);
+  bytes_in_use -= it->second;
+  blocks.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  make_context();
+  *free_bytes = kTotalBytes - bytes_in_use;
+  *total_bytes = kTotalBytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
+  make_context();
+  *stream = new CUstream_st;
+  all_streams.push_back(*stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (!stream) return record_error(cudaErrorInvalidValue);
+  if (stream->capturing) return record_error(cudaErrorIllegalState);
+  run_pending();
+  for (size_t i = 0; i < all_streams.size(); ++i)
+    if (all_streams[i] == stream) all_streams.erase(all_streams.begin() + i);
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if ((stream && stream->capturing) || captures > 0) {
+    forbidden_while_capturing("cudaStreamSynchronize");
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  run_pending();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  make_context();
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_device = is_device(dst, bytes), src_device = is_device(src, bytes);
+  const bool ok = (kind == cudaMemcpyHostToDevice && dst_device && !is_device(src, 0)) ||
+                  (kind == cudaMemcpyDeviceToHost && src_device && !is_device(dst, 0)) ||
+                  (kind == cudaMemcpyDeviceToDevice && dst_device && src_device);
+  if (!ok) {
+    std::fprintf(stderr,
+                 "cuda-emu: cudaMemcpyAsync of %zu bytes, kind %d: %p -> %p are not the memory "
+                 "the kind names (or not inside one allocation)\n",
+                 bytes, static_cast<int>(kind), src, dst);
+    return record_error(cudaErrorInvalidValue);
+  }
+  if (kind == cudaMemcpyHostToDevice && !(stream && stream->capturing)) {
+    // From pageable memory the source is staged before the call returns: the
+    // caller may reuse it at once.
+    std::vector<unsigned char> staged(static_cast<const unsigned char*>(src),
+                                      static_cast<const unsigned char*>(src) + bytes);
+    return record_error(enqueue(
+        stream, [dst, staged]() { std::memcpy(dst, staged.data(), staged.size()); },
+        "cudaMemcpyAsync"));
+  }
+  return record_error(
+      enqueue(stream, [dst, src, bytes]() { std::memcpy(dst, src, bytes); }, "cudaMemcpyAsync"));
+}
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  make_context();
+  if (bytes == 0) return cudaSuccess;
+  if (!is_device(p, bytes)) {
+    std::fprintf(stderr, "cuda-emu: cudaMemsetAsync of %zu bytes at %p: not device memory\n",
+                 bytes, p);
+    return record_error(cudaErrorInvalidValue);
+  }
+  return record_error(enqueue(
+      stream, [p, value, bytes]() { std::memset(p, value, bytes); }, "cudaMemsetAsync"));
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (!stream) return record_error(cudaErrorStreamCaptureUnsupported);
+  if (stream->capturing) return record_error(cudaErrorIllegalState);
+  stream->capturing = true;
+  stream->invalidated = false;
+  stream->graph = new CUgraph_st;
+  ++captures;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  *graph = nullptr;
+  if (!stream || !stream->capturing) return record_error(cudaErrorIllegalState);
+  stream->capturing = false;
+  --captures;
+  CUgraph_st* g = stream->graph;
+  stream->graph = nullptr;
+  if (stream->invalidated) {
+    delete g;
+    return record_error(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return record_error(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return record_error(cudaErrorInvalidValue);
+  const std::vector<std::function<void()>>* work = &exec->work;
+  return record_error(enqueue(
+      stream,
+      [work]() {
+        for (const std::function<void()>& w : *work) w();
+      },
+      "cudaGraphLaunch"));
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  run_pending();  // a launched graph may still be queued
+  delete exec;
+  return cudaSuccess;
+}
+
+}  // extern "C"
+
+// ---- cuBLAS ---------------------------------------------------------------
+
+namespace {
+
+float load(const void* base, cudaDataType type, size_t i) {
+  if (type == CUDA_R_16F) return __half2float(static_cast<const __half*>(base)[i]);
+  return static_cast<const float*>(base)[i];
+}
+
+void store(void* base, cudaDataType type, size_t i, float v) {
+  if (type == CUDA_R_16F)
+    static_cast<__half*>(base)[i] = __float2half_rn(v);
+  else
+    static_cast<float*>(base)[i] = v;
+}
+
+size_t type_bytes(cudaDataType type) { return type == CUDA_R_16F ? 2 : 4; }
+
+// The extent in elements of `batch` column-major rows x cols matrices.
+size_t extent(int rows, int cols, int ld, long long stride, int batch) {
+  if (rows == 0 || cols == 0 || batch == 0) return 0;
+  return static_cast<size_t>(stride) * (batch - 1) + static_cast<size_t>(ld) * (cols - 1) + rows;
+}
+
+void check_operand(const char* call, const char* name, const void* p, size_t bytes) {
+  if (bytes && !is_device(p, bytes)) {
+    char b[200];
+    std::snprintf(b, sizeof b, "%s: operand %s (%p, %zu bytes) is not inside device memory", call,
+                  name, p, bytes);
+    fault(b);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
+  make_context();
+  if (forbidden_while_capturing("cublasCreate")) return CUBLAS_STATUS_NOT_INITIALIZED;
+  *handle = new cublasContext;
+  bytes_in_use += kCublasHandleBytes;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  run_pending();
+  bytes_in_use -= kCublasHandleBytes;
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void* workspace, size_t bytes) {
+  if (bytes && !is_device(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  handle->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* cublasGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    default: return "CUBLAS_STATUS (emulator: unnamed)";
+  }
+}
+
+const char* cublasGetStatusString(cublasStatus_t s) { return cublasGetStatusName(s); }
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
+                                          cublasOperation_t transb, int m, int n, int k,
+                                          const void* alpha, const void* A, cudaDataType a_type,
+                                          int lda, long long stride_a, const void* B,
+                                          cudaDataType b_type, int ldb, long long stride_b,
+                                          const void* beta, void* C, cudaDataType c_type, int ldc,
+                                          long long stride_c, int batch,
+                                          cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+  auto storage = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16F; };
+  if (!storage(a_type) || !storage(b_type) || !storage(c_type) ||
+      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_PEDANTIC))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  // cuBLAS's own argument checks.
+  const int a_rows = ta ? k : m, b_rows = tb ? n : k;
+  if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, a_rows) ||
+      ldb < std::max(1, b_rows) || ldc < std::max(1, m))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  const char* call = "cublasGemmStridedBatchedEx";
+  check_operand(call, "A", A, extent(a_rows, ta ? m : k, lda, stride_a, batch) * type_bytes(a_type));
+  check_operand(call, "B", B, extent(b_rows, tb ? k : n, ldb, stride_b, batch) * type_bytes(b_type));
+  check_operand(call, "C", C, extent(m, n, ldc, stride_c, batch) * type_bytes(c_type));
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  record_error(enqueue(
+      handle->stream,
+      [=]() {
+        for (int b = 0; b < batch; ++b)
+          for (int j = 0; j < n; ++j)
+            for (int i = 0; i < m; ++i) {
+              float s = 0.f;
+              for (int l = 0; l < k; ++l) {
+                const size_t ai = b * stride_a + (ta ? l + static_cast<size_t>(i) * lda
+                                                     : i + static_cast<size_t>(l) * lda);
+                const size_t bi = b * stride_b + (tb ? j + static_cast<size_t>(l) * ldb
+                                                     : l + static_cast<size_t>(j) * ldb);
+                s += load(A, a_type, ai) * load(B, b_type, bi);
+              }
+              const size_t ci = b * stride_c + i + static_cast<size_t>(j) * ldc;
+              // beta = 0: C is output only (it may hold NaN).
+              store(C, c_type, ci, al * s + (be == 0.f ? 0.f : be * load(C, c_type, ci)));
+            }
+      },
+      call));
+  return status;
+}
+
+cublasStatus_t cublasDsyrk_v2(cublasHandle_t handle, cublasFillMode_t uplo,
+                              cublasOperation_t trans, int n, int k, const double* alpha,
+                              const double* A, int lda, const double* beta, double* C, int ldc) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const bool t = trans != CUBLAS_OP_N;
+  const int a_rows = t ? k : n;
+  if (n < 0 || k < 0 || lda < std::max(1, a_rows) || ldc < std::max(1, n))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  check_operand("cublasDsyrk", "A", A, extent(a_rows, t ? n : k, lda, 0, 1) * sizeof(double));
+  check_operand("cublasDsyrk", "C", C, extent(n, n, ldc, 0, 1) * sizeof(double));
+  const double al = *alpha, be = *beta;
+  const bool lower = uplo == CUBLAS_FILL_MODE_LOWER;
+  record_error(enqueue(
+      handle->stream,
+      [=]() {
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < n; ++i) {
+            if (lower ? i < j : i > j) continue;  // only the triangle asked for
+            double s = 0.0;
+            for (int l = 0; l < k; ++l) {
+              const double a = t ? A[l + static_cast<size_t>(i) * lda] : A[i + static_cast<size_t>(l) * lda];
+              const double b = t ? A[l + static_cast<size_t>(j) * lda] : A[j + static_cast<size_t>(l) * lda];
+              s += a * b;
+            }
+            double& c = C[i + static_cast<size_t>(j) * ldc];
+            c = al * s + (be == 0.0 ? 0.0 : be * c);
+          }
+      },
+      "cublasDsyrk"));
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
