@@ -7,7 +7,8 @@
 # comparison (tests/test_backend_ops.cpp), the same under compute-sanitizer, and
 # the whole test suite; writes OUTDIR/report.md and OUTDIR/report.json (GPU,
 # driver, CUDA, per-step status and time, test counts and failures) plus
-# steps.log (each step's output tail) and the gtest XML files: at most 8 files.
+# steps.log (each step's output tail): three files (the device tool brings back at
+# most 8; the gtest XML files stay in the work folder, summarised in the report).
 #
 # Every step runs under `timeout`, inside an overall budget (GPU_CHECK_BUDGET_S,
 # default 450 s, for a slot of a few minutes); a failing or hung step is recorded
@@ -157,11 +158,13 @@ run_gtest() {
   shift
   local bin="$build/tests/repshare_tests"
   [ -x "$bin" ] || bin="$build/backend_ops_tests"
-  "$bin" --gtest_output=xml:"$out/$xml" "$@"
+  "$bin" --gtest_output=xml:"$xml_dir/$xml" "$@"
 }
 
 export -f link_backend_tests_alone run_gtest
-export build out nvcc deps
+xml_dir="$work/xml"
+mkdir -p "$xml_dir"
+export build out nvcc deps xml_dir
 
 # repshare restarts itself to set this when it is unset; set it here so tools that
 # wrap the binary (compute-sanitizer) see one process.
@@ -169,7 +172,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 # ---- steps ----
 step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DREPSHARE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" \
+  -DREPSHARE_CUDA=ON -DREPSHARE_CUDA_EMU=OFF -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" \
   "${cmake_deps[@]}"
 step build 300 cmake --build "$build" -j "$jobs" -- -k 0
 [ -x "$build/tests/repshare_tests" ] || step link_backend_tests_alone 120 link_backend_tests_alone
@@ -192,6 +195,11 @@ step models_cuda_vs_cpu 90 run_gtest models.xml --gtest_filter='BackendModels.*'
 step backend_ops_fused_pw 90 env REPSHARE_CUDA_POINTWISE=fused bash -c \
   'run_gtest backend_ops_fused_pw.xml --gtest_filter="All/BackendOps.*conv2d*:BackendModels.*"'
 unset REPSHARE_CUDA_SYNC
+# The same whole models with CUDA graphs (REPSHARE_CUDA_SYNC turned them off above:
+# the replay test skips under it), CKA's float64 Gram on cuBLAS, and the device
+# memory the reporter predicts against cudaMemGetInfo.
+step models_graphs 120 run_gtest models_graphs.xml \
+  --gtest_filter='BackendModels.*:Cka.Gpu*:Memory.*'
 
 # One inference of each whole model under memcheck (`bench` with one run and no warm-up).
 models=${REPSHARE_MODELS:-$repo/models}
@@ -274,6 +282,14 @@ EOF
       "$bench_dir/mem_d0_b0_plan_fp16.json" --precision fp16
   fi
 fi
+# Shared-memory races and barrier misuse in the op kernels (the CPU emulation of
+# tests/cuda_emu runs each block's threads one at a time, so it cannot see races).
+if command -v compute-sanitizer >/dev/null; then
+  for tool in racecheck synccheck; do
+    step "backend_ops_$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
+  done
+fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 
 # cuDNN for dense convolutions (REPSHARE_CUDNN=ON) is a second build: the convolution
@@ -282,12 +298,12 @@ fi
 cudnn_build="$build-cudnn"
 export cudnn_build
 step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DREPSHARE_CUDA=ON -DREPSHARE_CUDNN=ON -DREPSHARE_BENCHMARKS=OFF \
+  -DREPSHARE_CUDA=ON -DREPSHARE_CUDA_EMU=OFF -DREPSHARE_CUDNN=ON -DREPSHARE_BENCHMARKS=OFF \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" "${cmake_deps[@]}" &&
   step build_cudnn 200 cmake --build "$cudnn_build" -j "$jobs" --target repshare repshare_tests &&
   {
     step backend_ops_cudnn 120 "$cudnn_build/tests/repshare_tests" \
-      --gtest_output=xml:"$out/backend_ops_cudnn.xml" \
+      --gtest_output=xml:"$xml_dir/backend_ops_cudnn.xml" \
       --gtest_filter='All/BackendOps.*conv*:BackendModels.*:Memory.*'
     cudnn_mem_json() { "$cudnn_build/repshare" mem --backend cuda --json "$1" >"$2"; }
     export -f cudnn_mem_json
@@ -297,11 +313,11 @@ step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE
 
 # ---- report ----
 fact elapsed_s "$(($(date +%s) - started))"
-python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" "$work/bench" <<'PY'
+python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" "$work/bench" "$xml_dir" <<'PY'
 import glob, json, os, sys
 import xml.etree.ElementTree as ET
 
-steps_tsv, facts_tsv, out, bench_dir = sys.argv[1:5]
+steps_tsv, facts_tsv, out, bench_dir, xml_dir = sys.argv[1:6]
 steps = []
 for line in open(steps_tsv):
     name, status, secs, limit, note = line.rstrip("\n").split("\t")
@@ -332,9 +348,9 @@ def gtest_summary(path):
     s["seconds"] = round(s["seconds"], 2)
     return s
 
-tests = {k: gtest_summary(os.path.join(out, f"{k}.xml"))
-         for k in ("backend_ops", "models", "backend_ops_fused_pw", "all_tests",
-                   "backend_ops_cudnn")}
+tests = {k: gtest_summary(os.path.join(xml_dir, f"{k}.xml"))
+         for k in ("backend_ops", "models", "backend_ops_fused_pw", "models_graphs",
+                   "all_tests", "backend_ops_cudnn")}
 bench = {}
 for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
     try:
