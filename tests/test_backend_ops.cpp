@@ -194,7 +194,7 @@ OpCase conv_mean_case(const std::string& name, Conv2dParams p) {
 }
 
 // conv2d_residual: conv(x) + bias + r (no activation).
-OpCase conv_residual_case(const std::string& name, Conv2dParams p) {
+OpCase conv_residual_case(const std::string& name, Conv2dParams p, bool with_bias = true) {
   p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
   p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
   const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
@@ -204,7 +204,7 @@ OpCase conv_residual_case(const std::string& name, Conv2dParams p) {
   return {"conv2d_residual_" + name, kFp32Tolerance, [=](Backend& be) {
             DeviceTensor X(be, xs, x), W(be, ws, w), B(be, bs, b), R(be, ys, r), Y(be, ys);
             DeviceBytes workspace(be, be.conv2d_workspace(p));
-            be.conv2d_residual(p, X.t, W.t, &B.t, R.t, Y.t, workspace.data);
+            be.conv2d_residual(p, X.t, W.t, with_bias ? &B.t : nullptr, R.t, Y.t, workspace.data);
             return Y.download();
           }};
 }
@@ -613,12 +613,13 @@ class DeviceArray {
 };
 
 // detection_select on `levels` maps (h, w) with A anchors and C classes per
-// location. Logits come from a coarse grid (many ties, broken by flat index) with
-// a few NaNs (never selected) when `nans`. The output lists each row's class,
+// location. Logits come from a coarse grid (many ties, broken by flat index),
+// every `nan_every`-th of each level NaN (never selected; 0: none, 1: all). The output lists each row's class,
 // then for rows holding a candidate its box and score: a different order or
 // selection shows as a large error.
 OpCase detection_select_case(const std::string& name, std::vector<std::array<int64_t, 2>> levels,
-                             int64_t anchors, int64_t classes, int64_t k, bool clip, bool nans) {
+                             int64_t anchors, int64_t classes, int64_t k, bool clip,
+                             int nan_every) {
   DetectionSelectParams p;
   p.levels = static_cast<int>(levels.size());
   p.anchors_per_location = anchors;
@@ -636,8 +637,8 @@ OpCase detection_select_case(const std::string& name, std::vector<std::array<int
     anchor_count += positions * anchors;
     Floats x = random_floats(static_cast<size_t>(positions * anchors * classes), 41 + l, -4.f, 4.f);
     for (float& v : x) v = std::round(v * 4.f) / 4.f;  // 33 distinct values
-    if (nans)
-      for (size_t i = 0; i < x.size(); i += 7) x[i] = std::numeric_limits<float>::quiet_NaN();
+    if (nan_every > 0)
+      for (size_t i = 0; i < x.size(); i += nan_every) x[i] = std::numeric_limits<float>::quiet_NaN();
     logits.push_back(x);
     deltas.push_back(random_floats(static_cast<size_t>(positions * anchors * 4), 51 + l, -0.5f, 0.5f));
   }
@@ -679,9 +680,11 @@ OpCase detection_select_case(const std::string& name, std::vector<std::array<int
           }};
 }
 
-// nms over n candidates (best first) of `classes` classes, some rows class -1;
-// boxes clustered so that many overlap. Output: the keep list.
-OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max_keep) {
+// nms over n candidates (best first) of `classes` classes, every
+// `background_every`-th row class -1 (1: all); boxes clustered so that many
+// overlap. Output: the keep list.
+OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max_keep,
+                int64_t background_every = 11) {
   NmsParams p;
   p.count = n;
   p.iou_threshold = 0.5;
@@ -694,7 +697,9 @@ OpCase nms_case(const std::string& name, int64_t n, int64_t classes, int64_t max
     const float x = pos(gen), y = pos(gen);
     const float box[4] = {x, y, x + size(gen), y + size(gen)};
     boxes.insert(boxes.end(), box, box + 4);
-    labels.push_back(i % 11 == 5 ? -1 : static_cast<int64_t>(gen() % classes));
+    labels.push_back(i % background_every == background_every / 2
+                         ? -1
+                         : static_cast<int64_t>(gen() % classes));
   }
   return {"nms_" + name, 0.0, [=](Backend& be) {
             DeviceTensor B(be, Shape{n, 4}, boxes, DType::F32);
@@ -745,6 +750,10 @@ std::vector<OpCase> all_cases() {
   c.push_back(conv_case("pointwise_1_to_3_1x1", conv(1, 1, 1, 1, 3, 1, 1, 1, none), false));
   c.push_back(conv_case("pointwise_grouped", conv(1, 6, 7, 15, 4, 1, 1, 2, relu), true));
   c.push_back(conv_case("pointwise_s2", conv(1, 13, 15, 15, 7, 1, 2, 1, none), true));
+  // more output channels than one tile of the fused 1x1 kernel (64), K = 300;
+  // an activation without a bias
+  c.push_back(conv_case("pointwise_300_to_130", conv(1, 300, 9, 13, 130, 1, 1, 1, swish), true));
+  c.push_back(conv_case("pointwise_70_swish_no_bias", conv(2, 37, 7, 9, 70, 1, 1, 1, swish), false));
   c.push_back(conv_case("dense3_s2_stem", with_pads(conv(1, 3, 33, 33, 13, 3, 2, 1, swish), 0, 0, 1, 1), true));
   c.push_back(conv_case("dense3_s1_n2", with_pads(conv(2, 3, 7, 15, 13, 3, 1, 1, relu), 1, 1, 1, 1), true));
   Conv2dParams dense_dil = with_pads(conv(1, 3, 15, 15, 7, 3, 1, 1, none), 2, 2, 2, 2);
@@ -762,6 +771,10 @@ std::vector<OpCase> all_cases() {
   c.push_back(conv_residual_case("dense3", with_pads(conv(1, 5, 9, 11, 7, 3, 1, 1, none), 1, 1, 1, 1)));
   c.push_back(conv_residual_case("depthwise3",
                                  with_pads(conv(1, 13, 9, 11, 13, 3, 1, 13, none), 1, 1, 1, 1)));
+  // without a bias; 1x1 with stride 2 (im2col, then the epilogue); grouped.
+  c.push_back(conv_residual_case("pointwise_70_no_bias", conv(1, 40, 7, 9, 70, 1, 1, 1, none), false));
+  c.push_back(conv_residual_case("pointwise_s2", conv(1, 13, 15, 15, 7, 1, 2, 1, none)));
+  c.push_back(conv_residual_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, none), 1, 1, 1, 1)));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
   rect.kh = 3;
   rect.kw = 5;
@@ -857,6 +870,9 @@ std::vector<OpCase> all_cases() {
   g.beta = 1.f;
   c.push_back(gemm_case("classifier", g, false));
   c.push_back(gemm_case("k1", gemm(1, 13, 7, 1, false, false, 0, 0), false));
+  g = gemm(1, 13, 7, 0, false, false, 13, 1);  // no products: beta * bias alone
+  g.beta = 1.5f;
+  c.push_back(gemm_case("k0_bias", g, false));
 
   // resize: every mode with every coordinate transformation, every nearest
   // rounding, upsampling by 2 (exact rounding ties), odd ratios, downsampling and
@@ -955,14 +971,24 @@ std::vector<OpCase> all_cases() {
 
   // detection_select: odd maps, ties everywhere, NaNs; k below the number of
   // logits, and above the number of non-NaN ones (rows padded with class -1).
-  c.push_back(detection_select_case("ties", {{{7, 5}}, {{4, 3}}, {{2, 1}}}, 3, 13, 50, true, false));
-  c.push_back(detection_select_case("nans_unclipped", {{{7, 5}}, {{4, 3}}}, 3, 13, 333, false, true));
-  c.push_back(detection_select_case("fewer_than_k", {{{3, 1}}, {{1, 1}}}, 2, 5, 38, true, true));
+  c.push_back(detection_select_case("ties", {{{7, 5}}, {{4, 3}}, {{2, 1}}}, 3, 13, 50, true, 0));
+  c.push_back(detection_select_case("nans_unclipped", {{{7, 5}}, {{4, 3}}}, 3, 13, 333, false, 7));
+  c.push_back(detection_select_case("fewer_than_k", {{{3, 1}}, {{1, 1}}}, 2, 5, 38, true, 7));
+  // k exactly the 33 non-NaN logits; none at all (every row class -1); 110,592
+  // logits (flat indices past 2^16, so every byte of the index passes splits, and
+  // the grid's stride loops turn).
+  c.push_back(detection_select_case("k_equals_candidates", {{{3, 1}}, {{1, 1}}}, 2, 5, 33, true, 7));
+  c.push_back(detection_select_case("all_nan", {{{3, 1}}, {{1, 1}}}, 2, 5, 10, true, 1));
+  c.push_back(detection_select_case("large_level", {{{64, 64}}}, 9, 3, 100, true, 0));
   // nms: 150 candidates (three mask words, the last partial), a short and a full
   // keep list.
   c.push_back(nms_case("keep40", 150, 3, 40));
   c.push_back(nms_case("keep_all", 150, 3, 150));
   c.push_back(nms_case("one_class_of_65", 65, 1, 65));
+  // no candidates; all background; 2,000 (32 mask words, a 32 x 32 grid).
+  c.push_back(nms_case("empty", 0, 3, 5));
+  c.push_back(nms_case("all_background", 40, 3, 10, 1));
+  c.push_back(nms_case("keep100_of_2000", 2000, 3, 100));
   c.push_back(convert_case("f32_to_f16", DType::F32, DType::F16, 10007));
   c.push_back(convert_case("f16_to_f32", DType::F16, DType::F32, 10007));
   return c;
