@@ -151,10 +151,7 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       if (v < 0 || step.layer->reads_input_at_build(i)) continue;
       const Value& val = graph_.values[v];
       if (val.is_constant()) {
-        if (weight_record_[v] < 0) {
-          register_weight(v, v, n.name);
-          weight_values_.push_back(v);
-        }
+        if (weight_record_[v] < 0) register_weight(v, v, n.name);
       } else {
         check(val.dtype == DType::F32, ErrorKind::Unsupported, n.label(), ": tensor '",
               val.name, "' is ", dtype_name(val.dtype), " at run time");
@@ -185,11 +182,18 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
           std::find(wanted_.begin(), wanted_.end(), v) != wanted_.end())
         add_convert_step(v, add_edge(v), v);
   }
-  // Wanted constants in another storage are served from their own F32 record.
-  for (int v : wanted_)
-    if (graph_.values[v].is_constant() && edge_[v] < 0 && weight_record_[v] >= 0 &&
-        tensors_[v].dtype != graph_.values[v].dtype)
+  // Wanted constants (outputs that folded away) are served from the weights arena,
+  // in the backend's memory like every output: from a record of their own when no
+  // step reads them, or in their own dtype where the steps read another storage.
+  for (int v : wanted_) {
+    if (!graph_.values[v].is_constant() || edge_[v] >= 0) continue;
+    if (weight_record_[v] < 0) {
+      tensors_[v].dtype = graph_.values[v].dtype;
+      register_weight(v, v, graph_.values[v].name);
+    } else if (tensors_[v].dtype != graph_.values[v].dtype) {
       register_weight(v, add_edge(v), graph_.values[v].name);
+    }
+  }
 
   // Wanted tensors stay alive to the end. Supplied ones too: the caller fills them
   // once and may run() again (same input, same output), so no step may reuse them.
@@ -225,12 +229,6 @@ void Executor::allocate() {
   workspace_ptrs_.assign(steps_.size(), nullptr);
   for (size_t s = 0; s < steps_.size(); ++s)
     if (steps_[s].workspace >= 0) workspace_ptrs_[s] = base + plan_.offsets[steps_[s].workspace];
-  // Wanted tensors that folded to constants are served from their host data.
-  for (int v : wanted_)
-    if (graph_.values[v].is_constant() && weight_record_[v] < 0) {
-      tensors_[v].data = graph_.values[v].data->data();
-      tensors_[v].dtype = graph_.values[v].dtype;
-    }
 }
 
 Tensor& Executor::input(const std::string& name) {

@@ -69,8 +69,6 @@ class Executor {
   // Names of the nodes that run, in order ("convert <tensor>" for the steps that
   // convert between F32 and the backend's float storage at the edges).
   std::vector<std::string> step_names() const;
-  // Constant values this executor reads from the weights arena.
-  const std::vector<int>& weight_values() const { return weight_values_; }
 
  private:
   struct Step {
@@ -96,7 +94,7 @@ class Executor {
   std::vector<int> weight_record_;     // per tensor: WeightsArena record, -1 if none
   std::vector<int> lifetime_index_;    // per tensor: index into lifetimes_, -1 if none
   std::vector<Lifetime> lifetimes_;
-  std::vector<int> supplied_, wanted_, weight_values_;
+  std::vector<int> supplied_, wanted_;
   std::vector<Step> steps_;
   ActivationPlan plan_;
   void* arena_ = nullptr;

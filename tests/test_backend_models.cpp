@@ -9,6 +9,8 @@
 #include <random>
 
 #include "engine/backend_registry.h"
+#include "engine/executor.h"
+#include "engine/passes.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
@@ -55,6 +57,46 @@ TEST(BackendModels, EfficientNetB0CudaFp16MatchesCpu) {
 }
 TEST(BackendModels, EfficientDetD0CudaFp16MatchesCpu) {
   compare_whole_model("tf_efficientdet_d0_rand0", DType::F16, 1e-1);
+}
+
+// An output that is a constant (it folded away, or a stage map names an
+// initializer) lives in the backend's memory like every output: the caller
+// downloads it from there. It was once served from host memory, which a GPU
+// backend cannot copy from as device memory.
+TEST(BackendModels, WantedConstantsAreInBackendMemory) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;
+  Graph g;
+  g.name = "constant_output";
+  g.opset = 13;
+  const int x = g.add_value("x");
+  g.values[x].shape = Shape{1, 3};
+  g.values[x].shape_known = true;
+  g.inputs.push_back(x);
+  g.add_constant_f32("k", Shape{3}, {1.5f, -2.f, 3.25f});
+  Node relu;
+  relu.op_type = "Relu";
+  relu.name = "relu";
+  relu.inputs = {x};
+  relu.outputs = {g.add_value("y")};
+  g.nodes.push_back(relu);
+  g.outputs = {g.find("y"), g.find("k")};
+  prepare_graph(g);
+  for (DType storage : {DType::F32, DType::F16}) {
+    auto be = make_backend("cuda", 0, storage);
+    WeightsArena weights(*be);
+    Executor ex(g, *be, weights, {"x"}, {"y", "k"});
+    weights.commit();
+    ex.allocate();
+    const std::vector<float> in = {-1.f, 2.f, 0.5f};
+    be->upload(ex.input("x").data, in.data(), sizeof(float) * 3);
+    ex.run();
+    std::vector<float> y(3), k(3);
+    be->download(y.data(), ex.output("y").data, sizeof(float) * 3);
+    be->download(k.data(), ex.output("k").data, sizeof(float) * 3);
+    EXPECT_EQ(y, (std::vector<float>{0.f, 2.f, 0.5f})) << dtype_name(storage);
+    EXPECT_EQ(k, (std::vector<float>{1.5f, -2.f, 3.25f})) << dtype_name(storage);
+  }
 }
 
 // CUDA graphs: the recorded network replays what launching kernel by kernel
