@@ -232,9 +232,11 @@ int cmd_bench(const CommandArgs& argv) {
       {"recorded_graph", session.executor().recorded()}};
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
-  std::printf("%s on %s %s (%d threads), input %s from %s\n", model.info.name.c_str(),
-              backend->name().c_str(), precision_name(*backend),
-              threads, session.input_shape().str().c_str(),
+  const std::string host_threads =
+      backend->name() == "cpu" ? " (" + std::to_string(threads) + " threads)" : "";
+  std::printf("%s on %s %s%s, input %s from %s\n", model.info.name.c_str(),
+              backend->name().c_str(), precision_name(*backend), host_threads.c_str(),
+              session.input_shape().str().c_str(),
               image_path.empty() ? "N(0,1) noise" : image_path.c_str());
   if (backend->name() != "cpu")
     std::printf("  replayed as one recorded graph: %s%s\n",

@@ -441,9 +441,32 @@ void check_kernel_pointer(const char* kernel, int param, const void* p) {
   }
 }
 
+// CUDA_EMU_LAUNCHES=1: launches per kernel (and cuBLAS calls), on stderr at exit;
+// how many launches a network takes is what bounds it on a GPU at batch 1.
+std::map<std::string, long>* launch_counts() {
+  static std::map<std::string, long>* counts = [] {
+    const char* env = std::getenv("CUDA_EMU_LAUNCHES");
+    if (!env || std::strcmp(env, "0") == 0) return static_cast<std::map<std::string, long>*>(nullptr);
+    std::atexit([] {
+      long total = 0;
+      for (const auto& c : *launch_counts()) total += c.second;
+      std::fprintf(stderr, "cuda-emu: %ld launches queued\n", total);
+      for (const auto& c : *launch_counts())
+        std::fprintf(stderr, "  %8ld  %s\n", c.second, c.first.c_str());
+    });
+    return new std::map<std::string, long>;
+  }();
+  return counts;
+}
+
+void count_launch(const char* name) {
+  if (std::map<std::string, long>* counts = launch_counts()) ++(*counts)[name];
+}
+
 void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
                     cudaStream_t stream, std::function<void()> body) {
   make_context();
+  count_launch(name);
   const unsigned long long threads =
       static_cast<unsigned long long>(block.x) * block.y * block.z;
   const bool bad = grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu ||
@@ -782,6 +805,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
       ldb < std::max(1, b_rows) || ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
   const char* call = "cublasGemmStridedBatchedEx";
+  count_launch(call);
   check_operand(call, "A", A, extent(a_rows, ta ? m : k, lda, stride_a, batch) * type_bytes(a_type));
   check_operand(call, "B", B, extent(b_rows, tb ? k : n, ldb, stride_b, batch) * type_bytes(b_type));
   check_operand(call, "C", C, extent(m, n, ldc, stride_c, batch) * type_bytes(c_type));
@@ -820,6 +844,7 @@ cublasStatus_t cublasDsyrk_v2(cublasHandle_t handle, cublasFillMode_t uplo,
     return CUBLAS_STATUS_INVALID_VALUE;
   check_operand("cublasDsyrk", "A", A, extent(a_rows, t ? n : k, lda, 0, 1) * sizeof(double));
   check_operand("cublasDsyrk", "C", C, extent(n, n, ldc, 0, 1) * sizeof(double));
+  count_launch("cublasDsyrk");
   const double al = *alpha, be = *beta;
   const bool lower = uplo == CUBLAS_FILL_MODE_LOWER;
   record_error(enqueue(
