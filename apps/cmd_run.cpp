@@ -129,9 +129,11 @@ int cmd_run(const CommandArgs& argv) {
 
   release_free_heap();
   const size_t rss_before = resident_bytes();
+  // Device memory from before the pipelines exist: detection heads allocate their
+  // post-processing buffers as they are built, and the report counts them.
+  const size_t device_before = backend->device_bytes_in_use();
   Pipelines pipelines(plan, models, *backend, share, top);
   const size_t rss_built = resident_bytes();
-  const size_t device_built = backend->device_bytes_in_use();
   pipelines.allocate();
   const MemoryReport memory = pipelines.memory();
 
@@ -178,7 +180,7 @@ int cmd_run(const CommandArgs& argv) {
   const size_t rss_end = resident_bytes();
   const size_t grown = overhead_grown_since(memory, *backend);
   const size_t device_end = backend->device_bytes_in_use();
-  const size_t device_growth = device_end > device_built ? device_end - device_built : 0;
+  const size_t device_growth = device_end > device_before ? device_end - device_before : 0;
   const size_t processed = frame_seconds.size();
   check(processed > 0, ErrorKind::Io, "none of the ", skipped, " frames could be read");
 

@@ -254,10 +254,12 @@ MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<cons
   MeasuredMemory m;
   release_free_heap();
   const size_t before = resident_bytes();
+  // Device memory from before the pipelines exist: detection heads allocate their
+  // post-processing buffers as they are built, and the report counts them.
+  const size_t before_device = backend.device_bytes_in_use();
   Pipelines p(plan, std::move(models), backend, share);
   backend.synchronize();
   const size_t built = resident_bytes();
-  const size_t built_device = backend.device_bytes_in_use();
   p.allocate();
   p.run(frame);
   backend.synchronize();
@@ -266,7 +268,7 @@ MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<cons
   m.reported = p.memory();
   m.construction_rss = built - before;
   m.allocate_and_run_rss = ran - built;
-  m.allocate_and_run_device = ran_device > built_device ? ran_device - built_device : 0;
+  m.allocate_and_run_device = ran_device > before_device ? ran_device - before_device : 0;
   return m;
 }
 

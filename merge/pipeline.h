@@ -78,8 +78,9 @@ struct MeasuredMemory {
   MemoryReport reported;
   size_t construction_rss = 0;
   size_t allocate_and_run_rss = 0;
-  // Device memory in use after allocate() and one run minus before (every process
-  // on the GPU: keep it otherwise idle); 0 on host-memory backends.
+  // Device memory in use after allocate() and one run minus before the pipelines
+  // were built (every process on the GPU: keep it otherwise idle); 0 on
+  // host-memory backends.
   size_t allocate_and_run_device = 0;
 };
 MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<const Model>> models,
