@@ -298,7 +298,9 @@ class Backend {
   // be None (MBConv's projection conv and its skip connection, fused by the graph
   // passes). This default runs conv2d then an elementwise add; a backend may add
   // the residual while the outputs are in registers, and must then give the same
-  // bits (the conv's rounded output plus the residual, one more rounding).
+  // bits in fp32 (the conv's rounded output plus the residual, one more rounding).
+  // In fp16 storage it may skip rounding the conv's output to fp16 before the add
+  // (the CUDA kernels do): one rounding fewer, so closer to fp32, not equal bits.
   virtual void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                const Tensor* bias, const Tensor& residual, Tensor& y,
                                void* workspace);
