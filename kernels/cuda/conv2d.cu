@@ -225,7 +225,8 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       after_launch("depthwise_conv_kernel");
       return;
     }
-    if (fused_pointwise_ && p.groups == 1 && reads_input_directly(p)) {
+    // (Batches beyond the grid's z limit go through cuBLAS below.)
+    if (fused_pointwise_ && p.groups == 1 && reads_input_directly(p) && q.n <= 65535) {
       const int hw = q.h_out * q.w_out;
       const dim3 grid(static_cast<unsigned>((hw + kPwTile - 1) / kPwTile),
                       static_cast<unsigned>((q.c_out + kPwTile - 1) / kPwTile),
