@@ -201,7 +201,8 @@ unset REPSHARE_CUDA_SYNC
 step models_graphs 120 run_gtest models_graphs.xml \
   --gtest_filter='BackendModels.*:Cka.Gpu*:Memory.*'
 
-# One inference of each whole model under memcheck (`bench` with one run and no warm-up).
+# Each whole model under memcheck: two runs, no warm-up (the first step by step,
+# the second recorded as a CUDA graph and replayed).
 models=${REPSHARE_MODELS:-$repo/models}
 bench_dir="$work/bench"
 mkdir -p "$bench_dir"
@@ -209,7 +210,7 @@ export models bench_dir
 for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   if [ -f "$models/$m.onnx" ] && command -v compute-sanitizer >/dev/null; then
     step "memcheck_$m" 120 compute-sanitizer --tool memcheck --error-exitcode 3 --print-limit 20 \
-      "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 1 --rounds 1 --warmup 0
+      "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 2 --rounds 1 --warmup 0
   fi
 done
 
