@@ -53,7 +53,6 @@ struct CUgraphExec_st {
 };
 struct cublasContext {
   cudaStream_t stream = nullptr;
-  cublasMath_t math = CUBLAS_DEFAULT_MATH;
 };
 
 namespace cuda_emu {
@@ -768,9 +767,11 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void* workspace, size_t byt
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
-  handle->math = mode;
-  return CUBLAS_STATUS_SUCCESS;
+// The GEMMs here are full fp32: a mode that lets cuBLAS round more (TF32, fp16
+// reductions) would make results the emulation does not reproduce.
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t mode) {
+  return mode == CUBLAS_DEFAULT_MATH || mode == CUBLAS_PEDANTIC_MATH ? CUBLAS_STATUS_SUCCESS
+                                                                     : CUBLAS_STATUS_NOT_SUPPORTED;
 }
 
 const char* cublasGetStatusName(cublasStatus_t s) {
