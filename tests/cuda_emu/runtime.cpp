@@ -425,8 +425,14 @@ void shuffle_down(unsigned mask, const void* in, void* out, size_t bytes, unsign
   f.mask = mask;
   f.state = State::AtWarpBarrier;
   yield_to_scheduler();  // every lane has written its value
-  if (lane % width + static_cast<int>(delta) < width)
+  if (lane % width + static_cast<int>(delta) < width) {
+    // The source lane must take part (the mask, checked on release, names only
+    // lanes that exist and wait here).
+    if (!((mask >> (lane + delta)) & 1u))
+      fault(where() + ": lane " + std::to_string(lane) + " shuffles from lane " +
+            std::to_string(lane + delta) + ", outside the mask");
     std::memcpy(out, &run.lanes[f.linear + delta], bytes);
+  }
   f.state = State::AtWarpBarrier;
   yield_to_scheduler();  // every lane has read before any writes again
 }
