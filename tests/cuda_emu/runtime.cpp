@@ -821,21 +821,32 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
   record_error(enqueue(
       handle->stream,
       [=]() {
-        for (int b = 0; b < batch; ++b)
+        // op(A) as m rows of k floats and op(B) as n columns of k floats, so that
+        // every product runs along contiguous memory; each sum still adds l = 0..k-1
+        // in order.
+        std::vector<float> a(static_cast<size_t>(m) * k), bt(static_cast<size_t>(n) * k);
+        for (int b = 0; b < batch; ++b) {
+          for (int i = 0; i < m; ++i)
+            for (int l = 0; l < k; ++l)
+              a[static_cast<size_t>(i) * k + l] =
+                  load(A, a_type, b * stride_a + (ta ? l + static_cast<size_t>(i) * lda
+                                                     : i + static_cast<size_t>(l) * lda));
+          for (int j = 0; j < n; ++j)
+            for (int l = 0; l < k; ++l)
+              bt[static_cast<size_t>(j) * k + l] =
+                  load(B, b_type, b * stride_b + (tb ? j + static_cast<size_t>(l) * ldb
+                                                     : l + static_cast<size_t>(j) * ldb));
           for (int j = 0; j < n; ++j)
             for (int i = 0; i < m; ++i) {
+              const float* ar = a.data() + static_cast<size_t>(i) * k;
+              const float* bc = bt.data() + static_cast<size_t>(j) * k;
               float s = 0.f;
-              for (int l = 0; l < k; ++l) {
-                const size_t ai = b * stride_a + (ta ? l + static_cast<size_t>(i) * lda
-                                                     : i + static_cast<size_t>(l) * lda);
-                const size_t bi = b * stride_b + (tb ? j + static_cast<size_t>(l) * ldb
-                                                     : l + static_cast<size_t>(j) * ldb);
-                s += load(A, a_type, ai) * load(B, b_type, bi);
-              }
+              for (int l = 0; l < k; ++l) s += ar[l] * bc[l];
               const size_t ci = b * stride_c + i + static_cast<size_t>(j) * ldc;
               // beta = 0: C is output only (it may hold NaN).
               store(C, c_type, ci, al * s + (be == 0.f ? 0.f : be * load(C, c_type, ci)));
             }
+        }
       },
       call));
   return status;
