@@ -437,15 +437,7 @@ void shuffle_down(unsigned mask, const void* in, void* out, size_t bytes, unsign
   yield_to_scheduler();  // every lane has read before any writes again
 }
 
-void check_kernel_pointer(const char* kernel, int param, const void* p) {
-  if (p && !is_device(p, 0)) {
-    char b[200];
-    std::snprintf(b, sizeof b, "kernel %s: parameter %d (%p) is not device memory", kernel, param,
-                  p);
-    fault(b);
-  }
-}
-
+namespace {
 // CUDA_EMU_LAUNCHES=1: launches per kernel (and cuBLAS calls), on stderr at exit;
 // how many launches a network takes is what bounds it on a GPU at batch 1.
 std::map<std::string, long>* launch_counts() {
@@ -466,6 +458,16 @@ std::map<std::string, long>* launch_counts() {
 
 void count_launch(const char* name) {
   if (std::map<std::string, long>* counts = launch_counts()) ++(*counts)[name];
+}
+}  // namespace
+
+void check_kernel_pointer(const char* kernel, int param, const void* p) {
+  if (p && !is_device(p, 0)) {
+    char b[200];
+    std::snprintf(b, sizeof b, "kernel %s: parameter %d (%p) is not device memory", kernel, param,
+                  p);
+    fault(b);
+  }
 }
 
 void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
