@@ -129,8 +129,7 @@ int cmd_run(const CommandArgs& argv) {
 
   release_free_heap();
   const size_t rss_before = resident_bytes();
-  // Device memory from before the pipelines exist: detection heads allocate their
-  // post-processing buffers as they are built, and the report counts them.
+  // From before the pipelines exist, as measure_memory() (merge/pipeline.cpp) does.
   const size_t device_before = backend->device_bytes_in_use();
   Pipelines pipelines(plan, models, *backend, share, top);
   const size_t rss_built = resident_bytes();

@@ -123,9 +123,7 @@ TEST(BackendModels, CudaGraphReplayEqualsKernelByKernel) {
     b.run();
     EXPECT_FALSE(a.executor().recorded());
     // The first run goes step by step; the second records.
-    if (round > 0) {
-      ASSERT_TRUE(b.executor().recorded()) << b.executor().recording_error();
-    }
+    ASSERT_EQ(b.executor().recorded(), round > 0) << b.executor().recording_error();
     for (const auto& w : a.wanted())
       EXPECT_LT(normalized_error(a.host_output(w), b.host_output(w), a.output_shape(w).numel()), 1e-6)
           << "round " << round << " output " << w;
