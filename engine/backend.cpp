@@ -52,4 +52,45 @@ void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const 
   reduce(r, y, mean);
 }
 
+namespace {
+
+// Bytes of input i's resampled copy in the default weighted_sum_resampled, rounded
+// up so every copy starts 64-byte aligned.
+size_t resampled_bytes(const WeightedSumParams& p, DType storage) {
+  return (static_cast<size_t>(p.numel) * dtype_size(storage) + 63) / 64 * 64;
+}
+
+}  // namespace
+
+size_t Backend::weighted_sum_resampled_workspace(const WeightedSumParams& p,
+                                                 const FusionResample* resample) const {
+  size_t bytes = 0;
+  for (int i = 0; i < p.count; ++i)
+    if (resample[i].kind != ResampleKind::None) bytes += resampled_bytes(p, float_storage());
+  return bytes;
+}
+
+void Backend::weighted_sum_resampled(const WeightedSumParams& p, const FusionResample* resample,
+                                     const Tensor* const* xs, Tensor& y, void* workspace) {
+  Tensor copies[kMaxFusionInputs];
+  const Tensor* inputs[kMaxFusionInputs];
+  auto* next = static_cast<unsigned char*>(workspace);
+  for (int i = 0; i < p.count; ++i) {
+    inputs[i] = xs[i];
+    if (resample[i].kind == ResampleKind::None) continue;
+    check(next != nullptr, ErrorKind::Backend, "weighted_sum_resampled: input ", i,
+          " is resampled and there is no workspace");
+    copies[i].shape = y.shape;
+    copies[i].dtype = y.dtype;
+    copies[i].data = next;
+    next += resampled_bytes(p, y.dtype);
+    if (resample[i].kind == ResampleKind::MaxPool)
+      pool2d(resample[i].pool, *xs[i], copies[i]);
+    else
+      resize(resample[i].upsample, *xs[i], copies[i]);
+    inputs[i] = &copies[i];
+  }
+  weighted_sum(p, inputs, y);
+}
+
 }  // namespace repshare

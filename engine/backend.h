@@ -151,6 +151,16 @@ struct WeightedSumParams {
   Activation act;
 };
 
+// A fusion input's resampling folded into the sum (engine/passes
+// fold_resample_into_weighted_sum): BiFPN's max-pool downsampling and nearest
+// upsampling, read from the unresampled input instead of a tensor of their own.
+enum class ResampleKind : uint8_t { None, MaxPool, NearestUp };
+struct FusionResample {
+  ResampleKind kind = ResampleKind::None;
+  Pool2dParams pool;      // MaxPool (pool.kind Max): the input is [pool.n, pool.c, pool.h, pool.w]
+  ResizeParams upsample;  // NearestUp: asymmetric, floor, h_out / h and w_out / w integers
+};
+
 // Sharing adapter: y[n, t, i] = x[n, index[t], i], index an int64 [c_out] tensor
 // (receiver channel t reads donor channel index[t]; merge/adapter.h builds it).
 struct ChannelGatherParams {
@@ -268,6 +278,12 @@ class Backend {
   //   the mode decides (Constant: value; Reflect/Edge/Wrap as numpy.pad).
   // softmax: over the middle axis of [outer, axis, inner].
   // weighted_sum: y = act(sum weights[i] * xs[i]), all of p.numel elements.
+  // weighted_sum_resampled: the same with xs[i] first resampled as resample[i] says
+  //   (p.count entries; y's shape is what each resampling makes). This default
+  //   resamples each such input into the workspace (weighted_sum_resampled_workspace
+  //   bytes) with pool2d / resize, then sums; a backend may read the windows in
+  //   place (CUDA: one launch instead of one per resampled input and the sum), and
+  //   must then give the same bits (a max and a copy round nothing).
   // channel_gather: see ChannelGatherParams.
   // convert: y = x, x.numel() elements, each of x and y F32 or F16 (to F16: round to
   //   nearest even, as engine/half.h).
@@ -326,6 +342,10 @@ class Backend {
   virtual void pad(const PadParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) = 0;
   virtual void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) = 0;
+  virtual void weighted_sum_resampled(const WeightedSumParams& p, const FusionResample* resample,
+                                      const Tensor* const* xs, Tensor& y, void* workspace);
+  virtual size_t weighted_sum_resampled_workspace(const WeightedSumParams& p,
+                                                  const FusionResample* resample) const;
   virtual void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) = 0;
   virtual size_t detection_select_workspace(const DetectionSelectParams& p) const = 0;
   virtual void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,

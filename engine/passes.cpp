@@ -7,7 +7,9 @@
 
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/resize_math.h"
 #include "layers/layer.h"
+#include "layers/layers.h"
 
 namespace repshare {
 namespace {
@@ -257,6 +259,64 @@ int fuse_weighted_sum(Graph& g, const PassOptions& opt) {
     }
     erase_marked(g);
   }
+  return count;
+}
+
+// The integer factor of a nearest resize along one axis that copies input o / f
+// to output o for every o (so it can be read in place), or 0.
+int64_t replication_factor(const ResizeParams& p, const ResizeAxis& a) {
+  if (p.mode != ResizeMode::Nearest || a.in <= 0 || a.out % a.in != 0) return 0;
+  const int64_t f = a.out / a.in;
+  for (int64_t o = 0; o < a.out; ++o) {
+    const ResizeTaps t = resize_axis_taps(p, a, o);
+    if (t.outside || t.index[0] != o / f) return 0;
+  }
+  return f;
+}
+
+// WeightedSum input made by a MaxPool (floor rounding, no Indices output) or by a
+// nearest Resize that replicates each pixel an integer number of times, used only
+// there (BiFPN's down- and upsampling, 24 of D0's 26): the WeightedSum reads the
+// unresampled input (WeightedSumLayer's maxpool<i> / upsample<i>), so on CUDA one
+// launch does what took two and the resampled tensor is never stored.
+int fold_resample_into_weighted_sum(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    if (g.nodes[k].op_type != "WeightedSum") continue;
+    for (size_t i = 0; i < g.nodes[k].inputs.size(); ++i) {
+      const int v = g.nodes[k].inputs[i], p = u.producer[v];
+      if (p < 0 || sole_consumer(u, v) != static_cast<int>(k)) continue;
+      Node& r = g.nodes[p];
+      if (r.outputs.size() != 1 || g.values[r.inputs[0]].shape.rank() != 4) continue;
+      Node& sum = g.nodes[k];
+      if (r.op_type == "MaxPool") {
+        Pool2dLayer pool;
+        pool.build(r, g);
+        const Pool2dParams& q = pool.params();
+        const int64_t floor_h =
+            (q.h + q.pad_top + q.pad_bottom - (q.kh - 1) * q.dil_h - 1) / q.stride_h + 1;
+        const int64_t floor_w =
+            (q.w + q.pad_left + q.pad_right - (q.kw - 1) * q.dil_w - 1) / q.stride_w + 1;
+        if (q.h_out != floor_h || q.w_out != floor_w) continue;  // ceil_mode's extra window
+        WeightedSumLayer::attach_maxpool(sum, i, q);
+      } else if (r.op_type == "Resize" || r.op_type == "Upsample") {
+        ResizeLayer resize;
+        resize.build(r, g);
+        const ResizeParams& q = resize.params();
+        const int64_t fh = replication_factor(q, ResizeAxis{q.h, q.h_out, q.scale_h, q.roi[0], q.roi[2]});
+        const int64_t fw = replication_factor(q, ResizeAxis{q.w, q.w_out, q.scale_w, q.roi[1], q.roi[3]});
+        if (fh == 0 || fw == 0) continue;
+        WeightedSumLayer::attach_upsample(sum, i, fh, fw);
+      } else {
+        continue;
+      }
+      sum.inputs[i] = r.inputs[0];
+      r.op_type.clear();
+      ++count;
+    }
+  }
+  erase_marked(g);
   return count;
 }
 
@@ -543,6 +603,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_swish) stats.swish = fuse_swish(g, opt);
   if (opt.fuse_weighted_sum) stats.weighted_sum = fuse_weighted_sum(g, opt);
   if (opt.fuse_activations) stats.activations = fuse_activations(g, opt);
+  if (opt.fold_resample) stats.resample = fold_resample_into_weighted_sum(g, opt);
   if (opt.fold_channel_gate) stats.channel_gate = fold_channel_gate(g, opt);
   if (opt.fuse_channel_mean) stats.channel_mean = fuse_channel_mean(g);
   if (opt.fuse_residual_add) stats.residual_add = fuse_residual_add(g, opt);

@@ -17,6 +17,7 @@ struct PassOptions {
   bool fuse_swish = true;        // x * sigmoid(x) -> Swish
   bool fuse_activations = true;  // Conv/Gemm/ChannelAffine/binary/WeightedSum + activation
   bool fuse_weighted_sum = true; // BiFPN fast normalised fusion -> WeightedSum
+  bool fold_resample = true;     // MaxPool / nearest Resize -> the WeightedSum reading it
   bool fold_channel_gate = true; // Mul(x, per-channel gate) -> 1x1 Conv: gate the weights
   bool fuse_channel_mean = true; // depthwise Conv -> ReduceMean over H, W: a second output
   bool fuse_residual_add = true; // Add(Conv without activation, r) -> the Conv adds r
@@ -28,12 +29,12 @@ struct PassOptions {
   // Every fusion on or off at once (constant folding stays as it is).
   void set_fusions(bool on) {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
-        fold_channel_gate = fuse_channel_mean = fuse_residual_add = fuse_squeeze_excitation = on;
+        fold_resample = fold_channel_gate = fuse_channel_mean = fuse_residual_add = fuse_squeeze_excitation = on;
   }
 };
 
 struct PassStats {
-  int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
+  int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0, resample = 0,
       channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0;
 };
 

@@ -63,6 +63,7 @@ class Pool2dLayer : public Layer {
  public:
   void build(const Node& n, Graph& g) override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+  const Pool2dParams& params() const { return p_; }
 
  private:
   Pool2dParams p_;
@@ -96,6 +97,7 @@ class ResizeLayer : public Layer {
   void build(const Node& n, Graph& g) override;
   bool reads_input_at_build(size_t i) const override { return i > 0; }  // roi, scales, sizes
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+  const ResizeParams& params() const { return p_; }
 
  private:
   ResizeParams p_;
@@ -145,13 +147,22 @@ class SoftmaxLayer : public Layer {
 };
 
 // WeightedSum: BiFPN's fast normalised fusion after its weights were folded.
+// Input i may come resampled (fold_resample_into_weighted_sum): attribute
+// "maxpool<i>" (a max pool's window: kh, kw, stride h, w, dilation h, w, pads top,
+// left, bottom, right; floor rounding) or "upsample<i>" (nearest, asymmetric,
+// floor: integer factors h, w).
 class WeightedSumLayer : public Layer {
  public:
   void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+  static void attach_maxpool(Node& n, size_t input, const Pool2dParams& window);
+  static void attach_upsample(Node& n, size_t input, int64_t factor_h, int64_t factor_w);
 
  private:
   WeightedSumParams p_;
+  FusionResample resample_[kMaxFusionInputs];
+  bool resampled_ = false;
 };
 
 // ChannelGather: the sharing adapter's channel sampling (input 1: int64 indices).

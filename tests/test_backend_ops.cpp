@@ -564,6 +564,89 @@ OpCase weighted_sum_case(int inputs, Activation a) {
           }};
 }
 
+// weighted_sum_resampled into y [2, 5, 7, 6]: input 0 as it is, then one input per
+// entry of `resamples`, of the shape that resampling turns into y's.
+struct ResampledInput {
+  Shape shape;
+  FusionResample r;
+};
+
+ResampledInput maxpool_input(int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                             int64_t sw, int64_t dil, std::array<int64_t, 4> pads) {
+  ResampledInput in{Shape{2, 5, h, w}, FusionResample()};
+  Pool2dParams& p = in.r.pool;
+  in.r.kind = ResampleKind::MaxPool;
+  p.n = 2;
+  p.c = 5;
+  p.h = h;
+  p.w = w;
+  p.kh = kh;
+  p.kw = kw;
+  p.stride_h = sh;
+  p.stride_w = sw;
+  p.dil_h = p.dil_w = dil;
+  p.pad_top = pads[0];
+  p.pad_left = pads[1];
+  p.pad_bottom = pads[2];
+  p.pad_right = pads[3];
+  p.h_out = (h + pads[0] + pads[2] - dil * (kh - 1) - 1) / sh + 1;
+  p.w_out = (w + pads[1] + pads[3] - dil * (kw - 1) - 1) / sw + 1;
+  EXPECT_EQ(p.h_out * 100 + p.w_out, 706) << "max-pool input " << in.shape.str();
+  return in;
+}
+
+ResampledInput upsample_input(int64_t factor_h, int64_t factor_w) {
+  ResampledInput in{Shape{2, 5, 7 / factor_h, 6 / factor_w}, FusionResample()};
+  ResizeParams& p = in.r.upsample;
+  in.r.kind = ResampleKind::NearestUp;
+  p.mode = ResizeMode::Nearest;
+  p.coord = CoordMode::Asymmetric;
+  p.nearest = NearestMode::Floor;
+  p.outer = 10;
+  p.h = in.shape[2];
+  p.w = in.shape[3];
+  p.h_out = 7;
+  p.w_out = 6;
+  p.scale_h = static_cast<float>(factor_h);
+  p.scale_w = static_cast<float>(factor_w);
+  EXPECT_EQ(p.h * factor_h * 100 + p.w * factor_w, 706) << "upsampled input " << in.shape.str();
+  return in;
+}
+
+OpCase weighted_sum_resampled_case(const std::string& name, Activation a,
+                                   const std::vector<ResampledInput>& resampled) {
+  const Shape ys{2, 5, 7, 6};
+  WeightedSumParams p;
+  p.count = 1 + static_cast<int>(resampled.size());
+  p.act = a;
+  p.numel = ys.numel();
+  const Floats w = random_floats(kMaxFusionInputs, 22, 0.f, 1.f);
+  std::vector<Shape> shapes = {ys};
+  std::array<FusionResample, kMaxFusionInputs> r = {};
+  for (size_t i = 0; i < resampled.size(); ++i) {
+    shapes.push_back(resampled[i].shape);
+    r[i + 1] = resampled[i].r;
+  }
+  std::vector<Floats> xs;
+  for (int i = 0; i < p.count; ++i) {
+    p.weights[i] = w[i];
+    xs.push_back(random_floats(count(shapes[i]), 23 + i));
+  }
+  return {"weighted_sum_resampled_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            std::vector<std::unique_ptr<DeviceTensor>> owned;
+            std::vector<const Tensor*> ptrs;
+            for (size_t i = 0; i < xs.size(); ++i) {
+              owned.emplace_back(new DeviceTensor(be, shapes[i], xs[i]));
+              ptrs.push_back(&owned.back()->t);
+            }
+            DeviceTensor Y(be, ys);
+            DeviceBytes workspace(
+                be, std::max<size_t>(be.weighted_sum_resampled_workspace(p, r.data()), 1));
+            be.weighted_sum_resampled(p, r.data(), ptrs.data(), Y.t, workspace.data);
+            return Y.download();
+          }};
+}
+
 // index: int64 [c_out] of donor channels, repeats allowed (c_out may exceed c_in).
 OpCase channel_gather_case(const std::string& name, int64_t n, int64_t c_in, int64_t c_out,
                            int64_t inner) {
@@ -964,6 +1047,15 @@ std::vector<OpCase> all_cases() {
   c.push_back(weighted_sum_case(2, swish));
   c.push_back(weighted_sum_case(3, none));
   c.push_back(weighted_sum_case(4, relu));
+  // ... with inputs max-pooled (BiFPN's SAME 3x3 stride 2: pads only bottom/right;
+  // dilated, uneven strides) and upsampled by integer factors, odd ones too.
+  c.push_back(weighted_sum_resampled_case(
+      "bifpn_down_up", swish,
+      {maxpool_input(14, 12, 3, 3, 2, 2, 1, {0, 0, 1, 1}), upsample_input(1, 2)}));
+  c.push_back(weighted_sum_resampled_case(
+      "dilated_odd_factors", none,
+      {maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0}), upsample_input(7, 3),
+       upsample_input(1, 1)}));
 
   // channel_gather: the sharing adapter, narrowing and widening.
   c.push_back(channel_gather_case("narrow", 2, 13, 7, 15 * 7));

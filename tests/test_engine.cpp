@@ -429,5 +429,130 @@ TEST(Passes, PadOfMinusInfinityFusesIntoMaxPool) {
   }
 }
 
+// BiFPN's fusion node: y = swish(0.3 a + 0.5 maxpool(b) + 0.2 resize(c)), a [1, 3,
+// 8, 10], b [1, 3, b_h, b_w] max-pooled 3x3 stride 2 (ceil_mode; pads
+// top 0, left 1, bottom 1, right 0), c [1, 3,
+// 4, 5] resized to 8x10 (`mode`, `coord`, `nearest`). `pinned` names a value that
+// must survive (a graph output too).
+Graph fusion_graph(int64_t b_h, int64_t b_w, int64_t ceil_mode, const std::string& mode,
+                   const std::string& coord, const std::string& nearest,
+                   const std::string& pinned = "") {
+  Graph g;
+  g.name = "fusion";
+  g.opset = 13;
+  auto input = [&](const std::string& name, Shape s) {
+    const int v = g.add_value(name);
+    g.values[v].shape = s;
+    g.values[v].shape_known = true;
+    g.inputs.push_back(v);
+    return v;
+  };
+  const int a = input("a", Shape{1, 3, 8, 10});
+  const int b = input("b", Shape{1, 3, b_h, b_w});
+  const int c = input("c", Shape{1, 3, 4, 5});
+  Node pool;
+  pool.op_type = "MaxPool";
+  pool.name = "pool";
+  pool.inputs = {b};
+  pool.outputs = {g.add_value("pooled")};
+  pool.attrs["kernel_shape"].kind = pool.attrs["strides"].kind = Attribute::Kind::Ints;
+  pool.attrs["pads"].kind = Attribute::Kind::Ints;
+  pool.attrs["kernel_shape"].ints = {3, 3};
+  pool.attrs["strides"].ints = {2, 2};
+  pool.attrs["pads"].ints = {0, 1, 1, 0};  // top, left, bottom, right
+  pool.attrs["ceil_mode"].kind = Attribute::Kind::Int;
+  pool.attrs["ceil_mode"].i = ceil_mode;
+  g.add_constant_f32("roi", Shape{0}, {});
+  g.add_constant_f32("scales", Shape{4}, {1.f, 1.f, 2.f, 2.f});
+  Node resize;
+  resize.op_type = "Resize";
+  resize.name = "resize";
+  resize.inputs = {c, g.find("roi"), g.find("scales")};
+  resize.outputs = {g.add_value("upsampled")};
+  for (const char* attr : {"mode", "coordinate_transformation_mode", "nearest_mode"})
+    resize.attrs[attr].kind = Attribute::Kind::String;
+  resize.attrs["mode"].s = mode;
+  resize.attrs["coordinate_transformation_mode"].s = coord;
+  resize.attrs["nearest_mode"].s = nearest;
+  Node sum;
+  sum.op_type = "WeightedSum";
+  sum.name = "sum";
+  sum.inputs = {a, pool.outputs[0], resize.outputs[0]};
+  sum.outputs = {g.add_value("y")};
+  sum.attrs["weights"].kind = Attribute::Kind::Floats;
+  sum.attrs["weights"].floats = {0.3f, 0.5f, 0.2f};
+  attach_activation(sum, Activation{ActKind::Swish});
+  g.nodes = {pool, resize, sum};
+  g.outputs.push_back(g.find("y"));
+  if (!pinned.empty()) g.outputs.push_back(g.find(pinned));
+  return g;
+}
+
+// A max pool and a pixel-replicating nearest resize feeding a WeightedSum fold
+// into it with the same output bits; a ceil-mode window, a resize that does not
+// replicate pixels (linear, or nearest rounding up) and a value some other use
+// needs stay nodes of their own.
+TEST(Passes, ResamplingFoldsIntoTheWeightedSumReadingIt) {
+  struct Case {
+    int64_t b_h, b_w, ceil_mode;
+    std::string mode, coord, nearest, pinned;
+    int folded;
+  };
+  const std::vector<Case> cases = {
+      {16, 20, 0, "nearest", "asymmetric", "floor", "", 2},
+      // half_pixel + round_prefer_floor also copies input o / 2 to output o.
+      {16, 20, 0, "nearest", "half_pixel", "round_prefer_floor", "", 2},
+      {15, 19, 1, "nearest", "asymmetric", "floor", "", 1},  // 8x10 by ceil_mode, 7x9 by floor
+      {16, 20, 0, "linear", "asymmetric", "floor", "", 1},
+      {16, 20, 0, "nearest", "asymmetric", "ceil", "", 1},
+      {16, 20, 0, "nearest", "asymmetric", "floor", "pooled", 1}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.mode + " " + c.coord + " " + c.nearest + " ceil_mode " +
+                 std::to_string(c.ceil_mode) + " pinned '" + c.pinned + "'");
+    std::vector<float> out[2];
+    for (bool fold : {false, true}) {
+      Graph g = fusion_graph(c.b_h, c.b_w, c.ceil_mode, c.mode, c.coord, c.nearest, c.pinned);
+      PassOptions opt;
+      opt.fold_resample = fold;
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.resample, fold ? c.folded : 0);
+      CpuBackend cpu(1);
+      WeightsArena w(cpu);
+      Executor ex(g, cpu, w, {"a", "b", "c"}, {"y"});
+      w.commit();
+      ex.allocate();
+      for (const char* name : {"a", "b", "c"}) {
+        Tensor& t = ex.input(name);
+        for (int64_t i = 0; i < t.numel(); ++i)
+          t.f32()[i] = std::sin(0.37f * static_cast<float>(i) + name[0]) - 0.5f;
+      }
+      ex.run();
+      const Tensor& y = ex.output("y");
+      ASSERT_EQ(y.shape, (Shape{1, 3, 8, 10}));
+      out[fold].assign(y.f32(), y.f32() + y.numel());
+    }
+    EXPECT_EQ(out[0], out[1]);
+  }
+}
+
+// A folded resampling the layer cannot honour is a named error, not a guess.
+TEST(Passes, WeightedSumNamesABadResampling) {
+  Graph g = fusion_graph(16, 20, 0, "nearest", "asymmetric", "floor");
+  prepare_graph(g);
+  Node& sum = g.nodes.back();
+  ASSERT_EQ(sum.op_type, "WeightedSum");
+  sum.attrs["maxpool1"].ints.pop_back();
+  try {
+    infer_shapes(g);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Malformed);
+    EXPECT_NE(std::string(e.what()).find("maxpool1 has 9 values"), std::string::npos) << e.what();
+  }
+  sum.attrs["maxpool1"].ints.push_back(1);
+  sum.attrs["upsample2"].ints = {2, 3};  // 4x5 -> 8x15, not 8x10
+  EXPECT_THROW(infer_shapes(g), Error);
+}
+
 }  // namespace
 }  // namespace repshare

@@ -84,6 +84,10 @@ class CudaBackend : public Backend {
   void pad(const PadParams& p, const Tensor& x, Tensor& y) override;
   void softmax(const SoftmaxParams& p, const Tensor& x, Tensor& y) override;
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
+  void weighted_sum_resampled(const WeightedSumParams& p, const FusionResample* resample,
+                              const Tensor* const* xs, Tensor& y, void* workspace) override;
+  size_t weighted_sum_resampled_workspace(const WeightedSumParams& p,
+                                          const FusionResample* resample) const override;
   void gram_accumulate(int64_t n, int64_t cols, const double* x, double* k) override;
   size_t detection_select_workspace(const DetectionSelectParams& p) const override;
   void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,
