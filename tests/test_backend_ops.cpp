@@ -900,6 +900,7 @@ std::vector<OpCase> all_cases() {
   c.push_back(squeeze_excitation_case("n2_activation", 2, 13, 5, 2, 7 * 9, true));
   c.push_back(squeeze_excitation_case("c300_activation", 1, 300, 37, 1, 11, true));
   c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
+  c.push_back(squeeze_excitation_case("folded_weights_partial_slice", 1, 100, 7, 13, 1, false));
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
 
   // pool2d: max and average (both padding conventions), ceil-mode windows that

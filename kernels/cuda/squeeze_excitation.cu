@@ -1,7 +1,9 @@
 // Squeeze-excitation in two launches instead of five (two GEMMs with their
 // bias/activation epilogues and a broadcast Mul): one block per image computes the
 // gate, its mean and hidden layer in shared memory; then one thread per target
-// element applies it.
+// element applies it. At batch 1 with the gate folded into the projection conv's
+// weights (a target of c_out rows of c: small) it is one launch: each block
+// computes the hidden layer again and gates a slice of the columns.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
@@ -15,18 +17,13 @@ struct Se32 {
   Activation act_reduce, act_expand;
 };
 
-// gate[img, :] for img = blockIdx.x. The reduce layer is a warp per hidden unit
-// (lanes stride along c, then a shuffle sum: coalesced rows of w_reduce); the
-// expand layer a thread per channel (c_se is small: 4..80 here).
+// hidden[0, c_se) = act_reduce(w_reduce . mean + b_reduce) for one image, with
+// m[0, c) its mean, both in shared memory. A warp per hidden unit (lanes stride
+// along c, then a shuffle sum: coalesced rows of w_reduce). Ends with a barrier.
 template <typename T>
-__global__ void se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
-                               const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
-                               const T* __restrict__ b_expand, float* __restrict__ gate) {
-  extern __shared__ float shared[];
-  float* m = shared;             // [c]
-  float* hidden = shared + p.c;  // [c_se]
-  const int img = blockIdx.x;
-  for (int k = threadIdx.x; k < p.c; k += blockDim.x) m[k] = cuda::as_float(mean[img * p.c + k]);
+__device__ void se_hidden(const Se32& p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
+                          const T* __restrict__ b_reduce, float* m, float* hidden) {
+  for (int k = threadIdx.x; k < p.c; k += blockDim.x) m[k] = cuda::as_float(mean[k]);
   __syncthreads();
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int j = threadIdx.x / 32; j < p.c_se; j += warps) {
@@ -40,11 +37,56 @@ __global__ void se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __re
     }
   }
   __syncthreads();
-  for (int ch = threadIdx.x; ch < p.c; ch += blockDim.x) {
-    const T* row = w_expand + static_cast<size_t>(ch) * p.c_se;
-    float s = b_expand ? cuda::as_float(b_expand[ch]) : 0.f;
-    for (int k = 0; k < p.c_se; ++k) s += cuda::as_float(row[k]) * hidden[k];
-    gate[img * p.c + ch] = apply_activation(p.act_expand, s);
+}
+
+// The gate of channel ch: act_expand(w_expand[ch] . hidden + b_expand[ch]) (c_se is
+// small: 4..80 here, a loop per thread).
+template <typename T>
+__device__ float se_gate_of(const Se32& p, const T* __restrict__ w_expand,
+                            const T* __restrict__ b_expand, const float* hidden, int ch) {
+  const T* row = w_expand + static_cast<size_t>(ch) * p.c_se;
+  float s = b_expand ? cuda::as_float(b_expand[ch]) : 0.f;
+  for (int k = 0; k < p.c_se; ++k) s += cuda::as_float(row[k]) * hidden[k];
+  return apply_activation(p.act_expand, s);
+}
+
+// gate[img, :] for img = blockIdx.x.
+template <typename T>
+__global__ void se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
+                               const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
+                               const T* __restrict__ b_expand, float* __restrict__ gate) {
+  extern __shared__ float shared[];
+  float* m = shared;             // [c]
+  float* hidden = shared + p.c;  // [c_se]
+  const int img = blockIdx.x;
+  se_hidden(p, mean + static_cast<size_t>(img) * p.c, w_reduce, b_reduce, m, hidden);
+  for (int ch = threadIdx.x; ch < p.c; ch += blockDim.x)
+    gate[img * p.c + ch] = se_gate_of(p, w_expand, b_expand, hidden, ch);
+}
+
+// Batch 1, target [outer, c] (inner 1): block b gates columns [b * kSeSlice, +kSeSlice)
+// of every row, with the same gate arithmetic as se_gate_kernel + se_apply_kernel.
+constexpr int kSeSlice = 64;
+
+template <typename T>
+__global__ void se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
+                               const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
+                               const T* __restrict__ b_expand, const T* __restrict__ target,
+                               T* __restrict__ y) {
+  extern __shared__ float shared[];
+  float* m = shared;              // [c]
+  float* hidden = shared + p.c;   // [c_se]
+  float* gate = hidden + p.c_se;  // [kSeSlice]
+  se_hidden(p, mean, w_reduce, b_reduce, m, hidden);
+  const int ch0 = blockIdx.x * kSeSlice;
+  const int width = min(kSeSlice, p.c - ch0);
+  for (int k = threadIdx.x; k < width; k += blockDim.x)
+    gate[k] = se_gate_of(p, w_expand, b_expand, hidden, ch0 + k);
+  __syncthreads();
+  for (int e = threadIdx.x; e < p.outer * width; e += blockDim.x) {
+    const int row = e / width, k = e % width;
+    const size_t at = static_cast<size_t>(row) * p.c + ch0 + k;
+    y[at] = cuda::stored<T>(cuda::as_float(target[at]) * gate[k]);
   }
 }
 
@@ -61,6 +103,7 @@ __global__ void se_apply_kernel(Se32 p, const T* __restrict__ target,
 }  // namespace
 
 size_t CudaBackend::squeeze_excitation_workspace(const SqueezeExcitationParams& p) const {
+  if (p.n == 1 && p.inner == 1) return 0;  // se_rows_kernel keeps its gates in shared memory
   return static_cast<size_t>(p.n * p.c) * sizeof(float);
 }
 
@@ -85,13 +128,22 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
   const size_t shared = static_cast<size_t>(p.c + p.c_se) * sizeof(float);
   // 48 KiB of shared memory per block without opting in: 12k channels, far above
   // any squeeze-excitation here (1152 in B0, 1280 at most in these models).
-  check(shared <= 48 * 1024, ErrorKind::Unsupported, "cuda squeeze_excitation: ", p.c, " + ",
-        p.c_se, " channels exceed the 48 KiB of shared memory of one block");
+  check(shared + kSeSlice * sizeof(float) <= 48 * 1024, ErrorKind::Unsupported,
+        "cuda squeeze_excitation: ", p.c, " + ", p.c_se,
+        " channels exceed the 48 KiB of shared memory of one block");
   float* gate = static_cast<float*>(workspace);
   cuda::with_storage(y.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     const T* br = b_reduce ? cuda::data<T>(*b_reduce) : nullptr;
     const T* be = b_expand ? cuda::data<T>(*b_expand) : nullptr;
+    if (q.n == 1 && q.inner == 1) {
+      const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
+      se_rows_kernel<T><<<slices, cuda::kBlock, shared + kSeSlice * sizeof(float), stream_>>>(
+          q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be,
+          cuda::data<T>(target), cuda::data<T>(y));
+      after_launch("se_rows_kernel");
+      return;
+    }
     se_gate_kernel<T><<<static_cast<unsigned>(q.n), cuda::kBlock, shared, stream_>>>(
         q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be, gate);
     after_launch("se_gate_kernel");
