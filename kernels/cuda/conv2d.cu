@@ -5,6 +5,8 @@
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 // conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
 // instead of a separate elementwise add.
+#include <mma.h>
+
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
@@ -113,10 +115,23 @@ __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
 
 // Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
 // an experiment until gpu-check has timed it against cuBLAS + epilogue): a 64 x 64
-// tile of Y[Cout, HWo] per block of 256 threads, 4 x 4 outputs per thread, K in
-// steps of 16 through shared memory (as float, whatever the storage), then bias,
-// activation and residual as the outputs are stored. blockIdx.z is the image.
-constexpr int kPwTile = 64, kPwStep = 16, kPwThreads = 256;
+// tile of Y[Cout, HWo] per block of 256 threads, K through shared memory, then
+// bias, activation and residual as the outputs are stored. blockIdx.z is the image.
+constexpr int kPwTile = 64, kPwThreads = 256;
+
+// One output of the fused pointwise conv: acc is W[gm] . X[:, gn].
+template <typename T>
+__device__ __forceinline__ void store_pointwise(Activation act, float acc,
+                                                const T* __restrict__ bias,
+                                                const T* __restrict__ residual, T* __restrict__ y,
+                                                int gm, size_t at) {
+  float v = apply_activation(act, acc + (bias ? cuda::as_float(bias[gm]) : 0.f));
+  if (residual) v += cuda::as_float(residual[at]);
+  y[at] = cuda::stored<T>(v);
+}
+
+// CUDA cores, any storage: 4 x 4 outputs per thread, K in steps of 16 (as float).
+constexpr int kPwStep = 16;
 
 template <typename T>
 __global__ void __launch_bounds__(kPwThreads)
@@ -158,16 +173,97 @@ __global__ void __launch_bounds__(kPwThreads)
   for (int i = 0; i < 4; ++i) {
     const int gm = m0 + tm + i;
     if (gm >= m) break;
-    const float bv = bias ? cuda::as_float(bias[gm]) : 0.f;
     for (int j = 0; j < 4; ++j) {
       const int gn = n0 + tn + j;
       if (gn >= n) break;
-      const size_t at = img_y + static_cast<size_t>(gm) * n + gn;
-      float v = apply_activation(act, acc[i][j] + bv);
-      if (residual) v += cuda::as_float(residual[at]);
-      y[at] = cuda::stored<T>(v);
+      store_pointwise(act, acc[i][j], bias, residual, y, gm,
+                      img_y + static_cast<size_t>(gm) * n + gn);
     }
   }
+}
+
+// Tensor cores, fp16 storage (compute capability 7.0+): wmma 16x16x16 products of
+// fp16 operands summed in fp32, as cuBLAS's fp16 GEMMs with fp32 compute. 8 warps,
+// each 16 rows x 32 columns of the tile, K in steps of 32; the accumulators go
+// through shared memory to the same epilogue. Shared rows are padded (8 halves, 4
+// floats): wmma wants tiles 32-byte aligned and leading dimensions a multiple of
+// 16 bytes, and the padding spreads a column's rows over the banks.
+constexpr int kWmmaStep = 32;
+
+__global__ void __launch_bounds__(kPwThreads)
+    pointwise_conv_wmma_kernel(int m, int n, int k, Activation act,
+                               const __half* __restrict__ w, const __half* __restrict__ x,
+                               const __half* __restrict__ bias,
+                               const __half* __restrict__ residual, __half* __restrict__ y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+  __trap();  // launched only where CudaBackend::tensor_cores_
+#else
+  namespace wmma = nvcuda::wmma;
+  __shared__ __align__(32) __half ws[kPwTile][kWmmaStep + 8];  // [row of Y][k]
+  __shared__ __align__(32) __half xs[kWmmaStep][kPwTile + 8];  // [k][column of Y]
+  __shared__ __align__(32) float cs[kPwTile][kPwTile + 4];     // the tile of Y
+  const size_t img_x = static_cast<size_t>(blockIdx.z) * k * n;
+  const size_t img_y = static_cast<size_t>(blockIdx.z) * m * n;
+  const int m0 = blockIdx.y * kPwTile, n0 = blockIdx.x * kPwTile;
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wm = (warp / 2) * 16, wn = (warp % 2) * 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
+  const __half zero = __float2half_rn(0.f);
+  for (int k0 = 0; k0 < k; k0 += kWmmaStep) {
+    for (int e = tid; e < kPwTile * kWmmaStep; e += kPwThreads) {
+      const int row = e / kWmmaStep, wk = e % kWmmaStep;
+      const int gm = m0 + row, gk = k0 + wk;
+      ws[row][wk] = gm < m && gk < k ? w[static_cast<size_t>(gm) * k + gk] : zero;
+      const int xk = e / kPwTile, col = e % kPwTile;
+      const int xgk = k0 + xk, gn = n0 + col;
+      xs[xk][col] = xgk < k && gn < n ? x[img_x + static_cast<size_t>(xgk) * n + gn] : zero;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < kWmmaStep; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+      wmma::load_matrix_sync(a, &ws[wm][kk], kWmmaStep + 8);
+      for (int j = 0; j < 2; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+        wmma::load_matrix_sync(b, &xs[kk][wn + 16 * j], kPwTile + 8);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
+    }
+    __syncthreads();
+  }
+  for (int j = 0; j < 2; ++j)
+    wmma::store_matrix_sync(&cs[wm][wn + 16 * j], acc[j], kPwTile + 4, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < kPwTile * kPwTile; e += kPwThreads) {
+    const int row = e / kPwTile, col = e % kPwTile;
+    const int gm = m0 + row, gn = n0 + col;
+    if (gm < m && gn < n)
+      store_pointwise(act, cs[row][col], bias, residual, y, gm,
+                      img_y + static_cast<size_t>(gm) * n + gn);
+  }
+#endif
+}
+
+// Launches the fused pointwise conv Y[m, n] = W[m, k] . X[k, n] per image: on
+// tensor cores for fp16 where the GPU has them, else on CUDA cores.
+void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, int n, int k,
+                      Activation act, const float* w, const float* x, const float* bias,
+                      const float* residual, float* y) {
+  (void)tensor_cores;  // fp32 products stay on CUDA cores (no TF32)
+  pointwise_conv_kernel<float><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
+                                                                residual, y);
+}
+
+void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, int n, int k,
+                      Activation act, const __half* w, const __half* x, const __half* bias,
+                      const __half* residual, __half* y) {
+  if (tensor_cores)
+    pointwise_conv_wmma_kernel<<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
+                                                                residual, y);
+  else
+    pointwise_conv_kernel<__half><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
+                                                                   residual, y);
 }
 
 #ifdef REPSHARE_WITH_CUDNN
@@ -231,9 +327,9 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       const dim3 grid(static_cast<unsigned>((hw + kPwTile - 1) / kPwTile),
                       static_cast<unsigned>((q.c_out + kPwTile - 1) / kPwTile),
                       static_cast<unsigned>(q.n));
-      pointwise_conv_kernel<T><<<grid, kPwThreads, 0, stream_>>>(
-          q.c_out, hw, q.c_in, p.act, cuda::data<T>(w), cuda::data<T>(x), bias_data,
-          residual_data, cuda::data<T>(y));
+      launch_pointwise(grid, stream_, tensor_cores_, q.c_out, hw, q.c_in, p.act,
+                       cuda::data<T>(w), cuda::data<T>(x), bias_data, residual_data,
+                       cuda::data<T>(y));
       after_launch("pointwise_conv_kernel");
       return;
     }

@@ -65,6 +65,7 @@ CudaBackend::CudaBackend(int device, DType float_storage)
   cudaDeviceProp prop;
   REPSHARE_CUDA(cudaGetDeviceProperties(&prop, device));
   device_name_ = prop.name;
+  tensor_cores_ = prop.major >= 7;
   // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
   REPSHARE_CUDA(cudaFree(nullptr));
   REPSHARE_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

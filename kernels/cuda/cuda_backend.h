@@ -133,6 +133,8 @@ class CudaBackend : public Backend {
   // REPSHARE_CUDA_POINTWISE=fused: 1x1 convs by pointwise_conv_kernel (conv2d.cu),
   // epilogue included, instead of cuBLAS then the epilogue kernel.
   bool fused_pointwise_ = false;
+  // Compute capability 7.0+: fp16 fused pointwise convs on tensor cores (wmma).
+  bool tensor_cores_ = false;
   bool recording_ = true;
 };
 

@@ -3,7 +3,8 @@
 // rewritten by translate.pl, compile as C++ and their kernels run on the CPU,
 // one block at a time, each CUDA thread a fiber that switches only at barriers.
 // This header gives kernel code what nvcc would: the qualifiers, threadIdx and
-// friends, __syncthreads, warp shuffles, atomics and the launch itself.
+// friends, __syncthreads, warp shuffles, atomics, wmma's fragments and the launch
+// itself.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -70,6 +71,74 @@ inline unsigned __float_as_uint(float f) {
 
 using std::max;
 using std::min;
+
+// Tensor-core matrix fragments (mma.h's nvcuda::wmma, 16x16x16 shapes). A real
+// fragment spreads its tile over the warp's registers in an unspecified layout;
+// here every lane holds the whole tile and does the whole operation, which gives
+// every lane the same results a warp-wide operation gives: kernels may not depend
+// on which lane holds which element, and these do not. Products are summed in fp32
+// in k order (a tensor core's order is unspecified, so tests compare with a tolerance).
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulation has the 16x16x16 shapes");
+  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+  static constexpr int num_elements = rows * cols;
+  T x[rows * cols];  // row-major
+};
+
+template <typename F, typename T>
+inline void fill_fragment(F& f, T v) {
+  for (auto& e : f.x) e = v;
+}
+
+template <typename Use, typename T, typename Layout>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  ::cuda_emu::check_wmma_operand("load_matrix_sync", p, ldm, sizeof(T));
+  using F = fragment<Use, 16, 16, 16, T, Layout>;
+  const bool row = std::is_same<Layout, row_major>::value;
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = row ? p[r * ldm + c] : p[c * ldm + r];
+}
+
+template <typename T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ldm,
+                              layout_t layout) {
+  ::cuda_emu::check_wmma_operand("store_matrix_sync", p, ldm, sizeof(T));
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c)
+      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * 16 + c];
+}
+
+template <typename TA, typename LA, typename TB, typename LB, typename TC>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, TC>& d,
+                     const fragment<matrix_a, 16, 16, 16, TA, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, TB, LB>& b,
+                     const fragment<accumulator, 16, 16, 16, TC>& c) {
+  float af[256], bf[256];
+  for (int i = 0; i < 256; ++i) {
+    af[i] = static_cast<float>(a.x[i]);
+    bf[i] = static_cast<float>(b.x[i]);
+  }
+  for (int r = 0; r < 16; ++r)
+    for (int col = 0; col < 16; ++col) {
+      float s = static_cast<float>(c.x[r * 16 + col]);
+      for (int k = 0; k < 16; ++k) s += af[r * 16 + k] * bf[k * 16 + col];
+      d.x[r * 16 + col] = static_cast<TC>(s);
+    }
+}
+
+}  // namespace wmma
+}  // namespace nvcuda
 
 namespace cuda_emu {
 

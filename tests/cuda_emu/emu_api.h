@@ -28,6 +28,10 @@ void* dynamic_shared();
 // Aborts naming the kernel unless p is null or inside a cudaMalloc block.
 void check_kernel_pointer(const char* kernel, int param, const void* p);
 
+// wmma::load/store_matrix_sync's rules: p 32-byte aligned, ldm * element_bytes a
+// multiple of 16; aborts naming the call otherwise.
+void check_wmma_operand(const char* call, const void* p, unsigned ldm, size_t element_bytes);
+
 void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
                     cudaStream_t stream, std::function<void()> body);
 

@@ -461,6 +461,16 @@ void count_launch(const char* name) {
 }
 }  // namespace
 
+void check_wmma_operand(const char* call, const void* p, unsigned ldm, size_t element_bytes) {
+  // The CUDA guide: "mptr must be a 256-bit aligned pointer"; ldm a multiple of 16 bytes.
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * element_bytes) % 16 != 0) {
+    char b[200];
+    std::snprintf(b, sizeof b, "wmma::%s: pointer %p (must be 32-byte aligned), ldm %u (must be a multiple of %zu elements)",
+                  call, p, ldm, 16 / element_bytes);
+    fault(b);
+  }
+}
+
 void check_kernel_pointer(const char* kernel, int param, const void* p) {
   if (p && !is_device(p, 0)) {
     char b[200];
