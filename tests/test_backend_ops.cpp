@@ -848,6 +848,9 @@ std::vector<OpCase> all_cases() {
   // and a dense conv (the default: conv2d, then reduce)
   c.push_back(conv_mean_case("depthwise5_s2_n2", with_pads(conv(2, 13, 17, 15, 13, 5, 2, 13, swish), 1, 1, 2, 2)));
   c.push_back(conv_mean_case("dense3", with_pads(conv(1, 3, 9, 11, 5, 3, 1, 1, relu), 1, 1, 1, 1)));
+  // A 32x32 plane (the most CUDA's one-launch kernel takes), and many odd ones.
+  c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
+  c.push_back(conv_mean_case("depthwise3_300x7x9", with_pads(conv(1, 300, 7, 9, 300, 3, 1, 300, swish), 1, 1, 1, 1)));
   // conv2d_residual: MBConv's projection conv plus its skip connection (pointwise,
   // batch 2, odd sizes), and a dense conv through the same entry point.
   c.push_back(conv_residual_case("pointwise_n2", conv(2, 37, 13, 11, 19, 1, 1, 1, none)));
@@ -1201,6 +1204,83 @@ TEST(BackendOpsTable, NormalizedErrorDetectsDifferences) {
   EXPECT_GT(normalized_error(a, {1.f, 2.f, 3.1f}), 1e-2);
   EXPECT_TRUE(std::isinf(normalized_error(a, {1.f, 2.f, std::nanf("")})));
   EXPECT_TRUE(std::isinf(normalized_error(a, {1.f, 2.f})));
+}
+
+// The fused entry points promise the unfused composition's bits (backend.h):
+// conv2d_channel_mean's means are reduce's over its output, and
+// weighted_sum_resampled's sum is weighted_sum over the resampled inputs. Checked on
+// every backend there is, in both storages, against Backend's own composition run
+// on that same backend, on shapes the fused CUDA kernels take and shapes they leave.
+std::vector<std::unique_ptr<Backend>> contract_backends() {
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_backend("cpu", 1));
+  backends.emplace_back(new Fp16StorageCpuBackend(1));
+  std::string why;
+  if (cuda_available(&why)) {
+    backends.push_back(make_backend("cuda", 0));
+    backends.push_back(make_backend("cuda", 0, DType::F16));
+  }
+  return backends;
+}
+
+TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
+  const Activation swish = act(ActKind::Swish);
+  const std::vector<Conv2dParams> convs = {
+      with_pads(conv(1, 7, 32, 32, 7, 3, 1, 7, swish), 1, 1, 1, 1),   // a 1024-output plane
+      with_pads(conv(2, 30, 27, 25, 30, 5, 2, 30, swish), 1, 2, 2, 1),  // odd planes, n = 2
+      with_pads(conv(1, 3, 33, 33, 3, 3, 1, 3, Activation()), 1, 1, 1, 1)};  // 1089 outputs
+  for (const auto& be : contract_backends()) {
+    for (Conv2dParams p : convs) {
+      p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+      p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + " " +
+                   std::to_string(p.c_out) + " planes of " + std::to_string(p.h_out) + "x" +
+                   std::to_string(p.w_out));
+      const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, 1, p.kh, p.kw}, bs{p.c_out};
+      const Shape ys{p.n, p.c_out, p.h_out, p.w_out}, ms{p.n, p.c_out, 1, 1};
+      DeviceTensor X(*be, xs, random_floats(count(xs), 1)), W(*be, ws, random_floats(count(ws), 2));
+      DeviceTensor B(*be, bs, random_floats(count(bs), 3));
+      DeviceTensor fused_y(*be, ys), fused_mean(*be, ms), y(*be, ys), mean(*be, ms);
+      DeviceBytes workspace(*be, std::max<size_t>(be->conv2d_workspace(p), 1));
+      be->conv2d_channel_mean(p, X.t, W.t, &B.t, fused_y.t, fused_mean.t, workspace.data);
+      be->Backend::conv2d_channel_mean(p, X.t, W.t, &B.t, y.t, mean.t, workspace.data);
+      EXPECT_EQ(fused_y.download(), y.download());
+      EXPECT_EQ(fused_mean.download(), mean.download());
+    }
+  }
+}
+
+TEST(BackendOpsContract, ResampledWeightedSumHasTheBitsOfResampleThenSum) {
+  const std::vector<std::vector<ResampledInput>> cases = {
+      {maxpool_input(14, 12, 3, 3, 2, 2, 1, {0, 0, 1, 1}), upsample_input(1, 2)},
+      {maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0}), upsample_input(7, 3),
+       upsample_input(1, 1)}};
+  const Shape ys{2, 5, 7, 6};
+  for (const auto& be : contract_backends()) {
+    for (const auto& resampled : cases) {
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", " +
+                   std::to_string(resampled.size()) + " resampled inputs");
+      WeightedSumParams p;
+      p.count = 1 + static_cast<int>(resampled.size());
+      p.act = act(ActKind::Swish);
+      p.numel = ys.numel();
+      std::array<FusionResample, kMaxFusionInputs> r = {};
+      std::vector<std::unique_ptr<DeviceTensor>> owned;
+      std::vector<const Tensor*> xs;
+      for (int i = 0; i < p.count; ++i) {
+        p.weights[i] = 0.25f + 0.5f * i;
+        const Shape s = i == 0 ? ys : resampled[i - 1].shape;
+        if (i > 0) r[i] = resampled[i - 1].r;
+        owned.emplace_back(new DeviceTensor(*be, s, random_floats(count(s), 30 + i)));
+        xs.push_back(&owned.back()->t);
+      }
+      DeviceTensor fused(*be, ys), composed(*be, ys);
+      DeviceBytes workspace(*be, be->Backend::weighted_sum_resampled_workspace(p, r.data()));
+      be->weighted_sum_resampled(p, r.data(), xs.data(), fused.t, workspace.data);
+      be->Backend::weighted_sum_resampled(p, r.data(), xs.data(), composed.t, workspace.data);
+      EXPECT_EQ(fused.download(), composed.download());
+    }
+  }
 }
 
 TEST(BackendRegistry, MakesCpuAndRejectsUnknownNames) {

@@ -57,12 +57,12 @@ void Fp16StorageCpuBackend::conv2d_residual(const Conv2dParams& p, const Tensor&
                               workspace);
 }
 
+// The means of the stored (fp16) outputs, as reduce gives them: the CPU's fused
+// kernel would average the fp32 outputs before they are rounded.
 void Fp16StorageCpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x,
                                                 const Tensor& w, const Tensor* bias, Tensor& y,
                                                 Tensor& mean, void* workspace) {
-  Widened c(scratch_, threads());
-  CpuBackend::conv2d_channel_mean(p, c.in(x), c.in(w), c.in(bias), c.out(y), c.out(mean),
-                                  workspace);
+  Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
 }
 
 void Fp16StorageCpuBackend::squeeze_excitation(const SqueezeExcitationParams& p,

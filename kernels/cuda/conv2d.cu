@@ -53,6 +53,27 @@ bool reads_input_directly(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
+// Depthwise output (oy, ox) of one plane before its activation: bias + the window's
+// taps (xp the input plane, wp its kh x kw weights).
+template <typename T>
+__device__ __forceinline__ float depthwise_sum(const Conv32& p, const T* __restrict__ xp,
+                                               const T* __restrict__ wp, float bias, int oy,
+                                               int ox) {
+  const int iy0 = oy * p.stride_h - p.pad_top;
+  const int ix0 = ox * p.stride_w - p.pad_left;
+  float s = bias;
+  for (int ky = 0; ky < p.kh; ++ky) {
+    const int iy = iy0 + ky * p.dil_h;
+    if (iy < 0 || iy >= p.h) continue;
+    for (int kx = 0; kx < p.kw; ++kx) {
+      const int ix = ix0 + kx * p.dil_w;
+      if (ix < 0 || ix >= p.w) continue;
+      s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
+    }
+  }
+  return s;
+}
+
 // One thread per output element; consecutive threads walk along a row, so loads
 // of x and stores of y are coalesced.
 template <typename T>
@@ -66,22 +87,42 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
   const int oy = (i / p.w_out) % p.h_out;
   const int nc = i / (p.w_out * p.h_out);  // n * C + c
   const int c = nc % p.c_in;
-  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
-  const T* wp = w + c * p.kh * p.kw;
-  const int iy0 = oy * p.stride_h - p.pad_top;
-  const int ix0 = ox * p.stride_w - p.pad_left;
-  float s = bias ? cuda::as_float(bias[c]) : 0.f;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int iy = iy0 + ky * p.dil_h;
-    if (iy < 0 || iy >= p.h) continue;
-    for (int kx = 0; kx < p.kw; ++kx) {
-      const int ix = ix0 + kx * p.dil_w;
-      if (ix < 0 || ix >= p.w) continue;
-      s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
-    }
-  }
+  const float s = depthwise_sum(p, x + static_cast<size_t>(nc) * p.h * p.w, w + c * p.kh * p.kw,
+                                bias ? cuda::as_float(bias[c]) : 0.f, oy, ox);
   const float r = residual ? cuda::as_float(residual[i]) : 0.f;
   y[i] = cuda::stored<T>(apply_activation(act, s) + r);
+}
+
+// conv2d_channel_mean for output planes of at most kMeanPlane elements (squeeze-
+// excitation's depthwise convs from 32x32 down): a block per plane computes it as
+// depthwise_conv_kernel does, keeps the stored values in shared memory, and warp 0
+// averages them in reduce_rows_kernel's order (lanes stride along the row, then a
+// shuffle sum), so the mean has reduce's bits without a second launch reading y.
+constexpr int kMeanPlane = 1024;
+
+template <typename T>
+__global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+                                      const T* __restrict__ w, const T* __restrict__ bias,
+                                      T* __restrict__ y, T* __restrict__ mean) {
+  __shared__ float plane[kMeanPlane];
+  const int nc = blockIdx.x, c = nc % p.c_in;
+  const int len = p.h_out * p.w_out;
+  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
+  const T* wp = w + c * p.kh * p.kw;
+  const float b = bias ? cuda::as_float(bias[c]) : 0.f;
+  for (int o = threadIdx.x; o < len; o += blockDim.x) {
+    const float s = depthwise_sum(p, xp, wp, b, o / p.w_out, o % p.w_out);
+    const T v = cuda::stored<T>(apply_activation(act, s));
+    y[static_cast<size_t>(nc) * len + o] = v;
+    plane[o] = cuda::as_float(v);
+  }
+  __syncthreads();
+  if (threadIdx.x >= 32) return;  // whole warps: warp 0's shuffles below are safe
+  const int lane = threadIdx.x;
+  float acc = 0.f;
+  for (int j = lane; j < len; j += 32) acc += plane[j];
+  for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
+  if (lane == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
 
 // col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
@@ -292,6 +333,25 @@ size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
 void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                          const Tensor* bias, Tensor& y, void* workspace) {
   conv2d_with_residual(p, x, w, bias, nullptr, y, workspace);
+}
+
+void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                      const Tensor* bias, Tensor& y, Tensor& mean,
+                                      void* workspace) {
+  if (!p.is_depthwise() || p.h_out * p.w_out > kMeanPlane || p.h_out * p.w_out == 0) {
+    Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
+    return;
+  }
+  const Conv32 q = conv32(p);
+  const unsigned planes = static_cast<unsigned>(q.n * q.c_out);
+  if (planes == 0) return;
+  cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
+    using T = decltype(tag);
+    depthwise_mean_kernel<T><<<planes, cuda::kBlock, 0, stream_>>>(
+        q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias ? cuda::data<T>(*bias) : nullptr,
+        cuda::data<T>(y), cuda::data<T>(mean));
+  });
+  after_launch("depthwise_mean_kernel");
 }
 
 void CudaBackend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,

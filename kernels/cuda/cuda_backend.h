@@ -63,6 +63,8 @@ class CudaBackend : public Backend {
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
   // The residual is added in the conv's epilogue (or its depthwise kernel).
+  void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                           const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
