@@ -11,6 +11,13 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
     return 2 * y.numel() * w[1] * w[2] * w[3];
   }
+  if (n.op_type == "SeparableConv") {  // depthwise then pointwise, same spatial size
+    const Shape& w_dw = g.values[n.inputs[1]].shape;  // [C, 1, kh, kw]
+    const Shape& w_pw = g.values[n.inputs[3]].shape;  // [Cout, C, 1, 1]
+    const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
+    const int64_t positions = y.numel() / y[1];
+    return 2 * positions * w_dw[0] * w_dw[2] * w_dw[3] + 2 * y.numel() * w_pw[1];
+  }
   if (n.op_type == "SqueezeExcitation") {  // two 1x1 convs on [N, C, 1, 1]
     const Shape& w = g.values[n.inputs[1]].shape;  // [Cse, C, 1, 1]
     return 2 * 2 * g.values[n.inputs[0]].shape[0] * w.numel();

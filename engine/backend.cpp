@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
 
 namespace repshare {
@@ -50,6 +52,39 @@ void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const 
   r.reduce = p.h_out * p.w_out;
   r.inner = 1;
   reduce(r, y, mean);
+}
+
+namespace {
+
+// The default separable_conv2d's workspace: dw's output, then what either conv needs.
+size_t depthwise_output_bytes(const Conv2dParams& dw, DType storage) {
+  return (static_cast<size_t>(dw.n * dw.c_out * dw.h_out * dw.w_out) * dtype_size(storage) + 63) /
+         64 * 64;
+}
+
+}  // namespace
+
+size_t Backend::separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const {
+  return depthwise_output_bytes(dw, float_storage()) +
+         std::max(conv2d_workspace(dw), conv2d_workspace(pw));
+}
+
+void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
+                               const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
+                               const Tensor* b_pw, const Tensor* residual, Tensor& y,
+                               void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
+  Tensor mid;
+  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
+  mid.dtype = y.dtype;
+  mid.data = workspace;
+  void* rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, y.dtype);
+  conv2d(dw, x, w_dw, b_dw, mid, rest);
+  if (residual)
+    conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);
+  else
+    conv2d(pw, mid, w_pw, b_pw, y, rest);
 }
 
 namespace {

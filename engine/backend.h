@@ -329,6 +329,19 @@ class Backend {
   virtual size_t squeeze_excitation_workspace(const SqueezeExcitationParams& p) const = 0;
   virtual void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                    const Tensor* bias, Tensor& y, Tensor& mean, void* workspace);
+  // separable_conv2d: y = conv2d(pw, conv2d(dw, x, w_dw, b_dw), w_pw, b_pw), plus
+  //   residual when not null (as conv2d_residual); dw a depthwise conv, pw a pointwise
+  //   one reading dw's output (EfficientDet's separable convs, MobileNet-style
+  //   blocks without squeeze-excitation; fused by the graph passes). This default
+  //   runs the two convs with dw's output in the workspace
+  //   (separable_conv2d_workspace bytes); a backend may compute dw's outputs as pw
+  //   reads them, and must then round them to storage as conv2d stores them and sum
+  //   pw's products as its own conv2d does.
+  virtual void separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
+                                const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
+                                const Tensor* b_pw, const Tensor* residual, Tensor& y,
+                                void* workspace);
+  virtual size_t separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const;
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;
   virtual void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) = 0;
   virtual void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,

@@ -502,6 +502,43 @@ int fuse_residual_add(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// A depthwise Conv (no channel means, no residual) whose output only a pointwise
+// Conv reads: one SeparableConv node (Backend::separable_conv2d), so that a backend
+// can make the depthwise outputs as the pointwise conv reads them instead of storing
+// and reloading them (CUDA: one launch instead of two). EfficientDet's BiFPN and
+// heads are made of these pairs, as are MobileNet-style blocks without SE.
+int fuse_separable_conv(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    Node& dw = g.nodes[k];
+    if (dw.op_type != "Conv" || dw.outputs.size() != 1 || dw.inputs.size() < 2 ||
+        has_input(dw, 3))
+      continue;
+    const Shape& x = g.values[dw.inputs[0]].shape;
+    const Shape& w = g.values[dw.inputs[1]].shape;
+    if (x.rank() != 4 || w.rank() != 4 || dw.attr_int("group", 1) != x[1] || w[0] != x[1] ||
+        w[1] != 1)
+      continue;
+    const int c = sole_consumer(u, dw.outputs[0]);
+    if (c < 0) continue;
+    Node& pw = g.nodes[c];
+    const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
+    if (pw.op_type != "Conv" || pw.outputs.size() != 1 || pw.inputs.size() < 2 ||
+        pw.inputs[0] != dw.outputs[0] || pw.attr_int("group", 1) != 1 ||
+        pw.attr_ints("strides", ones) != ones || pw.attr_ints("pads", zeros) != zeros ||
+        pw.attr_string("auto_pad", "NOTSET") != "NOTSET" ||
+        g.values[pw.inputs[1]].shape.rank() != 4 || g.values[pw.inputs[1]].shape[2] != 1 ||
+        g.values[pw.inputs[1]].shape[3] != 1)
+      continue;
+    g.nodes[c] = SeparableConvLayer::fuse(dw, pw);
+    dw.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
 // A 1x1 Conv over [N, C, 1, 1] maps with constant weights (and bias, if any), no
 // residual and one output: a fully connected layer of squeeze-excitation.
 bool is_pointwise_fc(const Graph& g, const Node& conv) {
@@ -609,6 +646,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_residual_add) stats.residual_add = fuse_residual_add(g, opt);
   if (opt.fuse_squeeze_excitation)
     stats.squeeze_excitation = fuse_squeeze_excitation(g, opt);
+  if (opt.fuse_separable_conv) stats.separable_conv = fuse_separable_conv(g, opt);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

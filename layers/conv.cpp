@@ -6,51 +6,55 @@
 
 namespace repshare {
 
-void ConvLayer::build(const Node& n, Graph& g) {
-  require_f32(g, n, 0);
-  require_f32(g, n, 1);
-  const Shape& x = input_value(g, n, 0).shape;
-  const Shape& w = input_value(g, n, 1).shape;
+Conv2dParams conv2d_params(const Node& n, const Shape& x, const Shape& w) {
   check(x.rank() == 4, ErrorKind::Unsupported, n.label(), ": only 2-D convolution (4-D input) ",
         "is implemented, input is ", x.str());
   check(w.rank() == 4, ErrorKind::Shape, n.label(), ": weight shape ", w.str(), " is not 4-D");
-  p_ = Conv2dParams();
-  p_.n = x[0];
-  p_.c_in = x[1];
-  p_.h = x[2];
-  p_.w = x[3];
-  p_.c_out = w[0];
-  p_.kh = w[2];
-  p_.kw = w[3];
-  p_.groups = n.attr_int("group", 1);
-  check(p_.groups > 0 && p_.c_in % p_.groups == 0 && p_.c_out % p_.groups == 0 &&
-            w[1] * p_.groups == p_.c_in,
+  Conv2dParams p;
+  p.n = x[0];
+  p.c_in = x[1];
+  p.h = x[2];
+  p.w = x[3];
+  p.c_out = w[0];
+  p.kh = w[2];
+  p.kw = w[3];
+  p.groups = n.attr_int("group", 1);
+  check(p.groups > 0 && p.c_in % p.groups == 0 && p.c_out % p.groups == 0 &&
+            w[1] * p.groups == p.c_in,
         ErrorKind::Shape, n.label(), ": input ", x.str(), ", weight ", w.str(), " and group ",
-        p_.groups, " do not fit together");
-  auto ks = n.attr_ints("kernel_shape", {p_.kh, p_.kw});
-  check(ks.size() == 2 && ks[0] == p_.kh && ks[1] == p_.kw, ErrorKind::Shape, n.label(),
+        p.groups, " do not fit together");
+  auto ks = n.attr_ints("kernel_shape", {p.kh, p.kw});
+  check(ks.size() == 2 && ks[0] == p.kh && ks[1] == p.kw, ErrorKind::Shape, n.label(),
         ": kernel_shape does not match the weight ", w.str());
   auto strides = bounded_sizes(n, n.attr_ints("strides", {1, 1}), "strides");
   auto dil = bounded_sizes(n, n.attr_ints("dilations", {1, 1}), "dilations");
   check(strides.size() == 2 && dil.size() == 2 && strides[0] > 0 && strides[1] > 0 &&
             dil[0] > 0 && dil[1] > 0,
         ErrorKind::Malformed, n.label(), ": bad strides or dilations");
-  p_.stride_h = strides[0];
-  p_.stride_w = strides[1];
-  p_.dil_h = dil[0];
-  p_.dil_w = dil[1];
-  auto pads = resolve_pads(n, {p_.h, p_.w}, {(p_.kh - 1) * p_.dil_h + 1, (p_.kw - 1) * p_.dil_w + 1},
-                           {p_.stride_h, p_.stride_w});
-  p_.pad_top = pads[0];
-  p_.pad_left = pads[1];
-  p_.pad_bottom = pads[2];
-  p_.pad_right = pads[3];
-  const int64_t eh = p_.h + p_.pad_top + p_.pad_bottom - (p_.kh - 1) * p_.dil_h - 1;
-  const int64_t ew = p_.w + p_.pad_left + p_.pad_right - (p_.kw - 1) * p_.dil_w - 1;
+  p.stride_h = strides[0];
+  p.stride_w = strides[1];
+  p.dil_h = dil[0];
+  p.dil_w = dil[1];
+  auto pads = resolve_pads(n, {p.h, p.w}, {(p.kh - 1) * p.dil_h + 1, (p.kw - 1) * p.dil_w + 1},
+                           {p.stride_h, p.stride_w});
+  p.pad_top = pads[0];
+  p.pad_left = pads[1];
+  p.pad_bottom = pads[2];
+  p.pad_right = pads[3];
+  const int64_t eh = p.h + p.pad_top + p.pad_bottom - (p.kh - 1) * p.dil_h - 1;
+  const int64_t ew = p.w + p.pad_left + p.pad_right - (p.kw - 1) * p.dil_w - 1;
   check(eh >= 0 && ew >= 0, ErrorKind::Shape, n.label(), ": kernel larger than padded input ",
         x.str());
-  p_.h_out = eh / p_.stride_h + 1;
-  p_.w_out = ew / p_.stride_w + 1;
+  p.h_out = eh / p.stride_h + 1;
+  p.w_out = ew / p.stride_w + 1;
+  p.act = fused_activation(n);
+  return p;
+}
+
+void ConvLayer::build(const Node& n, Graph& g) {
+  require_f32(g, n, 0);
+  require_f32(g, n, 1);
+  p_ = conv2d_params(n, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
   has_bias_ = has_input(n, 2);
   if (has_bias_) {
     require_f32(g, n, 2);
@@ -58,7 +62,6 @@ void ConvLayer::build(const Node& n, Graph& g) {
           ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", p_.c_out,
           " output channels");
   }
-  p_.act = fused_activation(n);
   set_output(g, n, 0, Shape{p_.n, p_.c_out, p_.h_out, p_.w_out});
   // A second output, the mean of each output plane, is made by the
   // fuse_channel_mean pass for depthwise convs (the squeeze-excitation pool).
@@ -90,6 +93,73 @@ void ConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
     b.conv2d_residual(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *in[3], *out[0], ws);
   else
     b.conv2d(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], ws);
+}
+
+namespace {
+
+const char kDepthwisePrefix[] = "depthwise_";
+
+// The depthwise conv inside a SeparableConv node, as a Conv node of its own (for
+// its attributes and error messages; its inputs and outputs stay empty).
+Node depthwise_part(const Node& n) {
+  Node d;
+  d.op_type = "Conv";
+  d.name = n.name + "/depthwise";
+  const std::string prefix = kDepthwisePrefix;
+  for (const auto& a : n.attrs)
+    if (a.first.compare(0, prefix.size(), prefix) == 0)
+      d.attrs[a.first.substr(prefix.size())] = a.second;
+  return d;
+}
+
+}  // namespace
+
+Node SeparableConvLayer::fuse(const Node& depthwise, const Node& pointwise) {
+  auto input = [](const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; };
+  Node f;
+  f.op_type = "SeparableConv";
+  f.name = pointwise.name;
+  f.inputs = {depthwise.inputs[0], depthwise.inputs[1], input(depthwise, 2),
+              pointwise.inputs[1], input(pointwise, 2), input(pointwise, 3)};
+  f.outputs = pointwise.outputs;
+  f.attrs = pointwise.attrs;
+  for (const auto& a : depthwise.attrs) f.attrs[kDepthwisePrefix + a.first] = a.second;
+  return f;
+}
+
+void SeparableConvLayer::build(const Node& n, Graph& g) {
+  for (size_t i : {0, 1, 3}) require_f32(g, n, i);
+  const Node d = depthwise_part(n);
+  dw_ = conv2d_params(d, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
+  check(dw_.is_depthwise(), ErrorKind::Unsupported, d.label(), ": not a depthwise convolution");
+  const Shape mid{dw_.n, dw_.c_out, dw_.h_out, dw_.w_out};
+  pw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
+  check(pw_.is_pointwise(), ErrorKind::Unsupported, n.label(),
+        ": the second convolution is not pointwise (1x1, stride 1, no padding, one group)");
+  for (size_t i : {2, 4}) {
+    if (!has_input(n, i)) continue;
+    require_f32(g, n, i);
+    const int64_t channels = i == 2 ? dw_.c_out : pw_.c_out;
+    check(input_value(g, n, i).shape.numel() == channels, ErrorKind::Shape, n.label(), ": bias ",
+          i, " has ", input_value(g, n, i).shape.numel(), " values for ", channels, " channels");
+  }
+  const Shape y{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
+  if (has_input(n, 5)) {
+    require_f32(g, n, 5);
+    check(input_value(g, n, 5).shape == y && pw_.act.kind == ActKind::None, ErrorKind::Shape,
+          n.label(), ": residual ", input_value(g, n, 5).shape.str(),
+          " must be the output's shape ", y.str(), " on a convolution without activation");
+  }
+  set_output(g, n, 0, y);
+}
+
+size_t SeparableConvLayer::workspace_bytes(const Backend& b) const {
+  return b.separable_conv2d_workspace(dw_, pw_);
+}
+
+void SeparableConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
+                                 void* ws) {
+  b.separable_conv2d(dw_, pw_, *in[0], *in[1], in[2], *in[3], in[4], in[5], *out[0], ws);
 }
 
 }  // namespace repshare

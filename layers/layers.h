@@ -24,6 +24,26 @@ class ConvLayer : public Layer {
   bool has_residual_ = false;      // fourth input, added to the output (fuse_residual_add)
 };
 
+// Conv2dParams of Conv node n (its attributes: group, kernel_shape, strides,
+// dilations, pads / auto_pad, a fused activation) on input x and weight w; throws
+// naming the node when they do not fit.
+Conv2dParams conv2d_params(const Node& n, const Shape& x, const Shape& w);
+
+// SeparableConv: a depthwise Conv whose output only a pointwise Conv reads, as one
+// node (fuse_separable_conv): inputs x, w_dw, b_dw, w_pw, b_pw, residual (biases and
+// residual optional), the pointwise conv's attributes as they were and the
+// depthwise conv's with the prefix "depthwise_". Backend::separable_conv2d.
+class SeparableConvLayer : public Layer {
+ public:
+  static Node fuse(const Node& depthwise, const Node& pointwise);
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  Conv2dParams dw_, pw_;
+};
+
 // Relu, Sigmoid, Tanh, Clip, LeakyRelu, HardSigmoid, HardSwish, Elu, Exp, Log, Sqrt,
 // Neg, Abs, Reciprocal, Softplus, and repshare's fused Swish (x * sigmoid(x)).
 class ActivationLayer : public Layer {

@@ -19,6 +19,7 @@ Factory make() {
 const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> table = {
       {"Conv", make<ConvLayer>()},
+      {"SeparableConv", make<SeparableConvLayer>()},
       {"Relu", make<ActivationLayer>()},
       {"Sigmoid", make<ActivationLayer>()},
       {"Tanh", make<ActivationLayer>()},

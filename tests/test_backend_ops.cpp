@@ -232,6 +232,30 @@ Conv2dParams with_pads(Conv2dParams p, int64_t top, int64_t left, int64_t bottom
   return p;
 }
 
+// separable_conv2d: depthwise dw (its bias), then a 1x1 conv to c_out channels (its
+// bias, activation), and a residual when with_residual (c_out == channels).
+OpCase separable_case(const std::string& name, Conv2dParams dw, int64_t c_out, Activation act,
+                      bool with_residual) {
+  dw.h_out = conv_out(dw.h, dw.kh, dw.stride_h, dw.dil_h, dw.pad_top, dw.pad_bottom);
+  dw.w_out = conv_out(dw.w, dw.kw, dw.stride_w, dw.dil_w, dw.pad_left, dw.pad_right);
+  Conv2dParams pw = conv(dw.n, dw.c_out, dw.h_out, dw.w_out, c_out, 1, 1, 1, act);
+  pw.h_out = dw.h_out;
+  pw.w_out = dw.w_out;
+  const Shape xs{dw.n, dw.c_in, dw.h, dw.w}, wds{dw.c_out, 1, dw.kh, dw.kw}, bds{dw.c_out};
+  const Shape wps{c_out, dw.c_out, 1, 1}, bps{c_out}, ys{dw.n, c_out, dw.h_out, dw.w_out};
+  const Floats x = random_floats(count(xs), 1), wd = random_floats(count(wds), 2);
+  const Floats bd = random_floats(count(bds), 3), wp = random_floats(count(wps), 4);
+  const Floats bp = random_floats(count(bps), 5), r = random_floats(count(ys), 6);
+  return {"separable_conv2d_" + name, kTranscendentalTolerance, [=](Backend& be) {
+            DeviceTensor X(be, xs, x), WD(be, wds, wd), BD(be, bds, bd), WP(be, wps, wp);
+            DeviceTensor BP(be, bps, bp), R(be, ys, r), Y(be, ys);
+            DeviceBytes workspace(be, std::max<size_t>(be.separable_conv2d_workspace(dw, pw), 1));
+            be.separable_conv2d(dw, pw, X.t, WD.t, &BD.t, WP.t, &BP.t, with_residual ? &R.t : nullptr,
+                                Y.t, workspace.data);
+            return Y.download();
+          }};
+}
+
 // Inputs in the activation's domain: positive for Log/Sqrt, away from 0 for
 // Reciprocal; wide enough to reach every branch (Clip bounds, HardSigmoid's ends).
 Floats activation_input(ActKind k, size_t n) {
@@ -848,6 +872,13 @@ std::vector<OpCase> all_cases() {
   // and a dense conv (the default: conv2d, then reduce)
   c.push_back(conv_mean_case("depthwise5_s2_n2", with_pads(conv(2, 13, 17, 15, 13, 5, 2, 13, swish), 1, 1, 2, 2)));
   c.push_back(conv_mean_case("dense3", with_pads(conv(1, 3, 9, 11, 5, 3, 1, 1, relu), 1, 1, 1, 1)));
+  // separable_conv2d: BiFPN's 3x3 (no activation) then 1x1 with bias, the head's
+  // prediction conv (810 outputs: 13 row tiles each making the depthwise tile again),
+  // a stride-2 5x5 with an activation between, and a residual (MobileNet blocks).
+  c.push_back(separable_case("bifpn_64", with_pads(conv(1, 64, 16, 16, 64, 3, 1, 64, none), 1, 1, 1, 1), 64, none, false));
+  c.push_back(separable_case("head_810", with_pads(conv(1, 13, 9, 7, 13, 3, 1, 13, none), 1, 1, 1, 1), 810, none, false));
+  c.push_back(separable_case("s2_5x5_swish", with_pads(conv(2, 21, 17, 19, 21, 5, 2, 21, relu), 1, 2, 2, 1), 37, swish, false));
+  c.push_back(separable_case("residual", with_pads(conv(1, 24, 13, 11, 24, 3, 1, 24, relu), 1, 1, 1, 1), 24, none, true));
   // A 32x32 plane (the most CUDA's one-launch kernel takes), and many odd ones.
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_300x7x9", with_pads(conv(1, 300, 7, 9, 300, 3, 1, 300, swish), 1, 1, 1, 1)));
@@ -1246,6 +1277,44 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
       be->Backend::conv2d_channel_mean(p, X.t, W.t, &B.t, y.t, mean.t, workspace.data);
       EXPECT_EQ(fused_y.download(), y.download());
       EXPECT_EQ(fused_mean.download(), mean.download());
+    }
+  }
+}
+
+TEST(BackendOpsContract, SeparableConvHasTheBitsOfItsTwoConvs) {
+  const Activation relu = act(ActKind::Relu), swish = act(ActKind::Swish);
+  struct Case {
+    Conv2dParams dw;
+    int64_t c_out;
+    Activation act;
+    bool residual;
+  };
+  const std::vector<Case> cases = {
+      {with_pads(conv(1, 64, 16, 16, 64, 3, 1, 64, Activation()), 1, 1, 1, 1), 810, Activation(), false},
+      {with_pads(conv(2, 21, 17, 19, 21, 5, 2, 21, relu), 1, 2, 2, 1), 37, swish, false},
+      {with_pads(conv(1, 24, 13, 11, 24, 3, 1, 24, relu), 1, 1, 1, 1), 24, Activation(), true}};
+  for (const auto& be : contract_backends()) {
+    for (Case c : cases) {
+      Conv2dParams& dw = c.dw;
+      dw.h_out = conv_out(dw.h, dw.kh, dw.stride_h, dw.dil_h, dw.pad_top, dw.pad_bottom);
+      dw.w_out = conv_out(dw.w, dw.kw, dw.stride_w, dw.dil_w, dw.pad_left, dw.pad_right);
+      Conv2dParams pw = conv(dw.n, dw.c_out, dw.h_out, dw.w_out, c.c_out, 1, 1, 1, c.act);
+      pw.h_out = dw.h_out;
+      pw.w_out = dw.w_out;
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + " " +
+                   std::to_string(dw.c_out) + " -> " + std::to_string(c.c_out) + " channels");
+      const Shape xs{dw.n, dw.c_in, dw.h, dw.w}, wds{dw.c_out, 1, dw.kh, dw.kw}, bds{dw.c_out};
+      const Shape wps{c.c_out, dw.c_out, 1, 1}, bps{c.c_out}, ys{dw.n, c.c_out, dw.h_out, dw.w_out};
+      DeviceTensor X(*be, xs, random_floats(count(xs), 1)), WD(*be, wds, random_floats(count(wds), 2));
+      DeviceTensor BD(*be, bds, random_floats(count(bds), 3)), WP(*be, wps, random_floats(count(wps), 4));
+      DeviceTensor BP(*be, bps, random_floats(count(bps), 5)), R(*be, ys, random_floats(count(ys), 6));
+      DeviceTensor fused(*be, ys), composed(*be, ys);
+      const Tensor* r = c.residual ? &R.t : nullptr;
+      DeviceBytes workspace(*be, be->Backend::separable_conv2d_workspace(dw, pw));
+      be->separable_conv2d(dw, pw, X.t, WD.t, &BD.t, WP.t, &BP.t, r, fused.t, workspace.data);
+      be->Backend::separable_conv2d(dw, pw, X.t, WD.t, &BD.t, WP.t, &BP.t, r, composed.t,
+                                    workspace.data);
+      EXPECT_EQ(fused.download(), composed.download());
     }
   }
 }

@@ -554,5 +554,96 @@ TEST(Passes, WeightedSumNamesABadResampling) {
   EXPECT_THROW(infer_shapes(g), Error);
 }
 
+// x [1, 6, 9, 11] -> depthwise 3x3 (pads 1, relu) -> mid -> 1x1 conv to c_out (swish
+// unless a residual r [1, c_out, 9, 11] is added; `pw_stride`) -> y; `mid_also_out`
+// makes mid a graph output too.
+Graph separable_graph(int64_t c_out, bool residual, int64_t pw_stride, bool mid_also_out) {
+  Graph g;
+  g.name = "separable";
+  g.opset = 13;
+  auto input = [&](const std::string& name, Shape s) {
+    const int v = g.add_value(name);
+    g.values[v].shape = s;
+    g.values[v].shape_known = true;
+    g.inputs.push_back(v);
+    return v;
+  };
+  auto constant = [&](const std::string& name, Shape s, float scale) {
+    std::vector<float> v(static_cast<size_t>(s.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.7f * static_cast<float>(i));
+    return g.add_constant_f32(name, s, v);
+  };
+  const int x = input("x", Shape{1, 6, 9, 11});
+  Node dw;
+  dw.op_type = "Conv";
+  dw.name = "dw";
+  dw.inputs = {x, constant("w_dw", Shape{6, 1, 3, 3}, 0.5f), constant("b_dw", Shape{6}, 0.1f)};
+  dw.outputs = {g.add_value("mid")};
+  dw.attrs["group"].kind = Attribute::Kind::Int;
+  dw.attrs["group"].i = 6;
+  dw.attrs["pads"].kind = Attribute::Kind::Ints;
+  dw.attrs["pads"].ints = {1, 1, 1, 1};
+  attach_activation(dw, Activation{ActKind::Relu});
+  Node pw;
+  pw.op_type = "Conv";
+  pw.name = "pw";
+  pw.inputs = {dw.outputs[0], constant("w_pw", Shape{c_out, 6, 1, 1}, 0.3f),
+               constant("b_pw", Shape{c_out}, -0.2f)};
+  pw.outputs = {g.add_value("y")};
+  pw.attrs["strides"].kind = Attribute::Kind::Ints;
+  pw.attrs["strides"].ints = {pw_stride, pw_stride};
+  if (residual)
+    pw.inputs.push_back(input("r", Shape{1, c_out, 9, 11}));
+  else
+    attach_activation(pw, Activation{ActKind::Swish});
+  g.nodes = {dw, pw};
+  g.outputs.push_back(g.find("y"));
+  if (mid_also_out) g.outputs.push_back(g.find("mid"));
+  return g;
+}
+
+// A depthwise conv read only by a pointwise conv becomes one SeparableConv with the
+// same output bits on the CPU (which runs the two convs); a strided 1x1 conv, or a
+// depthwise output needed elsewhere, stays two Conv nodes.
+TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
+  struct Case {
+    int64_t c_out;
+    bool residual;
+    int64_t pw_stride;
+    bool mid_also_out;
+    int fused;
+  };
+  const std::vector<Case> cases = {
+      {5, false, 1, false, 1}, {6, true, 1, false, 1}, {5, false, 2, false, 0}, {5, false, 1, true, 0}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("c_out " + std::to_string(c.c_out) + (c.residual ? " residual" : "") +
+                 " stride " + std::to_string(c.pw_stride) + (c.mid_also_out ? " mid kept" : ""));
+    std::vector<float> out[2];
+    for (bool fuse : {false, true}) {
+      Graph g = separable_graph(c.c_out, c.residual, c.pw_stride, c.mid_also_out);
+      PassOptions opt;
+      opt.fuse_separable_conv = fuse;
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.separable_conv, fuse ? c.fused : 0);
+      std::vector<std::string> supplied = {"x"};
+      if (c.residual) supplied.push_back("r");
+      CpuBackend cpu(1);
+      WeightsArena w(cpu);
+      Executor ex(g, cpu, w, supplied, {"y"});
+      w.commit();
+      ex.allocate();
+      for (const std::string& name : supplied) {
+        Tensor& t = ex.input(name);
+        for (int64_t i = 0; i < t.numel(); ++i)
+          t.f32()[i] = std::sin(0.37f * static_cast<float>(i) + name[0]) - 0.2f;
+      }
+      ex.run();
+      const Tensor& y = ex.output("y");
+      out[fuse].assign(y.f32(), y.f32() + y.numel());
+    }
+    EXPECT_EQ(out[0], out[1]);
+  }
+}
+
 }  // namespace
 }  // namespace repshare

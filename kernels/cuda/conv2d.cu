@@ -53,15 +53,21 @@ bool reads_input_directly(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
-// Depthwise output (oy, ox) of one plane before its activation: bias + the window's
-// taps (xp the input plane, wp its kh x kw weights).
+// Depthwise output (oy, ox) of plane nc (image * C + channel), activation applied,
+// before it is stored: what depthwise_conv_kernel, depthwise_mean_kernel and the
+// separable conv's DepthwiseX compute alike.
 template <typename T>
-__device__ __forceinline__ float depthwise_sum(const Conv32& p, const T* __restrict__ xp,
-                                               const T* __restrict__ wp, float bias, int oy,
-                                               int ox) {
+__device__ __forceinline__ float depthwise_output(const Conv32& p, Activation act,
+                                                  const T* __restrict__ x,
+                                                  const T* __restrict__ w,
+                                                  const T* __restrict__ bias, int nc, int oy,
+                                                  int ox) {
+  const int c = nc % p.c_in;
+  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
+  const T* wp = w + c * p.kh * p.kw;
   const int iy0 = oy * p.stride_h - p.pad_top;
   const int ix0 = ox * p.stride_w - p.pad_left;
-  float s = bias;
+  float s = bias ? cuda::as_float(bias[c]) : 0.f;
   for (int ky = 0; ky < p.kh; ++ky) {
     const int iy = iy0 + ky * p.dil_h;
     if (iy < 0 || iy >= p.h) continue;
@@ -71,7 +77,7 @@ __device__ __forceinline__ float depthwise_sum(const Conv32& p, const T* __restr
       s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
     }
   }
-  return s;
+  return apply_activation(act, s);
 }
 
 // One thread per output element; consecutive threads walk along a row, so loads
@@ -86,11 +92,9 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
   const int ox = i % p.w_out;
   const int oy = (i / p.w_out) % p.h_out;
   const int nc = i / (p.w_out * p.h_out);  // n * C + c
-  const int c = nc % p.c_in;
-  const float s = depthwise_sum(p, x + static_cast<size_t>(nc) * p.h * p.w, w + c * p.kh * p.kw,
-                                bias ? cuda::as_float(bias[c]) : 0.f, oy, ox);
-  const float r = residual ? cuda::as_float(residual[i]) : 0.f;
-  y[i] = cuda::stored<T>(apply_activation(act, s) + r);
+  float v = depthwise_output(p, act, x, w, bias, nc, oy, ox);
+  if (residual) v += cuda::as_float(residual[i]);
+  y[i] = cuda::stored<T>(v);
 }
 
 // conv2d_channel_mean for output planes of at most kMeanPlane elements (squeeze-
@@ -105,14 +109,10 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
                                       const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ y, T* __restrict__ mean) {
   __shared__ float plane[kMeanPlane];
-  const int nc = blockIdx.x, c = nc % p.c_in;
+  const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
-  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
-  const T* wp = w + c * p.kh * p.kw;
-  const float b = bias ? cuda::as_float(bias[c]) : 0.f;
   for (int o = threadIdx.x; o < len; o += blockDim.x) {
-    const float s = depthwise_sum(p, xp, wp, b, o / p.w_out, o % p.w_out);
-    const T v = cuda::stored<T>(apply_activation(act, s));
+    const T v = cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
     y[static_cast<size_t>(nc) * len + o] = v;
     plane[o] = cuda::as_float(v);
   }
@@ -171,17 +171,42 @@ __device__ __forceinline__ void store_pointwise(Activation act, float acc,
   y[at] = cuda::stored<T>(v);
 }
 
+// Where the kernels read X[k, n] of image img: StoredX from memory (a 1x1 conv's
+// input); DepthwiseX computes it, X being a depthwise conv's output, as
+// depthwise_conv_kernel would store it (separable_conv2d).
+template <typename T>
+struct StoredX {
+  const T* x;
+  int k, n;
+  __device__ __forceinline__ T operator()(int img, int row, int col) const {
+    return x[(static_cast<size_t>(img) * k + row) * n + col];
+  }
+};
+
+template <typename T>
+struct DepthwiseX {
+  Conv32 p;
+  Activation act;
+  const T* x;
+  const T* w;
+  const T* bias;
+  __device__ __forceinline__ T operator()(int img, int row, int col) const {
+    return cuda::stored<T>(
+        depthwise_output(p, act, x, w, bias, img * p.c_in + row, col / p.w_out, col % p.w_out));
+  }
+};
+
 // CUDA cores, any storage: 4 x 4 outputs per thread, K in steps of 16 (as float).
 constexpr int kPwStep = 16;
 
-template <typename T>
+template <typename T, typename LoadX>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_conv_kernel(int m, int n, int k, Activation act, const T* __restrict__ w,
-                          const T* __restrict__ x, const T* __restrict__ bias,
+                          LoadX load_x, const T* __restrict__ bias,
                           const T* __restrict__ residual, T* __restrict__ y) {
   __shared__ float ws[kPwStep][kPwTile + 4];  // [k][row of Y]
   __shared__ float xs[kPwStep][kPwTile + 4];  // [k][column of Y]
-  const size_t img_x = static_cast<size_t>(blockIdx.z) * k * n;
+  const int img = blockIdx.z;
   const size_t img_y = static_cast<size_t>(blockIdx.z) * m * n;
   const int m0 = blockIdx.y * kPwTile, n0 = blockIdx.x * kPwTile;
   const int tid = threadIdx.x;
@@ -197,8 +222,7 @@ __global__ void __launch_bounds__(kPwThreads)
       ws[wk][row] = gm < m && gk < k ? cuda::as_float(w[static_cast<size_t>(gm) * k + gk]) : 0.f;
       const int xk = e / kPwTile, col = e % kPwTile;
       const int xgk = k0 + xk, gn = n0 + col;
-      xs[xk][col] =
-          xgk < k && gn < n ? cuda::as_float(x[img_x + static_cast<size_t>(xgk) * n + gn]) : 0.f;
+      xs[xk][col] = xgk < k && gn < n ? cuda::as_float(load_x(img, xgk, gn)) : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -231,9 +255,10 @@ __global__ void __launch_bounds__(kPwThreads)
 // 16 bytes, and the padding spreads a column's rows over the banks.
 constexpr int kWmmaStep = 32;
 
+template <typename LoadX>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_conv_wmma_kernel(int m, int n, int k, Activation act,
-                               const __half* __restrict__ w, const __half* __restrict__ x,
+                               const __half* __restrict__ w, LoadX load_x,
                                const __half* __restrict__ bias,
                                const __half* __restrict__ residual, __half* __restrict__ y) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
@@ -243,7 +268,7 @@ __global__ void __launch_bounds__(kPwThreads)
   __shared__ __align__(32) __half ws[kPwTile][kWmmaStep + 8];  // [row of Y][k]
   __shared__ __align__(32) __half xs[kWmmaStep][kPwTile + 8];  // [k][column of Y]
   __shared__ __align__(32) float cs[kPwTile][kPwTile + 4];     // the tile of Y
-  const size_t img_x = static_cast<size_t>(blockIdx.z) * k * n;
+  const int img = blockIdx.z;
   const size_t img_y = static_cast<size_t>(blockIdx.z) * m * n;
   const int m0 = blockIdx.y * kPwTile, n0 = blockIdx.x * kPwTile;
   const int tid = threadIdx.x, warp = tid / 32;
@@ -259,7 +284,7 @@ __global__ void __launch_bounds__(kPwThreads)
       ws[row][wk] = gm < m && gk < k ? w[static_cast<size_t>(gm) * k + gk] : zero;
       const int xk = e / kPwTile, col = e % kPwTile;
       const int xgk = k0 + xk, gn = n0 + col;
-      xs[xk][col] = xgk < k && gn < n ? x[img_x + static_cast<size_t>(xgk) * n + gn] : zero;
+      xs[xk][col] = xgk < k && gn < n ? load_x(img, xgk, gn) : zero;
     }
     __syncthreads();
     for (int kk = 0; kk < kWmmaStep; kk += 16) {
@@ -288,23 +313,34 @@ __global__ void __launch_bounds__(kPwThreads)
 
 // Launches the fused pointwise conv Y[m, n] = W[m, k] . X[k, n] per image: on
 // tensor cores for fp16 where the GPU has them, else on CUDA cores.
+template <typename LoadX>
 void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, int n, int k,
-                      Activation act, const float* w, const float* x, const float* bias,
+                      Activation act, const float* w, LoadX load_x, const float* bias,
                       const float* residual, float* y) {
   (void)tensor_cores;  // fp32 products stay on CUDA cores (no TF32)
-  pointwise_conv_kernel<float><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
-                                                                residual, y);
+  pointwise_conv_kernel<float, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, load_x,
+                                                                       bias, residual, y);
 }
 
+template <typename LoadX>
 void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, int n, int k,
-                      Activation act, const __half* w, const __half* x, const __half* bias,
+                      Activation act, const __half* w, LoadX load_x, const __half* bias,
                       const __half* residual, __half* y) {
   if (tensor_cores)
-    pointwise_conv_wmma_kernel<<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
-                                                                residual, y);
+    pointwise_conv_wmma_kernel<LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, load_x,
+                                                                       bias, residual, y);
   else
-    pointwise_conv_kernel<__half><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, x, bias,
-                                                                   residual, y);
+    pointwise_conv_kernel<__half, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w,
+                                                                          load_x, bias, residual,
+                                                                          y);
+}
+
+// The grid of the fused pointwise kernels: 64 x 64 tiles of Y, blockIdx.z the image.
+dim3 pointwise_grid(const Conv32& q) {
+  const int hw = q.h_out * q.w_out;
+  return dim3(static_cast<unsigned>((hw + kPwTile - 1) / kPwTile),
+              static_cast<unsigned>((q.c_out + kPwTile - 1) / kPwTile),
+              static_cast<unsigned>(q.n));
 }
 
 #ifdef REPSHARE_WITH_CUDNN
@@ -318,6 +354,11 @@ bool cudnn_runs(const Conv2dParams& p) {
 #endif
 
 }  // namespace
+
+// (Batches beyond the grid's z limit go through cuBLAS.)
+bool CudaBackend::fuses_pointwise(const Conv2dParams& p) const {
+  return fused_pointwise_ && p.groups == 1 && reads_input_directly(p) && p.n <= 65535;
+}
 
 size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
   if (p.is_depthwise() || reads_input_directly(p)) return 0;
@@ -333,6 +374,36 @@ size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
 void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                          const Tensor* bias, Tensor& y, void* workspace) {
   conv2d_with_residual(p, x, w, bias, nullptr, y, workspace);
+}
+
+// With the fused pointwise kernels, the depthwise half is computed as the pointwise
+// kernel loads its input tile (DepthwiseX): one launch, and the depthwise output is
+// never stored. Otherwise the two convs one after the other (Backend's default).
+size_t CudaBackend::separable_conv2d_workspace(const Conv2dParams& dw,
+                                               const Conv2dParams& pw) const {
+  return fuses_pointwise(pw) ? 0 : Backend::separable_conv2d_workspace(dw, pw);
+}
+
+void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw,
+                                   const Tensor& x, const Tensor& w_dw, const Tensor* b_dw,
+                                   const Tensor& w_pw, const Tensor* b_pw,
+                                   const Tensor* residual, Tensor& y, void* workspace) {
+  if (!fuses_pointwise(pw)) {
+    Backend::separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, workspace);
+    return;
+  }
+  const Conv32 qd = conv32(dw), qp = conv32(pw);
+  const int hw = qp.h_out * qp.w_out;
+  if (qp.n * qp.c_out * hw == 0) return;
+  cuda::with_storage(y.dtype, "separable_conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    const DepthwiseX<T> load{qd, dw.act, cuda::data<T>(x), cuda::data<T>(w_dw),
+                             b_dw ? cuda::data<T>(*b_dw) : nullptr};
+    launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
+                     cuda::data<T>(w_pw), load, b_pw ? cuda::data<T>(*b_pw) : nullptr,
+                     residual ? cuda::data<T>(*residual) : nullptr, cuda::data<T>(y));
+  });
+  after_launch("separable_conv_kernel");
 }
 
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -381,15 +452,11 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       after_launch("depthwise_conv_kernel");
       return;
     }
-    // (Batches beyond the grid's z limit go through cuBLAS below.)
-    if (fused_pointwise_ && p.groups == 1 && reads_input_directly(p) && q.n <= 65535) {
+    if (fuses_pointwise(p)) {
       const int hw = q.h_out * q.w_out;
-      const dim3 grid(static_cast<unsigned>((hw + kPwTile - 1) / kPwTile),
-                      static_cast<unsigned>((q.c_out + kPwTile - 1) / kPwTile),
-                      static_cast<unsigned>(q.n));
-      launch_pointwise(grid, stream_, tensor_cores_, q.c_out, hw, q.c_in, p.act,
-                       cuda::data<T>(w), cuda::data<T>(x), bias_data, residual_data,
-                       cuda::data<T>(y));
+      launch_pointwise(pointwise_grid(q), stream_, tensor_cores_, q.c_out, hw, q.c_in, p.act,
+                       cuda::data<T>(w), StoredX<T>{cuda::data<T>(x), q.c_in, hw}, bias_data,
+                       residual_data, cuda::data<T>(y));
       after_launch("pointwise_conv_kernel");
       return;
     }

@@ -65,6 +65,11 @@ class CudaBackend : public Backend {
   // The residual is added in the conv's epilogue (or its depthwise kernel).
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                            const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
+  void separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
+                        const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
+                        const Tensor* b_pw, const Tensor* residual, Tensor& y,
+                        void* workspace) override;
+  size_t separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
@@ -135,6 +140,7 @@ class CudaBackend : public Backend {
   // REPSHARE_CUDA_POINTWISE=fused: 1x1 convs by pointwise_conv_kernel (conv2d.cu),
   // epilogue included, instead of cuBLAS then the epilogue kernel.
   bool fused_pointwise_ = false;
+  bool fuses_pointwise(const Conv2dParams& p) const;  // a 1x1 conv the fused kernels take
   // Compute capability 7.0+: fp16 fused pointwise convs on tensor cores (wmma).
   bool tensor_cores_ = false;
   bool recording_ = true;
