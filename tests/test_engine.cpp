@@ -429,6 +429,33 @@ TEST(Passes, PadOfMinusInfinityFusesIntoMaxPool) {
   }
 }
 
+// A graph input of a known shape.
+int add_input(Graph& g, const std::string& name, Shape s) {
+  const int v = g.add_value(name);
+  g.values[v].shape = s;
+  g.values[v].shape_known = true;
+  g.inputs.push_back(v);
+  return v;
+}
+
+// Output "y" of g on the CPU, each supplied input filled with sin(0.37 i + its
+// name's first letter) - 0.2.
+std::vector<float> run_on_cpu(const Graph& g, const std::vector<std::string>& supplied) {
+  CpuBackend cpu(1);
+  WeightsArena w(cpu);
+  Executor ex(g, cpu, w, supplied, {"y"});
+  w.commit();
+  ex.allocate();
+  for (const std::string& name : supplied) {
+    Tensor& t = ex.input(name);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.f32()[i] = std::sin(0.37f * static_cast<float>(i) + name[0]) - 0.2f;
+  }
+  ex.run();
+  const Tensor& y = ex.output("y");
+  return std::vector<float>(y.f32(), y.f32() + y.numel());
+}
+
 // BiFPN's fusion node: y = swish(0.3 a + 0.5 maxpool(b) + 0.2 resize(c)), a [1, 3,
 // 8, 10], b [1, 3, b_h, b_w] max-pooled 3x3 stride 2 (ceil_mode; pads
 // top 0, left 1, bottom 1, right 0), c [1, 3,
@@ -440,16 +467,9 @@ Graph fusion_graph(int64_t b_h, int64_t b_w, int64_t ceil_mode, const std::strin
   Graph g;
   g.name = "fusion";
   g.opset = 13;
-  auto input = [&](const std::string& name, Shape s) {
-    const int v = g.add_value(name);
-    g.values[v].shape = s;
-    g.values[v].shape_known = true;
-    g.inputs.push_back(v);
-    return v;
-  };
-  const int a = input("a", Shape{1, 3, 8, 10});
-  const int b = input("b", Shape{1, 3, b_h, b_w});
-  const int c = input("c", Shape{1, 3, 4, 5});
+  const int a = add_input(g, "a", Shape{1, 3, 8, 10});
+  const int b = add_input(g, "b", Shape{1, 3, b_h, b_w});
+  const int c = add_input(g, "c", Shape{1, 3, 4, 5});
   Node pool;
   pool.op_type = "MaxPool";
   pool.name = "pool";
@@ -516,20 +536,8 @@ TEST(Passes, ResamplingFoldsIntoTheWeightedSumReadingIt) {
       opt.fold_resample = fold;
       const PassStats stats = prepare_graph(g, opt);
       EXPECT_EQ(stats.resample, fold ? c.folded : 0);
-      CpuBackend cpu(1);
-      WeightsArena w(cpu);
-      Executor ex(g, cpu, w, {"a", "b", "c"}, {"y"});
-      w.commit();
-      ex.allocate();
-      for (const char* name : {"a", "b", "c"}) {
-        Tensor& t = ex.input(name);
-        for (int64_t i = 0; i < t.numel(); ++i)
-          t.f32()[i] = std::sin(0.37f * static_cast<float>(i) + name[0]) - 0.5f;
-      }
-      ex.run();
-      const Tensor& y = ex.output("y");
-      ASSERT_EQ(y.shape, (Shape{1, 3, 8, 10}));
-      out[fold].assign(y.f32(), y.f32() + y.numel());
+      EXPECT_EQ(g.values[g.find("y")].shape, (Shape{1, 3, 8, 10}));
+      out[fold] = run_on_cpu(g, {"a", "b", "c"});
     }
     EXPECT_EQ(out[0], out[1]);
   }
@@ -561,19 +569,12 @@ Graph separable_graph(int64_t c_out, bool residual, int64_t pw_stride, bool mid_
   Graph g;
   g.name = "separable";
   g.opset = 13;
-  auto input = [&](const std::string& name, Shape s) {
-    const int v = g.add_value(name);
-    g.values[v].shape = s;
-    g.values[v].shape_known = true;
-    g.inputs.push_back(v);
-    return v;
-  };
   auto constant = [&](const std::string& name, Shape s, float scale) {
     std::vector<float> v(static_cast<size_t>(s.numel()));
     for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.7f * static_cast<float>(i));
     return g.add_constant_f32(name, s, v);
   };
-  const int x = input("x", Shape{1, 6, 9, 11});
+  const int x = add_input(g, "x", Shape{1, 6, 9, 11});
   Node dw;
   dw.op_type = "Conv";
   dw.name = "dw";
@@ -593,7 +594,7 @@ Graph separable_graph(int64_t c_out, bool residual, int64_t pw_stride, bool mid_
   pw.attrs["strides"].kind = Attribute::Kind::Ints;
   pw.attrs["strides"].ints = {pw_stride, pw_stride};
   if (residual)
-    pw.inputs.push_back(input("r", Shape{1, c_out, 9, 11}));
+    pw.inputs.push_back(add_input(g, "r", Shape{1, c_out, 9, 11}));
   else
     attach_activation(pw, Activation{ActKind::Swish});
   g.nodes = {dw, pw};
@@ -625,21 +626,8 @@ TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
       opt.fuse_separable_conv = fuse;
       const PassStats stats = prepare_graph(g, opt);
       EXPECT_EQ(stats.separable_conv, fuse ? c.fused : 0);
-      std::vector<std::string> supplied = {"x"};
-      if (c.residual) supplied.push_back("r");
-      CpuBackend cpu(1);
-      WeightsArena w(cpu);
-      Executor ex(g, cpu, w, supplied, {"y"});
-      w.commit();
-      ex.allocate();
-      for (const std::string& name : supplied) {
-        Tensor& t = ex.input(name);
-        for (int64_t i = 0; i < t.numel(); ++i)
-          t.f32()[i] = std::sin(0.37f * static_cast<float>(i) + name[0]) - 0.2f;
-      }
-      ex.run();
-      const Tensor& y = ex.output("y");
-      out[fuse].assign(y.f32(), y.f32() + y.numel());
+      out[fuse] = run_on_cpu(g, c.residual ? std::vector<std::string>{"x", "r"}
+                                           : std::vector<std::string>{"x"});
     }
     EXPECT_EQ(out[0], out[1]);
   }

@@ -12,6 +12,7 @@
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
+#include "kernels/cuda/window.cuh"
 
 namespace repshare {
 namespace {
@@ -65,18 +66,11 @@ __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation ac
   const int c = nc % p.c_in;
   const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
   const T* wp = w + c * p.kh * p.kw;
-  const int iy0 = oy * p.stride_h - p.pad_top;
-  const int ix0 = ox * p.stride_w - p.pad_left;
   float s = bias ? cuda::as_float(bias[c]) : 0.f;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int iy = iy0 + ky * p.dil_h;
-    if (iy < 0 || iy >= p.h) continue;
-    for (int kx = 0; kx < p.kw; ++kx) {
-      const int ix = ix0 + kx * p.dil_w;
-      if (ix < 0 || ix >= p.w) continue;
-      s += cuda::as_float(xp[iy * p.w + ix]) * cuda::as_float(wp[ky * p.kw + kx]);
-    }
-  }
+  cuda::for_each_tap(oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left, p.kh, p.kw,
+                     p.dil_h, p.dil_w, p.h, p.w, [&](int at, int tap) {
+                       s += cuda::as_float(xp[at]) * cuda::as_float(wp[tap]);
+                     });
   return apply_activation(act, s);
 }
 

@@ -2,7 +2,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
-#include "kernels/cuda/pool_window.cuh"
+#include "kernels/cuda/window.cuh"
 
 namespace repshare {
 namespace {
@@ -34,16 +34,10 @@ __global__ void pool2d_kernel(cuda::Pool32 p, const T* __restrict__ x, T* __rest
   const int ix0 = ox * p.stride_w - p.pad_left;
   float acc = 0.f;
   int inside = 0;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int iy = iy0 + ky * p.dil_h;
-    if (iy < 0 || iy >= p.h) continue;
-    for (int kx = 0; kx < p.kw; ++kx) {
-      const int ix = ix0 + kx * p.dil_w;
-      if (ix < 0 || ix >= p.w) continue;
-      acc += cuda::as_float(xp[iy * p.w + ix]);
-      ++inside;
-    }
-  }
+  cuda::for_each_tap(iy0, ix0, p.kh, p.kw, p.dil_h, p.dil_w, p.h, p.w, [&](int at, int) {
+    acc += cuda::as_float(xp[at]);
+    ++inside;
+  });
   // count_include_pad counts the taps inside the padded extent, not kh*kw: a
   // window that runs past the bottom/right padding (ceil_mode) is clipped.
   const int divisor =

@@ -4,7 +4,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
-#include "kernels/cuda/pool_window.cuh"
+#include "kernels/cuda/window.cuh"
 
 namespace repshare {
 namespace {

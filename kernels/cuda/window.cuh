@@ -1,6 +1,7 @@
-// A pooling window in 32-bit sizes, and its max, shared by pool2d.cu and by
-// weighted_sum.cu's resampled inputs (a BiFPN max-pool folded into its fusion must
-// give pool2d's bits).
+// Windows over an input plane: the walk over a window's taps inside the image
+// (convolutions and pools alike), and a pooling window in 32-bit sizes with its max,
+// shared by pool2d.cu and weighted_sum.cu's resampled inputs (a BiFPN max-pool
+// folded into its fusion must give pool2d's bits).
 #pragma once
 
 #include <cfloat>
@@ -11,6 +12,22 @@
 
 namespace repshare {
 namespace cuda {
+
+// Calls tap(input offset iy * w + ix, tap index ky * kw + kx) for the taps of the
+// window starting at (iy0, ix0) that fall inside the h x w plane, row by row.
+template <typename Tap>
+__device__ __forceinline__ void for_each_tap(int iy0, int ix0, int kh, int kw, int dil_h,
+                                             int dil_w, int h, int w, Tap tap) {
+  for (int ky = 0; ky < kh; ++ky) {
+    const int iy = iy0 + ky * dil_h;
+    if (iy < 0 || iy >= h) continue;
+    for (int kx = 0; kx < kw; ++kx) {
+      const int ix = ix0 + kx * dil_w;
+      if (ix < 0 || ix >= w) continue;
+      tap(iy * w + ix, ky * kw + kx);
+    }
+  }
+}
 
 struct Pool32 {
   int h, w, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, pad_bottom, pad_right;
@@ -44,18 +61,10 @@ inline Pool32 pool32(const Pool2dParams& p, const char* op) {
 template <typename T>
 __device__ __forceinline__ float window_max(const Pool32& p, const T* __restrict__ plane, int oy,
                                             int ox) {
-  const int iy0 = oy * p.stride_h - p.pad_top;
-  const int ix0 = ox * p.stride_w - p.pad_left;
   float acc = -FLT_MAX;
-  for (int ky = 0; ky < p.kh; ++ky) {
-    const int iy = iy0 + ky * p.dil_h;
-    if (iy < 0 || iy >= p.h) continue;
-    for (int kx = 0; kx < p.kw; ++kx) {
-      const int ix = ix0 + kx * p.dil_w;
-      if (ix < 0 || ix >= p.w) continue;
-      acc = fmaxf(acc, as_float(plane[iy * p.w + ix]));
-    }
-  }
+  for_each_tap(oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left, p.kh, p.kw, p.dil_h,
+               p.dil_w, p.h, p.w,
+               [&](int at, int) { acc = fmaxf(acc, as_float(plane[at])); });
   return acc;
 }
 
