@@ -358,7 +358,40 @@ for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
         bench[os.path.basename(path)[:-5]] = json.load(open(path))
     except ValueError as e:
         bench[os.path.basename(path)[:-5]] = {"error": str(e)}
-report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench}
+
+# The CUDA issue's targets, from this run's numbers: repshare's faster variant (the
+# default, or with the fused 1x1 convs) against PyTorch on the same GPU.
+def median_ms(name):
+    b = bench.get(name) or {}
+    return b.get("median_ms") if "error" not in b else None
+
+def fastest(*names):
+    found = sorted((median_ms(n), n) for n in names if median_ms(n))
+    return found[0] if found else (None, None)
+
+def torch_ms(model, mode):
+    r = (bench.get(f"torch_{model}") or {}).get("results", {}).get(mode)
+    return r["median_ms"] if r else None
+
+def target(what, ours, name, anchor_ms, anchor, limit):
+    ratio = ours / anchor_ms if ours and anchor_ms else None
+    return {"target": what, "repshare_ms": ours, "variant": name, "anchor": anchor,
+            "anchor_ms": anchor_ms, "ratio": ratio,
+            "met": None if ratio is None else ratio <= limit}
+
+targets = []
+b0 = "timm_b0_rand0"
+b0_fp32 = fastest(f"repshare_{b0}", f"repshare_fusedpw_fp32_{b0}")
+b0_fp16 = fastest(f"repshare_fp16_{b0}", f"repshare_fusedpw_fp16_{b0}")
+targets.append(target("B0 fp32 <= 0.25x PyTorch eager", *b0_fp32, torch_ms("b0", "eager_fp32"),
+                      "eager_fp32", 0.25))
+targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead", *b0_fp32,
+                      torch_ms("b0", "compile_fp32"), "compile_fp32", 1.0))
+targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "repshare fp32", 1.0))
+d0 = "tf_efficientdet_d0_rand0"
+d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}")
+targets.append(target("D0 network fp16 < 1 ms", *d0_fp16, 1.0, "1 ms", 1.0))
+report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench, "targets": targets}
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
 
 md = ["# repshare GPU check", ""]
@@ -397,6 +430,15 @@ for name, b in bench.items():
             md.append(f'| PyTorch {b.get("torch")} {b.get("model")} {mode} | {r["median_ms"]:.3f} | {r["p90_ms"]:.3f} |')
         for mode, e in b.get("errors", {}).items():
             md.append(f'| PyTorch {b.get("model")} {mode} | error: {e[:120]} | |')
+md += ["", "## Against the targets (this run)", "",
+       "| target | repshare ms (variant) | anchor ms | ratio | met |",
+       "| --- | --- | --- | --- | --- |"]
+for t in targets:
+    ours = f'{t["repshare_ms"]:.3f} ({t["variant"]})' if t["repshare_ms"] else "not measured"
+    anchor = f'{t["anchor_ms"]:.3f} ({t["anchor"]})' if t["anchor_ms"] else "not measured"
+    ratio = f'{t["ratio"]:.2f}' if t["ratio"] is not None else ""
+    met = {None: "", True: "yes", False: "no"}[t["met"]]
+    md.append(f'| {t["target"]} | {ours} | {anchor} | {ratio} | {met} |')
 for name, b in bench.items():
     if not name.startswith("profile_") or "profile_kind_ms" not in b:
         continue
