@@ -4,7 +4,10 @@
 // where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 // conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
-// instead of a separate elementwise add.
+// instead of a separate elementwise add. conv2d_channel_mean averages small planes in
+// the depthwise kernel; with REPSHARE_CUDA_POINTWISE=fused, 1x1 convs are one kernel
+// with their epilogue (fp16 on tensor cores), and separable_conv2d computes its
+// depthwise half inside that kernel.
 #include <mma.h>
 
 #include "kernels/cpu/activation_math.h"
