@@ -56,10 +56,15 @@ void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const 
 
 namespace {
 
+// Bytes of a tensor of `numel` elements placed in a workspace, rounded up so that
+// the next one starts 64-byte aligned.
+size_t workspace_bytes(int64_t numel, DType storage) {
+  return (static_cast<size_t>(numel) * dtype_size(storage) + 63) / 64 * 64;
+}
+
 // The default separable_conv2d's workspace: dw's output, then what either conv needs.
 size_t depthwise_output_bytes(const Conv2dParams& dw, DType storage) {
-  return (static_cast<size_t>(dw.n * dw.c_out * dw.h_out * dw.w_out) * dtype_size(storage) + 63) /
-         64 * 64;
+  return workspace_bytes(dw.n * dw.c_out * dw.h_out * dw.w_out, storage);
 }
 
 }  // namespace
@@ -87,21 +92,11 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
     conv2d(pw, mid, w_pw, b_pw, y, rest);
 }
 
-namespace {
-
-// Bytes of input i's resampled copy in the default weighted_sum_resampled, rounded
-// up so every copy starts 64-byte aligned.
-size_t resampled_bytes(const WeightedSumParams& p, DType storage) {
-  return (static_cast<size_t>(p.numel) * dtype_size(storage) + 63) / 64 * 64;
-}
-
-}  // namespace
-
 size_t Backend::weighted_sum_resampled_workspace(const WeightedSumParams& p,
                                                  const FusionResample* resample) const {
   size_t bytes = 0;
   for (int i = 0; i < p.count; ++i)
-    if (resample[i].kind != ResampleKind::None) bytes += resampled_bytes(p, float_storage());
+    if (resample[i].kind != ResampleKind::None) bytes += workspace_bytes(p.numel, float_storage());
   return bytes;
 }
 
@@ -118,7 +113,7 @@ void Backend::weighted_sum_resampled(const WeightedSumParams& p, const FusionRes
     copies[i].shape = y.shape;
     copies[i].dtype = y.dtype;
     copies[i].data = next;
-    next += resampled_bytes(p, y.dtype);
+    next += workspace_bytes(p.numel, y.dtype);
     if (resample[i].kind == ResampleKind::MaxPool)
       pool2d(resample[i].pool, *xs[i], copies[i]);
     else

@@ -105,6 +105,28 @@ int sole_consumer(const Uses& u, int v) {
   return u.consumers[v][0];
 }
 
+// A Conv with one group per input channel and [C, 1, kh, kw] weights.
+bool is_depthwise_conv(const Graph& g, const Node& conv) {
+  if (conv.op_type != "Conv" || conv.inputs.size() < 2) return false;
+  const Shape& x = g.values[conv.inputs[0]].shape;
+  const Shape& w = g.values[conv.inputs[1]].shape;
+  return x.rank() == 4 && w.rank() == 4 && conv.attr_int("group", 1) == x[1] && w[0] == x[1] &&
+         w[1] == 1;
+}
+
+// A 1x1 Conv, stride 1, no padding (auto_pad pads nothing there), one group, one
+// output.
+bool is_pointwise_conv(const Graph& g, const Node& conv) {
+  const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
+  if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2 ||
+      conv.attr_int("group", 1) != 1 || conv.attr_ints("strides", ones) != ones ||
+      conv.attr_ints("dilations", ones) != ones || conv.attr_ints("pads", zeros) != zeros)
+    return false;
+  const Shape& x = g.values[conv.inputs[0]].shape;
+  const Shape& w = g.values[conv.inputs[1]].shape;
+  return x.rank() == 4 && w == Shape{w[0], x[1], 1, 1};
+}
+
 void erase_marked(Graph& g) {
   std::vector<Node> kept;
   for (auto& n : g.nodes)
@@ -274,7 +296,7 @@ int64_t replication_factor(const ResizeParams& p, const ResizeAxis& a) {
   return f;
 }
 
-// WeightedSum input made by a MaxPool (floor rounding, no Indices output) or by a
+// WeightedSum input made by a MaxPool (ceil_mode 0, no Indices output) or by a
 // nearest Resize that replicates each pixel an integer number of times, used only
 // there (BiFPN's down- and upsampling, 24 of D0's 26): the WeightedSum reads the
 // unresampled input (WeightedSumLayer's maxpool<i> / upsample<i>), so on CUDA one
@@ -291,21 +313,18 @@ int fold_resample_into_weighted_sum(Graph& g, const PassOptions& opt) {
       if (r.outputs.size() != 1 || g.values[r.inputs[0]].shape.rank() != 4) continue;
       Node& sum = g.nodes[k];
       if (r.op_type == "MaxPool") {
+        if (r.attr_int("ceil_mode", 0) != 0) continue;  // the sum rounds its windows down
         Pool2dLayer pool;
         pool.build(r, g);
-        const Pool2dParams& q = pool.params();
-        const int64_t floor_h =
-            (q.h + q.pad_top + q.pad_bottom - (q.kh - 1) * q.dil_h - 1) / q.stride_h + 1;
-        const int64_t floor_w =
-            (q.w + q.pad_left + q.pad_right - (q.kw - 1) * q.dil_w - 1) / q.stride_w + 1;
-        if (q.h_out != floor_h || q.w_out != floor_w) continue;  // ceil_mode's extra window
-        WeightedSumLayer::attach_maxpool(sum, i, q);
+        WeightedSumLayer::attach_maxpool(sum, i, pool.params());
       } else if (r.op_type == "Resize" || r.op_type == "Upsample") {
         ResizeLayer resize;
         resize.build(r, g);
         const ResizeParams& q = resize.params();
-        const int64_t fh = replication_factor(q, ResizeAxis{q.h, q.h_out, q.scale_h, q.roi[0], q.roi[2]});
-        const int64_t fw = replication_factor(q, ResizeAxis{q.w, q.w_out, q.scale_w, q.roi[1], q.roi[3]});
+        const int64_t fh =
+            replication_factor(q, ResizeAxis{q.h, q.h_out, q.scale_h, q.roi[0], q.roi[2]});
+        const int64_t fw =
+            replication_factor(q, ResizeAxis{q.w, q.w_out, q.scale_w, q.roi[1], q.roi[3]});
         if (fh == 0 || fw == 0) continue;
         WeightedSumLayer::attach_upsample(sum, i, fh, fw);
       } else {
@@ -456,10 +475,7 @@ int fuse_channel_mean(Graph& g) {
     const int p = producer[v];
     if (p < 0) continue;
     Node& conv = g.nodes[p];
-    if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2) continue;
-    const Shape& w = g.values[conv.inputs[1]].shape;
-    const int64_t c_in = g.values[conv.inputs[0]].shape[1];
-    if (conv.attr_int("group", 1) != c_in || w.rank() != 4 || w[0] != c_in || w[1] != 1) continue;
+    if (!is_depthwise_conv(g, conv) || conv.outputs.size() != 1) continue;
     conv.outputs.push_back(r.outputs[0]);
     r.op_type.clear();
     ++count;
@@ -512,25 +528,11 @@ int fuse_separable_conv(Graph& g, const PassOptions& opt) {
   int count = 0;
   for (size_t k = 0; k < g.nodes.size(); ++k) {
     Node& dw = g.nodes[k];
-    if (dw.op_type != "Conv" || dw.outputs.size() != 1 || dw.inputs.size() < 2 ||
-        has_input(dw, 3))
-      continue;
-    const Shape& x = g.values[dw.inputs[0]].shape;
-    const Shape& w = g.values[dw.inputs[1]].shape;
-    if (x.rank() != 4 || w.rank() != 4 || dw.attr_int("group", 1) != x[1] || w[0] != x[1] ||
-        w[1] != 1)
-      continue;
+    if (!is_depthwise_conv(g, dw) || dw.outputs.size() != 1 || has_input(dw, 3)) continue;
     const int c = sole_consumer(u, dw.outputs[0]);
     if (c < 0) continue;
     Node& pw = g.nodes[c];
-    const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
-    if (pw.op_type != "Conv" || pw.outputs.size() != 1 || pw.inputs.size() < 2 ||
-        pw.inputs[0] != dw.outputs[0] || pw.attr_int("group", 1) != 1 ||
-        pw.attr_ints("strides", ones) != ones || pw.attr_ints("pads", zeros) != zeros ||
-        pw.attr_string("auto_pad", "NOTSET") != "NOTSET" ||
-        g.values[pw.inputs[1]].shape.rank() != 4 || g.values[pw.inputs[1]].shape[2] != 1 ||
-        g.values[pw.inputs[1]].shape[3] != 1)
-      continue;
+    if (!is_pointwise_conv(g, pw) || pw.inputs[0] != dw.outputs[0]) continue;
     g.nodes[c] = SeparableConvLayer::fuse(dw, pw);
     dw.op_type.clear();
     ++count;
@@ -542,16 +544,10 @@ int fuse_separable_conv(Graph& g, const PassOptions& opt) {
 // A 1x1 Conv over [N, C, 1, 1] maps with constant weights (and bias, if any), no
 // residual and one output: a fully connected layer of squeeze-excitation.
 bool is_pointwise_fc(const Graph& g, const Node& conv) {
-  const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
-  if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2 ||
-      conv.inputs.size() > 3 || conv.attr_int("group", 1) != 1 ||
-      conv.attr_ints("strides", ones) != ones || conv.attr_ints("dilations", ones) != ones ||
-      conv.attr_ints("pads", zeros) != zeros)
-    return false;
+  if (!is_pointwise_conv(g, conv) || conv.inputs.size() > 3) return false;
   const Shape& x = g.values[conv.inputs[0]].shape;
   const Value& w = g.values[conv.inputs[1]];
   return x.rank() == 4 && x[2] == 1 && x[3] == 1 && w.is_constant() &&
-         w.shape == Shape{w.shape[0], x[1], 1, 1} &&
          (!has_input(conv, 2) || g.values[conv.inputs[2]].is_constant());
 }
 

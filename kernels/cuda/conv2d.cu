@@ -109,7 +109,8 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
   for (int o = threadIdx.x; o < len; o += blockDim.x) {
-    const T v = cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
+    const T v =
+        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
     y[static_cast<size_t>(nc) * len + o] = v;
     plane[o] = cuda::as_float(v);
   }

@@ -100,10 +100,14 @@ __global__ void se_apply_kernel(Se32 p, const T* __restrict__ target,
   y[i] = cuda::stored<T>(cuda::as_float(target[i]) * s);
 }
 
+// Batch 1 with the gate folded into the projection weights: se_rows_kernel, one
+// launch, its gates in shared memory.
+bool se_in_one_launch(const SqueezeExcitationParams& p) { return p.n == 1 && p.inner == 1; }
+
 }  // namespace
 
 size_t CudaBackend::squeeze_excitation_workspace(const SqueezeExcitationParams& p) const {
-  if (p.n == 1 && p.inner == 1) return 0;  // se_rows_kernel keeps its gates in shared memory
+  if (se_in_one_launch(p)) return 0;
   return static_cast<size_t>(p.n * p.c) * sizeof(float);
 }
 
@@ -136,7 +140,7 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
     using T = decltype(tag);
     const T* br = b_reduce ? cuda::data<T>(*b_reduce) : nullptr;
     const T* be = b_expand ? cuda::data<T>(*b_expand) : nullptr;
-    if (q.n == 1 && q.inner == 1) {
+    if (se_in_one_launch(p)) {
       const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
       se_rows_kernel<T><<<slices, cuda::kBlock, shared + kSeSlice * sizeof(float), stream_>>>(
           q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be,
