@@ -73,6 +73,17 @@ std::map<std::string, size_t> WeightsArena::bytes_by_model() const {
 }
 
 ActivationPlan plan_activations(const std::vector<Lifetime>& tensors, size_t alignment) {
+  return plan_activations(
+      tensors,
+      [&](size_t a, size_t b) {
+        return tensors[a].last < tensors[b].first || tensors[b].last < tensors[a].first;
+      },
+      alignment);
+}
+
+ActivationPlan plan_activations(const std::vector<Lifetime>& tensors,
+                                const std::function<bool(size_t, size_t)>& apart,
+                                size_t alignment) {
   ActivationPlan plan;
   plan.offsets.assign(tensors.size(), 0);
   if (tensors.empty()) return plan;
@@ -93,14 +104,14 @@ ActivationPlan plan_activations(const std::vector<Lifetime>& tensors, size_t ali
     plan.lower_bound = std::max(plan.lower_bound, cur);
   }
 
-  // Greedy by size: place the largest tensors first, each at the lowest offset that
-  // does not overlap a placed tensor whose lifetime intersects its own.
+  // Greedy by size: place the largest tensors first, each in the smallest gap that
+  // does not overlap a placed tensor it is not apart from.
   std::vector<size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return tensors[a].bytes > tensors[b].bytes;
   });
-  struct Placed { size_t offset, end; int first, last; };
+  struct Placed { size_t offset, end, index; };
   std::vector<Placed> placed;
   std::vector<Placed> conflicts;
   for (size_t idx : order) {
@@ -108,7 +119,7 @@ ActivationPlan plan_activations(const std::vector<Lifetime>& tensors, size_t ali
     size_t size = align_up(std::max<size_t>(t.bytes, 1), alignment);
     conflicts.clear();
     for (const auto& p : placed)
-      if (p.first <= t.last && t.first <= p.last) conflicts.push_back(p);
+      if (!apart(p.index, idx)) conflicts.push_back(p);
     std::sort(conflicts.begin(), conflicts.end(),
               [](const Placed& a, const Placed& b) { return a.offset < b.offset; });
     // Best fit: the smallest gap between conflicting blocks that holds the tensor.
@@ -122,7 +133,7 @@ ActivationPlan plan_activations(const std::vector<Lifetime>& tensors, size_t ali
     }
     if (best == SIZE_MAX) best = cursor;
     plan.offsets[idx] = best;
-    placed.push_back({best, best + size, t.first, t.last});
+    placed.push_back({best, best + size, idx});
     plan.peak = std::max(plan.peak, best + size);
   }
   return plan;

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -74,6 +75,13 @@ struct ActivationPlan {
 constexpr size_t kArenaAlignment = 64;  // cache line, and enough for float4/half8 loads
 
 ActivationPlan plan_activations(const std::vector<Lifetime>& tensors,
+                                size_t alignment = kArenaAlignment);
+// The same where steps may run at once: tensors a and b may share memory only where
+// apart(a, b) (every step using one is ordered before every step using the other),
+// which replaces the disjoint lifetimes of the sequential order. The lower bound
+// stays the sequential one, which concurrency can only raise.
+ActivationPlan plan_activations(const std::vector<Lifetime>& tensors,
+                                const std::function<bool(size_t, size_t)>& apart,
                                 size_t alignment = kArenaAlignment);
 
 inline size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }

@@ -228,6 +228,19 @@ class Backend {
   }
   // Recording on or off (on by default where supported; --cuda-graphs off).
   virtual void set_recording(bool on) {}
+  // Queues inside a recording. A backend with several (CUDA: streams captured into
+  // one graph) may run calls on different queues at the same time; calls on one
+  // queue run in order. The executor puts each step on a queue (engine/schedule.h)
+  // and orders queues with marks: set_mark(m) stands for every call queued so far on
+  // the current queue, and use_queue(q, marks) sends later calls to queue q, after
+  // what those marks stand for. A recording starts and ends on queue 0 (record()
+  // joins the others); outside record() every call goes on queue 0 and these do
+  // nothing.
+  virtual int queues() const { return 1; }
+  // Called before record(): the recording will use marks 0 .. count-1.
+  virtual void prepare_marks(int count) {}
+  virtual void use_queue(int queue, const std::vector<int>& after_marks) {}
+  virtual void set_mark(int mark) {}
   // Runs `steps`, the calls of one whole inference (recorded or not), with any
   // per-thread state the backend wants for them set up around the calls and
   // restored after (the CPU: subnormal floats flushed to zero).

@@ -207,7 +207,60 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     l.first = -1;
     l.last = end;
   }
-  plan_ = plan_activations(lifetimes_);
+  plan_queues_and_arena();
+}
+
+void Executor::plan_queues_and_arena() {
+  // The schedule comes from the data flow alone: each tensor (and each step's
+  // workspace) is one unit of memory. Where steps may run at once, the arena then
+  // gives two tensors the same bytes only if every step using one is ordered before
+  // every step using the other.
+  std::vector<StepAccess> by_tensor(steps_.size());
+  std::vector<std::vector<int>> users(lifetimes_.size());
+  auto use = [&](const Tensor* t, int s, std::vector<ByteRange>& ranges) {
+    const size_t i = static_cast<size_t>(t - tensors_.data());
+    ranges.push_back(ByteRange{i, i + 1});
+    if (lifetime_index_[i] >= 0) users[lifetime_index_[i]].push_back(s);
+  };
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const Step& st = steps_[s];
+    const int si = static_cast<int>(s);
+    for (const Tensor* t : st.in)
+      if (t) use(t, si, by_tensor[s].reads);
+    for (const Tensor* t : st.out)
+      if (t) use(t, si, by_tensor[s].writes);
+    if (st.workspace >= 0) {
+      const size_t unit = tensors_.capacity() + s;
+      by_tensor[s].writes.push_back(ByteRange{unit, unit + 1});
+      users[st.workspace].push_back(si);
+    }
+  }
+  queues_ = schedule_steps(by_tensor, backend_.queues());
+  if (backend_.queues() == 1) {
+    plan_ = plan_activations(lifetimes_);
+  } else {
+    const StepOrder order(queues_);
+    const int n = static_cast<int>(steps_.size());
+    // Every user of a finishes before b is written first (a lifetime that reaches
+    // the end is read by the caller after every step; one that starts before the
+    // first step is the caller's input, read during all of them).
+    auto precedes = [&](size_t a, size_t b) {
+      if (lifetimes_[a].last >= n || lifetimes_[b].first < 0) return false;
+      for (int u : users[a])
+        if (!order.before(u, lifetimes_[b].first)) return false;
+      return true;
+    };
+    plan_ = plan_activations(lifetimes_,
+                             [&](size_t a, size_t b) { return precedes(a, b) || precedes(b, a); });
+  }
+  mark_of_.assign(steps_.size(), -1);
+  wait_marks_.assign(steps_.size(), {});
+  marks_ = 0;
+  for (size_t s = 0; s < steps_.size(); ++s)
+    for (int w : queues_[s].waits) {
+      if (mark_of_[w] < 0) mark_of_[w] = marks_++;
+      wait_marks_[s].push_back(mark_of_[w]);
+    }
 }
 
 Executor::~Executor() {
@@ -262,7 +315,14 @@ void Executor::run() {
   if (warmed_up_ && !tried_recording_) {
     tried_recording_ = true;
     try {
-      recorded_ = backend_.record([this] { run_steps(); });
+      // The schedule assumed that steps touch only their tensors and workspace, in
+      // the arena as planned; checked on the real pointers (bound inputs included).
+      std::pair<int, int> unordered;
+      check(ordered_conflicts(step_accesses(), queues_, &unordered), ErrorKind::Backend,
+            "steps ", unordered.first, " and ", unordered.second, " of '", graph_.name,
+            "' share memory but may run at once");
+      backend_.prepare_marks(marks_);
+      recorded_ = backend_.record([this] { run_steps(true); });
     } catch (const Error& e) {
       recording_error_ = e.what();
     }
@@ -270,16 +330,40 @@ void Executor::run() {
   if (recorded_)
     backend_.run_inference([this] { recorded_->replay(); });
   else
-    backend_.run_inference([this] { run_steps(); });
+    backend_.run_inference([this] { run_steps(false); });
   warmed_up_ = true;
 }
 
-void Executor::run_steps() {
+void Executor::run_steps(bool on_queues) {
   for (size_t s = 0; s < steps_.size(); ++s) {
+    if (on_queues) backend_.use_queue(queues_[s].queue, wait_marks_[s]);
     Step& st = steps_[s];
     st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);
+    if (on_queues && mark_of_[s] >= 0) backend_.set_mark(mark_of_[s]);
   }
+  if (on_queues) backend_.use_queue(0, {});
 }
+
+std::vector<StepAccess> Executor::step_accesses() const {
+  check(allocated_, ErrorKind::Argument, "executor of '", graph_.name,
+        "' asked for its memory before allocate()");
+  auto range = [](const void* p, size_t bytes) {
+    const uintptr_t b = reinterpret_cast<uintptr_t>(p);
+    return ByteRange{b, b + bytes};
+  };
+  std::vector<StepAccess> accesses(steps_.size());
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    const Step& st = steps_[s];
+    for (const Tensor* t : st.in)
+      if (t && t->data) accesses[s].reads.push_back(range(t->data, t->bytes()));
+    for (const Tensor* t : st.out)
+      if (t && t->data) accesses[s].writes.push_back(range(t->data, t->bytes()));
+    if (st.workspace >= 0)
+      accesses[s].writes.push_back(range(workspace_ptrs_[s], lifetimes_[st.workspace].bytes));
+  }
+  return accesses;
+}
+
 
 void Executor::run_profiled(std::vector<double>& seconds_per_step) {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");

@@ -25,6 +25,7 @@
 
 #include "engine/arena.h"
 #include "engine/graph.h"
+#include "engine/schedule.h"
 #include "layers/layer.h"
 
 namespace repshare {
@@ -66,6 +67,10 @@ class Executor {
   // The largest scratch buffer one step asks for (planned inside the arena).
   size_t largest_workspace() const;
   size_t num_steps() const { return steps_.size(); }
+  // The memory each step reads and writes (after allocate()), and the steps on the
+  // backend's queues as a recording runs them (engine/schedule.h).
+  std::vector<StepAccess> step_accesses() const;
+  const std::vector<ScheduledStep>& schedule() const { return queues_; }
   // Names of the nodes that run, in order ("convert <tensor>" for the steps that
   // convert between F32 and the backend's float storage at the edges).
   std::vector<std::string> step_names() const;
@@ -81,7 +86,10 @@ class Executor {
   };
 
   int value_id(const std::string& name, const char* role) const;
-  void run_steps();
+  // All steps in order; on queues_ with waits when recording with several queues.
+  void run_steps(bool on_queues);
+  // queues_, mark_of_ and plan_ (the arena, for the steps as queues_ runs them).
+  void plan_queues_and_arena();
 
   Graph graph_;
   Backend& backend_;
@@ -103,6 +111,10 @@ class Executor {
   bool warmed_up_ = false;  // run once step by step (see run())
   bool tried_recording_ = false;
   std::unique_ptr<RecordedWork> recorded_;
+  std::vector<ScheduledStep> queues_;  // per step, for the recording
+  std::vector<int> mark_of_;           // per step: its mark when another waits for it, or -1
+  std::vector<std::vector<int>> wait_marks_;  // per step: the marks of queues_[s].waits
+  int marks_ = 0;
   std::string recording_error_;
 };
 

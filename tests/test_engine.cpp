@@ -11,8 +11,10 @@
 #include "engine/arena.h"
 #include "engine/error.h"
 #include "engine/executor.h"
+#include "engine/model.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/exported_models.h"
 
 namespace repshare {
 namespace {
@@ -40,6 +42,26 @@ TEST(ActivationPlanner, NeverOverlapsLiveTensorsOnRandomGraphs) {
         ASSERT_FALSE(live_together && overlap) << "trial " << trial << " tensors " << a << "," << b;
       }
     }
+  }
+}
+
+// Where steps run at once the planner takes which tensors may share memory as a
+// relation (any symmetric one here): tensors not apart never overlap.
+TEST(ActivationPlanner, NeverOverlapsTensorsThatAreNotApart) {
+  std::mt19937 rng(99);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<Lifetime> ts(1 + rng() % 40);
+    for (auto& t : ts) t.bytes = 1 + rng() % 5000;
+    std::vector<std::vector<bool>> apart(ts.size(), std::vector<bool>(ts.size(), false));
+    for (size_t a = 0; a < ts.size(); ++a)
+      for (size_t b = 0; b < a; ++b) apart[a][b] = apart[b][a] = rng() % 2;
+    ActivationPlan p = plan_activations(ts, [&](size_t a, size_t b) { return apart[a][b]; });
+    for (size_t a = 0; a < ts.size(); ++a)
+      for (size_t b = a + 1; b < ts.size(); ++b) {
+        const bool overlap = p.offsets[a] < p.offsets[b] + ts[b].bytes &&
+                             p.offsets[b] < p.offsets[a] + ts[a].bytes;
+        ASSERT_FALSE(!apart[a][b] && overlap) << "trial " << trial << " tensors " << a << "," << b;
+      }
   }
 }
 
@@ -631,6 +653,122 @@ TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
     }
     EXPECT_EQ(out[0], out[1]);
   }
+}
+
+// A CPU backend that says it has several queues, so that executors plan and
+// schedule for them (the CPU itself runs every call at once, in order).
+class QueuedCpuBackend : public CpuBackend {
+ public:
+  explicit QueuedCpuBackend(int queues) : CpuBackend(1), queues_(queues) {}
+  int queues() const override { return queues_; }
+
+ private:
+  int queues_;
+};
+
+// Random steps over a few units of memory: whatever the queue count, every two
+// steps that touch the same unit, one of them writing, stay ordered; one queue
+// keeps the sequential order, more never lengthen it.
+TEST(Schedule, KeepsEveryConflictingPairOrderedOnRandomSteps) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int n = 1 + static_cast<int>(rng() % 40), units = 1 + static_cast<int>(rng() % 12);
+    std::vector<StepAccess> steps(n);
+    for (StepAccess& st : steps)
+      for (int k = 0, m = static_cast<int>(rng() % 4); k < m; ++k) {
+        const uintptr_t u = rng() % units;
+        (rng() % 3 ? st.reads : st.writes).push_back(ByteRange{u * 8, u * 8 + 1 + rng() % 12});
+      }
+    for (int queues : {1, 2, 3, 8}) {
+      const std::vector<ScheduledStep> schedule = schedule_steps(steps, queues);
+      ASSERT_EQ(schedule.size(), steps.size());
+      std::pair<int, int> pair;
+      ASSERT_TRUE(ordered_conflicts(steps, schedule, &pair))
+          << "trial " << trial << " queues " << queues << ": " << pair.first << ", " << pair.second;
+      for (int s = 0; s < n; ++s) {
+        ASSERT_LT(schedule[s].queue, queues);
+        for (int w : schedule[s].waits) ASSERT_LT(w, s);
+      }
+      if (queues == 1) {
+        ASSERT_EQ(critical_path(schedule), static_cast<size_t>(n));
+      }
+      ASSERT_LE(critical_path(schedule), static_cast<size_t>(n));
+    }
+  }
+}
+
+// On D0 the ten head branches (class and box, P3-P7) run at once, within the same
+// arena as the sequential plan, and the checker does fail a schedule with its
+// waits taken away.
+TEST(Schedule, EfficientDetHeadsRunAtOnceWithinTheSequentialArena) {
+  const std::string path = exported_model("tf_efficientdet_d0_rand0");
+  if (path.empty()) GTEST_SKIP() << "tf_efficientdet_d0_rand0.onnx not found";
+  Model m = load_model(path);
+  size_t sequential_arena = 0;
+  for (int queues : {1, 8}) {
+    QueuedCpuBackend be(queues);
+    WeightsArena w(be);
+    Executor ex(m.graph, be, w, {m.info.input}, m.info.outputs);
+    w.commit();
+    ex.allocate();
+    const std::vector<StepAccess> accesses = ex.step_accesses();
+    std::vector<ScheduledStep> schedule = ex.schedule();
+    std::pair<int, int> pair;
+    EXPECT_TRUE(ordered_conflicts(accesses, schedule, &pair)) << pair.first << ", " << pair.second;
+    if (queues == 1) {
+      EXPECT_EQ(critical_path(schedule), ex.num_steps());
+      sequential_arena = ex.activation_bytes();
+      continue;
+    }
+    // 40 head convs in 10 chains of 4: at least 30 fewer steps one after another.
+    EXPECT_LE(critical_path(schedule) + 30, ex.num_steps());
+    EXPECT_LE(ex.activation_bytes(), sequential_arena + sequential_arena / 10);
+    for (ScheduledStep& st : schedule) st.waits.clear();
+    EXPECT_FALSE(ordered_conflicts(accesses, schedule));
+  }
+}
+
+// An executor on a backend with several queues records its steps with their queues
+// and marks: every waited-for step sets its mark before a later step waits for it.
+TEST(Schedule, ExecutorRecordsQueuesAndMarksInOrder) {
+  const std::string path = exported_model("tf_efficientdet_d0_rand0");
+  if (path.empty()) GTEST_SKIP() << "tf_efficientdet_d0_rand0.onnx not found";
+  Model m = load_model(path);
+  struct Logging : QueuedCpuBackend {
+    Logging() : QueuedCpuBackend(4) {}
+    std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override {
+      recording = true;
+      work();
+      recording = false;
+      return nullptr;  // the CPU ran the calls; nothing to replay
+    }
+    void prepare_marks(int count) override { set.assign(count, false); }
+    void use_queue(int queue, const std::vector<int>& after) override {
+      if (!recording) return;
+      queues_used.push_back(queue);
+      for (int mark : after) {
+        ASSERT_LT(mark, static_cast<int>(set.size()));
+        EXPECT_TRUE(set[mark]) << "mark " << mark << " waited for before it was set";
+      }
+    }
+    void set_mark(int mark) override {
+      if (recording) set.at(mark) = true;
+    }
+    bool recording = false;
+    std::vector<bool> set;
+    std::vector<int> queues_used;
+  } be;
+  WeightsArena w(be);
+  Executor ex(m.graph, be, w, {m.info.input}, m.info.outputs);
+  w.commit();
+  ex.allocate();
+  ex.run();
+  EXPECT_TRUE(be.queues_used.empty());  // the first run goes step by step, outside record()
+  ex.run();
+  ASSERT_EQ(be.queues_used.size(), ex.num_steps() + 1);  // each step, then back to queue 0
+  EXPECT_EQ(be.queues_used.back(), 0);
+  EXPECT_GT(*std::max_element(be.queues_used.begin(), be.queues_used.end()), 0);
+  EXPECT_TRUE(std::find(be.set.begin(), be.set.end(), false) == be.set.end());
 }
 
 }  // namespace

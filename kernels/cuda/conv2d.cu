@@ -460,7 +460,9 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
     }
 #ifdef REPSHARE_WITH_CUDNN
     if (cudnn_runs(p)) {
+      before_library_call();
       cudnn_conv(p).forward(cudnn_, x.data, w.data, y.data, workspace);
+      after_library_call();
     } else  // im2col + cuBLAS below
 #endif
     {
@@ -486,10 +488,12 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
         // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T,
         // and the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major
         // X_g^T and W_g^T: no transposes, leading dimensions HWo, K and HWo.
+        before_library_call();
         cuda::gemm_strided_batched(cublas_, y.dtype, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k,
                                    1.f, operand, hw_out, static_cast<long long>(k) * hw_out,
                                    w.data, k, static_cast<long long>(cout_g) * k, 0.f, y_img,
                                    hw_out, static_cast<long long>(cout_g) * hw_out, groups);
+        after_library_call();
       }
     }
     if (bias_data || residual_data || p.act.kind != ActKind::None) {

@@ -68,7 +68,23 @@ CudaBackend::CudaBackend(int device, DType float_storage)
   tensor_cores_ = prop.major >= 7;
   // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
   REPSHARE_CUDA(cudaFree(nullptr));
-  REPSHARE_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  int queues = 8;
+  if (const char* env = std::getenv("REPSHARE_CUDA_STREAMS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    check(end != env && *end == '\0' && n >= 1 && n <= 64, ErrorKind::Argument,
+          "cuda backend: REPSHARE_CUDA_STREAMS must be a number of streams from 1 to 64, got '",
+          env, "'");
+    queues = static_cast<int>(n);
+  }
+  streams_.assign(queues, nullptr);
+  queue_events_.assign(queues, nullptr);
+  for (int q = 0; q < queues; ++q) {
+    REPSHARE_CUDA(cudaStreamCreateWithFlags(&streams_[q], cudaStreamNonBlocking));
+    REPSHARE_CUDA(cudaEventCreateWithFlags(&queue_events_[q], cudaEventDisableTiming));
+  }
+  stream_ = library_stream_ = streams_[0];
+  REPSHARE_CUDA(cudaEventCreateWithFlags(&library_done_, cudaEventDisableTiming));
 
   const size_t before_cublas = bytes_in_use_now();
   REPSHARE_CUBLAS(cublasCreate(&cublas_));
@@ -106,7 +122,12 @@ CudaBackend::~CudaBackend() {
 #endif
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
-  if (stream_) cudaStreamDestroy(stream_);
+  for (CUevent_st* e : marks_) cudaEventDestroy(e);
+  if (library_done_) cudaEventDestroy(library_done_);
+  for (CUevent_st* e : queue_events_)
+    if (e) cudaEventDestroy(e);
+  for (CUstream_st* s : streams_)
+    if (s) cudaStreamDestroy(s);
 }
 
 void* CudaBackend::alloc(size_t bytes) {
@@ -162,19 +183,91 @@ class CudaGraph : public RecordedWork {
 
 }  // namespace
 
+void CudaBackend::prepare_marks(int count) {
+  while (static_cast<int>(marks_.size()) < count) {
+    cudaEvent_t e = nullptr;
+    REPSHARE_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    marks_.push_back(e);
+  }
+}
+
+void CudaBackend::wait_for_queue(int queue) {
+  REPSHARE_CUDA(cudaEventRecord(queue_events_[queue], streams_[queue]));
+  REPSHARE_CUDA(cudaStreamWaitEvent(stream_, queue_events_[queue], 0));
+}
+
+void CudaBackend::use_queue(int queue, const std::vector<int>& after_marks) {
+  if (!capturing_) return;
+  check(queue >= 0 && queue < queues(), ErrorKind::Argument, "cuda backend: no queue ", queue,
+        " (", queues(), " streams)");
+  queue_ = queue;
+  stream_ = streams_[queue];
+  for (int m : after_marks) {
+    check(m >= 0 && m < static_cast<int>(marks_.size()), ErrorKind::Argument,
+          "cuda backend: mark ", m, " was not prepared");
+    REPSHARE_CUDA(cudaStreamWaitEvent(stream_, marks_[m], 0));  // joins the capture too
+    queue_joined_[queue] = true;
+  }
+  // A stream takes part in a capture once it waits for an event recorded in it.
+  if (!queue_joined_[queue]) wait_for_queue(0);
+  queue_joined_[queue] = true;
+}
+
+void CudaBackend::set_mark(int mark) {
+  if (!capturing_) return;
+  check(mark >= 0 && mark < static_cast<int>(marks_.size()), ErrorKind::Argument,
+        "cuda backend: mark ", mark, " was not prepared");
+  REPSHARE_CUDA(cudaEventRecord(marks_[mark], stream_));
+}
+
+void CudaBackend::before_library_call() {
+  if (capturing_ && library_queue_ >= 0 && library_queue_ != queue_)
+    REPSHARE_CUDA(cudaStreamWaitEvent(stream_, library_done_, 0));
+  if (library_stream_ == stream_) return;
+  REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
+#if CUBLAS_VER_MAJOR >= 11
+  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+#endif
+#ifdef REPSHARE_WITH_CUDNN
+  REPSHARE_CUDNN(cudnnSetStream(cudnn_, stream_));
+#endif
+  library_stream_ = stream_;
+}
+
+void CudaBackend::after_library_call() {
+  if (!capturing_) return;
+  REPSHARE_CUDA(cudaEventRecord(library_done_, stream_));
+  library_queue_ = queue_;
+}
+
 std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& work) {
   if (!recording_ || sync_each_launch_) return nullptr;
   // Thread-local mode: only this thread's unsafe calls (a cudaMalloc, a
   // synchronisation) invalidate the capture, and they are reported below.
-  REPSHARE_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  REPSHARE_CUDA(cudaStreamBeginCapture(streams_[0], cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  queue_joined_.assign(streams_.size(), false);
+  queue_joined_[0] = true;
   std::string failure;
   try {
     work();
   } catch (const std::exception& e) {  // any: the capture must end before it propagates
     failure = e.what();
   }
+  try {
+    // The capture ends on queue 0, which waits for every queue that joined it.
+    use_queue(0, {});
+    for (int q = 1; q < queues(); ++q)
+      if (queue_joined_[q]) wait_for_queue(q);
+  } catch (const std::exception& e) {
+    if (failure.empty()) failure = e.what();
+  }
+  capturing_ = false;
+  queue_ = 0;
+  stream_ = streams_[0];
+  library_queue_ = -1;
   cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  const cudaError_t ended = cudaStreamEndCapture(streams_[0], &graph);
   if (failure.empty() && ended != cudaSuccess)
     failure = std::string("capture failed: ") + cudaGetErrorString(ended);
   cudaGraphExec_t exec = nullptr;
@@ -190,7 +283,7 @@ std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& w
   // A failed capture can leave an error pending; clear it so later calls start clean.
   cudaGetLastError();
   if (!failure.empty()) fail(ErrorKind::Backend, "cuda backend: cannot record a CUDA graph: ", failure);
-  return std::unique_ptr<RecordedWork>(new CudaGraph(exec, stream_));
+  return std::unique_ptr<RecordedWork>(new CudaGraph(exec, streams_[0]));
 }
 
 void CudaBackend::after_launch(const char* kernel) const {

@@ -13,11 +13,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/backend.h"
 
 // Opaque handles, so that C++ code including this header needs no CUDA headers.
 struct CUstream_st;
+struct CUevent_st;
 struct cublasContext;
 struct cudnnContext;
 
@@ -59,6 +61,13 @@ class CudaBackend : public Backend {
   // per-launch synchronisation cannot be captured.
   std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override;
   void set_recording(bool on) override { recording_ = on; }
+  // Queues are streams captured into the recording's graph, marks are events. 8 by
+  // default (D0's ten head branches are the widest part of these models); set by
+  // REPSHARE_CUDA_STREAMS, 1 for one stream as before.
+  int queues() const override { return static_cast<int>(streams_.size()); }
+  void prepare_marks(int count) override;
+  void use_queue(int queue, const std::vector<int>& after_marks) override;
+  void set_mark(int mark) override;
 
   void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
               Tensor& y, void* workspace) override;
@@ -107,19 +116,38 @@ class CudaBackend : public Backend {
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
 
-  // For the kernel files: the backend's stream and cuBLAS handle, and the check
+  // For the kernel files: the stream of the current queue, the cuBLAS handle, and
+  // what a cuBLAS or cuDNN call must be preceded by (below), and the check
   // every launch is followed by (it names the kernel; with REPSHARE_CUDA_SYNC=1 in
   // the environment it also waits for the kernel, so that an asynchronous fault is
   // reported by the launch that caused it).
   CUstream_st* stream() const { return stream_; }
   cublasContext* cublas() const { return cublas_; }
   void after_launch(const char* kernel) const;
+  // Around every cuBLAS and cuDNN call. Their handles keep state (cuBLAS its one
+  // workspace), so the calls must not overlap: inside a recording, a call on
+  // another queue than the previous one waits for that call to finish. Before also
+  // points the handles at the current stream (with cuBLAS's workspace, which
+  // setting a stream resets).
+  void before_library_call();
+  void after_library_call();
 
  private:
   int device_ = 0;
   DType storage_ = DType::F32;
   std::string device_name_;
-  CUstream_st* stream_ = nullptr;
+  CUstream_st* stream_ = nullptr;          // the current queue's
+  std::vector<CUstream_st*> streams_;      // per queue; [0] runs everything outside record()
+  std::vector<CUevent_st*> marks_;         // prepare_marks()
+  std::vector<CUevent_st*> queue_events_;  // per queue: its end of work so far, for
+                                           // another queue to wait on
+  std::vector<bool> queue_joined_;         // per queue: part of the current recording
+  bool capturing_ = false;
+  int queue_ = 0;                          // the current queue
+  CUstream_st* library_stream_ = nullptr;  // where the handles point
+  int library_queue_ = -1;                 // queue of the last library call recorded
+  CUevent_st* library_done_ = nullptr;     // recorded after it
+  void wait_for_queue(int queue);          // the current queue waits for its work so far
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   size_t context_bytes_ = 0;

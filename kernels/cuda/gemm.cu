@@ -68,9 +68,11 @@ void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, co
       REPSHARE_CUDA(cudaMemsetAsync(static_cast<char*>(y.data) + element * bi * c_stride, 0,
                                     element * m * n, stream_));
   } else {
+    before_library_call();
     cuda::gemm_strided_batched(cublas_, y.dtype, op_b, op_a, n, m, k, p.alpha, b.data, ld_b,
                                p.b_batch_stride, a.data, ld_a, p.a_batch_stride, 0.f, y.data, n,
                                p.c_batch_stride, batch);
+    after_library_call();
   }
   const bool has_bias = bias && p.bias_rows > 0 && p.bias_cols > 0;
   if (has_bias || p.act.kind != ActKind::None) {

@@ -12,8 +12,10 @@ void CudaBackend::gram_accumulate(int64_t n, int64_t cols, const double* x, doub
   // with leading dimension cols, so x x^T = (x^T)^T (x^T) is syrk with op T; and
   // the row-major upper triangle of k is the column-major lower one.
   const double one = 1.0;
+  before_library_call();
   REPSHARE_CUBLAS(cublasDsyrk(cublas_, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, ni, ci, &one, x, ci,
                               &one, k, ni));
+  after_library_call();
 }
 
 }  // namespace repshare

@@ -6,7 +6,11 @@
 // - streams are deferred queues run at synchronisation points, so the host
 //   reading a download before synchronising sees stale bytes, as on a GPU;
 // - CUDA-graph capture records instead of running, and calls that are illegal
-//   while capturing (cudaMalloc, cudaFree, synchronisation) invalidate it;
+//   while capturing (cudaMalloc, cudaFree, synchronisation) invalidate it; other
+//   streams join a capture by waiting for an event recorded in it, and must be
+//   joined back before it ends; a replay runs the graph's nodes in an order their
+//   dependencies allow that is not the captured one (the latest-captured ready
+//   node first), so a dependency the capture missed gives wrong results;
 // - device memory is garbage (NaN bytes) when allocated; copies, kernel pointer
 //   parameters and cuBLAS operands must lie inside device allocations;
 // - launch configurations beyond the GPU's limits fail the launch;
@@ -40,16 +44,28 @@
 #define CUDA_EMU_ASAN 1
 #endif
 
+// A captured graph: each node's work and the earlier nodes it depends on.
+struct CUgraph_st {
+  struct Node {
+    std::function<void()> work;
+    std::vector<int> deps;
+  };
+  std::vector<Node> nodes;
+  CUstream_st* origin = nullptr;  // where the capture began, and must end
+  bool invalidated = false;
+};
 struct CUstream_st {
   bool capturing = false;
-  bool invalidated = false;
-  CUgraph_st* graph = nullptr;
+  CUgraph_st* graph = nullptr;  // the capture it takes part in
+  std::vector<int> tail;        // the nodes its next captured work depends on
 };
-struct CUgraph_st {
-  std::vector<std::function<void()>> work;
+struct CUevent_st {
+  CUgraph_st* graph = nullptr;  // recorded in a capture: the nodes it stands for
+  std::vector<int> nodes;
+  bool stale = false;  // recorded in a capture that has ended, not recorded since
 };
 struct CUgraphExec_st {
-  std::vector<std::function<void()>> work;
+  std::vector<CUgraph_st::Node> nodes;
 };
 struct cublasContext {
   cudaStream_t stream = nullptr;
@@ -103,13 +119,14 @@ cudaError_t record_error(cudaError_t e) {
 // A call CUDA forbids while this thread captures (cudaStreamCaptureModeGlobal or
 // ThreadLocal: both apply to a single-threaded host): the capture is invalidated.
 std::vector<CUstream_st*> all_streams;
+std::vector<CUevent_st*> all_events;
 
 bool forbidden_while_capturing(const char* call) {
   if (captures == 0) return false;
   std::fprintf(stderr, "cuda-emu: %s while a stream is being captured: capture invalidated\n",
                call);
   for (CUstream_st* s : all_streams)
-    if (s->capturing) s->invalidated = true;
+    if (s->capturing) s->graph->invalidated = true;
   record_error(cudaErrorStreamCaptureUnsupported);
   return true;
 }
@@ -130,7 +147,9 @@ void run_pending() {
 
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what) {
   if (stream && stream->capturing) {
-    stream->graph->work.push_back(std::move(work));
+    std::vector<CUgraph_st::Node>& nodes = stream->graph->nodes;
+    nodes.push_back({std::move(work), stream->tail});
+    stream->tail.assign(1, static_cast<int>(nodes.size()) - 1);
     return cudaSuccess;
   }
   if (!stream && captures > 0) {
@@ -552,6 +571,10 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorStreamCaptureUnjoined: return "cudaErrorStreamCaptureUnjoined";
+    case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureUnmatched: return "cudaErrorStreamCaptureUnmatched";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     default: return "cudaError (emulator: unnamed)";
   }
@@ -671,8 +694,9 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   if (!stream) return record_error(cudaErrorStreamCaptureUnsupported);
   if (stream->capturing) return record_error(cudaErrorIllegalState);
   stream->capturing = true;
-  stream->invalidated = false;
   stream->graph = new CUgraph_st;
+  stream->graph->origin = stream;
+  stream->tail.clear();
   ++captures;
   return cudaSuccess;
 }
@@ -680,31 +704,141 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
   if (!stream || !stream->capturing) return record_error(cudaErrorIllegalState);
-  stream->capturing = false;
-  --captures;
   CUgraph_st* g = stream->graph;
-  stream->graph = nullptr;
-  if (stream->invalidated) {
+  if (g->origin != stream) return record_error(cudaErrorStreamCaptureUnmatched);
+  // Every stream that joined the capture must have been joined back into the
+  // origin: all captured work precedes the origin's last.
+  std::vector<bool> reached(g->nodes.size(), false);
+  std::vector<int> stack = stream->tail;
+  while (!stack.empty()) {
+    const int n = stack.back();
+    stack.pop_back();
+    if (reached[n]) continue;
+    reached[n] = true;
+    for (int d : g->nodes[n].deps) stack.push_back(d);
+  }
+  const bool unjoined = std::find(reached.begin(), reached.end(), false) != reached.end();
+  if (unjoined)
+    std::fprintf(stderr, "cuda-emu: capture ended with work on another stream that the origin "
+                         "stream does not wait for\n");
+  for (CUstream_st* s : all_streams)
+    if (s->graph == g) {
+      s->capturing = false;
+      s->graph = nullptr;
+      s->tail.clear();
+      --captures;
+    }
+  for (CUevent_st* e : all_events)
+    if (e->graph == g) {
+      e->graph = nullptr;
+      e->nodes.clear();
+      e->stale = true;
+    }
+  if (g->invalidated || unjoined) {
     delete g;
-    return record_error(cudaErrorStreamCaptureInvalidated);
+    return record_error(unjoined ? cudaErrorStreamCaptureUnjoined
+                                 : cudaErrorStreamCaptureInvalidated);
   }
   *graph = g;
   return cudaSuccess;
 }
 
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
-  if (!graph) return record_error(cudaErrorInvalidValue);
-  *exec = new CUgraphExec_st{graph->work};
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  make_context();
+  *event = new CUevent_st;
+  all_events.push_back(*event);
   return cudaSuccess;
 }
 
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  all_events.erase(std::remove(all_events.begin(), all_events.end(), event), all_events.end());
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return record_error(cudaErrorInvalidResourceHandle);
+  if (stream && stream->capturing) {
+    event->graph = stream->graph;
+    event->nodes = stream->tail;
+  } else {
+    // Outside a capture every stream's work runs in one queue, in order: an event
+    // recorded there has nothing to order.
+    if (!stream && captures > 0) return record_error(cudaErrorStreamCaptureImplicit);
+    event->graph = nullptr;
+    event->nodes.clear();
+  }
+  event->stale = false;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (!event || !stream) return record_error(cudaErrorInvalidResourceHandle);
+  if (event->stale) {
+    std::fprintf(stderr, "cuda-emu: a stream waits for an event last recorded in a capture "
+                         "that has ended\n");
+    return record_error(cudaErrorStreamCaptureIsolation);
+  }
+  if (!event->graph) {
+    if (stream->capturing) {
+      // An event from outside the capture: CUDA refuses to order a graph after it.
+      std::fprintf(stderr, "cuda-emu: a capturing stream waits for an event recorded outside "
+                           "the capture\n");
+      stream->graph->invalidated = true;
+      return record_error(cudaErrorStreamCaptureIsolation);
+    }
+    return cudaSuccess;
+  }
+  if (!stream->capturing) {  // joins the capture the event was recorded in
+    stream->capturing = true;
+    stream->graph = event->graph;
+    stream->tail = event->nodes;
+    ++captures;
+    return cudaSuccess;
+  }
+  if (stream->graph != event->graph) {
+    stream->graph->invalidated = true;
+    return record_error(cudaErrorStreamCaptureIsolation);
+  }
+  for (int n : event->nodes)
+    if (std::find(stream->tail.begin(), stream->tail.end(), n) == stream->tail.end())
+      stream->tail.push_back(n);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return record_error(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->nodes};
+  return cudaSuccess;
+}
+
+// A replay runs the nodes in an order their dependencies allow, but not the order
+// they were captured in: of the nodes ready to run, the one captured last goes
+// first. A dependency the capture did not state then shows as wrong results.
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return record_error(cudaErrorInvalidValue);
-  const std::vector<std::function<void()>>* work = &exec->work;
+  const std::vector<CUgraph_st::Node>* nodes = &exec->nodes;
   return record_error(enqueue(
       stream,
-      [work]() {
-        for (const std::function<void()>& w : *work) w();
+      [nodes]() {
+        const size_t n = nodes->size();
+        std::vector<int> waiting(n, 0);
+        std::vector<std::vector<int>> dependents(n);
+        for (size_t i = 0; i < n; ++i)
+          for (int d : (*nodes)[i].deps) {
+            ++waiting[i];
+            dependents[d].push_back(static_cast<int>(i));
+          }
+        std::vector<int> ready;  // kept sorted: the last is the latest captured
+        for (size_t i = 0; i < n; ++i)
+          if (waiting[i] == 0) ready.push_back(static_cast<int>(i));
+        while (!ready.empty()) {
+          const int i = ready.back();
+          ready.pop_back();
+          (*nodes)[i].work();
+          for (int j : dependents[i])
+            if (--waiting[j] == 0) ready.insert(std::upper_bound(ready.begin(), ready.end(), j), j);
+        }
       },
       "cudaGraphLaunch"));
 }
