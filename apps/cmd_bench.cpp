@@ -238,6 +238,11 @@ int cmd_bench(const CommandArgs& argv) {
       {"recorded_graph", session.executor().recorded()}};
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
+  // How a recording puts the steps on the backend's queues (CUDA streams).
+  const size_t longest_chain = critical_path(session.executor().schedule());
+  j["queues"] = backend->queues();
+  j["steps"] = session.executor().num_steps();
+  j["longest_chain_steps"] = longest_chain;
   const std::string host_threads =
       backend->name() == "cpu" ? " (" + std::to_string(threads) + " threads)" : "";
   std::printf("%s on %s %s%s, input %s from %s\n", model.info.name.c_str(),
@@ -250,6 +255,14 @@ int cmd_bench(const CommandArgs& argv) {
                 session.executor().recording_error().empty()
                     ? ""
                     : (" (" + session.executor().recording_error() + ")").c_str());
+  if (backend->queues() > 1 && longest_chain < session.executor().num_steps())
+    std::printf("  %zu steps on %d streams: the longest chain of steps run one after another "
+                "is %zu\n",
+                session.executor().num_steps(), backend->queues(), longest_chain);
+  else if (backend->queues() > 1)
+    std::printf("  %zu steps, one after another: no step can run beside another within the "
+                "arena allowance\n",
+                session.executor().num_steps());
   std::printf("  repshare     median %8.2f ms  p90 %8.2f ms  (%zu runs)  %.1f inferences/s\n",
               percentile(ours, 0.5), percentile(ours, 0.9), ours.size(),
               1000.0 * batch / percentile(ours, 0.5));

@@ -237,6 +237,10 @@ class Backend {
   // joins the others); outside record() every call goes on queue 0 and these do
   // nothing.
   virtual int queues() const { return 1; }
+  // Steps that may run at once cannot share memory, so concurrency can make the
+  // activation arena larger: by at most this fraction of the sequential plan's size
+  // (0: only where it costs no memory; the executor tries fewer queues, down to one).
+  virtual double concurrency_memory_allowance() const { return 0.0; }
   // Called before record(): the recording will use marks 0 .. count-1.
   virtual void prepare_marks(int count) {}
   virtual void use_queue(int queue, const std::vector<int>& after_marks) {}

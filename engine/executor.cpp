@@ -214,7 +214,7 @@ void Executor::plan_queues_and_arena() {
   // The schedule comes from the data flow alone: each tensor (and each step's
   // workspace) is one unit of memory. Where steps may run at once, the arena then
   // gives two tensors the same bytes only if every step using one is ordered before
-  // every step using the other.
+  // every step using the other, which may take more memory than running in order.
   std::vector<StepAccess> by_tensor(steps_.size());
   std::vector<std::vector<int>> users(lifetimes_.size());
   auto use = [&](const Tensor* t, int s, std::vector<ByteRange>& ranges) {
@@ -235,12 +235,16 @@ void Executor::plan_queues_and_arena() {
       users[st.workspace].push_back(si);
     }
   }
-  queues_ = schedule_steps(by_tensor, backend_.queues());
-  if (backend_.queues() == 1) {
-    plan_ = plan_activations(lifetimes_);
-  } else {
-    const StepOrder order(queues_);
-    const int n = static_cast<int>(steps_.size());
+  // One queue: the sequential order and its plan. Then the most queues (halving)
+  // whose plan stays within the backend's memory allowance.
+  queues_ = schedule_steps(by_tensor, 1);
+  plan_ = plan_activations(lifetimes_);
+  const size_t limit = plan_.peak + static_cast<size_t>(
+      static_cast<double>(plan_.peak) * std::max(0.0, backend_.concurrency_memory_allowance()));
+  const int n = static_cast<int>(steps_.size());
+  for (int queues = backend_.queues(); queues > 1; queues /= 2) {
+    std::vector<ScheduledStep> schedule = schedule_steps(by_tensor, queues);
+    const StepOrder order(schedule);
     // Every user of a finishes before b is written first (a lifetime that reaches
     // the end is read by the caller after every step; one that starts before the
     // first step is the caller's input, read during all of them).
@@ -250,8 +254,13 @@ void Executor::plan_queues_and_arena() {
         if (!order.before(u, lifetimes_[b].first)) return false;
       return true;
     };
-    plan_ = plan_activations(lifetimes_,
-                             [&](size_t a, size_t b) { return precedes(a, b) || precedes(b, a); });
+    ActivationPlan plan = plan_activations(
+        lifetimes_, [&](size_t a, size_t b) { return precedes(a, b) || precedes(b, a); });
+    if (plan.peak <= limit) {
+      queues_ = std::move(schedule);
+      plan_ = std::move(plan);
+      break;
+    }
   }
   mark_of_.assign(steps_.size(), -1);
   wait_marks_.assign(steps_.size(), {});

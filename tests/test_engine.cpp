@@ -14,6 +14,7 @@
 #include "engine/model.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/fp16_storage_backend.h"
 #include "tests/exported_models.h"
 
 namespace repshare {
@@ -657,14 +658,19 @@ TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
 
 // A CPU backend that says it has several queues, so that executors plan and
 // schedule for them (the CPU itself runs every call at once, in order).
-class QueuedCpuBackend : public CpuBackend {
+template <class Base>
+class Queued : public Base {
  public:
-  explicit QueuedCpuBackend(int queues) : CpuBackend(1), queues_(queues) {}
+  explicit Queued(int queues, double memory_allowance = 0.0)
+      : Base(1), queues_(queues), allowance_(memory_allowance) {}
   int queues() const override { return queues_; }
+  double concurrency_memory_allowance() const override { return allowance_; }
 
  private:
   int queues_;
+  double allowance_;
 };
+using QueuedCpuBackend = Queued<CpuBackend>;
 
 // Random steps over a few units of memory: whatever the queue count, every two
 // steps that touch the same unit, one of them writing, stay ordered; one queue
@@ -697,35 +703,66 @@ TEST(Schedule, KeepsEveryConflictingPairOrderedOnRandomSteps) {
   }
 }
 
-// On D0 the ten head branches (class and box, P3-P7) run at once, within the same
-// arena as the sequential plan, and the checker does fail a schedule with its
-// waits taken away.
+// D0 on a CPU backend (Base) that says it has `queues` queues and allows the arena
+// to grow by `allowance`: the executor's schedule checked against its memory, and
+// the sizes that the tests below compare.
+struct D0Schedule {
+  size_t steps, chain, arena, sequential_arena;
+};
+template <class Base>
+D0Schedule d0_schedule(const Model& m, int queues, double allowance) {
+  Queued<Base> one(1), be(queues, allowance);
+  WeightsArena w1(one), w(be);
+  Executor sequential(m.graph, one, w1, {m.info.input}, m.info.outputs);
+  Executor ex(m.graph, be, w, {m.info.input}, m.info.outputs);
+  w.commit();
+  ex.allocate();
+  const std::vector<StepAccess> accesses = ex.step_accesses();
+  std::vector<ScheduledStep> schedule = ex.schedule();
+  std::pair<int, int> pair;
+  EXPECT_TRUE(ordered_conflicts(accesses, schedule, &pair)) << pair.first << ", " << pair.second;
+  if (critical_path(schedule) < ex.num_steps()) {
+    for (ScheduledStep& st : schedule) st.waits.clear();
+    EXPECT_FALSE(ordered_conflicts(accesses, schedule));  // the check can fail
+  }
+  return {ex.num_steps(), critical_path(ex.schedule()), ex.activation_bytes(),
+          sequential.activation_bytes()};
+}
+
+// On D0 in fp32 the ten head branches (class and box, P3-P7) run at once within the
+// sequential plan's arena: 40 head convs in 10 chains of 4, at least 30 fewer steps
+// one after another.
 TEST(Schedule, EfficientDetHeadsRunAtOnceWithinTheSequentialArena) {
   const std::string path = exported_model("tf_efficientdet_d0_rand0");
   if (path.empty()) GTEST_SKIP() << "tf_efficientdet_d0_rand0.onnx not found";
   Model m = load_model(path);
-  size_t sequential_arena = 0;
-  for (int queues : {1, 8}) {
-    QueuedCpuBackend be(queues);
-    WeightsArena w(be);
-    Executor ex(m.graph, be, w, {m.info.input}, m.info.outputs);
-    w.commit();
-    ex.allocate();
-    const std::vector<StepAccess> accesses = ex.step_accesses();
-    std::vector<ScheduledStep> schedule = ex.schedule();
-    std::pair<int, int> pair;
-    EXPECT_TRUE(ordered_conflicts(accesses, schedule, &pair)) << pair.first << ", " << pair.second;
-    if (queues == 1) {
-      EXPECT_EQ(critical_path(schedule), ex.num_steps());
-      sequential_arena = ex.activation_bytes();
-      continue;
-    }
-    // 40 head convs in 10 chains of 4: at least 30 fewer steps one after another.
-    EXPECT_LE(critical_path(schedule) + 30, ex.num_steps());
-    EXPECT_LE(ex.activation_bytes(), sequential_arena + sequential_arena / 10);
-    for (ScheduledStep& st : schedule) st.waits.clear();
-    EXPECT_FALSE(ordered_conflicts(accesses, schedule));
-  }
+  const D0Schedule one = d0_schedule<CpuBackend>(m, 1, 0.0);
+  EXPECT_EQ(one.chain, one.steps);
+  EXPECT_EQ(one.arena, one.sequential_arena);
+  const D0Schedule eight = d0_schedule<CpuBackend>(m, 8, 0.0);
+  EXPECT_LE(eight.chain + 30, eight.steps);
+  EXPECT_LE(eight.arena, eight.sequential_arena);
+}
+
+// In fp16 storage the heads' fp16 outputs, converted to fp32 at the edge, cannot
+// share memory while the branches overlap: without an allowance the executor keeps
+// the sequential plan's size (giving up concurrency), with one it runs the heads at
+// once in a larger arena, within the allowance.
+TEST(Schedule, ConcurrencyStaysWithinTheMemoryAllowance) {
+  const std::string path = exported_model("tf_efficientdet_d0_rand0");
+  if (path.empty()) GTEST_SKIP() << "tf_efficientdet_d0_rand0.onnx not found";
+  Model m = load_model(path);
+  const D0Schedule strict = d0_schedule<Fp16StorageCpuBackend>(m, 8, 0.0);
+  EXPECT_LE(strict.arena, strict.sequential_arena);
+  const D0Schedule loose = d0_schedule<Fp16StorageCpuBackend>(m, 8, 0.5);
+  EXPECT_LE(loose.arena, strict.sequential_arena * 3 / 2);
+  EXPECT_GT(loose.arena, strict.sequential_arena);
+  EXPECT_LE(loose.chain + 30, loose.steps);
+  ::testing::Test::RecordProperty("steps", std::to_string(strict.steps));
+  ::testing::Test::RecordProperty("chain_and_arena_strict",
+                                  std::to_string(strict.chain) + " " + std::to_string(strict.arena));
+  ::testing::Test::RecordProperty("chain_and_arena_0.5",
+                                  std::to_string(loose.chain) + " " + std::to_string(loose.arena));
 }
 
 // An executor on a backend with several queues records its steps with their queues

@@ -77,6 +77,14 @@ CudaBackend::CudaBackend(int device, DType float_storage)
           env, "'");
     queues = static_cast<int>(n);
   }
+  if (const char* env = std::getenv("REPSHARE_CUDA_CONCURRENCY_MEMORY")) {
+    char* end = nullptr;
+    const double f = std::strtod(env, &end);
+    check(end != env && *end == '\0' && f >= 0 && f <= 100, ErrorKind::Argument,
+          "cuda backend: REPSHARE_CUDA_CONCURRENCY_MEMORY must be the fraction by which the "
+          "activation arena may grow (0 to 100), got '", env, "'");
+    concurrency_memory_ = f;
+  }
   streams_.assign(queues, nullptr);
   queue_events_.assign(queues, nullptr);
   for (int q = 0; q < queues; ++q) {

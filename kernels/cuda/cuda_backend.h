@@ -1,5 +1,6 @@
-// The CUDA backend: every Backend entry point as CUDA kernels on one stream, with
-// cuBLAS for the GEMM-shaped convolutions and Gemm.
+// The CUDA backend: every Backend entry point as CUDA kernels on its streams (one
+// outside recordings, several inside a CUDA graph's capture), with cuBLAS for the
+// GEMM-shaped convolutions and Gemm.
 //
 // One file per entry point: kernels/cuda/<op>.cu (named like kernels/cpu/<op>.cpp);
 // memory, the stream and the cuBLAS handle live in cuda_backend.cpp. Compiled only
@@ -63,8 +64,11 @@ class CudaBackend : public Backend {
   void set_recording(bool on) override { recording_ = on; }
   // Queues are streams captured into the recording's graph, marks are events. 8 by
   // default (D0's ten head branches are the widest part of these models); set by
-  // REPSHARE_CUDA_STREAMS, 1 for one stream as before.
+  // REPSHARE_CUDA_STREAMS, 1 for one stream. Concurrency that takes memory is
+  // allowed by REPSHARE_CUDA_CONCURRENCY_MEMORY (a fraction; 0 by default: an edge
+  // GPU's memory is what repshare saves).
   int queues() const override { return static_cast<int>(streams_.size()); }
+  double concurrency_memory_allowance() const override { return concurrency_memory_; }
   void prepare_marks(int count) override;
   void use_queue(int queue, const std::vector<int>& after_marks) override;
   void set_mark(int mark) override;
@@ -143,6 +147,7 @@ class CudaBackend : public Backend {
                                            // another queue to wait on
   std::vector<bool> queue_joined_;         // per queue: part of the current recording
   bool capturing_ = false;
+  double concurrency_memory_ = 0.0;
   int queue_ = 0;                          // the current queue
   CUstream_st* library_stream_ = nullptr;  // where the handles point
   int library_queue_ = -1;                 // queue of the last library call recorded
