@@ -373,7 +373,6 @@ std::vector<StepAccess> Executor::step_accesses() const {
   return accesses;
 }
 
-
 void Executor::run_profiled(std::vector<double>& seconds_per_step) {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
   seconds_per_step.resize(steps_.size(), 0.0);
