@@ -239,7 +239,8 @@ class Backend {
   virtual int queues() const { return 1; }
   // Steps that may run at once cannot share memory, so concurrency can make the
   // activation arena larger: by at most this fraction of the sequential plan's size
-  // (0: only where it costs no memory; the executor tries fewer queues, down to one).
+  // (0: only where it costs no memory; a step that would need more waits for all
+  // earlier ones instead).
   virtual double concurrency_memory_allowance() const { return 0.0; }
   // Called before record(): the recording will use marks 0 .. count-1.
   virtual void prepare_marks(int count) {}

@@ -235,15 +235,18 @@ void Executor::plan_queues_and_arena() {
       users[st.workspace].push_back(si);
     }
   }
-  // One queue: the sequential order and its plan. Then the most queues (halving)
-  // whose plan stays within the backend's memory allowance.
+  // One queue: the sequential order and its plan. Then, with several, steps at once
+  // wherever the arena stays within the backend's memory allowance.
   queues_ = schedule_steps(by_tensor, 1);
   plan_ = plan_activations(lifetimes_);
+  if (backend_.queues() == 1) {
+    number_marks();
+    return;
+  }
   const size_t limit = plan_.peak + static_cast<size_t>(
       static_cast<double>(plan_.peak) * std::max(0.0, backend_.concurrency_memory_allowance()));
   const int n = static_cast<int>(steps_.size());
-  for (int queues = backend_.queues(); queues > 1; queues /= 2) {
-    std::vector<ScheduledStep> schedule = schedule_steps(by_tensor, queues);
+  auto plan_for = [&](const std::vector<ScheduledStep>& schedule) {
     const StepOrder order(schedule);
     // Every user of a finishes before b is written first (a lifetime that reaches
     // the end is read by the caller after every step; one that starts before the
@@ -254,14 +257,22 @@ void Executor::plan_queues_and_arena() {
         if (!order.before(u, lifetimes_[b].first)) return false;
       return true;
     };
-    ActivationPlan plan = plan_activations(
+    return plan_activations(
         lifetimes_, [&](size_t a, size_t b) { return precedes(a, b) || precedes(b, a); });
-    if (plan.peak <= limit) {
-      queues_ = std::move(schedule);
-      plan_ = std::move(plan);
-      break;
-    }
+  };
+  std::vector<ScheduledStep> schedule =
+      schedule_steps(by_tensor, backend_.queues(), [&](const std::vector<ScheduledStep>& trial) {
+        return plan_for(trial).peak <= limit;
+      });
+  ActivationPlan plan = plan_for(schedule);
+  if (plan.peak <= limit) {  // as schedule_steps checked it
+    queues_ = std::move(schedule);
+    plan_ = std::move(plan);
   }
+  number_marks();
+}
+
+void Executor::number_marks() {
   mark_of_.assign(steps_.size(), -1);
   wait_marks_.assign(steps_.size(), {});
   marks_ = 0;

@@ -90,6 +90,7 @@ class Executor {
   void run_steps(bool on_queues);
   // queues_, mark_of_ and plan_ (the arena, for the steps as queues_ runs them).
   void plan_queues_and_arena();
+  void number_marks();  // mark_of_ and wait_marks_ from queues_
 
   Graph graph_;
   Backend& backend_;

@@ -55,7 +55,8 @@ std::vector<StepSet> steps_before(const std::vector<ScheduledStep>& schedule) {
 
 }  // namespace
 
-std::vector<ScheduledStep> schedule_steps(const std::vector<StepAccess>& steps, int queues) {
+std::vector<ScheduledStep> schedule_steps(const std::vector<StepAccess>& steps, int queues,
+                                          const ScheduleFits& fits) {
   const int n = static_cast<int>(steps.size());
   queues = std::max(queues, 1);
   std::vector<ScheduledStep> schedule(n);
@@ -85,26 +86,45 @@ std::vector<ScheduledStep> schedule_steps(const std::vector<StepAccess>& steps, 
       if (q == 0 || key < best_key) best = q, best_key = key;
     }
     ScheduledStep& st = schedule[s];
-    st.queue = best;
-    StepSet& covered = before[s];
-    if (tail[best] >= 0) {
-      covered.add(tail[best]);
-      covered.add_all(before[tail[best]]);
+    // s on queue q, after step t (its queue's last, or one it waits for).
+    auto follow = [&](int t) {
+      before[s].add(t);
+      before[s].add_all(before[t]);
+    };
+    auto place = [&](int q, const std::vector<int>& after) {
+      st.queue = q;
+      st.waits.clear();
+      before[s] = StepSet(n);
+      if (tail[q] >= 0) follow(tail[q]);
+      for (int d : after) {
+        if (before[s].has(d) || d == tail[q]) continue;
+        st.waits.push_back(d);
+        follow(d);
+      }
+      // A queue's first step must wait for something, to fork from a started queue.
+      if (tail[q] < 0 && q > 0 && st.waits.empty()) {
+        st.waits.push_back(s - 1);
+        follow(s - 1);
+      }
+    };
+    place(best, deps);
+    bool after_all = true;  // s starts after every earlier step: no new overlap
+    for (int t = 0; t < s && after_all; ++t) after_all = before[s].has(t);
+    if (fits && !after_all) {
+      // The schedule so far, then every later step after all of it, one by one.
+      std::vector<ScheduledStep> trial(schedule.begin(), schedule.begin() + s + 1);
+      trial.resize(n, ScheduledStep{best, {}});
+      for (int q = 0; q < queues; ++q)
+        if (q != best && tail[q] >= 0 && s + 1 < n) trial[s + 1].waits.push_back(tail[q]);
+      if (!fits(trial)) {
+        // Too much memory at once: s waits for every queue instead.
+        std::vector<int> all;
+        for (int q = 0; q < queues; ++q)
+          if (tail[q] >= 0) all.push_back(tail[q]);
+        place(schedule[s - 1].queue, all);
+      }
     }
-    for (int d : deps) {
-      if (covered.has(d) || d == tail[best]) continue;
-      st.waits.push_back(d);
-      covered.add(d);
-      covered.add_all(before[d]);
-    }
-    if (tail[best] < 0 && best > 0 && st.waits.empty()) {
-      // Independent of everything before it, yet a new queue must fork from a
-      // started one: wait for the latest step.
-      st.waits.push_back(s - 1);
-      covered.add(s - 1);
-      covered.add_all(before[s - 1]);
-    }
-    tail[best] = s;
+    tail[st.queue] = s;
   }
   return schedule;
 }

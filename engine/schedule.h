@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace repshare {
@@ -31,9 +32,16 @@ struct ScheduledStep {
   std::vector<int> waits;
 };
 
+// Whether a whole schedule is acceptable (the executor: its arena fits).
+using ScheduleFits = std::function<bool(const std::vector<ScheduledStep>&)>;
+
 // One entry per step. With queues == 1 every step goes on queue 0 and waits for
-// nothing. A queue's steps run in the order of their indices.
-std::vector<ScheduledStep> schedule_steps(const std::vector<StepAccess>& steps, int queues);
+// nothing. A queue's steps run in the order of their indices. With `fits`, a step
+// that would overlap an earlier one is placed so only if fits() accepts the
+// schedule so far followed by every later step one after another; otherwise it
+// waits for all earlier steps (so the result is accepted as a whole).
+std::vector<ScheduledStep> schedule_steps(const std::vector<StepAccess>& steps, int queues,
+                                          const ScheduleFits& fits = nullptr);
 
 // Whether every pair of conflicting steps is ordered by the schedule (through queue
 // order and waits, transitively); if not, *first_unordered gets the pair's indices.

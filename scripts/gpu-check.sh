@@ -237,8 +237,8 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   done
   # Independent steps at once (D0's ten head branches): in fp32 that costs no memory
   # and is the default, timed here against one stream; in fp16 it does (the heads'
-  # fp16 outputs cannot share memory while they overlap), so it is off by default and
-  # timed here with the arena allowed to grow by half.
+  # fp16 outputs cannot share memory while they overlap), so by default only what
+  # fits in the sequential arena overlaps, and here the arena may grow by half.
   if [ "$m" = tf_efficientdet_d0_rand0 ]; then
     step "bench_streams1_$m" 60 env REPSHARE_CUDA_STREAMS=1 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \

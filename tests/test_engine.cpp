@@ -699,6 +699,19 @@ TEST(Schedule, KeepsEveryConflictingPairOrderedOnRandomSteps) {
         ASSERT_EQ(critical_path(schedule), static_cast<size_t>(n));
       }
       ASSERT_LE(critical_path(schedule), static_cast<size_t>(n));
+      // fits() refusing every overlap gives the sequential order; accepting every one
+      // changes nothing.
+      const std::vector<ScheduledStep> refused =
+          schedule_steps(steps, queues, [](const std::vector<ScheduledStep>&) { return false; });
+      ASSERT_TRUE(ordered_conflicts(steps, refused));
+      ASSERT_EQ(critical_path(refused), static_cast<size_t>(n));
+      const std::vector<ScheduledStep> accepted =
+          schedule_steps(steps, queues, [](const std::vector<ScheduledStep>&) { return true; });
+      ASSERT_EQ(critical_path(accepted), critical_path(schedule));
+      for (int s = 0; s < n; ++s) {
+        ASSERT_EQ(accepted[s].queue, schedule[s].queue);
+        ASSERT_EQ(accepted[s].waits, schedule[s].waits);
+      }
     }
   }
 }
@@ -746,8 +759,8 @@ TEST(Schedule, EfficientDetHeadsRunAtOnceWithinTheSequentialArena) {
 
 // In fp16 storage the heads' fp16 outputs, converted to fp32 at the edge, cannot
 // share memory while the branches overlap: without an allowance the executor keeps
-// the sequential plan's size (giving up concurrency), with one it runs the heads at
-// once in a larger arena, within the allowance.
+// the sequential plan's size and runs at once only what fits in it, with one it
+// runs the heads at once in a larger arena, within the allowance.
 TEST(Schedule, ConcurrencyStaysWithinTheMemoryAllowance) {
   const std::string path = exported_model("tf_efficientdet_d0_rand0");
   if (path.empty()) GTEST_SKIP() << "tf_efficientdet_d0_rand0.onnx not found";
@@ -756,8 +769,8 @@ TEST(Schedule, ConcurrencyStaysWithinTheMemoryAllowance) {
   EXPECT_LE(strict.arena, strict.sequential_arena);
   const D0Schedule loose = d0_schedule<Fp16StorageCpuBackend>(m, 8, 0.5);
   EXPECT_LE(loose.arena, strict.sequential_arena * 3 / 2);
-  EXPECT_GT(loose.arena, strict.sequential_arena);
   EXPECT_LE(loose.chain + 30, loose.steps);
+  EXPECT_LT(strict.chain, strict.steps);  // some branches still overlap, at no cost
   ::testing::Test::RecordProperty("steps", std::to_string(strict.steps));
   ::testing::Test::RecordProperty("chain_and_arena_strict",
                                   std::to_string(strict.chain) + " " + std::to_string(strict.arena));
