@@ -32,7 +32,7 @@ std::vector<BackendMemoryItem> CudaBackend::overhead() const {
   // The runtime API cannot read free memory before the context exists, so the
   // context's share also holds what other processes had on this GPU then.
   std::vector<BackendMemoryItem> items = {
-      {"CUDA context, stream (and other processes)", context_bytes_ - cublas_bytes_},
+      {"CUDA context, streams and events (and other processes)", context_bytes_ - cublas_bytes_},
       {"cuBLAS handle and workspace", cublas_bytes_}};
 #ifdef REPSHARE_WITH_CUDNN
   items.push_back({"cuDNN handle", cudnn_bytes_});
