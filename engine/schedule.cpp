@@ -33,23 +33,32 @@ class StepSet {
   std::vector<uint64_t> words_;
 };
 
+// Per step, the earlier steps it starts after directly: the previous step on its
+// queue and the steps it waits for (a wait on a later step orders nothing).
+std::vector<std::vector<int>> predecessors(const std::vector<ScheduledStep>& schedule) {
+  std::vector<std::vector<int>> preds(schedule.size());
+  std::vector<int> last_on_queue;
+  for (size_t s = 0; s < schedule.size(); ++s) {
+    const int q = schedule[s].queue;
+    if (q >= static_cast<int>(last_on_queue.size())) last_on_queue.resize(q + 1, -1);
+    if (last_on_queue[q] >= 0) preds[s].push_back(last_on_queue[q]);
+    for (int w : schedule[s].waits)
+      if (w >= 0 && w < static_cast<int>(s)) preds[s].push_back(w);
+    last_on_queue[q] = static_cast<int>(s);
+  }
+  return preds;
+}
+
 // before[s]: every step that finishes before step s starts.
 std::vector<StepSet> steps_before(const std::vector<ScheduledStep>& schedule) {
   const size_t n = schedule.size();
+  const std::vector<std::vector<int>> preds = predecessors(schedule);
   std::vector<StepSet> before(n, StepSet(n));
-  std::vector<int> last_on_queue;
-  for (size_t s = 0; s < n; ++s) {
-    const int q = schedule[s].queue;
-    if (q >= static_cast<int>(last_on_queue.size())) last_on_queue.resize(q + 1, -1);
-    std::vector<int> preds = schedule[s].waits;
-    if (last_on_queue[q] >= 0) preds.push_back(last_on_queue[q]);
-    for (int p : preds) {
-      if (p < 0 || p >= static_cast<int>(s)) continue;  // not earlier: orders nothing
+  for (size_t s = 0; s < n; ++s)
+    for (int p : preds[s]) {
       before[s].add(p);
       before[s].add_all(before[p]);
     }
-    last_on_queue[q] = static_cast<int>(s);
-  }
   return before;
 }
 
@@ -147,17 +156,11 @@ StepOrder::StepOrder(const std::vector<ScheduledStep>& schedule) {
 }
 
 size_t critical_path(const std::vector<ScheduledStep>& schedule) {
+  const std::vector<std::vector<int>> preds = predecessors(schedule);
   std::vector<size_t> depth(schedule.size(), 1);
-  std::vector<int> last_on_queue;
   size_t longest = 0;
   for (size_t s = 0; s < schedule.size(); ++s) {
-    const int q = schedule[s].queue;
-    if (q >= static_cast<int>(last_on_queue.size())) last_on_queue.resize(q + 1, -1);
-    std::vector<int> preds = schedule[s].waits;
-    if (last_on_queue[q] >= 0) preds.push_back(last_on_queue[q]);
-    for (int p : preds)
-      if (p >= 0 && p < static_cast<int>(s)) depth[s] = std::max(depth[s], depth[p] + 1);
-    last_on_queue[q] = static_cast<int>(s);
+    for (int p : preds[s]) depth[s] = std::max(depth[s], depth[p] + 1);
     longest = std::max(longest, depth[s]);
   }
   return longest;
