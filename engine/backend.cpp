@@ -82,9 +82,9 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
         "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
   Tensor mid;
   mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
-  mid.dtype = y.dtype;
+  mid.dtype = float_storage();  // y may be F32 (conv2d_stores_f32)
   mid.data = workspace;
-  void* rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, y.dtype);
+  void* rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, mid.dtype);
   conv2d(dw, x, w_dw, b_dw, mid, rest);
   if (residual)
     conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);

@@ -324,6 +324,13 @@ class Backend {
   virtual void conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                       Tensor& y, void* workspace) = 0;
   virtual size_t conv2d_workspace(const Conv2dParams& p) const = 0;
+  // Whether conv2d and conv2d_residual on p, and separable_conv2d with p its
+  // pointwise half, take an F32 y while the other float tensors (and a separable
+  // conv's depthwise output) are in an F16 float_storage(): y then gets the fp32
+  // result as it is, instead of rounded to fp16. The executor stores a model output
+  // that only the caller reads this way (EfficientDet's head outputs), so no convert
+  // step follows it and it needs no fp16 copy in the arena.
+  virtual bool conv2d_stores_f32(const Conv2dParams& p) const { return false; }
   // conv2d, and mean[n, c] = the mean of y[n, c, :, :] (squeeze-excitation's pool
   // of a depthwise conv's output, fused by the graph passes). This default runs
   // conv2d then reduce; a backend may compute the means while y is in cache, and

@@ -137,6 +137,14 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     add_convert_step(add_edge(v), v, v);
   }
 
+  // Values a step reads (in the backend's storage), and the ones the caller reads.
+  std::vector<bool> read_by_step(nv, false), is_wanted(nv, false);
+  for (size_t k = 0; k < graph_.nodes.size(); ++k)
+    if (needed_node[k])
+      for (int v : graph_.nodes[k].inputs)
+        if (v >= 0) read_by_step[v] = true;
+  for (int v : wanted_) is_wanted[v] = true;
+
   for (size_t k = 0; k < graph_.nodes.size(); ++k) {
     if (!needed_node[k]) continue;
     const Node& n = graph_.nodes[k];
@@ -165,6 +173,12 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       if (v < 0) continue;
       tensors_[v].shape = graph_.values[v].shape;
       tensors_[v].dtype = stored(graph_.values[v].dtype);
+      // An output only the caller reads is stored as the caller reads it where the
+      // layer can write it so: no convert step after it, no copy in storage.
+      if (o == 0 && is_wanted[v] && !read_by_step[v] &&
+          tensors_[v].dtype != graph_.values[v].dtype &&
+          step.layer->stores_output_f32(backend_))
+        tensors_[v].dtype = graph_.values[v].dtype;
       Lifetime& l = lifetime_of(v);
       l.bytes = tensors_[v].bytes();
       l.first = l.last = s;  // an unused output still needs its slot during the step
@@ -178,8 +192,7 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     steps_.push_back(std::move(step));
     // Wanted outputs of this step in another storage: converted to F32 right away.
     for (int v : n.outputs)
-      if (v >= 0 && edge_[v] < 0 && tensors_[v].dtype != graph_.values[v].dtype &&
-          std::find(wanted_.begin(), wanted_.end(), v) != wanted_.end())
+      if (v >= 0 && edge_[v] < 0 && tensors_[v].dtype != graph_.values[v].dtype && is_wanted[v])
         add_convert_step(v, add_edge(v), v);
   }
   // Wanted constants (outputs that folded away) are served from the weights arena,

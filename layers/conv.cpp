@@ -86,6 +86,11 @@ void ConvLayer::build(const Node& n, Graph& g) {
 
 size_t ConvLayer::workspace_bytes(const Backend& b) const { return b.conv2d_workspace(p_); }
 
+// Not with channel means: conv2d_channel_mean takes y in storage.
+bool ConvLayer::stores_output_f32(const Backend& b) const {
+  return !has_channel_mean_ && b.conv2d_stores_f32(p_);
+}
+
 void ConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) {
   if (has_channel_mean_)
     b.conv2d_channel_mean(p_, *in[0], *in[1], has_bias_ ? in[2] : nullptr, *out[0], *out[1], ws);
@@ -155,6 +160,10 @@ void SeparableConvLayer::build(const Node& n, Graph& g) {
 
 size_t SeparableConvLayer::workspace_bytes(const Backend& b) const {
   return b.separable_conv2d_workspace(dw_, pw_);
+}
+
+bool SeparableConvLayer::stores_output_f32(const Backend& b) const {
+  return b.conv2d_stores_f32(pw_);
 }
 
 void SeparableConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,

@@ -30,6 +30,11 @@ class Layer {
   // Scratch memory forward() needs, planned by the executor.
   virtual size_t workspace_bytes(const Backend& backend) const { return 0; }
 
+  // Whether forward() can write output 0 as F32 where the backend stores floats in
+  // F16 (Backend::conv2d_stores_f32). The executor asks for a model output that no
+  // step reads: stored F32, it needs no convert step after it.
+  virtual bool stores_output_f32(const Backend& backend) const { return false; }
+
   // in[i] is nullptr for omitted optional inputs and for build-time inputs.
   virtual void forward(Backend& backend, const Tensor* const* in, Tensor* const* out,
                        void* workspace) = 0;

@@ -14,6 +14,7 @@ class ConvLayer : public Layer {
  public:
   void build(const Node& n, Graph& g) override;
   size_t workspace_bytes(const Backend& b) const override;
+  bool stores_output_f32(const Backend& b) const override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
   const Conv2dParams& params() const { return p_; }
 
@@ -38,6 +39,7 @@ class SeparableConvLayer : public Layer {
   static Node fuse(const Node& depthwise, const Node& pointwise);
   void build(const Node& n, Graph& g) override;
   size_t workspace_bytes(const Backend& b) const override;
+  bool stores_output_f32(const Backend& b) const override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
 
  private:

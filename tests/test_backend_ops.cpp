@@ -1319,6 +1319,104 @@ TEST(BackendOpsContract, SeparableConvHasTheBitsOfItsTwoConvs) {
   }
 }
 
+// Host floats as fp16 storage holds them.
+Floats rounded_to_half(Floats v) {
+  for (float& x : v) x = half_to_float(float_to_half(x));
+  return v;
+}
+
+// conv2d_stores_f32: on a backend in fp16 storage, a conv into an F32 output is the
+// fp32 conv of its stored (fp16) operands, not rounded again. It matches the CPU's
+// fp32 conv of the same fp16 values to fp32 tolerance, far below what a rounding to
+// fp16 adds (checked too, so the test can tell them apart). The cases take every
+// CUDA path: 1x1 read directly, im2col + GEMM, depthwise, the residual epilogue,
+// and the separable conv, whose depthwise half is rounded to fp16 as conv2d stores
+// it (so the reference rounds it too).
+TEST(BackendOpsContract, ConvIntoF32SkipsTheRoundingToStorage) {
+  const Activation swish = act(ActKind::Swish), relu = act(ActKind::Relu);
+  struct Case {
+    const char* name;
+    Conv2dParams p;  // the conv, or a separable conv's depthwise half
+    bool residual;
+    int64_t separable_c_out;  // 0: a plain conv
+  };
+  const std::vector<Case> cases = {
+      {"1x1", conv(1, 37, 9, 11, 45, 1, 1, 1, swish), false, 0},
+      {"3x3 stride 2", with_pads(conv(2, 5, 13, 10, 19, 3, 2, 1, relu), 0, 0, 1, 1), false, 0},
+      {"depthwise 5x5", with_pads(conv(1, 13, 15, 17, 13, 5, 1, 13, swish), 2, 2, 2, 2), false,
+       0},
+      {"1x1 residual", conv(1, 24, 7, 9, 24, 1, 1, 1, Activation()), true, 0},
+      {"separable", with_pads(conv(1, 20, 12, 13, 20, 3, 1, 20, Activation()), 1, 1, 1, 1),
+       false, 90},
+      {"separable residual", with_pads(conv(1, 16, 9, 9, 16, 3, 1, 16, relu), 1, 1, 1, 1), true,
+       16}};
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
+  int checked = 0;
+  for (const auto& be : contract_backends()) {
+    if (be->float_storage() != DType::F16) continue;
+    for (Case c : cases) {
+      Conv2dParams& p = c.p;
+      p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+      p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+      Conv2dParams pw = conv(p.n, p.c_out, p.h_out, p.w_out, c.separable_c_out, 1, 1, 1, swish);
+      pw.h_out = p.h_out;
+      pw.w_out = p.w_out;
+      if (c.residual) pw.act = Activation();
+      const Conv2dParams& last = c.separable_c_out ? pw : p;  // the conv that stores y
+      SCOPED_TRACE(be->name() + " fp16, " + c.name);
+      if (!be->conv2d_stores_f32(last)) continue;  // cuDNN's dense convs
+      const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+      const Shape bs{p.c_out}, mids{p.n, p.c_out, p.h_out, p.w_out};
+      const Shape pws{pw.c_out, pw.c_in, 1, 1}, pbs{pw.c_out};
+      const Shape ys{last.n, last.c_out, last.h_out, last.w_out};
+      const Floats x = rounded_to_half(random_floats(count(xs), 1));
+      const Floats w = rounded_to_half(random_floats(count(ws), 2));
+      const Floats b = rounded_to_half(random_floats(count(bs), 3));
+      const Floats r = rounded_to_half(random_floats(count(ys), 4));
+      const Floats w_pw = rounded_to_half(random_floats(count(pws), 5));
+      const Floats b_pw = rounded_to_half(random_floats(count(pbs), 6));
+      // The reference: the CPU in fp32 on the same values, one conv at a time.
+      auto cpu_conv = [&](const Conv2dParams& q, const Floats& in, const Shape& in_shape,
+                          const Floats& wq, const Shape& w_shape, const Floats& bq,
+                          const Shape& b_shape, bool with_residual) {
+        const Shape out_shape{q.n, q.c_out, q.h_out, q.w_out};
+        DeviceTensor X(*cpu, in_shape, in), W(*cpu, w_shape, wq), B(*cpu, b_shape, bq);
+        DeviceTensor R(*cpu, ys, r), Y(*cpu, out_shape);
+        DeviceBytes workspace(*cpu, std::max<size_t>(cpu->conv2d_workspace(q), 1));
+        if (with_residual)
+          cpu->conv2d_residual(q, X.t, W.t, &B.t, R.t, Y.t, workspace.data);
+        else
+          cpu->conv2d(q, X.t, W.t, &B.t, Y.t, workspace.data);
+        return Y.download();
+      };
+      Floats want;
+      if (c.separable_c_out) {
+        const Floats mid = rounded_to_half(cpu_conv(p, x, xs, w, ws, b, bs, false));
+        want = cpu_conv(pw, mid, mids, w_pw, pws, b_pw, pbs, c.residual);
+      } else {
+        want = cpu_conv(p, x, xs, w, ws, b, bs, c.residual);
+      }
+      DeviceTensor X(*be, xs, x), W(*be, ws, w), B(*be, bs, b), R(*be, ys, r);
+      DeviceTensor WP(*be, pws, w_pw), BP(*be, pbs, b_pw), Y(*be, ys, DType::F32);
+      const Tensor* residual = c.residual ? &R.t : nullptr;
+      if (c.separable_c_out) {
+        DeviceBytes workspace(*be, std::max<size_t>(be->separable_conv2d_workspace(p, pw), 1));
+        be->separable_conv2d(p, pw, X.t, W.t, &B.t, WP.t, &BP.t, residual, Y.t, workspace.data);
+      } else {
+        DeviceBytes workspace(*be, std::max<size_t>(be->conv2d_workspace(p), 1));
+        if (residual)
+          be->conv2d_residual(p, X.t, W.t, &B.t, *residual, Y.t, workspace.data);
+        else
+          be->conv2d(p, X.t, W.t, &B.t, Y.t, workspace.data);
+      }
+      EXPECT_LE(normalized_error(want, Y.download()), kFp32Tolerance);
+      EXPECT_GT(normalized_error(want, rounded_to_half(want)), 10 * kFp32Tolerance);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, static_cast<int>(cases.size()));  // the fp16 simulation, at least
+}
+
 TEST(BackendOpsContract, ResampledWeightedSumHasTheBitsOfResampleThenSum) {
   const std::vector<std::vector<ResampledInput>> cases = {
       {maxpool_input(14, 12, 3, 3, 2, 2, 1, {0, 0, 1, 1}), upsample_input(1, 2)},

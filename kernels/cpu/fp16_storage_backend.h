@@ -29,6 +29,8 @@ class Fp16StorageCpuBackend : public CpuBackend {
               Tensor& y, void* workspace) override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
+  // An F32 output gets the CPU kernel's result without the rounding back to fp16.
+  bool conv2d_stores_f32(const Conv2dParams&) const override { return true; }
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                            const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
   void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,

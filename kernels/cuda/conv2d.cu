@@ -78,11 +78,12 @@ __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation ac
 }
 
 // One thread per output element; consecutive threads walk along a row, so loads
-// of x and stores of y are coalesced.
-template <typename T>
+// of x and stores of y are coalesced. Y, y's storage, is T or float (throughout this
+// file: CudaBackend::conv2d_stores_f32).
+template <typename T, typename Y>
 __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restrict__ x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
-                                      const T* __restrict__ residual, T* __restrict__ y,
+                                      const T* __restrict__ residual, Y* __restrict__ y,
                                       int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
@@ -91,7 +92,7 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
   const int nc = i / (p.w_out * p.h_out);  // n * C + c
   float v = depthwise_output(p, act, x, w, bias, nc, oy, ox);
   if (residual) v += cuda::as_float(residual[i]);
-  y[i] = cuda::stored<T>(v);
+  y[i] = cuda::stored<Y>(v);
 }
 
 // conv2d_channel_mean for output planes of at most kMeanPlane elements (squeeze-
@@ -141,15 +142,15 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
 }
 
 // y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM.
-template <typename T>
+template <typename T, typename Y>
 __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
-                                const T* __restrict__ residual, T* y, int channels, int inner,
+                                const T* __restrict__ residual, Y* y, int channels, int inner,
                                 int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
   const float r = residual ? cuda::as_float(residual[i]) : 0.f;
-  y[i] = cuda::stored<T>(apply_activation(act, cuda::as_float(y[i]) + b) + r);
+  y[i] = cuda::stored<Y>(apply_activation(act, cuda::as_float(y[i]) + b) + r);
 }
 
 // Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
@@ -159,14 +160,14 @@ __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
 constexpr int kPwTile = 64, kPwThreads = 256;
 
 // One output of the fused pointwise conv: acc is W[gm] . X[:, gn].
-template <typename T>
+template <typename T, typename Y>
 __device__ __forceinline__ void store_pointwise(Activation act, float acc,
                                                 const T* __restrict__ bias,
-                                                const T* __restrict__ residual, T* __restrict__ y,
+                                                const T* __restrict__ residual, Y* __restrict__ y,
                                                 int gm, size_t at) {
   float v = apply_activation(act, acc + (bias ? cuda::as_float(bias[gm]) : 0.f));
   if (residual) v += cuda::as_float(residual[at]);
-  y[at] = cuda::stored<T>(v);
+  y[at] = cuda::stored<Y>(v);
 }
 
 // Where the kernels read X[k, n] of image img: StoredX from memory (a 1x1 conv's
@@ -197,11 +198,11 @@ struct DepthwiseX {
 // CUDA cores, any storage: 4 x 4 outputs per thread, K in steps of 16 (as float).
 constexpr int kPwStep = 16;
 
-template <typename T, typename LoadX>
+template <typename T, typename Y, typename LoadX>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_conv_kernel(int m, int n, int k, Activation act, const T* __restrict__ w,
                           LoadX load_x, const T* __restrict__ bias,
-                          const T* __restrict__ residual, T* __restrict__ y) {
+                          const T* __restrict__ residual, Y* __restrict__ y) {
   __shared__ float ws[kPwStep][kPwTile + 4];  // [k][row of Y]
   __shared__ float xs[kPwStep][kPwTile + 4];  // [k][column of Y]
   const int img = blockIdx.z;
@@ -253,12 +254,12 @@ __global__ void __launch_bounds__(kPwThreads)
 // 16 bytes, and the padding spreads a column's rows over the banks.
 constexpr int kWmmaStep = 32;
 
-template <typename LoadX>
+template <typename Y, typename LoadX>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_conv_wmma_kernel(int m, int n, int k, Activation act,
                                const __half* __restrict__ w, LoadX load_x,
                                const __half* __restrict__ bias,
-                               const __half* __restrict__ residual, __half* __restrict__ y) {
+                               const __half* __restrict__ residual, Y* __restrict__ y) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
   __trap();  // launched only where CudaBackend::tensor_cores_
 #else
@@ -316,21 +317,20 @@ void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, 
                       Activation act, const float* w, LoadX load_x, const float* bias,
                       const float* residual, float* y) {
   (void)tensor_cores;  // fp32 products stay on CUDA cores (no TF32)
-  pointwise_conv_kernel<float, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, load_x,
-                                                                       bias, residual, y);
+  pointwise_conv_kernel<float, float, LoadX><<<grid, kPwThreads, 0, stream>>>(
+      m, n, k, act, w, load_x, bias, residual, y);
 }
 
-template <typename LoadX>
+template <typename Y, typename LoadX>
 void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, int n, int k,
                       Activation act, const __half* w, LoadX load_x, const __half* bias,
-                      const __half* residual, __half* y) {
+                      const __half* residual, Y* y) {
   if (tensor_cores)
-    pointwise_conv_wmma_kernel<LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w, load_x,
-                                                                       bias, residual, y);
+    pointwise_conv_wmma_kernel<Y, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w,
+                                                                          load_x, bias, residual, y);
   else
-    pointwise_conv_kernel<__half, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w,
-                                                                          load_x, bias, residual,
-                                                                          y);
+    pointwise_conv_kernel<__half, Y, LoadX><<<grid, kPwThreads, 0, stream>>>(
+        m, n, k, act, w, load_x, bias, residual, y);
 }
 
 // The grid of the fused pointwise kernels: 64 x 64 tiles of Y, blockIdx.z the image.
@@ -356,6 +356,14 @@ bool cudnn_runs(const Conv2dParams& p) {
 // (Batches beyond the grid's z limit go through cuBLAS.)
 bool CudaBackend::fuses_pointwise(const Conv2dParams& p) const {
   return fused_pointwise_ && p.groups == 1 && reads_input_directly(p) && p.n <= 65535;
+}
+
+bool CudaBackend::conv2d_stores_f32(const Conv2dParams& p) const {
+#ifdef REPSHARE_WITH_CUDNN
+  if (cudnn_runs(p)) return false;
+#endif
+  (void)p;
+  return storage_ == DType::F16;
 }
 
 size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
@@ -393,13 +401,14 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
   const Conv32 qd = conv32(dw), qp = conv32(pw);
   const int hw = qp.h_out * qp.w_out;
   if (qp.n * qp.c_out * hw == 0) return;
-  cuda::with_storage(y.dtype, "separable_conv2d", [&](auto tag) {
+  cuda::with_storages(x.dtype, y.dtype, "separable_conv2d", [&](auto tag, auto y_tag) {
     using T = decltype(tag);
+    using Y = decltype(y_tag);
     const DepthwiseX<T> load{qd, dw.act, cuda::data<T>(x), cuda::data<T>(w_dw),
                              b_dw ? cuda::data<T>(*b_dw) : nullptr};
     launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
                      cuda::data<T>(w_pw), load, b_pw ? cuda::data<T>(*b_pw) : nullptr,
-                     residual ? cuda::data<T>(*residual) : nullptr, cuda::data<T>(y));
+                     residual ? cuda::data<T>(*residual) : nullptr, cuda::data<Y>(y));
   });
   after_launch("separable_conv_kernel");
 }
@@ -439,14 +448,15 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
         "cuda conv2d: groups ", p.groups, " do not divide c_in ", p.c_in, " and c_out ", p.c_out);
   const int out_total = q.n * q.c_out * q.h_out * q.w_out;
   if (out_total == 0) return;
-  cuda::with_storage(y.dtype, "conv2d", [&](auto tag) {
+  cuda::with_storages(x.dtype, y.dtype, "conv2d", [&](auto tag, auto y_tag) {
     using T = decltype(tag);
+    using Y = decltype(y_tag);
     const T* bias_data = bias ? cuda::data<T>(*bias) : nullptr;
     const T* residual_data = residual ? cuda::data<T>(*residual) : nullptr;
     if (p.is_depthwise()) {
-      depthwise_conv_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+      depthwise_conv_kernel<T, Y><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
           q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
-          cuda::data<T>(y), out_total);
+          cuda::data<Y>(y), out_total);
       after_launch("depthwise_conv_kernel");
       return;
     }
@@ -454,12 +464,14 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       const int hw = q.h_out * q.w_out;
       launch_pointwise(pointwise_grid(q), stream_, tensor_cores_, q.c_out, hw, q.c_in, p.act,
                        cuda::data<T>(w), StoredX<T>{cuda::data<T>(x), q.c_in, hw}, bias_data,
-                       residual_data, cuda::data<T>(y));
+                       residual_data, cuda::data<Y>(y));
       after_launch("pointwise_conv_kernel");
       return;
     }
 #ifdef REPSHARE_WITH_CUDNN
     if (cudnn_runs(p)) {
+      check(x.dtype == y.dtype, ErrorKind::Unsupported, "cuda conv2d: cuDNN stores ",
+            dtype_name(x.dtype), " outputs only (conv2d_stores_f32)");
       before_library_call();
       cudnn_conv(p).forward(cudnn_, x.data, w.data, y.data, workspace);
       after_library_call();
@@ -476,7 +488,7 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       const int col_total = q.c_in * q.kh * q.kw * hw_out;
       for (int img = 0; img < q.n; ++img) {
         const T* x_img = cuda::data<T>(x) + static_cast<size_t>(img) * q.c_in * q.h * q.w;
-        T* y_img = cuda::data<T>(y) + static_cast<size_t>(img) * q.c_out * hw_out;
+        Y* y_img = cuda::data<Y>(y) + static_cast<size_t>(img) * q.c_out * hw_out;
         const T* operand = x_img;
         if (!direct) {
           T* col = static_cast<T*>(workspace);
@@ -489,16 +501,17 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
         // and the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major
         // X_g^T and W_g^T: no transposes, leading dimensions HWo, K and HWo.
         before_library_call();
-        cuda::gemm_strided_batched(cublas_, y.dtype, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k,
-                                   1.f, operand, hw_out, static_cast<long long>(k) * hw_out,
-                                   w.data, k, static_cast<long long>(cout_g) * k, 0.f, y_img,
-                                   hw_out, static_cast<long long>(cout_g) * hw_out, groups);
+        cuda::gemm_strided_batched(cublas_, x.dtype, y.dtype, CUBLAS_OP_N, CUBLAS_OP_N, hw_out,
+                                   cout_g, k, 1.f, operand, hw_out,
+                                   static_cast<long long>(k) * hw_out, w.data, k,
+                                   static_cast<long long>(cout_g) * k, 0.f, y_img, hw_out,
+                                   static_cast<long long>(cout_g) * hw_out, groups);
         after_library_call();
       }
     }
     if (bias_data || residual_data || p.act.kind != ActKind::None) {
-      epilogue_kernel<T><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-          p.act, bias_data, residual_data, cuda::data<T>(y), q.c_out, q.h_out * q.w_out,
+      epilogue_kernel<T, Y><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+          p.act, bias_data, residual_data, cuda::data<Y>(y), q.c_out, q.h_out * q.w_out,
           out_total);
       after_launch("epilogue_kernel");
     }

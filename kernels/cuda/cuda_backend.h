@@ -86,6 +86,8 @@ class CudaBackend : public Backend {
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
+  // fp16 storage, except the convs cuDNN runs (its fp16 convolutions store fp16).
+  bool conv2d_stores_f32(const Conv2dParams& p) const override;
   void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
                           const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
                           const Tensor* b_expand, const Tensor& target, Tensor& y,

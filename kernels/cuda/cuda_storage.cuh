@@ -2,7 +2,8 @@
 // float tensors is a template on T: float (fp32 mode) or __half (fp16 mode: fp16
 // storage, fp32 arithmetic). Loads go through as_float and stores through
 // stored<T>, so the arithmetic between them is the same code in both modes;
-// with_storage() launches the instantiation a tensor's dtype asks for.
+// with_storage() launches the instantiation a tensor's dtype asks for, and
+// with_storages() that of a conv's inputs and output.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -38,6 +39,20 @@ void with_storage(DType dtype, const char* op, F&& f) {
     f(__half());
   else
     fail(ErrorKind::Unsupported, "cuda ", op, ": ", dtype_name(dtype), " tensors");
+}
+
+// Calls f(T(), Y()) with T the storage type of a kernel's inputs (`in`) and Y that
+// of its output (`out`): the same type, or __half inputs into a float output (a conv
+// whose output the caller reads: Backend::conv2d_stores_f32).
+template <typename F>
+void with_storages(DType in, DType out, const char* op, F&& f) {
+  if (in == DType::F16 && out == DType::F32)
+    f(__half(), float());
+  else if (in == out)
+    with_storage(in, op, [&](auto tag) { f(tag, tag); });
+  else
+    fail(ErrorKind::Unsupported, "cuda ", op, ": ", dtype_name(in), " inputs into a ",
+         dtype_name(out), " output");
 }
 
 // cuBLAS / cuDNN's name for a storage dtype.

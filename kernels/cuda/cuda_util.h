@@ -54,9 +54,11 @@ inline int to_signed_int(int64_t v, const char* op, const char* what) {
 }
 
 // C = alpha * op(A) . op(B) + beta * C for `batch` column-major matrices at fixed
-// strides, all in `storage` (F32 or F16) with fp32 accumulation: the one cuBLAS
+// strides, A and B in `storage` (F32 or F16), C in `c_storage` (the same, or F32
+// from F16 operands: conv2d_stores_f32), with fp32 accumulation: the one cuBLAS
 // call of the GEMM-shaped convolutions and Gemm in both modes (kernels/cuda/gemm.cu).
-void gemm_strided_batched(cublasHandle_t handle, DType storage, cublasOperation_t op_a,
+void gemm_strided_batched(cublasHandle_t handle, DType storage, DType c_storage,
+                          cublasOperation_t op_a,
                           cublasOperation_t op_b, int m, int n, int k, float alpha, const void* a,
                           int lda, long long stride_a, const void* b, int ldb, long long stride_b,
                           float beta, void* c, int ldc, long long stride_c, int batch);

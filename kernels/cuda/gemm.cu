@@ -26,12 +26,12 @@ __global__ void gemm_epilogue_kernel(Activation act, const T* __restrict__ bias,
 
 }  // namespace
 
-void cuda::gemm_strided_batched(cublasHandle_t handle, DType storage, cublasOperation_t op_a,
-                                cublasOperation_t op_b, int m, int n, int k, float alpha,
-                                const void* a, int lda, long long stride_a, const void* b,
-                                int ldb, long long stride_b, float beta, void* c, int ldc,
-                                long long stride_c, int batch) {
-  const cudaDataType_t type = library_type(storage);
+void cuda::gemm_strided_batched(cublasHandle_t handle, DType storage, DType c_storage,
+                                cublasOperation_t op_a, cublasOperation_t op_b, int m, int n,
+                                int k, float alpha, const void* a, int lda, long long stride_a,
+                                const void* b, int ldb, long long stride_b, float beta, void* c,
+                                int ldc, long long stride_c, int batch) {
+  const cudaDataType_t type = library_type(storage), c_type = library_type(c_storage);
   // cuBLAS 11 takes a compute type of its own; 10.2's (JetPack 4) a data type.
 #if CUBLAS_VER_MAJOR >= 11
   const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
@@ -39,8 +39,8 @@ void cuda::gemm_strided_batched(cublasHandle_t handle, DType storage, cublasOper
   const cudaDataType_t compute = CUDA_R_32F;
 #endif
   REPSHARE_CUBLAS(cublasGemmStridedBatchedEx(handle, op_a, op_b, m, n, k, &alpha, a, type, lda,
-                                             stride_a, b, type, ldb, stride_b, &beta, c, type, ldc,
-                                             stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+                                             stride_a, b, type, ldb, stride_b, &beta, c, c_type,
+                                             ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, const Tensor* bias,
@@ -69,9 +69,9 @@ void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, co
                                     element * m * n, stream_));
   } else {
     before_library_call();
-    cuda::gemm_strided_batched(cublas_, y.dtype, op_b, op_a, n, m, k, p.alpha, b.data, ld_b,
-                               p.b_batch_stride, a.data, ld_a, p.a_batch_stride, 0.f, y.data, n,
-                               p.c_batch_stride, batch);
+    cuda::gemm_strided_batched(cublas_, y.dtype, y.dtype, op_b, op_a, n, m, k, p.alpha, b.data,
+                               ld_b, p.b_batch_stride, a.data, ld_a, p.a_batch_stride, 0.f,
+                               y.data, n, p.c_batch_stride, batch);
     after_library_call();
   }
   const bool has_bias = bias && p.bias_rows > 0 && p.bias_cols > 0;

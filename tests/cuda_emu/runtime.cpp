@@ -948,8 +948,11 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                                           cublasComputeType_t compute, cublasGemmAlgo_t) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+  // The float combinations cuBLAS takes with fp32 compute: A and B of one type, C
+  // of theirs or fp32 (fp16 A and B into an fp32 C; fp32 ones into fp16 are not).
   auto storage = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16F; };
-  if (!storage(a_type) || !storage(b_type) || !storage(c_type) ||
+  if (!storage(a_type) || a_type != b_type || !storage(c_type) ||
+      (a_type == CUDA_R_32F && c_type != CUDA_R_32F) ||
       (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_PEDANTIC))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   // cuBLAS's own argument checks.
