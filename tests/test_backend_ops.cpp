@@ -844,8 +844,8 @@ std::vector<OpCase> all_cases() {
   const Activation sigmoid = act(ActKind::Sigmoid);
 
   // conv2d: depthwise (direct kernel), pointwise (GEMM on the input), dense and
-  // grouped (im2col + GEMM); odd channels and sizes, strides 1/2, TF-SAME-style
-  // asymmetric pads, dilation, batch 2.
+  // grouped (direct kernel up to 32 taps, else im2col + GEMM); odd channels and
+  // sizes, strides 1/2, TF-SAME-style asymmetric pads, dilation, batch 2.
   c.push_back(conv_case("depthwise3_s1", with_pads(conv(1, 13, 15, 15, 13, 3, 1, 13, swish), 1, 1, 1, 1), true));
   c.push_back(conv_case("depthwise5_s2_asym", with_pads(conv(2, 3, 33, 7, 3, 5, 2, 3, relu), 1, 1, 2, 2), true));
   c.push_back(conv_case("depthwise3_s2_same", with_pads(conv(1, 13, 33, 33, 13, 3, 2, 13, none), 0, 0, 1, 1), false));
@@ -898,6 +898,9 @@ std::vector<OpCase> all_cases() {
   rect.stride_h = 2;
   rect.pad_top = 1;
   c.push_back(conv_case("dense_3x5_rect", rect, true));
+  // More than 32 taps per output (CUDA: im2col + GEMM + epilogue; fewer, as in the
+  // stems above, take its direct kernel).
+  c.push_back(conv_case("dense3_s2_k63_n2", with_pads(conv(2, 7, 11, 9, 10, 3, 2, 1, swish), 0, 0, 1, 1), true));
 
   // activation: every kind, out of place and in place.
   const Activation kinds[] = {

@@ -1,5 +1,6 @@
-// 2-D convolution, NCHW. Depthwise: a direct kernel with bias and activation
-// fused. Everything else is a GEMM per image, batched over groups by cuBLAS:
+// 2-D convolution, NCHW. Depthwise, and dense convs with at most 32 taps per output
+// (stems): direct kernels with bias and activation fused. Everything else is a GEMM
+// per image, batched over groups by cuBLAS:
 //   Y_g[Cout_g, Ho*Wo] = W_g[Cout_g, Cin_g*KH*KW] . X_g[Cin_g*KH*KW, Ho*Wo]
 // where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
@@ -122,6 +123,41 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
   for (int j = lane; j < len; j += 32) acc += plane[j];
   for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
   if (lane == 0) mean[nc] = cuda::stored<T>(acc / len);
+}
+
+// Dense and grouped convs with few taps per output (direct_conv_applies: the
+// 3-channel stems of EfficientNet and EfficientDet, 27 taps): one thread per output
+// sums its taps and stores it with bias, activation and residual, in one launch and
+// without the im2col matrix (D0's: 27 x 65,536 values) that im2col + GEMM +
+// epilogue, three launches, would fill.
+constexpr int kDirectTaps = 32;
+
+template <typename T, typename Y>
+__global__ void direct_conv_kernel(Conv32 p, int groups, Activation act,
+                                   const T* __restrict__ x, const T* __restrict__ w,
+                                   const T* __restrict__ bias, const T* __restrict__ residual,
+                                   Y* __restrict__ y, int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int ox = i % p.w_out;
+  const int oy = (i / p.w_out) % p.h_out;
+  const int co = (i / (p.w_out * p.h_out)) % p.c_out;
+  const int img = i / (p.w_out * p.h_out * p.c_out);
+  const int cin_g = p.c_in / groups, taps = p.kh * p.kw;
+  const int first_ci = co / (p.c_out / groups) * cin_g;
+  const T* wp = w + static_cast<size_t>(co) * cin_g * taps;
+  float s = bias ? cuda::as_float(bias[co]) : 0.f;
+  for (int ci = 0; ci < cin_g; ++ci) {
+    const T* xp = x + (static_cast<size_t>(img) * p.c_in + first_ci + ci) * p.h * p.w;
+    const T* wc = wp + ci * taps;
+    cuda::for_each_tap(oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left, p.kh, p.kw,
+                       p.dil_h, p.dil_w, p.h, p.w, [&](int at, int tap) {
+                         s += cuda::as_float(xp[at]) * cuda::as_float(wc[tap]);
+                       });
+  }
+  float v = apply_activation(act, s);
+  if (residual) v += cuda::as_float(residual[i]);
+  y[i] = cuda::stored<Y>(v);
 }
 
 // col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
@@ -341,13 +377,18 @@ dim3 pointwise_grid(const Conv32& q) {
               static_cast<unsigned>(q.n));
 }
 
+bool direct_conv_applies(const Conv2dParams& p) {
+  return !p.is_depthwise() && !reads_input_directly(p) &&
+         p.c_in / p.groups * p.kh * p.kw <= kDirectTaps;
+}
+
 #ifdef REPSHARE_WITH_CUDNN
 // cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric pads
 // (not TF "SAME" with stride 2, whose extra pad is at the end) that have no kernel
-// of their own here (depthwise, 1x1 read directly) go to cuDNN.
+// of their own here (depthwise, 1x1 read directly, few taps) go to cuDNN.
 bool cudnn_runs(const Conv2dParams& p) {
-  return !p.is_depthwise() && !reads_input_directly(p) && p.pad_top == p.pad_bottom &&
-         p.pad_left == p.pad_right;
+  return !p.is_depthwise() && !reads_input_directly(p) && !direct_conv_applies(p) &&
+         p.pad_top == p.pad_bottom && p.pad_left == p.pad_right;
 }
 #endif
 
@@ -367,7 +408,7 @@ bool CudaBackend::conv2d_stores_f32(const Conv2dParams& p) const {
 }
 
 size_t CudaBackend::conv2d_workspace(const Conv2dParams& p) const {
-  if (p.is_depthwise() || reads_input_directly(p)) return 0;
+  if (p.is_depthwise() || reads_input_directly(p) || direct_conv_applies(p)) return 0;
 #ifdef REPSHARE_WITH_CUDNN
   // Planning asks this once per convolution: the cuDNN set-up is made here, not in
   // the run loop.
@@ -466,6 +507,13 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
                        cuda::data<T>(w), StoredX<T>{cuda::data<T>(x), q.c_in, hw}, bias_data,
                        residual_data, cuda::data<Y>(y));
       after_launch("pointwise_conv_kernel");
+      return;
+    }
+    if (direct_conv_applies(p)) {
+      direct_conv_kernel<T, Y><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
+          q, static_cast<int>(p.groups), p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data,
+          residual_data, cuda::data<Y>(y), out_total);
+      after_launch("direct_conv_kernel");
       return;
     }
 #ifdef REPSHARE_WITH_CUDNN
