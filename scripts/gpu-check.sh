@@ -181,7 +181,7 @@ test_bin="$build/tests/repshare_tests"
 # REPSHARE_CUDA_SYNC makes a faulting kernel fail the case that launched it.
 export REPSHARE_CUDA_SYNC=1
 step backend_ops 120 run_gtest backend_ops.xml \
-  --gtest_filter='All/BackendOps.*:BackendOpsTable.*:BackendRegistry.*'
+  --gtest_filter='All/BackendOps.*:BackendOpsTable.*:BackendOpsContract.*:BackendRegistry.*'
 if command -v compute-sanitizer >/dev/null; then
   step backend_ops_memcheck 200 compute-sanitizer --tool memcheck --error-exitcode 3 \
     --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
@@ -191,9 +191,11 @@ fi
 # Whole models and a merged plan, CUDA vs CPU (models carried in models/).
 step models_cuda_vs_cpu 90 run_gtest models.xml --gtest_filter='BackendModels.*'
 # The experiment REPSHARE_CUDA_POINTWISE=fused (1x1 convs as one kernel with their
-# epilogue, conv2d.cu): the conv cases and whole models against the CPU.
+# epilogue, conv2d.cu): the conv cases, the fused-vs-composed contracts and whole
+# models against the CPU.
 step backend_ops_fused_pw 90 env REPSHARE_CUDA_POINTWISE=fused bash -c \
-  'run_gtest backend_ops_fused_pw.xml --gtest_filter="All/BackendOps.*conv2d*:BackendModels.*"'
+  'run_gtest backend_ops_fused_pw.xml \
+     --gtest_filter="All/BackendOps.*conv2d*:BackendOpsContract.*:BackendModels.*"'
 unset REPSHARE_CUDA_SYNC
 # The same whole models with CUDA graphs (REPSHARE_CUDA_SYNC turned them off above:
 # the replay test skips under it), CKA's float64 Gram on cuBLAS, and the device
