@@ -362,8 +362,8 @@ void launch_pointwise(dim3 grid, CUstream_st* stream, bool tensor_cores, int m, 
                       Activation act, const __half* w, LoadX load_x, const __half* bias,
                       const __half* residual, Y* y) {
   if (tensor_cores)
-    pointwise_conv_wmma_kernel<Y, LoadX><<<grid, kPwThreads, 0, stream>>>(m, n, k, act, w,
-                                                                          load_x, bias, residual, y);
+    pointwise_conv_wmma_kernel<Y, LoadX><<<grid, kPwThreads, 0, stream>>>(
+        m, n, k, act, w, load_x, bias, residual, y);
   else
     pointwise_conv_kernel<__half, Y, LoadX><<<grid, kPwThreads, 0, stream>>>(
         m, n, k, act, w, load_x, bias, residual, y);
