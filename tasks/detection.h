@@ -110,8 +110,9 @@ SoftNmsResult batched_soft_nms(const DetectionCandidates& c, float sigma, float 
 
 // Network outputs to detections on one backend: top-k, box decoding and hard NMS
 // run where the outputs are (Backend::detection_select and nms), so a GPU hands
-// back a few kilobytes of candidates instead of D0's 18 MB of logits. Its buffers
-// (anchors, candidates, keep list, workspaces) are allocated once, here.
+// back the keep list and D0's 5,000 candidates (boxes, scores, classes: 140 KB)
+// instead of its 18 MB of logits. Its buffers (anchors, candidates, keep list,
+// workspaces) are allocated once, here.
 class DetectionPostprocess {
  public:
   DetectionPostprocess(DetectionConfig config, Backend& backend);
