@@ -69,6 +69,9 @@ step() {
     124 | 137) status=timeout ;;
     *) status=failed ;;
   esac
+  # compute-sanitizer prints each hazard where it happens, before the test log's
+  # tail: its report lines come first.
+  grep -m 80 '^========= ' "$work/$name.out" >>"$log"
   tail -n 120 "$work/$name.out" >>"$log"
   echo "=== $name: $status (exit $rc, ${secs}s)" >>"$log"
   printf '%s\t%s\t%s\t%s\texit %s\n' "$name" "$status" "$secs" "$limit" "$rc" >>"$work/steps.tsv"
