@@ -867,6 +867,9 @@ std::vector<OpCase> all_cases() {
   dense_dil.dil_h = dense_dil.dil_w = 2;
   c.push_back(conv_case("dense3_dilated", dense_dil, false));
   c.push_back(conv_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, relu), 1, 0, 1, 2), true));
+  // Groups of 10 output channels, n = 2: CUDA's direct kernel splits each group's
+  // channels into blocks of 8 and 2.
+  c.push_back(conv_case("grouped3_wide_n2", with_pads(conv(2, 4, 9, 9, 20, 3, 1, 2, relu), 1, 1, 1, 1), true));
   c.push_back(conv_case("depthwise_multiplier", with_pads(conv(1, 3, 7, 7, 6, 3, 1, 3, none), 1, 1, 1, 1), true));
   // with squeeze-excitation's pool fused: depthwise (the CPU's own path, batch 2)
   // and a dense conv (the default: conv2d, then reduce)
@@ -881,6 +884,9 @@ std::vector<OpCase> all_cases() {
   c.push_back(separable_case("residual", with_pads(conv(1, 24, 13, 11, 24, 3, 1, 24, relu), 1, 1, 1, 1), 24, none, true));
   // A 32x32 plane (the most CUDA's one-launch kernel takes), and many odd ones.
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
+  // Planes above 1024 outputs: CUDA's block-per-plane kernel (D0's 256x256 stage 1).
+  c.push_back(conv_mean_case("depthwise3_plane1089_n2", with_pads(conv(2, 6, 33, 33, 6, 3, 1, 6, swish), 1, 1, 1, 1)));
+  c.push_back(conv_mean_case("depthwise3_s2_plane4096", with_pads(conv(1, 4, 128, 128, 4, 3, 2, 4, swish), 0, 0, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_300x7x9", with_pads(conv(1, 300, 7, 9, 300, 3, 1, 300, swish), 1, 1, 1, 1)));
   // conv2d_residual: MBConv's projection conv plus its skip connection (pointwise,
   // batch 2, odd sizes), and a dense conv through the same entry point.
@@ -969,6 +975,9 @@ std::vector<OpCase> all_cases() {
   c.push_back(reduce_case("min_strided", ReduceKind::Min, 7, 15, 3));
   c.push_back(reduce_case("sum_len1", ReduceKind::Sum, 13, 1, 7));
   c.push_back(reduce_case("max_rows_short", ReduceKind::Max, 33, 7, 1));
+  // Rows longer than one warp takes (row_reduce.cuh's kWarpRow): a block per row.
+  c.push_back(reduce_case("max_long_rows_1025", ReduceKind::Max, 5, 1025, 1));
+  c.push_back(reduce_case("min_long_rows", ReduceKind::Min, 2, 4099, 1));
 
   // gemm: each transpose combination, every bias broadcast, alpha/beta, batches
   // with a packed or a broadcast B, the classifier shape (1x1280 . 1280x1000^T).

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
+#include "kernels/cuda/row_reduce.cuh"
 #include "kernels/cuda/window.cuh"
 
 namespace repshare {
@@ -96,18 +97,17 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
   y[i] = cuda::stored<Y>(v);
 }
 
-// conv2d_channel_mean for output planes of at most kMeanPlane elements (squeeze-
-// excitation's depthwise convs from 32x32 down): a block per plane computes it as
-// depthwise_conv_kernel does, keeps the stored values in shared memory, and warp 0
-// averages them in reduce_rows_kernel's order (lanes stride along the row, then a
-// shuffle sum), so the mean has reduce's bits without a second launch reading y.
-constexpr int kMeanPlane = 1024;
-
+// conv2d_channel_mean of depthwise convs: a block per plane computes it as
+// depthwise_conv_kernel does and sums the stored values in reduce's order
+// (row_reduce.cuh), so the mean has reduce's bits without a second launch reading
+// y. Planes of at most kWarpRow elements (squeeze-excitation's depthwise convs
+// from 32x32 down) keep their values in shared memory for warp 0 to sum; larger
+// ones take a block of kLongRowBlock threads, each summing the outputs it stored.
 template <typename T>
 __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restrict__ x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ y, T* __restrict__ mean) {
-  __shared__ float plane[kMeanPlane];
+  __shared__ float plane[cuda::kWarpRow];
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
   for (int o = threadIdx.x; o < len; o += blockDim.x) {
@@ -121,43 +121,89 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
   const int lane = threadIdx.x;
   float acc = 0.f;
   for (int j = lane; j < len; j += 32) acc += plane[j];
-  for (int offset = 16; offset > 0; offset /= 2) acc += __shfl_down_sync(0xffffffffu, acc, offset);
+  acc = cuda::warp_combine(acc, [](float a, float b) { return a + b; });
   if (lane == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
 
+template <typename T>
+__global__ void __launch_bounds__(cuda::kLongRowBlock)
+    depthwise_mean_long_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+                               const T* __restrict__ w, const T* __restrict__ bias,
+                               T* __restrict__ y, T* __restrict__ mean) {
+  __shared__ float partials[32];
+  const int nc = blockIdx.x;
+  const int len = p.h_out * p.w_out;
+  float acc = 0.f;
+  for (int o = threadIdx.x; o < len; o += blockDim.x) {
+    const T v =
+        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
+    y[static_cast<size_t>(nc) * len + o] = v;
+    acc += cuda::as_float(v);
+  }
+  acc = cuda::block_combine(acc, 0.f, [](float a, float b) { return a + b; }, partials);
+  if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(acc / len);
+}
+
 // Dense and grouped convs with few taps per output (direct_conv_applies: the
-// 3-channel stems of EfficientNet and EfficientDet, 27 taps): one thread per output
-// sums its taps and stores it with bias, activation and residual, in one launch and
-// without the im2col matrix (D0's: 27 x 65,536 values) that im2col + GEMM +
-// epilogue, three launches, would fill.
+// 3-channel stems of EfficientNet and EfficientDet, 27 taps): one launch, without
+// the im2col matrix (D0's: 27 x 65,536 values) that im2col + GEMM + epilogue, three
+// launches, would fill. A thread computes one output position for kDirectChannels
+// consecutive output channels of a group, so that each input value it loads serves
+// all of them; each output sums bias, then its taps channel by channel, and is
+// stored with activation and residual. Consecutive threads take consecutive
+// positions: coalesced loads and stores.
 constexpr int kDirectTaps = 32;
+constexpr int kDirectChannels = 8;
+
+// Threads per image: output positions x channel blocks of kDirectChannels per group.
+struct DirectConvSplit {
+  int hw, blocks_per_group, groups;
+  __host__ __device__ int per_image() const { return hw * blocks_per_group * groups; }
+};
 
 template <typename T, typename Y>
-__global__ void direct_conv_kernel(Conv32 p, int groups, Activation act,
+__global__ void direct_conv_kernel(Conv32 p, DirectConvSplit split, Activation act,
                                    const T* __restrict__ x, const T* __restrict__ w,
                                    const T* __restrict__ bias, const T* __restrict__ residual,
                                    Y* __restrict__ y, int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const int ox = i % p.w_out;
-  const int oy = (i / p.w_out) % p.h_out;
-  const int co = (i / (p.w_out * p.h_out)) % p.c_out;
-  const int img = i / (p.w_out * p.h_out * p.c_out);
-  const int cin_g = p.c_in / groups, taps = p.kh * p.kw;
-  const int first_ci = co / (p.c_out / groups) * cin_g;
-  const T* wp = w + static_cast<size_t>(co) * cin_g * taps;
-  float s = bias ? cuda::as_float(bias[co]) : 0.f;
+  const int at = i % split.hw;  // oy * w_out + ox
+  const int block = (i / split.hw) % (split.blocks_per_group * split.groups);
+  const int img = i / split.per_image();
+  const int ox = at % p.w_out, oy = at / p.w_out;
+  const int cin_g = p.c_in / split.groups, cout_g = p.c_out / split.groups;
+  const int group = block / split.blocks_per_group;
+  const int first = (block % split.blocks_per_group) * kDirectChannels;
+  const int co0 = group * cout_g + first;
+  const int channels = min(kDirectChannels, cout_g - first);
+  const int taps = p.kh * p.kw;
+  float s[kDirectChannels];
+#pragma unroll
+  for (int j = 0; j < kDirectChannels; ++j)
+    s[j] = bias && j < channels ? cuda::as_float(bias[co0 + j]) : 0.f;
   for (int ci = 0; ci < cin_g; ++ci) {
-    const T* xp = x + (static_cast<size_t>(img) * p.c_in + first_ci + ci) * p.h * p.w;
-    const T* wc = wp + ci * taps;
+    const T* xp = x + (static_cast<size_t>(img) * p.c_in + group * cin_g + ci) * p.h * p.w;
+    const T* wc = w + (static_cast<size_t>(co0) * cin_g + ci) * taps;
     cuda::for_each_tap(oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left, p.kh, p.kw,
-                       p.dil_h, p.dil_w, p.h, p.w, [&](int at, int tap) {
-                         s += cuda::as_float(xp[at]) * cuda::as_float(wc[tap]);
+                       p.dil_h, p.dil_w, p.h, p.w, [&](int at_x, int tap) {
+                         const float v = cuda::as_float(xp[at_x]);
+#pragma unroll
+                         for (int j = 0; j < kDirectChannels; ++j)
+                           if (j < channels)
+                             s[j] += v * cuda::as_float(wc[static_cast<size_t>(j) * cin_g * taps +
+                                                           tap]);
                        });
   }
-  float v = apply_activation(act, s);
-  if (residual) v += cuda::as_float(residual[i]);
-  y[i] = cuda::stored<Y>(v);
+  const size_t out0 = (static_cast<size_t>(img) * p.c_out + co0) * split.hw + at;
+#pragma unroll
+  for (int j = 0; j < kDirectChannels; ++j) {
+    if (j >= channels) break;
+    const size_t o = out0 + static_cast<size_t>(j) * split.hw;
+    float v = apply_activation(act, s[j]);
+    if (residual) v += cuda::as_float(residual[o]);
+    y[o] = cuda::stored<Y>(v);
+  }
 }
 
 // col[(ci*KH + ky)*KW + kx][oy*Wo + ox] = x[ci][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
@@ -457,7 +503,7 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                       const Tensor* bias, Tensor& y, Tensor& mean,
                                       void* workspace) {
-  if (!p.is_depthwise() || p.h_out * p.w_out > kMeanPlane || p.h_out * p.w_out == 0) {
+  if (!p.is_depthwise() || p.h_out * p.w_out == 0) {
     Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
     return;
   }
@@ -466,11 +512,17 @@ void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, co
   if (planes == 0) return;
   cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
     using T = decltype(tag);
-    depthwise_mean_kernel<T><<<planes, cuda::kBlock, 0, stream_>>>(
-        q, p.act, cuda::data<T>(x), cuda::data<T>(w), bias ? cuda::data<T>(*bias) : nullptr,
-        cuda::data<T>(y), cuda::data<T>(mean));
+    const T* b = bias ? cuda::data<T>(*bias) : nullptr;
+    if (q.h_out * q.w_out <= cuda::kWarpRow) {
+      depthwise_mean_kernel<T><<<planes, cuda::kBlock, 0, stream_>>>(
+          q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
+      after_launch("depthwise_mean_kernel");
+    } else {
+      depthwise_mean_long_kernel<T><<<planes, cuda::kLongRowBlock, 0, stream_>>>(
+          q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
+      after_launch("depthwise_mean_long_kernel");
+    }
   });
-  after_launch("depthwise_mean_kernel");
 }
 
 void CudaBackend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -510,9 +562,14 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       return;
     }
     if (direct_conv_applies(p)) {
-      direct_conv_kernel<T, Y><<<cuda::blocks_for(out_total), cuda::kBlock, 0, stream_>>>(
-          q, static_cast<int>(p.groups), p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data,
-          residual_data, cuda::data<Y>(y), out_total);
+      const int groups = static_cast<int>(p.groups);
+      const int cout_g = q.c_out / groups;
+      const DirectConvSplit split{q.h_out * q.w_out,
+                                  (cout_g + kDirectChannels - 1) / kDirectChannels, groups};
+      const int threads = cuda::to_int(p.n * split.per_image(), "conv2d", "threads");
+      direct_conv_kernel<T, Y><<<cuda::blocks_for(threads), cuda::kBlock, 0, stream_>>>(
+          q, split, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
+          cuda::data<Y>(y), threads);
       after_launch("direct_conv_kernel");
       return;
     }

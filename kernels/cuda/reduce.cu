@@ -4,6 +4,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/row_reduce.cuh"
 
 namespace repshare {
 namespace {
@@ -20,8 +21,8 @@ __device__ __forceinline__ float reduce_finish(ReduceKind k, float acc, int coun
   return k == ReduceKind::Mean ? acc / count : acc;
 }
 
-// inner == 1 (global pooling over a contiguous row, the common case): one warp per
-// row, lanes striding along it, then a shuffle reduction.
+// inner == 1 (global pooling over a contiguous row, the common case), rows of at
+// most kWarpRow: one warp per row (row_reduce.cuh's order).
 template <typename T>
 __global__ void reduce_rows_kernel(ReduceKind kind, const T* __restrict__ x, T* __restrict__ y,
                                    int rows, int len) {
@@ -31,9 +32,24 @@ __global__ void reduce_rows_kernel(ReduceKind kind, const T* __restrict__ x, T* 
   const T* row = x + static_cast<size_t>(warp) * len;
   float acc = reduce_init(kind);
   for (int j = lane; j < len; j += 32) acc = reduce_step(kind, acc, cuda::as_float(row[j]));
-  for (int offset = 16; offset > 0; offset /= 2)
-    acc = reduce_step(kind, acc, __shfl_down_sync(0xffffffffu, acc, offset));
+  acc = cuda::warp_combine(acc, [kind](float a, float b) { return reduce_step(kind, a, b); });
   if (lane == 0) y[warp] = cuda::stored<T>(reduce_finish(kind, acc, len));
+}
+
+// inner == 1, longer rows: a block of kLongRowBlock threads per row.
+template <typename T>
+__global__ void __launch_bounds__(cuda::kLongRowBlock)
+    reduce_long_rows_kernel(ReduceKind kind, const T* __restrict__ x, T* __restrict__ y,
+                            int len) {
+  __shared__ float partials[32];
+  const T* row = x + static_cast<size_t>(blockIdx.x) * len;
+  float acc = reduce_init(kind);
+  for (int j = threadIdx.x; j < len; j += blockDim.x)
+    acc = reduce_step(kind, acc, cuda::as_float(row[j]));
+  acc = cuda::block_combine(acc, reduce_init(kind),
+                            [kind](float a, float b) { return reduce_step(kind, a, b); },
+                            partials);
+  if (threadIdx.x == 0) y[blockIdx.x] = cuda::stored<T>(reduce_finish(kind, acc, len));
 }
 
 // inner > 1: one thread per output; neighbouring threads read neighbouring inner
@@ -62,7 +78,11 @@ void CudaBackend::reduce(const ReduceParams& p, const Tensor& x, Tensor& y) {
   const int inner = cuda::to_int(p.inner, "reduce", "inner");
   cuda::with_storage(y.dtype, "reduce", [&](auto tag) {
     using T = decltype(tag);
-    if (inner == 1) {
+    if (inner == 1 && len > cuda::kWarpRow) {
+      reduce_long_rows_kernel<T><<<static_cast<unsigned>(total), cuda::kLongRowBlock, 0,
+                                   stream_>>>(p.kind, cuda::data<T>(x), cuda::data<T>(y), len);
+      after_launch("reduce_long_rows_kernel");
+    } else if (inner == 1) {
       const int warps_per_block = cuda::kBlock / 32;
       const unsigned blocks =
           static_cast<unsigned>((total + warps_per_block - 1) / warps_per_block);
