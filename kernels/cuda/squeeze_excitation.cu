@@ -29,6 +29,7 @@ __device__ void se_hidden(const Se32& p, const T* __restrict__ mean, const T* __
   for (int j = threadIdx.x / 32; j < p.c_se; j += warps) {
     const T* row = w_reduce + static_cast<size_t>(j) * p.c;
     float s = 0.f;
+#pragma unroll 8  // loads in flight; the sum keeps its order
     for (int k = lane; k < p.c; k += 32) s += cuda::as_float(row[k]) * m[k];
     for (int offset = 16; offset > 0; offset /= 2) s += __shfl_down_sync(0xffffffffu, s, offset);
     if (lane == 0) {
@@ -46,15 +47,24 @@ __device__ float se_gate_of(const Se32& p, const T* __restrict__ w_expand,
                             const T* __restrict__ b_expand, const float* hidden, int ch) {
   const T* row = w_expand + static_cast<size_t>(ch) * p.c_se;
   float s = b_expand ? cuda::as_float(b_expand[ch]) : 0.f;
+#pragma unroll 8
   for (int k = 0; k < p.c_se; ++k) s += cuda::as_float(row[k]) * hidden[k];
   return apply_activation(p.act_expand, s);
 }
 
+// The gate's blocks: its chain of dependent loads is the hidden layer's rows per
+// warp (c_se / warps, c / 32 each) and the channels per thread (c_se each); with
+// 1024 threads rather than 256 B0's 1152-channel squeeze-excitation waits on a
+// quarter of them. The bits do not depend on it (a warp per hidden unit, a thread
+// per gate).
+constexpr int kSeBlock = 1024;
+
 // gate[img, :] for img = blockIdx.x.
 template <typename T>
-__global__ void se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
-                               const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
-                               const T* __restrict__ b_expand, float* __restrict__ gate) {
+__global__ void __launch_bounds__(kSeBlock)
+    se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
+                   const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
+                   const T* __restrict__ b_expand, float* __restrict__ gate) {
   extern __shared__ float shared[];
   float* m = shared;             // [c]
   float* hidden = shared + p.c;  // [c_se]
@@ -69,10 +79,11 @@ __global__ void se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __re
 constexpr int kSeSlice = 64;
 
 template <typename T>
-__global__ void se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
-                               const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
-                               const T* __restrict__ b_expand, const T* __restrict__ target,
-                               T* __restrict__ y) {
+__global__ void __launch_bounds__(kSeBlock)
+    se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
+                   const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
+                   const T* __restrict__ b_expand, const T* __restrict__ target,
+                   T* __restrict__ y) {
   extern __shared__ float shared[];
   float* m = shared;              // [c]
   float* hidden = shared + p.c;   // [c_se]
@@ -142,13 +153,13 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
     const T* be = b_expand ? cuda::data<T>(*b_expand) : nullptr;
     if (se_in_one_launch(p)) {
       const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
-      se_rows_kernel<T><<<slices, cuda::kBlock, shared + kSeSlice * sizeof(float), stream_>>>(
+      se_rows_kernel<T><<<slices, kSeBlock, shared + kSeSlice * sizeof(float), stream_>>>(
           q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be,
           cuda::data<T>(target), cuda::data<T>(y));
       after_launch("se_rows_kernel");
       return;
     }
-    se_gate_kernel<T><<<static_cast<unsigned>(q.n), cuda::kBlock, shared, stream_>>>(
+    se_gate_kernel<T><<<static_cast<unsigned>(q.n), kSeBlock, shared, stream_>>>(
         q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be, gate);
     after_launch("se_gate_kernel");
     se_apply_kernel<T><<<cuda::blocks_for(total), cuda::kBlock, 0, stream_>>>(
