@@ -411,6 +411,9 @@ targets.append(target("B0 fp32 <= 0.25x PyTorch eager", *b0_fp32, torch_ms("b0",
                       "eager_fp32", 0.25))
 targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead", *b0_fp32,
                       torch_ms("b0", "compile_fp32"), "compile_fp32", 1.0))
+# PyTorch's fp32 convs run in TF32 by default; this one keeps fp32 like repshare.
+targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead, TF32 off", *b0_fp32,
+                      torch_ms("b0", "compile_fp32_strict"), "compile_fp32_strict", 1.0))
 targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "repshare fp32", 1.0))
 d0 = "tf_efficientdet_d0_rand0"
 d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}",
