@@ -501,7 +501,9 @@ for name, b in bench.items():
     if "device_allocate_and_run" in b:
         md.append(f'- device memory in use grew by {mib(b["device_allocate_and_run"])} allocating '
                   f'and running the plan as written ({100 * b["device_vs_reported"]:+.1f}% vs the '
-                  f'reported weights + activations)')
+                  f'reported weights + activations, which cudaMalloc maps in whole 2 MiB pages; '
+                  f'{100 * b.get("device_total_vs_reported", float("nan")):+.1f}% with the '
+                  f'backend overhead, against the reported device total)')
 md += ["", "Step output tails: steps.log; raw benchmark JSON in report.json."]
 open(os.path.join(out, "report.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))
