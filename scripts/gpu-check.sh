@@ -308,11 +308,14 @@ EOF
 fi
 # Shared-memory races and barrier misuse in the op kernels (the CPU emulation of
 # tests/cuda_emu runs each block's threads one at a time, so it cannot see races).
+# racecheck leaves out cuBLAS's Hopper GEMM kernels (nvjet_*): on an H200 it reported
+# 504 hazards inside nvjet_sm90_hsh_8x64_64x16_2x1_v_bz_TNN, NVIDIA's fp16 GEMM,
+# whose asynchronous copies it does not follow, and which repshare cannot change.
 if command -v compute-sanitizer >/dev/null; then
-  for tool in racecheck synccheck; do
-    step "backend_ops_$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
-  done
+  step backend_ops_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 3 \
+    --print-limit 20 --kernel-name-exclude kns=nvjet "$test_bin" --gtest_filter='All/BackendOps.*'
+  step backend_ops_synccheck 120 compute-sanitizer --tool synccheck --error-exitcode 3 \
+    --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
 fi
 [ -x "$build/tests/repshare_tests" ] && step all_tests 150 run_gtest all_tests.xml
 

@@ -884,9 +884,12 @@ std::vector<OpCase> all_cases() {
   c.push_back(separable_case("residual", with_pads(conv(1, 24, 13, 11, 24, 3, 1, 24, relu), 1, 1, 1, 1), 24, none, true));
   // A 32x32 plane (the most CUDA's one-launch kernel takes), and many odd ones.
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
-  // Planes above 1024 outputs: CUDA's block-per-plane kernel (D0's 256x256 stage 1).
+  // Planes above 1024 outputs. Few (D0's 32 of 256x256): on CUDA the conv, then a
+  // block per row of reduce; 2 per SM or more (270 on the emulation's 132): a block
+  // per plane computing both.
   c.push_back(conv_mean_case("depthwise3_plane1089_n2", with_pads(conv(2, 6, 33, 33, 6, 3, 1, 6, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_s2_plane4096", with_pads(conv(1, 4, 128, 128, 4, 3, 2, 4, swish), 0, 0, 1, 1)));
+  c.push_back(conv_mean_case("depthwise3_270_planes1089", with_pads(conv(1, 270, 33, 33, 270, 3, 1, 270, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_300x7x9", with_pads(conv(1, 300, 7, 9, 300, 3, 1, 300, swish), 1, 1, 1, 1)));
   // conv2d_residual: MBConv's projection conv plus its skip connection (pointwise,
   // batch 2, odd sizes), and a dense conv through the same entry point.
@@ -1271,7 +1274,8 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
   const std::vector<Conv2dParams> convs = {
       with_pads(conv(1, 7, 32, 32, 7, 3, 1, 7, swish), 1, 1, 1, 1),   // a 1024-output plane
       with_pads(conv(2, 30, 27, 25, 30, 5, 2, 30, swish), 1, 2, 2, 1),  // odd planes, n = 2
-      with_pads(conv(1, 3, 33, 33, 3, 3, 1, 3, Activation()), 1, 1, 1, 1)};  // 1089 outputs
+      with_pads(conv(1, 3, 33, 33, 3, 3, 1, 3, Activation()), 1, 1, 1, 1),  // 1089 outputs
+      with_pads(conv(2, 150, 33, 33, 150, 3, 1, 150, swish), 1, 1, 1, 1)};  // 300 of them
   for (const auto& be : contract_backends()) {
     for (Conv2dParams p : convs) {
       p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);

@@ -5,8 +5,8 @@
 // where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 // conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
-// instead of a separate elementwise add. conv2d_channel_mean averages small planes in
-// the depthwise kernel; with REPSHARE_CUDA_POINTWISE=fused, 1x1 convs are one kernel
+// instead of a separate elementwise add. conv2d_channel_mean averages each plane in
+// the depthwise kernel where the planes fill the GPU; with REPSHARE_CUDA_POINTWISE=fused, 1x1 convs are one kernel
 // with their epilogue (fp16 on tensor cores), and separable_conv2d computes its
 // depthwise half inside that kernel.
 #include <mma.h>
@@ -102,7 +102,8 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
 // (row_reduce.cuh), so the mean has reduce's bits without a second launch reading
 // y. Planes of at most kWarpRow elements (squeeze-excitation's depthwise convs
 // from 32x32 down) keep their values in shared memory for warp 0 to sum; larger
-// ones take a block of kLongRowBlock threads, each summing the outputs it stored.
+// ones take a block of kLongRowBlock threads, each summing the outputs it stored,
+// where there are planes enough to fill the GPU (CudaBackend::conv2d_channel_mean).
 template <typename T>
 __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restrict__ x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
@@ -503,22 +504,28 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                       const Tensor* bias, Tensor& y, Tensor& mean,
                                       void* workspace) {
-  if (!p.is_depthwise() || p.h_out * p.w_out == 0) {
+  const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
+  // A block per large plane, on fewer blocks than 2 per SM, left most of the GPU
+  // idle: D0's 32 planes of 256x256 took 0.15 ms on an H200, as long as the conv
+  // on every SM followed by reduce's 32 warps had. Then the conv and reduce's
+  // block per row run apart (the same bits: the composition is the contract).
+  if (!p.is_depthwise() || plane == 0 ||
+      (plane > cuda::kWarpRow && planes < 2 * multiprocessors_)) {
     Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
     return;
   }
   const Conv32 q = conv32(p);
-  const unsigned planes = static_cast<unsigned>(q.n * q.c_out);
   if (planes == 0) return;
   cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
     using T = decltype(tag);
     const T* b = bias ? cuda::data<T>(*bias) : nullptr;
-    if (q.h_out * q.w_out <= cuda::kWarpRow) {
-      depthwise_mean_kernel<T><<<planes, cuda::kBlock, 0, stream_>>>(
+    if (plane <= cuda::kWarpRow) {
+      depthwise_mean_kernel<T><<<static_cast<unsigned>(planes), cuda::kBlock, 0, stream_>>>(
           q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
       after_launch("depthwise_mean_kernel");
     } else {
-      depthwise_mean_long_kernel<T><<<planes, cuda::kLongRowBlock, 0, stream_>>>(
+      depthwise_mean_long_kernel<T>
+          <<<static_cast<unsigned>(planes), cuda::kLongRowBlock, 0, stream_>>>(
           q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
       after_launch("depthwise_mean_long_kernel");
     }

@@ -66,6 +66,7 @@ CudaBackend::CudaBackend(int device, DType float_storage)
   REPSHARE_CUDA(cudaGetDeviceProperties(&prop, device));
   device_name_ = prop.name;
   tensor_cores_ = prop.major >= 7;
+  multiprocessors_ = prop.multiProcessorCount;
   // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
   REPSHARE_CUDA(cudaFree(nullptr));
   int queues = 8;

@@ -178,6 +178,7 @@ class CudaBackend : public Backend {
   bool fuses_pointwise(const Conv2dParams& p) const;  // a 1x1 conv the fused kernels take
   // Compute capability 7.0+: fp16 fused pointwise convs on tensor cores (wmma).
   bool tensor_cores_ = false;
+  int multiprocessors_ = 1;  // the GPU's SMs: a kernel of fewer blocks leaves some idle
   bool recording_ = true;
 };
 
