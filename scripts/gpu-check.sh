@@ -99,7 +99,8 @@ fact cmake "$(cmake --version 2>/dev/null | head -1 | awk '{print $3}')"
 fact cxx "$(c++ --version 2>/dev/null | head -1)"
 fact glibc "$(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')"
 fact torch "$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)"
-fact commit "$(git rev-parse --short HEAD 2>/dev/null || echo "${REPSHARE_COMMIT:-unknown}")"
+# REPSHARE_COMMIT first: a copy of the tree can carry an older .git than its files.
+fact commit "${REPSHARE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
 # ---- build dependencies: the system's, or all of .gpu/deps ----
 # One prefix for all of them, so protobuf headers, protoc and library always match.
@@ -308,12 +309,29 @@ EOF
 fi
 # Shared-memory races and barrier misuse in the op kernels (the CPU emulation of
 # tests/cuda_emu runs each block's threads one at a time, so it cannot see races).
-# racecheck leaves out cuBLAS's Hopper GEMM kernels (nvjet_*): on an H200 it reported
-# 504 hazards inside nvjet_sm90_hsh_8x64_64x16_2x1_v_bz_TNN, NVIDIA's fp16 GEMM,
-# whose asynchronous copies it does not follow, and which repshare cannot change.
+# racecheck_ours fails on a hazard in any kernel but cuBLAS's Hopper GEMMs (nvjet_*):
+# on an H200 racecheck reported 504 hazards inside nvjet_sm90_hsh_8x64_64x16_2x1_v_bz_TNN,
+# NVIDIA's fp16 GEMM, whose asynchronous copies it does not follow and which repshare
+# cannot change; they are listed, not counted. (Leaving those kernels out with
+# --kernel-name-exclude made the sanitizer fail with an internal error instead.)
+racecheck_ours() {
+  local log="$xml_dir/racecheck.out"
+  compute-sanitizer --tool racecheck --print-limit 100 "$test_bin" \
+    --gtest_filter='All/BackendOps.*' >"$log" 2>&1
+  local rc=$?
+  grep '^=========' "$log"
+  [ "$rc" -ne 0 ] && return "$rc"
+  grep -q 'Internal Sanitizer Error' "$log" && return 4
+  local kernels others
+  kernels=$(sed -n 's/.*access at \(.*\)+0x[0-9a-f]*.*/\1/p' "$log" | sort -u)
+  others=$(echo "$kernels" | grep -v -e '^nvjet' -e '^$')
+  [ -n "$kernels" ] && printf 'racecheck: hazards reported in:\n%s\n' "$kernels"
+  [ -z "$others" ]
+}
+export -f racecheck_ours
+export test_bin
 if command -v compute-sanitizer >/dev/null; then
-  step backend_ops_racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 3 \
-    --print-limit 20 --kernel-name-exclude kns=nvjet "$test_bin" --gtest_filter='All/BackendOps.*'
+  step backend_ops_racecheck 120 racecheck_ours
   step backend_ops_synccheck 120 compute-sanitizer --tool synccheck --error-exitcode 3 \
     --print-limit 20 "$test_bin" --gtest_filter='All/BackendOps.*'
 fi
