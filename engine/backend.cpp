@@ -1,6 +1,7 @@
 #include "engine/backend.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "engine/error.h"
 
@@ -41,6 +42,31 @@ void Backend::conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tens
   add.a_strides[0] = add.b_strides[0] = 1;
   add.op = BinaryOp::Add;
   binary(add, y, residual, y);
+}
+
+namespace {
+
+class HostStepTimer : public StepTimer {
+ public:
+  HostStepTimer(Backend& backend, size_t steps) : backend_(backend), seconds_(steps, 0.0) {}
+  void start(size_t) override { started_ = std::chrono::steady_clock::now(); }
+  void stop(size_t step) override {
+    backend_.synchronize();
+    seconds_.at(step) +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+  std::vector<double> seconds() override { return seconds_; }
+
+ private:
+  Backend& backend_;
+  std::vector<double> seconds_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace
+
+std::unique_ptr<StepTimer> Backend::step_timer(size_t steps) {
+  return std::unique_ptr<StepTimer>(new HostStepTimer(*this, steps));
 }
 
 void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,

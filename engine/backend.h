@@ -214,6 +214,16 @@ class RecordedWork {
   virtual void replay() = 0;
 };
 
+// `repshare bench --profile`: the time each step of one run takes, as its backend
+// can best tell. start(i) and stop(i) go around step i; seconds() after the run.
+class StepTimer {
+ public:
+  virtual ~StepTimer() {}
+  virtual void start(size_t step) = 0;
+  virtual void stop(size_t step) = 0;
+  virtual std::vector<double> seconds() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() {}
@@ -250,6 +260,10 @@ class Backend {
   // per-thread state the backend wants for them set up around the calls and
   // restored after (the CPU: subnormal floats flushed to zero).
   virtual void run_inference(const std::function<void()>& steps) { steps(); }
+  // A timer for `steps` steps. This one reads the host's clock and synchronises after
+  // each step, which on a GPU adds a host round trip to every figure; the CUDA
+  // backend's records device events instead.
+  virtual std::unique_ptr<StepTimer> step_timer(size_t steps);
 
   // The dtype float tensors are kept in between kernels: F32, or F16 on a backend in
   // fp16 mode (fp16 storage, fp32 arithmetic inside every kernel). The executor

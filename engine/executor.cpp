@@ -1,7 +1,6 @@
 #include "engine/executor.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "engine/error.h"
 #include "engine/half.h"
@@ -402,16 +401,17 @@ std::vector<StepAccess> Executor::step_accesses() const {
 void Executor::run_profiled(std::vector<double>& seconds_per_step) {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
   seconds_per_step.resize(steps_.size(), 0.0);
+  const std::unique_ptr<StepTimer> timer = backend_.step_timer(steps_.size());
   backend_.run_inference([&] {
     for (size_t s = 0; s < steps_.size(); ++s) {
-      auto t0 = std::chrono::steady_clock::now();
       Step& st = steps_[s];
+      timer->start(s);
       st.layer->forward(backend_, st.in.data(), st.out.data(), workspace_ptrs_[s]);
-      backend_.synchronize();
-      seconds_per_step[s] +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      timer->stop(s);
     }
   });
+  const std::vector<double> seconds = timer->seconds();
+  for (size_t s = 0; s < steps_.size(); ++s) seconds_per_step[s] += seconds[s];
 }
 
 std::vector<std::string> Executor::step_names() const {

@@ -56,8 +56,9 @@ class Executor {
   void run();
   bool recorded() const { return recorded_ != nullptr; }
   const std::string& recording_error() const { return recording_error_; }
-  // run() that also adds each step's wall time (seconds, after synchronize) to
-  // seconds_per_step (resized to num_steps()); for `repshare bench --profile`.
+  // run() step by step (never a recording) that also adds each step's time, as the
+  // backend's step_timer() measures it, to seconds_per_step (resized to
+  // num_steps()); for `repshare bench --profile`.
   void run_profiled(std::vector<double>& seconds_per_step);
 
   const Graph& graph() const { return graph_; }

@@ -4,6 +4,7 @@
 // otherwise. scripts/gpu-check.sh runs it on the GPU machine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -189,6 +190,31 @@ void compare_merged_plan(DType storage, double bar) {
 
 TEST(BackendModels, MergedPlanCudaMatchesCpu) { compare_merged_plan(DType::F32, 1e-4); }
 TEST(BackendModels, MergedPlanCudaFp16MatchesCpu) { compare_merged_plan(DType::F16, 3e-2); }
+
+// `bench --profile`: every step of a run gets a time from the backend's step timer
+// (on CUDA device events, which need no synchronisation between steps), on the CPU
+// and, where there is one, on the GPU. Steps run kernel by kernel, never recorded.
+TEST(BackendModels, ProfiledRunTimesEveryStep) {
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_backend("cpu", 1));
+  std::string why;
+  if (cuda_available(&why)) backends.push_back(make_backend("cuda"));
+  const Model m =
+      load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
+  for (const auto& be : backends) {
+    SCOPED_TRACE(be->name());
+    Session s(m, *be);
+    std::fill(s.host_input(), s.host_input() + s.input_shape().numel(), 0.5f);
+    s.run();
+    std::vector<double> per_step;
+    for (int run = 0; run < 2; ++run) s.executor().run_profiled(per_step);
+    ASSERT_EQ(per_step.size(), s.executor().num_steps());
+    for (size_t i = 0; i < per_step.size(); ++i) {
+      EXPECT_GT(per_step[i], 0.0) << "step " << i;
+      EXPECT_LT(per_step[i], 10.0) << "step " << i;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace repshare

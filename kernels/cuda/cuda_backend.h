@@ -61,6 +61,8 @@ class CudaBackend : public Backend {
   // replays them with one cudaGraphLaunch. Off with REPSHARE_CUDA_SYNC=1, whose
   // per-launch synchronisation cannot be captured.
   std::unique_ptr<RecordedWork> record(const std::function<void()>& work) override;
+  // Device events around each step (see the base class).
+  std::unique_ptr<StepTimer> step_timer(size_t steps) override;
   void set_recording(bool on) override { recording_ = on; }
   // Queues are streams captured into the recording's graph, marks are events. 8 by
   // default (D0's ten head branches are the widest part of these models); set by

@@ -28,11 +28,13 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
@@ -63,6 +65,10 @@ struct CUevent_st {
   CUgraph_st* graph = nullptr;  // recorded in a capture: the nodes it stands for
   std::vector<int> nodes;
   bool stale = false;  // recorded in a capture that has ended, not recorded since
+  bool timing = true;  // created without cudaEventDisableTiming
+  // Where the stream's work reached the last record outside a capture: set by the
+  // queued work itself, so it outlives an event destroyed before that work runs.
+  std::shared_ptr<std::chrono::steady_clock::time_point> reached;
 };
 struct CUgraphExec_st {
   std::vector<CUgraph_st::Node> nodes;
@@ -743,10 +749,37 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   make_context();
   *event = new CUevent_st;
+  (*event)->timing = (flags & cudaEventDisableTiming) == 0;
   all_events.push_back(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return cudaEventCreateWithFlags(event, cudaEventDefault);
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return record_error(cudaErrorInvalidResourceHandle);
+  if (captures > 0) {
+    forbidden_while_capturing("cudaEventSynchronize");
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  run_pending();
+  return cudaSuccess;
+}
+
+// As CUDA: both events recorded outside a capture, with timing, and reached.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end || !start->timing || !end->timing)
+    return record_error(cudaErrorInvalidResourceHandle);
+  if (!start->reached || !end->reached) return record_error(cudaErrorInvalidResourceHandle);
+  using Clock = std::chrono::steady_clock;
+  if (*start->reached == Clock::time_point() || *end->reached == Clock::time_point())
+    return record_error(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(*end->reached - *start->reached).count();
   return cudaSuccess;
 }
 
@@ -767,6 +800,12 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     if (!stream && captures > 0) return record_error(cudaErrorStreamCaptureImplicit);
     event->graph = nullptr;
     event->nodes.clear();
+    if (event->timing) {
+      auto reached = std::make_shared<std::chrono::steady_clock::time_point>();
+      event->reached = reached;
+      enqueue(stream, [reached]() { *reached = std::chrono::steady_clock::now(); },
+              "cudaEventRecord");
+    }
   }
   event->stale = false;
   return cudaSuccess;
