@@ -6,9 +6,9 @@
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 // conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
 // instead of a separate elementwise add. conv2d_channel_mean averages each plane in
-// the depthwise kernel where the planes fill the GPU; with REPSHARE_CUDA_POINTWISE=fused, 1x1 convs are one kernel
-// with their epilogue (fp16 on tensor cores), and separable_conv2d computes its
-// depthwise half inside that kernel.
+// the depthwise kernel where the planes fill the GPU; with REPSHARE_CUDA_POINTWISE=fused,
+// 1x1 convs are one kernel with their epilogue (fp16 on tensor cores), and
+// separable_conv2d computes its depthwise half inside that kernel.
 #include <mma.h>
 
 #include "kernels/cpu/activation_math.h"
