@@ -104,6 +104,18 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
 // from 32x32 down) keep their values in shared memory for warp 0 to sum; larger
 // ones take a block of kLongRowBlock threads, each summing the outputs it stored,
 // where there are planes enough to fill the GPU (CudaBackend::conv2d_channel_mean).
+// Output o (row-major in its plane) of plane nc stored in y; returns the stored value.
+template <typename T>
+__device__ __forceinline__ float store_depthwise_output(const Conv32& p, Activation act,
+                                                        const T* __restrict__ x,
+                                                        const T* __restrict__ w,
+                                                        const T* __restrict__ bias, int nc,
+                                                        int o, T* __restrict__ y) {
+  const T v = cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
+  y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
+  return cuda::as_float(v);
+}
+
 template <typename T>
 __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restrict__ x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
@@ -111,12 +123,8 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
   __shared__ float plane[cuda::kWarpRow];
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
-  for (int o = threadIdx.x; o < len; o += blockDim.x) {
-    const T v =
-        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
-    y[static_cast<size_t>(nc) * len + o] = v;
-    plane[o] = cuda::as_float(v);
-  }
+  for (int o = threadIdx.x; o < len; o += blockDim.x)
+    plane[o] = store_depthwise_output(p, act, x, w, bias, nc, o, y);
   __syncthreads();
   if (threadIdx.x >= 32) return;  // whole warps: warp 0's shuffles below are safe
   const int lane = threadIdx.x;
@@ -135,12 +143,8 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
   float acc = 0.f;
-  for (int o = threadIdx.x; o < len; o += blockDim.x) {
-    const T v =
-        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
-    y[static_cast<size_t>(nc) * len + o] = v;
-    acc += cuda::as_float(v);
-  }
+  for (int o = threadIdx.x; o < len; o += blockDim.x)
+    acc += store_depthwise_output(p, act, x, w, bias, nc, o, y);
   acc = cuda::block_combine(acc, 0.f, [](float a, float b) { return a + b; }, partials);
   if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
