@@ -375,7 +375,10 @@ class Backend {
   //   runs the two convs with dw's output in the workspace
   //   (separable_conv2d_workspace bytes); a backend may compute dw's outputs as pw
   //   reads them, and must then round them to storage as conv2d stores them and sum
-  //   pw's products as its own conv2d does.
+  //   pw's products as its own conv2d does. Where pw has a bias and neither an
+  //   activation nor a residual, a backend may add the bias before pw's one rounding
+  //   to storage, where conv2d rounds its product, then the sum: in fp16 storage
+  //   such outputs may differ from the composition's by one fp16 rounding.
   virtual void separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
                                 const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
                                 const Tensor* b_pw, const Tensor* residual, Tensor& y,

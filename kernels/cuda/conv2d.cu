@@ -5,7 +5,9 @@
 // where X_g is the input itself for 1x1/stride-1/no-pad convolutions and an
 // im2col copy in the workspace otherwise; a bias+activation epilogue follows.
 // conv2d_residual adds its residual in the same epilogue (or the depthwise kernel)
-// instead of a separate elementwise add. conv2d_channel_mean averages each plane in
+// instead of a separate elementwise add; a separable conv whose 1x1 half ends at its
+// bias starts the GEMM's output from that bias, written by the depthwise kernel, and
+// needs no epilogue. conv2d_channel_mean averages each plane in
 // the depthwise kernel where the planes fill the GPU; with REPSHARE_CUDA_POINTWISE=fused,
 // 1x1 convs are one kernel with their epilogue (fp16 on tensor cores), and
 // separable_conv2d computes its depthwise half inside that kernel.
@@ -83,18 +85,42 @@ __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation ac
 // of x and stores of y are coalesced. Y, y's storage, is T or float (throughout this
 // file: CudaBackend::conv2d_stores_f32).
 template <typename T, typename Y>
-__global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restrict__ x,
-                                      const T* __restrict__ w, const T* __restrict__ bias,
-                                      const T* __restrict__ residual, Y* __restrict__ y,
-                                      int total) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= total) return;
+__device__ __forceinline__ void store_depthwise_at(const Conv32& p, Activation act,
+                                                   const T* __restrict__ x,
+                                                   const T* __restrict__ w,
+                                                   const T* __restrict__ bias,
+                                                   const T* __restrict__ residual,
+                                                   Y* __restrict__ y, int i) {
   const int ox = i % p.w_out;
   const int oy = (i / p.w_out) % p.h_out;
   const int nc = i / (p.w_out * p.h_out);  // n * C + c
   float v = depthwise_output(p, act, x, w, bias, nc, oy, ox);
   if (residual) v += cuda::as_float(residual[i]);
   y[i] = cuda::stored<Y>(v);
+}
+
+template <typename T, typename Y>
+__global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+                                      const T* __restrict__ w, const T* __restrict__ bias,
+                                      const T* __restrict__ residual, Y* __restrict__ y,
+                                      int total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < total) store_depthwise_at(p, act, x, w, bias, residual, y, i);
+}
+
+// A separable conv whose pointwise half has a bias but no activation or residual
+// (BiFPN's nodes, the heads' predictions): the depthwise kernel also fills the
+// pointwise output with that bias, and cuBLAS adds the product to it (beta = 1), so
+// no epilogue launch follows the GEMM. Threads cover the larger of the two tensors.
+template <typename T, typename Y>
+__global__ void depthwise_fill_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+                                      const T* __restrict__ w, const T* __restrict__ bias,
+                                      T* __restrict__ mid, int mid_total,
+                                      const T* __restrict__ y_bias, int y_inner, int y_channels,
+                                      Y* __restrict__ y, int y_total) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < mid_total) store_depthwise_at<T, T>(p, act, x, w, bias, nullptr, mid, i);
+  if (i < y_total) y[i] = cuda::stored<Y>(cuda::as_float(y_bias[(i / y_inner) % y_channels]));
 }
 
 // conv2d_channel_mean of depthwise convs: a block per plane computes it as
@@ -428,6 +454,21 @@ dim3 pointwise_grid(const Conv32& q) {
               static_cast<unsigned>(q.n));
 }
 
+// Y_g = W_g . X_g + beta * Y_g for the groups of one image (X: the input read
+// directly, or its im2col matrix). Row-major Y_g[Cout_g, HWo] is column-major
+// Y_g^T[HWo, Cout_g] = X_g^T . W_g^T, and the row-major X_g[K, HWo] and W_g[Cout_g, K]
+// already are column-major X_g^T and W_g^T: no transposes, leading dimensions HWo,
+// K and HWo.
+void conv_gemm(cublasHandle_t cublas, DType x_type, DType y_type, const Conv32& q, int groups,
+               const void* operand, const void* w, void* y_img, float beta) {
+  const int cout_g = q.c_out / groups, k = q.c_in / groups * q.kh * q.kw;
+  const int hw_out = q.h_out * q.w_out;
+  cuda::gemm_strided_batched(cublas, x_type, y_type, CUBLAS_OP_N, CUBLAS_OP_N, hw_out, cout_g, k,
+                             1.f, operand, hw_out, static_cast<long long>(k) * hw_out, w, k,
+                             static_cast<long long>(cout_g) * k, beta, y_img, hw_out,
+                             static_cast<long long>(cout_g) * hw_out, groups);
+}
+
 bool direct_conv_applies(const Conv2dParams& p) {
   return !p.is_depthwise() && !reads_input_directly(p) &&
          p.c_in / p.groups * p.kh * p.kw <= kDirectTaps;
@@ -476,7 +517,10 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
 
 // With the fused pointwise kernels, the depthwise half is computed as the pointwise
 // kernel loads its input tile (DepthwiseX): one launch, and the depthwise output is
-// never stored. Otherwise the two convs one after the other (Backend's default).
+// never stored. Without them, a pointwise half with a bias and nothing after it
+// starts from that bias, filled in by the depthwise kernel (depthwise_fill_kernel),
+// and cuBLAS adds its product: two launches instead of three. Otherwise the two convs
+// one after the other (Backend's default).
 size_t CudaBackend::separable_conv2d_workspace(const Conv2dParams& dw,
                                                const Conv2dParams& pw) const {
   return fuses_pointwise(pw) ? 0 : Backend::separable_conv2d_workspace(dw, pw);
@@ -487,7 +531,12 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
                                    const Tensor& w_pw, const Tensor* b_pw,
                                    const Tensor* residual, Tensor& y, void* workspace) {
   if (!fuses_pointwise(pw)) {
-    Backend::separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, workspace);
+    const bool starts_from_bias = b_pw && !residual && pw.act.kind == ActKind::None &&
+                                  pw.groups == 1 && reads_input_directly(pw);
+    if (starts_from_bias)
+      separable_conv2d_from_bias(dw, pw, x, w_dw, b_dw, w_pw, *b_pw, y, workspace);
+    else
+      Backend::separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, workspace);
     return;
   }
   const Conv32 qd = conv32(dw), qp = conv32(pw);
@@ -503,6 +552,36 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
                      residual ? cuda::data<T>(*residual) : nullptr, cuda::data<Y>(y));
   });
   after_launch("separable_conv_kernel");
+}
+
+void CudaBackend::separable_conv2d_from_bias(const Conv2dParams& dw, const Conv2dParams& pw,
+                                             const Tensor& x, const Tensor& w_dw,
+                                             const Tensor* b_dw, const Tensor& w_pw,
+                                             const Tensor& b_pw, Tensor& y, void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
+  const Conv32 qd = conv32(dw), qp = conv32(pw);
+  const int hw = qp.h_out * qp.w_out;
+  const int mid_total = qd.n * qd.c_out * qd.h_out * qd.w_out;
+  const int y_total = qp.n * qp.c_out * hw;
+  if (y_total == 0) return;
+  cuda::with_storages(x.dtype, y.dtype, "separable_conv2d", [&](auto tag, auto y_tag) {
+    using T = decltype(tag);
+    using Y = decltype(y_tag);
+    T* mid = static_cast<T*>(workspace);  // dw's output, [n, c_in, h, w], as the default's
+    depthwise_fill_kernel<T, Y>
+        <<<cuda::blocks_for(std::max(mid_total, y_total)), cuda::kBlock, 0, stream_>>>(
+            qd, dw.act, cuda::data<T>(x), cuda::data<T>(w_dw),
+            b_dw ? cuda::data<T>(*b_dw) : nullptr, mid, mid_total, cuda::data<T>(b_pw), hw,
+            qp.c_out, cuda::data<Y>(y), y_total);
+    after_launch("depthwise_fill_kernel");
+    for (int img = 0; img < qp.n; ++img) {
+      before_library_call();
+      conv_gemm(cublas_, x.dtype, y.dtype, qp, 1, mid + static_cast<size_t>(img) * qp.c_in * hw,
+                w_pw.data, cuda::data<Y>(y) + static_cast<size_t>(img) * qp.c_out * hw, 1.f);
+      after_library_call();
+    }
+  });
 }
 
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
@@ -598,9 +677,7 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       check(direct || workspace, ErrorKind::Backend, "cuda conv2d: a ", p.kh, "x", p.kw,
             " convolution needs conv2d_workspace() bytes of workspace and got none");
       const int groups = static_cast<int>(p.groups);
-      const int cin_g = q.c_in / groups, cout_g = q.c_out / groups;
       const int hw_out = q.h_out * q.w_out;
-      const int k = cin_g * q.kh * q.kw;
       const int col_total = q.c_in * q.kh * q.kw * hw_out;
       for (int img = 0; img < q.n; ++img) {
         const T* x_img = cuda::data<T>(x) + static_cast<size_t>(img) * q.c_in * q.h * q.w;
@@ -613,15 +690,8 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
           after_launch("im2col_kernel");
           operand = col;
         }
-        // Row-major Y_g[Cout_g, HWo] is column-major Y_g^T[HWo, Cout_g] = X_g^T . W_g^T,
-        // and the row-major X_g[K, HWo] and W_g[Cout_g, K] already are column-major
-        // X_g^T and W_g^T: no transposes, leading dimensions HWo, K and HWo.
         before_library_call();
-        cuda::gemm_strided_batched(cublas_, x.dtype, y.dtype, CUBLAS_OP_N, CUBLAS_OP_N, hw_out,
-                                   cout_g, k, 1.f, operand, hw_out,
-                                   static_cast<long long>(k) * hw_out, w.data, k,
-                                   static_cast<long long>(cout_g) * k, 0.f, y_img, hw_out,
-                                   static_cast<long long>(cout_g) * hw_out, groups);
+        conv_gemm(cublas_, x.dtype, y.dtype, q, groups, operand, w.data, y_img, 0.f);
         after_library_call();
       }
     }

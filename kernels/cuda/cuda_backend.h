@@ -161,6 +161,11 @@ class CudaBackend : public Backend {
   void* cublas_workspace_ = nullptr;
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
+  // separable_conv2d whose pointwise output starts from its bias (conv2d.cu).
+  void separable_conv2d_from_bias(const Conv2dParams& dw, const Conv2dParams& pw,
+                                  const Tensor& x, const Tensor& w_dw, const Tensor* b_dw,
+                                  const Tensor& w_pw, const Tensor& b_pw, Tensor& y,
+                                  void* workspace);
   void conv2d_with_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                             const Tensor* bias, const Tensor* residual, Tensor& y,
                             void* workspace);
