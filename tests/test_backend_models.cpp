@@ -10,12 +10,16 @@
 #include <random>
 
 #include "engine/backend_registry.h"
+#include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/passes.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
 #include "tests/exported_models.h"
+#ifdef REPSHARE_CUDA_EMU
+#include "tests/cuda_emu/emu_api.h"
+#endif
 
 namespace repshare {
 namespace {
@@ -215,6 +219,22 @@ TEST(BackendModels, ProfiledRunTimesEveryStep) {
     }
   }
 }
+
+#ifdef REPSHARE_CUDA_EMU
+// A CUDA failure part way through making the profile's timing events leaves none
+// of them behind.
+TEST(BackendModels, StepTimerThatFailsLeavesNoEvents) {
+  std::unique_ptr<Backend> cuda = make_backend("cuda");
+  const size_t before = cuda_emu::live_events();
+  cuda_emu::fail_event_creates_after(5);
+  EXPECT_THROW(cuda->step_timer(4), Error);
+  cuda_emu::fail_event_creates_after(-1);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMemoryAllocation);
+  EXPECT_EQ(cuda_emu::live_events(), before);
+  EXPECT_EQ(cuda->step_timer(4) ? cuda_emu::live_events() : 0, before + 8);  // then freed
+  EXPECT_EQ(cuda_emu::live_events(), before);
+}
+#endif
 
 }  // namespace
 }  // namespace repshare

@@ -202,12 +202,14 @@ namespace {
 class CudaEventStepTimer : public StepTimer {
  public:
   CudaEventStepTimer(cudaStream_t stream, size_t steps) : stream_(stream), events_(2 * steps) {
-    for (cudaEvent_t& e : events_) REPSHARE_CUDA(cudaEventCreate(&e));
+    try {
+      for (cudaEvent_t& e : events_) REPSHARE_CUDA(cudaEventCreate(&e));
+    } catch (...) {  // no destructor runs for a constructor that throws
+      destroy_events();
+      throw;
+    }
   }
-  ~CudaEventStepTimer() override {
-    for (cudaEvent_t e : events_)
-      if (e) cudaEventDestroy(e);
-  }
+  ~CudaEventStepTimer() override { destroy_events(); }
   void start(size_t step) override {
     REPSHARE_CUDA(cudaEventRecord(events_.at(2 * step), stream_));
   }
@@ -227,6 +229,10 @@ class CudaEventStepTimer : public StepTimer {
   }
 
  private:
+  void destroy_events() {
+    for (cudaEvent_t e : events_)
+      if (e) cudaEventDestroy(e);
+  }
   cudaStream_t stream_;
   std::vector<cudaEvent_t> events_;
 };

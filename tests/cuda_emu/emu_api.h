@@ -35,4 +35,10 @@ void check_wmma_operand(const char* call, const void* p, unsigned ldm, size_t el
 void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes,
                     cudaStream_t stream, std::function<void()> body);
 
+// For tests of what a backend does when CUDA fails: the events created and not yet
+// destroyed, and a failure (cudaErrorMemoryAllocation) of every cudaEventCreate
+// after the next `successes` ones (negative: none fails, as at start).
+size_t live_events();
+void fail_event_creates_after(int successes);
+
 }  // namespace cuda_emu

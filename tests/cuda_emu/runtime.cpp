@@ -531,6 +531,10 @@ void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes
   record_error(e);
 }
 
+int event_creates_left = -1;  // fail_event_creates_after
+size_t live_events() { return all_events.size(); }
+void fail_event_creates_after(int successes) { event_creates_left = successes; }
+
 }  // namespace cuda_emu
 
 using namespace cuda_emu;
@@ -751,6 +755,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   make_context();
+  if (event_creates_left == 0) return record_error(cudaErrorMemoryAllocation);
+  if (event_creates_left > 0) --event_creates_left;
   *event = new CUevent_st;
   (*event)->timing = (flags & cudaEventDisableTiming) == 0;
   all_events.push_back(*event);
