@@ -174,6 +174,19 @@ export build out nvcc deps xml_dir
 # wrap the binary (compute-sanitizer) see one process.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
+# ncu_kernel_times MODEL PRECISION: one inference, kernel by kernel, under ncu (clocks
+# and caches left alone, one metric: each kernel's duration);
+# scripts/ncu_kernel_times.py sums the log by kernel name into the bench folder.
+ncu_kernel_times() {
+  local m=$1 precision=$2 log="$xml_dir/ncu_${precision}_$1.csv"
+  LC_ALL=C ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+    --csv --log-file "$log" "$build/repshare" bench --backend cuda --precision "$precision" \
+    --cuda-graphs off --model "$models/$m.onnx" --runs 1 --rounds 1 --warmup 0 &&
+    python3 scripts/ncu_kernel_times.py "$log" "$bench_dir/kernels_${precision}_$m.json" \
+      --model "$m" --precision "$precision"
+}
+export -f ncu_kernel_times
+
 # ---- steps ----
 step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DREPSHARE_CUDA=ON -DREPSHARE_CUDA_EMU=OFF -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" \
@@ -274,6 +287,12 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
     step "profile_fusedpw_fp16_$m" 60 env REPSHARE_CUDA_POINTWISE=fused "$build/repshare" bench \
       --backend cuda --precision fp16 --model "$models/$m.onnx" --runs 20 --rounds 1 --profile \
       --profile-steps 1000 --json "$bench_dir/profile_fusedpw_fp16_$m.json"
+  # Every kernel of one inference, cuBLAS's own included, timed by Nsight Compute (the
+  # model of each target: B0 fp32, D0 fp16). Their sum beside the CUDA graph's time
+  # says how much of that time is kernels and how much the gaps between them.
+  precision=fp32
+  [ "$m" = tf_efficientdet_d0_rand0 ] && precision=fp16
+  command -v ncu >/dev/null && step "kernels_${precision}_$m" 120 ncu_kernel_times "$m" "$precision"
 done
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .whl/*.whl \
@@ -505,6 +524,20 @@ for name, b in bench.items():
         md.append(f"| {kind} | {ms:.3f} |")
     md += ["", "Slowest steps:", ""]
     md += [f'- {s["ms"]:.3f} ms {s["step"]}' for s in b.get("profile_slowest_steps", [])[:15]]
+for name, b in bench.items():
+    if not name.startswith("kernels_") or "by_kernel" not in b:
+        continue
+    graph = "repshare_" + ("" if b["precision"] == "fp32" else b["precision"] + "_") + b["model"]
+    md += ["", f'## Kernels: {b["model"]} {b["precision"]} (Nsight Compute, one inference kernel '
+               f'by kernel: {b["kernels"]} kernels, {b["kernel_ms"]:.3f} ms)', ""]
+    if median_ms(graph):
+        md += [f'Kernel time is {100 * b["kernel_ms"] / median_ms(graph):.0f}% of the CUDA '
+               f'graph\'s median ({median_ms(graph):.3f} ms, {graph}); the rest is time between '
+               f'kernels (each timed alone by ncu, caches kept).', ""]
+    md += ["| kernel | launches | ms | share |", "| --- | --- | --- | --- |"]
+    for k in b["by_kernel"][:20]:
+        md.append(f'| {k["name"][:90]} | {k["launches"]} | {k["ms"]:.4f} | '
+                  f'{100 * k["ms"] / b["kernel_ms"]:.1f}% |')
 def mib(x):
     return f"{x / 2**20:.2f} MiB"
 for name, b in bench.items():
