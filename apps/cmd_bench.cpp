@@ -77,10 +77,12 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
 // What a step is, finer than its op type where that decides the kernel: a
 // convolution is pointwise (1x1), depthwise (one channel per group) or dense.
 std::string op_kind(const Graph& g, const Node& n) {
-  if (n.op_type == "SeparableConv") {  // named by its depthwise half
+  if (n.op_type == "SeparableConv" || n.op_type == "WeightedSumSeparableConv") {
+    // named by its depthwise half
     const Shape& w = g.values[n.inputs[1]].shape;
     const auto strides = n.attr_ints("depthwise_strides", {1, 1});
-    return "SeparableConv " + std::to_string(w[2]) + "x" + std::to_string(w[3]) +
+    return std::string(n.op_type == "SeparableConv" ? "" : "WeightedSum + ") + "SeparableConv " +
+           std::to_string(w[2]) + "x" + std::to_string(w[3]) +
            (strides.empty() || strides[0] == 1 ? "" : " s" + std::to_string(strides[0]));
   }
   if (n.op_type != "Conv") return n.op_type;

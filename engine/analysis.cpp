@@ -11,7 +11,9 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
     return 2 * y.numel() * w[1] * w[2] * w[3];
   }
-  if (n.op_type == "SeparableConv") {  // depthwise then pointwise, same spatial size
+  // Depthwise then pointwise, same spatial size (the fused BiFPN sum counts nothing,
+  // as a WeightedSum node does).
+  if (n.op_type == "SeparableConv" || n.op_type == "WeightedSumSeparableConv") {
     const Shape& w_dw = g.values[n.inputs[1]].shape;  // [C, 1, kh, kw]
     const Shape& w_pw = g.values[n.inputs[3]].shape;  // [Cout, C, 1, 1]
     const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]

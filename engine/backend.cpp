@@ -118,6 +118,37 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
     conv2d(pw, mid, w_pw, b_pw, y, rest);
 }
 
+size_t Backend::weighted_sum_separable_conv2d_workspace(const WeightedSumParams& sum,
+                                                        const FusionResample* resample,
+                                                        const Conv2dParams& dw,
+                                                        const Conv2dParams& pw) const {
+  return workspace_bytes(sum.numel, float_storage()) +
+         std::max(weighted_sum_resampled_workspace(sum, resample),
+                  separable_conv2d_workspace(dw, pw));
+}
+
+void Backend::weighted_sum_separable_conv2d(const WeightedSumParams& sum,
+                                            const FusionResample* resample,
+                                            const Tensor* const* xs, const Conv2dParams& dw,
+                                            const Conv2dParams& pw, const Tensor& w_dw,
+                                            const Tensor* b_dw, const Tensor& w_pw,
+                                            const Tensor* b_pw, const Tensor* residual,
+                                            Tensor& y, void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "weighted_sum_separable_conv2d: needs weighted_sum_separable_conv2d_workspace() bytes "
+        "of workspace and got none");
+  check(sum.numel == dw.n * dw.c_in * dw.h * dw.w, ErrorKind::Shape,
+        "weighted_sum_separable_conv2d: a sum of ", sum.numel, " values into a conv over [",
+        dw.n, ",", dw.c_in, ",", dw.h, ",", dw.w, "]");
+  Tensor x;
+  x.shape = Shape{dw.n, dw.c_in, dw.h, dw.w};
+  x.dtype = float_storage();
+  x.data = workspace;
+  void* rest = static_cast<unsigned char*>(workspace) + workspace_bytes(sum.numel, x.dtype);
+  weighted_sum_resampled(sum, resample, xs, x, rest);
+  separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, rest);
+}
+
 size_t Backend::weighted_sum_resampled_workspace(const WeightedSumParams& p,
                                                  const FusionResample* resample) const {
   size_t bytes = 0;

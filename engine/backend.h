@@ -384,6 +384,24 @@ class Backend {
                                 const Tensor* b_pw, const Tensor* residual, Tensor& y,
                                 void* workspace);
   virtual size_t separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const;
+  // weighted_sum_separable_conv2d: separable_conv2d of the weighted sum of xs (as
+  //   weighted_sum_resampled: sum, resample) instead of x: a BiFPN node, its fusion
+  //   and the conv that alone reads it (engine/passes fuse_weighted_sum_separable).
+  //   This default stores the sum in the workspace
+  //   (weighted_sum_separable_conv2d_workspace bytes) and runs the two; a backend may
+  //   compute the sum as the depthwise half reads it, rounded to storage as
+  //   weighted_sum stores it.
+  virtual void weighted_sum_separable_conv2d(const WeightedSumParams& sum,
+                                             const FusionResample* resample,
+                                             const Tensor* const* xs, const Conv2dParams& dw,
+                                             const Conv2dParams& pw, const Tensor& w_dw,
+                                             const Tensor* b_dw, const Tensor& w_pw,
+                                             const Tensor* b_pw, const Tensor* residual,
+                                             Tensor& y, void* workspace);
+  virtual size_t weighted_sum_separable_conv2d_workspace(const WeightedSumParams& sum,
+                                                         const FusionResample* resample,
+                                                         const Conv2dParams& dw,
+                                                         const Conv2dParams& pw) const;
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;
   virtual void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) = 0;
   virtual void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,

@@ -23,6 +23,8 @@ struct PassOptions {
   bool fuse_residual_add = true; // Add(Conv without activation, r) -> the Conv adds r
   bool fuse_squeeze_excitation = true;  // SE's two 1x1 convs and gate -> SqueezeExcitation
   bool fuse_separable_conv = true;  // depthwise Conv read only by a 1x1 Conv -> SeparableConv
+  // WeightedSum read only by a SeparableConv -> WeightedSumSeparableConv
+  bool fuse_weighted_sum_separable = true;
   // Tensors that must survive fusion (stage outputs a caller will cut at). Graph
   // outputs always survive.
   std::set<std::string> keep;
@@ -31,14 +33,14 @@ struct PassOptions {
   void set_fusions(bool on) {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
         fold_resample = fold_channel_gate = fuse_channel_mean = fuse_residual_add =
-            fuse_squeeze_excitation = fuse_separable_conv = on;
+            fuse_squeeze_excitation = fuse_separable_conv = fuse_weighted_sum_separable = on;
   }
 };
 
 struct PassStats {
   int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
       resample = 0, channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0,
-      separable_conv = 0;
+      separable_conv = 0, weighted_sum_separable = 0;
 };
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers

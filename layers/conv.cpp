@@ -133,9 +133,14 @@ Node SeparableConvLayer::fuse(const Node& depthwise, const Node& pointwise) {
 }
 
 void SeparableConvLayer::build(const Node& n, Graph& g) {
-  for (size_t i : {0, 1, 3}) require_f32(g, n, i);
+  require_f32(g, n, 0);
+  build_convs(n, g, input_value(g, n, 0).shape);
+}
+
+void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
+  for (size_t i : {1, 3}) require_f32(g, n, i);
   const Node d = depthwise_part(n);
-  dw_ = conv2d_params(d, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
+  dw_ = conv2d_params(d, x, input_value(g, n, 1).shape);
   check(dw_.is_depthwise(), ErrorKind::Unsupported, d.label(), ": not a depthwise convolution");
   const Shape mid{dw_.n, dw_.c_out, dw_.h_out, dw_.w_out};
   pw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);

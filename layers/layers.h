@@ -42,7 +42,9 @@ class SeparableConvLayer : public Layer {
   bool stores_output_f32(const Backend& b) const override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
 
- private:
+ protected:
+  // build() with the depthwise conv's input of shape x (inputs 1-5 as above).
+  void build_convs(const Node& n, Graph& g, const Shape& x);
   Conv2dParams dw_, pw_;
 };
 
@@ -180,11 +182,32 @@ class WeightedSumLayer : public Layer {
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
   static void attach_maxpool(Node& n, size_t input, const Pool2dParams& window);
   static void attach_upsample(Node& n, size_t input, int64_t factor_h, int64_t factor_w);
+  // The sum's parameters and shape from WeightedSum node n over its inputs; throws
+  // naming the node when they do not fit.
+  static Shape sum_params(const Node& n, const Graph& g, WeightedSumParams& p,
+                          FusionResample* resample);
 
  private:
   WeightedSumParams p_;
   FusionResample resample_[kMaxFusionInputs];
   bool resampled_ = false;
+};
+
+// WeightedSumSeparableConv: a WeightedSum that only a SeparableConv reads, as one
+// node (fuse_weighted_sum_separable; BiFPN's nodes): the SeparableConv's inputs with
+// input 0 the sum's first input and the sum's others appended (inputs 6 on), its
+// attributes, and the sum's with the prefix "sum_".
+// Backend::weighted_sum_separable_conv2d.
+class WeightedSumSeparableConvLayer : public SeparableConvLayer {
+ public:
+  static Node fuse(const Node& sum, const Node& separable);
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  WeightedSumParams sum_;
+  FusionResample resample_[kMaxFusionInputs];
 };
 
 // ChannelGather: the sharing adapter's channel sampling (input 1: int64 indices).

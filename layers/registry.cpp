@@ -20,6 +20,7 @@ const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> table = {
       {"Conv", make<ConvLayer>()},
       {"SeparableConv", make<SeparableConvLayer>()},
+      {"WeightedSumSeparableConv", make<WeightedSumSeparableConvLayer>()},
       {"Relu", make<ActivationLayer>()},
       {"Sigmoid", make<ActivationLayer>()},
       {"Tanh", make<ActivationLayer>()},

@@ -90,28 +90,35 @@ void WeightedSumLayer::attach_upsample(Node& n, size_t input, int64_t factor_h,
   a.ints = {factor_h, factor_w};
 }
 
-void WeightedSumLayer::build(const Node& n, Graph& g) {
-  p_ = WeightedSumParams();
+Shape WeightedSumLayer::sum_params(const Node& n, const Graph& g, WeightedSumParams& p,
+                                   FusionResample* resample) {
+  p = WeightedSumParams();
   auto w = n.attr_floats("weights");
   check(w.size() == n.inputs.size() && !w.empty() && w.size() <= kMaxFusionInputs,
         ErrorKind::Malformed, n.label(), ": ", w.size(), " weights for ", n.inputs.size(),
         " inputs (at most ", kMaxFusionInputs, ")");
-  resampled_ = false;
   Shape y;
   for (size_t i = 0; i < w.size(); ++i) {
     require_f32(g, n, i);
-    resample_[i] = FusionResample();
+    resample[i] = FusionResample();
     const Shape& x = input_value(g, n, i).shape;
-    const Shape s = resampled_shape(n, i, x, resample_[i]);
-    resampled_ = resampled_ || resample_[i].kind != ResampleKind::None;
+    const Shape s = resampled_shape(n, i, x, resample[i]);
     if (i == 0) y = s;
     check(s == y, ErrorKind::Shape, n.label(), ": input ", i, " is ", x.str(),
           s == x ? "" : " (" + s.str() + " resampled)", ", expected ", y.str());
-    p_.weights[i] = w[i];
+    p.weights[i] = w[i];
   }
-  p_.count = static_cast<int>(w.size());
-  p_.numel = y.numel();
-  p_.act = fused_activation(n);
+  p.count = static_cast<int>(w.size());
+  p.numel = y.numel();
+  p.act = fused_activation(n);
+  return y;
+}
+
+void WeightedSumLayer::build(const Node& n, Graph& g) {
+  const Shape y = sum_params(n, g, p_, resample_);
+  resampled_ = false;
+  for (int i = 0; i < p_.count; ++i)
+    resampled_ = resampled_ || resample_[i].kind != ResampleKind::None;
   set_output(g, n, 0, y);
 }
 
@@ -125,6 +132,54 @@ void WeightedSumLayer::forward(Backend& b, const Tensor* const* in, Tensor* cons
     b.weighted_sum_resampled(p_, resample_, in, *out[0], workspace);
   else
     b.weighted_sum(p_, in, *out[0]);
+}
+
+namespace {
+
+const char kSumPrefix[] = "sum_";
+constexpr size_t kSumInputsFrom = 6;  // after a SeparableConv's six inputs
+
+// The WeightedSum inside a WeightedSumSeparableConv node, as a node of its own
+// (its inputs, attributes and name for error messages; no outputs).
+Node sum_part(const Node& n) {
+  Node s;
+  s.op_type = "WeightedSum";
+  s.name = n.name + "/sum";
+  s.inputs = {n.inputs.at(0)};
+  for (size_t i = kSumInputsFrom; i < n.inputs.size(); ++i) s.inputs.push_back(n.inputs[i]);
+  const std::string prefix = kSumPrefix;
+  for (const auto& a : n.attrs)
+    if (a.first.compare(0, prefix.size(), prefix) == 0)
+      s.attrs[a.first.substr(prefix.size())] = a.second;
+  return s;
+}
+
+}  // namespace
+
+Node WeightedSumSeparableConvLayer::fuse(const Node& sum, const Node& separable) {
+  Node f = separable;
+  f.op_type = "WeightedSumSeparableConv";
+  f.inputs.resize(kSumInputsFrom, -1);
+  f.inputs[0] = sum.inputs.at(0);
+  for (size_t i = 1; i < sum.inputs.size(); ++i) f.inputs.push_back(sum.inputs[i]);
+  for (const auto& a : sum.attrs) f.attrs[kSumPrefix + a.first] = a.second;
+  return f;
+}
+
+void WeightedSumSeparableConvLayer::build(const Node& n, Graph& g) {
+  build_convs(n, g, WeightedSumLayer::sum_params(sum_part(n), g, sum_, resample_));
+}
+
+size_t WeightedSumSeparableConvLayer::workspace_bytes(const Backend& b) const {
+  return b.weighted_sum_separable_conv2d_workspace(sum_, resample_, dw_, pw_);
+}
+
+void WeightedSumSeparableConvLayer::forward(Backend& b, const Tensor* const* in,
+                                            Tensor* const* out, void* ws) {
+  const Tensor* xs[kMaxFusionInputs] = {in[0]};
+  for (int i = 1; i < sum_.count; ++i) xs[i] = in[kSumInputsFrom + i - 1];
+  b.weighted_sum_separable_conv2d(sum_, resample_, xs, dw_, pw_, *in[1], in[2], *in[3], in[4],
+                                  in[5], *out[0], ws);
 }
 
 }  // namespace repshare

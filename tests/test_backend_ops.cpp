@@ -671,6 +671,81 @@ OpCase weighted_sum_resampled_case(const std::string& name, Activation a,
           }};
 }
 
+// weighted_sum_separable_conv2d: the fusion of weighted_sum_resampled_case (into
+// [2, 5, 7, 6]) read by a separable conv, a depthwise dw over it (its bias) then a 1x1
+// to c_out channels (its bias, pw_act), plus a residual when with_residual.
+struct SumSeparable {
+  WeightedSumParams sum;
+  std::array<FusionResample, kMaxFusionInputs> r = {};
+  std::vector<Shape> shapes;
+  std::vector<Floats> xs;
+  Conv2dParams dw, pw;
+  Floats w_dw, b_dw, w_pw, b_pw, residual;  // residual empty: none
+
+  // y on be, by its own weighted_sum_separable_conv2d or else Backend's composition.
+  Floats run(Backend& be, bool composition) const {
+    std::vector<std::unique_ptr<DeviceTensor>> owned;
+    std::vector<const Tensor*> ptrs;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      owned.emplace_back(new DeviceTensor(be, shapes[i], xs[i]));
+      ptrs.push_back(&owned.back()->t);
+    }
+    const Shape ys{pw.n, pw.c_out, pw.h_out, pw.w_out};
+    DeviceTensor WD(be, Shape{dw.c_out, 1, dw.kh, dw.kw}, w_dw), BD(be, Shape{dw.c_out}, b_dw);
+    DeviceTensor WP(be, Shape{pw.c_out, pw.c_in, 1, 1}, w_pw), BP(be, Shape{pw.c_out}, b_pw);
+    DeviceTensor Y(be, ys), R(be, ys, residual.empty() ? Floats(count(ys)) : residual);
+    const Tensor* res = residual.empty() ? nullptr : &R.t;
+    const size_t bytes =
+        composition ? be.Backend::weighted_sum_separable_conv2d_workspace(sum, r.data(), dw, pw)
+                    : be.weighted_sum_separable_conv2d_workspace(sum, r.data(), dw, pw);
+    DeviceBytes workspace(be, std::max<size_t>(bytes, 1));
+    if (composition)
+      be.Backend::weighted_sum_separable_conv2d(sum, r.data(), ptrs.data(), dw, pw, WD.t, &BD.t,
+                                                WP.t, &BP.t, res, Y.t, workspace.data);
+    else
+      be.weighted_sum_separable_conv2d(sum, r.data(), ptrs.data(), dw, pw, WD.t, &BD.t, WP.t,
+                                       &BP.t, res, Y.t, workspace.data);
+    return Y.download();
+  }
+};
+
+SumSeparable sum_separable(const std::vector<ResampledInput>& resampled, Activation sum_act,
+                           Conv2dParams dw, int64_t c_out, Activation pw_act,
+                           bool with_residual) {
+  SumSeparable c;
+  const Shape sum_shape{2, 5, 7, 6};
+  c.sum.count = 1 + static_cast<int>(resampled.size());
+  c.sum.act = sum_act;
+  c.sum.numel = sum_shape.numel();
+  const Floats w = random_floats(kMaxFusionInputs, 40, 0.f, 1.f);
+  c.shapes = {sum_shape};
+  for (size_t i = 0; i < resampled.size(); ++i) {
+    c.shapes.push_back(resampled[i].shape);
+    c.r[i + 1] = resampled[i].r;
+  }
+  for (int i = 0; i < c.sum.count; ++i) {
+    c.sum.weights[i] = w[i];
+    c.xs.push_back(random_floats(count(c.shapes[i]), 41 + i));
+  }
+  dw.h_out = conv_out(dw.h, dw.kh, dw.stride_h, dw.dil_h, dw.pad_top, dw.pad_bottom);
+  dw.w_out = conv_out(dw.w, dw.kw, dw.stride_w, dw.dil_w, dw.pad_left, dw.pad_right);
+  c.dw = dw;
+  c.pw = conv(dw.n, dw.c_out, dw.h_out, dw.w_out, c_out, 1, 1, 1, pw_act);
+  c.pw.h_out = dw.h_out;
+  c.pw.w_out = dw.w_out;
+  c.w_dw = random_floats(static_cast<size_t>(dw.c_out * dw.kh * dw.kw), 46);
+  c.b_dw = random_floats(static_cast<size_t>(dw.c_out), 47);
+  c.w_pw = random_floats(static_cast<size_t>(c_out * dw.c_out), 48);
+  c.b_pw = random_floats(static_cast<size_t>(c_out), 49);
+  if (with_residual) c.residual = random_floats(static_cast<size_t>(c_out * dw.n * dw.h_out * dw.w_out), 50);
+  return c;
+}
+
+OpCase weighted_sum_separable_case(const std::string& name, const SumSeparable& c) {
+  return {"weighted_sum_separable_conv2d_" + name, kTranscendentalTolerance,
+          [=](Backend& be) { return c.run(be, false); }};
+}
+
 // index: int64 [c_out] of donor channels, repeats allowed (c_out may exceed c_in).
 OpCase channel_gather_case(const std::string& name, int64_t n, int64_t c_in, int64_t c_out,
                            int64_t inner) {
@@ -1110,6 +1185,26 @@ std::vector<OpCase> all_cases() {
       {maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0}), upsample_input(7, 3),
        upsample_input(1, 1)}));
 
+  // weighted_sum_separable_conv2d: a BiFPN node (a fusion with one input max-pooled
+  // and one upsampled, then a 3x3 separable conv whose 1x1 half ends at its bias: on
+  // CUDA the sum computed by the depthwise kernel, which also starts the GEMM's
+  // output), and the other pointwise paths: an activation, and a residual after a
+  // strided depthwise half over three resampled inputs.
+  c.push_back(weighted_sum_separable_case(
+      "bifpn_node", sum_separable({maxpool_input(14, 12, 3, 3, 2, 2, 1, {0, 0, 1, 1}),
+                                   upsample_input(1, 2)},
+                                  swish, with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1),
+                                  9, none, false)));
+  c.push_back(weighted_sum_separable_case(
+      "pw_swish", sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0})}, none,
+                                with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, relu), 1, 1, 1, 1), 4,
+                                swish, false)));
+  c.push_back(weighted_sum_separable_case(
+      "s2_residual", sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0}),
+                                    upsample_input(7, 3), upsample_input(1, 1)},
+                                   relu, with_pads(conv(2, 5, 7, 6, 5, 3, 2, 5, none), 1, 1, 1, 1),
+                                   5, none, true)));
+
   // channel_gather: the sharing adapter, narrowing and widening.
   c.push_back(channel_gather_case("narrow", 2, 13, 7, 15 * 7));
   c.push_back(channel_gather_case("widen_inner1", 1, 3, 13, 1));
@@ -1490,6 +1585,27 @@ TEST(BackendOpsContract, ResampledWeightedSumHasTheBitsOfResampleThenSum) {
       be->weighted_sum_resampled(p, r.data(), xs.data(), fused.t, workspace.data);
       be->Backend::weighted_sum_resampled(p, r.data(), xs.data(), composed.t, workspace.data);
       EXPECT_EQ(fused.download(), composed.download());
+    }
+  }
+}
+
+// A backend computing the fusion inside its separable conv gives the bits of the
+// fusion stored, then the separable conv (Backend's composition), in fp16 too.
+TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
+  const Activation none, swish = act(ActKind::Swish);
+  const std::vector<SumSeparable> cases = {
+      sum_separable({maxpool_input(14, 12, 3, 3, 2, 2, 1, {0, 0, 1, 1}), upsample_input(1, 2)},
+                    swish, with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 9, none,
+                    false),
+      sum_separable({upsample_input(7, 3)}, none,
+                    with_pads(conv(2, 5, 7, 6, 5, 3, 2, 5, swish), 0, 0, 1, 1), 5, swish, false),
+      sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0})}, swish,
+                    with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 5, none, true)};
+  for (const auto& be : contract_backends()) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
+                   std::to_string(i));
+      EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <limits>
 #include <random>
 
+#include "engine/analysis.h"
 #include "engine/arena.h"
 #include "engine/error.h"
 #include "engine/executor.h"
@@ -15,6 +16,7 @@
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/fp16_storage_backend.h"
+#include "layers/layers.h"
 #include "tests/exported_models.h"
 
 namespace repshare {
@@ -653,6 +655,71 @@ TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
                                            : std::vector<std::string>{"x"});
     }
     EXPECT_EQ(out[0], out[1]);
+  }
+}
+
+// A BiFPN node: y = pw(dw(swish(0.6 x + 0.4 maxpool(b)))) + the sum itself as the
+// residual when sum_as_residual; sum_also_out makes the sum a graph output too.
+Graph bifpn_node_graph(bool sum_as_residual, bool sum_also_out) {
+  Graph g = separable_graph(6, false, 1, false);
+  g.name = "bifpn_node";
+  const int x = g.inputs[0];
+  const int b = add_input(g, "b", Shape{1, 6, 18, 22});
+  Node sum;
+  sum.op_type = "WeightedSum";
+  sum.name = "fusion";
+  sum.inputs = {x, b};
+  sum.outputs = {g.add_value("sum")};
+  sum.attrs["weights"].kind = Attribute::Kind::Floats;
+  sum.attrs["weights"].floats = {0.6f, 0.4f};
+  Pool2dParams window;
+  window.kh = window.kw = 3;
+  window.stride_h = window.stride_w = 2;
+  window.dil_h = window.dil_w = 1;
+  window.pad_bottom = window.pad_right = 1;
+  WeightedSumLayer::attach_maxpool(sum, 1, window);
+  attach_activation(sum, Activation{ActKind::Swish});
+  g.nodes[0].inputs[0] = sum.outputs[0];  // the depthwise conv reads the sum
+  if (sum_as_residual) {
+    g.nodes[1].attrs.erase("activation");
+    g.nodes[1].inputs.push_back(sum.outputs[0]);
+  }
+  g.nodes.insert(g.nodes.begin(), sum);
+  if (sum_also_out) g.outputs.push_back(sum.outputs[0]);
+  return g;
+}
+
+// A WeightedSum read only by a SeparableConv becomes one WeightedSumSeparableConv
+// with the same output bits on the CPU; a sum that is also the residual or a graph
+// output stays stored.
+TEST(Passes, WeightedSumThenSeparableConvBecomesOneNode) {
+  struct Case {
+    bool sum_as_residual, sum_also_out;
+    int fused;
+  };
+  for (const Case& c : std::vector<Case>{{false, false, 1}, {true, false, 0}, {false, true, 0}}) {
+    SCOPED_TRACE(std::string(c.sum_as_residual ? "residual " : "") +
+                 (c.sum_also_out ? "sum kept" : ""));
+    std::vector<float> out[2];
+    int64_t flops[2] = {0, 0};
+    for (bool fuse : {false, true}) {
+      Graph g = bifpn_node_graph(c.sum_as_residual, c.sum_also_out);
+      PassOptions opt;
+      opt.fuse_weighted_sum_separable = fuse;
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.separable_conv, 1);
+      EXPECT_EQ(stats.weighted_sum_separable, fuse ? c.fused : 0);
+      const bool one_node = fuse && c.fused;
+      ASSERT_EQ(g.nodes.size(), one_node ? 1u : 2u);
+      if (one_node) {
+        EXPECT_EQ(g.nodes[0].op_type, "WeightedSumSeparableConv");
+      }
+      for (const Node& n : g.nodes) flops[fuse] += node_flops(g, n);
+      out[fuse] = run_on_cpu(g, {"x", "b"});
+    }
+    EXPECT_EQ(out[0], out[1]);
+    EXPECT_GT(flops[0], 0);
+    EXPECT_EQ(flops[0], flops[1]);  // the sum counts nothing either way
   }
 }
 

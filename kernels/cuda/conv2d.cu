@@ -18,6 +18,7 @@
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
+#include "kernels/cuda/fusion_inputs.cuh"
 #include "kernels/cuda/row_reduce.cuh"
 #include "kernels/cuda/window.cuh"
 
@@ -61,22 +62,46 @@ bool reads_input_directly(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
-// Depthwise output (oy, ox) of plane nc (image * C + channel), activation applied,
-// before it is stored: what depthwise_conv_kernel, depthwise_mean_kernel and the
-// separable conv's DepthwiseX compute alike.
+// Where the depthwise kernels read input plane nc (image * C + channel) at offset
+// `at`: StoredPlanes from memory; SummedPlanes computes it, a BiFPN fusion's output,
+// as weighted_sum_kernel would store it (weighted_sum_separable_conv2d).
 template <typename T>
+struct StoredPlanes {
+  const T* x;
+  int plane;  // h * w
+  __device__ __forceinline__ float operator()(int nc, int at) const {
+    return cuda::as_float(x[static_cast<size_t>(nc) * plane + at]);
+  }
+};
+
+template <typename T>
+struct SummedPlanes {
+  cuda::FusionInputs<T> sum;
+  int plane;
+  __device__ __forceinline__ float operator()(int nc, int at) const {
+    return cuda::as_float(cuda::fused_value(sum, nc * plane + at));
+  }
+};
+
+template <typename T>
+StoredPlanes<T> stored_planes(const T* x, const Conv32& p) {
+  return StoredPlanes<T>{x, p.h * p.w};
+}
+
+// Depthwise output (oy, ox) of plane nc, activation applied, before it is stored:
+// what depthwise_conv_kernel, depthwise_mean_kernel, separable_depthwise_kernel and
+// the separable conv's DepthwiseX compute alike.
+template <typename T, typename Input>
 __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation act,
-                                                  const T* __restrict__ x,
-                                                  const T* __restrict__ w,
+                                                  const Input& x, const T* __restrict__ w,
                                                   const T* __restrict__ bias, int nc, int oy,
                                                   int ox) {
   const int c = nc % p.c_in;
-  const T* xp = x + static_cast<size_t>(nc) * p.h * p.w;
   const T* wp = w + c * p.kh * p.kw;
   float s = bias ? cuda::as_float(bias[c]) : 0.f;
   cuda::for_each_tap(oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left, p.kh, p.kw,
                      p.dil_h, p.dil_w, p.h, p.w, [&](int at, int tap) {
-                       s += cuda::as_float(xp[at]) * cuda::as_float(wp[tap]);
+                       s += x(nc, at) * cuda::as_float(wp[tap]);
                      });
   return apply_activation(act, s);
 }
@@ -84,10 +109,9 @@ __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation ac
 // One thread per output element; consecutive threads walk along a row, so loads
 // of x and stores of y are coalesced. Y, y's storage, is T or float (throughout this
 // file: CudaBackend::conv2d_stores_f32).
-template <typename T, typename Y>
+template <typename T, typename Y, typename Input>
 __device__ __forceinline__ void store_depthwise_at(const Conv32& p, Activation act,
-                                                   const T* __restrict__ x,
-                                                   const T* __restrict__ w,
+                                                   const Input& x, const T* __restrict__ w,
                                                    const T* __restrict__ bias,
                                                    const T* __restrict__ residual,
                                                    Y* __restrict__ y, int i) {
@@ -105,15 +129,17 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
                                       const T* __restrict__ residual, Y* __restrict__ y,
                                       int total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < total) store_depthwise_at(p, act, x, w, bias, residual, y, i);
+  if (i < total) store_depthwise_at(p, act, stored_planes(x, p), w, bias, residual, y, i);
 }
 
-// A separable conv whose pointwise half has a bias but no activation or residual
-// (BiFPN's nodes, the heads' predictions): the depthwise kernel also fills the
-// pointwise output with that bias, and cuBLAS adds the product to it (beta = 1), so
-// no epilogue launch follows the GEMM. Threads cover the larger of the two tensors.
-template <typename T, typename Y>
-__global__ void depthwise_fill_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+// The depthwise half of a separable conv, into mid, from its Input (the conv's x, or
+// the BiFPN fusion it reads). Where the pointwise half has a bias but no activation
+// or residual (BiFPN's nodes, the heads' predictions), the kernel also fills the
+// pointwise output with that bias (y_total > 0), and cuBLAS adds the product to it
+// (beta = 1), so no epilogue launch follows the GEMM. Threads cover the larger of
+// the two tensors.
+template <typename T, typename Y, typename Input>
+__global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ mid, int mid_total,
                                       const T* __restrict__ y_bias, int y_inner, int y_channels,
@@ -137,7 +163,8 @@ __device__ __forceinline__ float store_depthwise_output(const Conv32& p, Activat
                                                         const T* __restrict__ w,
                                                         const T* __restrict__ bias, int nc,
                                                         int o, T* __restrict__ y) {
-  const T v = cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
+  const T v = cuda::stored<T>(
+      depthwise_output(p, act, stored_planes(x, p), w, bias, nc, o / p.w_out, o % p.w_out));
   y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
   return cuda::as_float(v);
 }
@@ -303,8 +330,8 @@ struct DepthwiseX {
   const T* w;
   const T* bias;
   __device__ __forceinline__ T operator()(int img, int row, int col) const {
-    return cuda::stored<T>(
-        depthwise_output(p, act, x, w, bias, img * p.c_in + row, col / p.w_out, col % p.w_out));
+    return cuda::stored<T>(depthwise_output(p, act, stored_planes(x, p), w, bias,
+                                            img * p.c_in + row, col / p.w_out, col % p.w_out));
   }
 };
 
@@ -517,10 +544,8 @@ void CudaBackend::conv2d(const Conv2dParams& p, const Tensor& x, const Tensor& w
 
 // With the fused pointwise kernels, the depthwise half is computed as the pointwise
 // kernel loads its input tile (DepthwiseX): one launch, and the depthwise output is
-// never stored. Without them, a pointwise half with a bias and nothing after it
-// starts from that bias, filled in by the depthwise kernel (depthwise_fill_kernel),
-// and cuBLAS adds its product: two launches instead of three. Otherwise the two convs
-// one after the other (Backend's default).
+// never stored. Otherwise separable_conv2d_of: the depthwise kernel into the
+// workspace, then the pointwise conv.
 size_t CudaBackend::separable_conv2d_workspace(const Conv2dParams& dw,
                                                const Conv2dParams& pw) const {
   return fuses_pointwise(pw) ? 0 : Backend::separable_conv2d_workspace(dw, pw);
@@ -531,12 +556,8 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
                                    const Tensor& w_pw, const Tensor* b_pw,
                                    const Tensor* residual, Tensor& y, void* workspace) {
   if (!fuses_pointwise(pw)) {
-    const bool starts_from_bias = b_pw && !residual && pw.act.kind == ActKind::None &&
-                                  pw.groups == 1 && reads_input_directly(pw);
-    if (starts_from_bias)
-      separable_conv2d_from_bias(dw, pw, x, w_dw, b_dw, w_pw, *b_pw, y, workspace);
-    else
-      Backend::separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, workspace);
+    separable_conv2d_of(&x, nullptr, nullptr, nullptr, dw, pw, w_dw, b_dw, w_pw, b_pw, residual,
+                        y, workspace);
     return;
   }
   const Conv32 qd = conv32(dw), qp = conv32(pw);
@@ -554,34 +575,94 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
   after_launch("separable_conv_kernel");
 }
 
-void CudaBackend::separable_conv2d_from_bias(const Conv2dParams& dw, const Conv2dParams& pw,
-                                             const Tensor& x, const Tensor& w_dw,
-                                             const Tensor* b_dw, const Tensor& w_pw,
-                                             const Tensor& b_pw, Tensor& y, void* workspace) {
-  check(workspace != nullptr, ErrorKind::Backend,
-        "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
+// BiFPN's fusion computed as the depthwise kernel reads it: the fused values are
+// never stored (one launch fewer). The fused 1x1 experiment takes Backend's
+// composition instead.
+size_t CudaBackend::weighted_sum_separable_conv2d_workspace(const WeightedSumParams& sum,
+                                                            const FusionResample* resample,
+                                                            const Conv2dParams& dw,
+                                                            const Conv2dParams& pw) const {
+  return fuses_pointwise(pw)
+             ? Backend::weighted_sum_separable_conv2d_workspace(sum, resample, dw, pw)
+             : Backend::separable_conv2d_workspace(dw, pw);
+}
+
+void CudaBackend::weighted_sum_separable_conv2d(
+    const WeightedSumParams& sum, const FusionResample* resample, const Tensor* const* xs,
+    const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw, const Tensor* b_dw,
+    const Tensor& w_pw, const Tensor* b_pw, const Tensor* residual, Tensor& y, void* workspace) {
+  if (fuses_pointwise(pw))
+    Backend::weighted_sum_separable_conv2d(sum, resample, xs, dw, pw, w_dw, b_dw, w_pw, b_pw,
+                                           residual, y, workspace);
+  else
+    separable_conv2d_of(nullptr, &sum, resample, xs, dw, pw, w_dw, b_dw, w_pw, b_pw, residual, y,
+                        workspace);
+}
+
+// The depthwise half (from x, or from the weighted sum) into the workspace, as
+// conv2d would store it; then the pointwise half. A pointwise half with a bias and
+// nothing after it starts from that bias, filled in by the depthwise kernel, and
+// cuBLAS adds its product: two launches instead of three.
+void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* sum,
+                                      const FusionResample* resample, const Tensor* const* xs,
+                                      const Conv2dParams& dw, const Conv2dParams& pw,
+                                      const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
+                                      const Tensor* b_pw, const Tensor* residual, Tensor& y,
+                                      void* workspace) {
+  const char* op = "separable_conv2d";
+  check(workspace != nullptr, ErrorKind::Backend, op,
+        ": needs separable_conv2d_workspace() bytes of workspace and got none");
   const Conv32 qd = conv32(dw), qp = conv32(pw);
   const int hw = qp.h_out * qp.w_out;
   const int mid_total = qd.n * qd.c_out * qd.h_out * qd.w_out;
-  const int y_total = qp.n * qp.c_out * hw;
-  if (y_total == 0) return;
-  cuda::with_storages(x.dtype, y.dtype, "separable_conv2d", [&](auto tag, auto y_tag) {
+  const bool starts_from_bias = b_pw && !residual && pw.act.kind == ActKind::None &&
+                                pw.groups == 1 && reads_input_directly(pw);
+  const int fill_total = starts_from_bias ? qp.n * qp.c_out * hw : 0;
+  Tensor mid;  // as Backend::separable_conv2d places it
+  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
+  mid.dtype = storage_;
+  mid.data = workspace;
+  void* rest = static_cast<unsigned char*>(workspace) +
+               (static_cast<size_t>(mid_total) * dtype_size(storage_) + 63) / 64 * 64;
+  cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
-    T* mid = static_cast<T*>(workspace);  // dw's output, [n, c_in, h, w], as the default's
-    depthwise_fill_kernel<T, Y>
-        <<<cuda::blocks_for(std::max(mid_total, y_total)), cuda::kBlock, 0, stream_>>>(
-            qd, dw.act, cuda::data<T>(x), cuda::data<T>(w_dw),
-            b_dw ? cuda::data<T>(*b_dw) : nullptr, mid, mid_total, cuda::data<T>(b_pw), hw,
-            qp.c_out, cuda::data<Y>(y), y_total);
-    after_launch("depthwise_fill_kernel");
+    const int threads = std::max(mid_total, fill_total);
+    if (threads == 0) return;
+    const T* b = b_dw ? cuda::data<T>(*b_dw) : nullptr;
+    const T* fill_bias = starts_from_bias ? cuda::data<T>(*b_pw) : nullptr;
+    using Stored = StoredPlanes<T>;
+    using Summed = SummedPlanes<T>;
+    const unsigned blocks = cuda::blocks_for(threads);
+    if (x)
+      separable_depthwise_kernel<T, Y, Stored><<<blocks, cuda::kBlock, 0, stream_>>>(
+          qd, dw.act, stored_planes(cuda::data<T>(*x), qd), cuda::data<T>(w_dw), b,
+          cuda::data<T>(mid), mid_total, fill_bias, hw, qp.c_out, cuda::data<Y>(y), fill_total);
+    else
+      separable_depthwise_kernel<T, Y, Summed><<<blocks, cuda::kBlock, 0, stream_>>>(
+          qd, dw.act,
+          Summed{cuda::fusion_inputs<T>(*sum, resample, xs, dw.h, dw.w, op), qd.h * qd.w},
+          cuda::data<T>(w_dw), b, cuda::data<T>(mid), mid_total, fill_bias, hw, qp.c_out,
+          cuda::data<Y>(y), fill_total);
+    after_launch("separable_depthwise_kernel");
+  });
+  if (starts_from_bias) {
     for (int img = 0; img < qp.n; ++img) {
       before_library_call();
-      conv_gemm(cublas_, x.dtype, y.dtype, qp, 1, mid + static_cast<size_t>(img) * qp.c_in * hw,
-                w_pw.data, cuda::data<Y>(y) + static_cast<size_t>(img) * qp.c_out * hw, 1.f);
+      conv_gemm(cublas_, storage_, y.dtype, qp, 1,
+                static_cast<const unsigned char*>(mid.data) +
+                    static_cast<size_t>(img) * qp.c_in * hw * dtype_size(storage_),
+                w_pw.data,
+                static_cast<unsigned char*>(y.data) +
+                    static_cast<size_t>(img) * qp.c_out * hw * dtype_size(y.dtype),
+                1.f);
       after_library_call();
     }
-  });
+  } else if (residual) {
+    conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);
+  } else {
+    conv2d(pw, mid, w_pw, b_pw, y, rest);
+  }
 }
 
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,

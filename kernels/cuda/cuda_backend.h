@@ -85,6 +85,15 @@ class CudaBackend : public Backend {
                         const Tensor* b_pw, const Tensor* residual, Tensor& y,
                         void* workspace) override;
   size_t separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const override;
+  void weighted_sum_separable_conv2d(const WeightedSumParams& sum, const FusionResample* resample,
+                                     const Tensor* const* xs, const Conv2dParams& dw,
+                                     const Conv2dParams& pw, const Tensor& w_dw,
+                                     const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
+                                     const Tensor* residual, Tensor& y, void* workspace) override;
+  size_t weighted_sum_separable_conv2d_workspace(const WeightedSumParams& sum,
+                                                 const FusionResample* resample,
+                                                 const Conv2dParams& dw,
+                                                 const Conv2dParams& pw) const override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
@@ -161,11 +170,13 @@ class CudaBackend : public Backend {
   void* cublas_workspace_ = nullptr;
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
-  // separable_conv2d whose pointwise output starts from its bias (conv2d.cu).
-  void separable_conv2d_from_bias(const Conv2dParams& dw, const Conv2dParams& pw,
-                                  const Tensor& x, const Tensor& w_dw, const Tensor* b_dw,
-                                  const Tensor& w_pw, const Tensor& b_pw, Tensor& y,
-                                  void* workspace);
+  // separable_conv2d and weighted_sum_separable_conv2d (conv2d.cu): the depthwise
+  // half reads x, or else computes the weighted sum of xs as it reads it.
+  void separable_conv2d_of(const Tensor* x, const WeightedSumParams* sum,
+                           const FusionResample* resample, const Tensor* const* xs,
+                           const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw,
+                           const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
+                           const Tensor* residual, Tensor& y, void* workspace);
   void conv2d_with_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                             const Tensor* bias, const Tensor* residual, Tensor& y,
                             void* workspace);
