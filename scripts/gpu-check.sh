@@ -257,8 +257,8 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   # Independent steps at once (D0's ten head branches): in fp32 that costs no memory
   # and is the default, timed here against one stream. In fp16 overlapping them all
   # keeps more fp16 intermediates alive than the sequential plan, so by default only
-  # what fits in the sequential arena overlaps (longest chain 140 of 161 steps on the
-  # emulation), and here the arena may grow by 5% (chain 128).
+  # what fits in the sequential arena overlaps (longest chain 116 of 137 steps on the
+  # emulation), and here the arena may grow by 5% (chain 104).
   if [ "$m" = tf_efficientdet_d0_rand0 ]; then
     step "bench_streams1_$m" 60 env REPSHARE_CUDA_STREAMS=1 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
