@@ -84,7 +84,7 @@ struct SummedPlanes {
 };
 
 template <typename T>
-StoredPlanes<T> stored_planes(const T* x, const Conv32& p) {
+__host__ __device__ __forceinline__ StoredPlanes<T> stored_planes(const T* x, const Conv32& p) {
   return StoredPlanes<T>{x, p.h * p.w};
 }
 
