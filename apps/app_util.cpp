@@ -19,10 +19,13 @@ namespace repshare {
 const char* kBackendUsage =
     "  --backend cpu|cuda     where to run (default cpu)\n"
     "  --threads N            CPU threads (default: all cores)\n"
-    "  --precision fp32|fp16  how float tensors are stored between kernels (default fp32;\n"
-    "                         fp16 keeps fp32 arithmetic in every kernel; on the cpu a\n"
-    "                         slower simulation of the GPU's fp16 mode, for accuracy and\n"
-    "                         memory checks before deploying)\n"
+    "  --precision fp32|fp16|tf32  how float tensors are stored between kernels (default\n"
+    "                         fp32; fp16 keeps fp32 arithmetic in every kernel; on the\n"
+    "                         cpu a slower simulation of the GPU's fp16 mode, for\n"
+    "                         accuracy and memory checks before deploying); tf32 (cuda,\n"
+    "                         compute capability 8.0+): fp32 storage, cuBLAS's GEMMs\n"
+    "                         (1x1 and im2col convs, Gemm) on TF32 tensor cores, as\n"
+    "                         PyTorch runs fp32 convolutions by default\n"
     "  --cuda-graphs on|off   CUDA: record each network once as a CUDA graph and replay\n"
     "                         it (default on)\n";
 
@@ -30,18 +33,19 @@ std::unique_ptr<Backend> backend_from_args(Args& args) {
   const std::string name = args.get("backend", "cpu");
   const int threads = args.get_int("threads", 0);
   const std::string precision = args.get("precision", "fp32");
-  check(precision == "fp32" || precision == "fp16", ErrorKind::Argument,
-        "--precision must be fp32 or fp16, got '", precision, "'");
+  check(precision == "fp32" || precision == "fp16" || precision == "tf32", ErrorKind::Argument,
+        "--precision must be fp32, fp16 or tf32, got '", precision, "'");
   const std::string graphs = args.get("cuda-graphs", "on");
   check(graphs == "on" || graphs == "off", ErrorKind::Argument,
         "--cuda-graphs must be on or off, got '", graphs, "'");
-  std::unique_ptr<Backend> backend =
-      make_backend(name, threads, precision == "fp16" ? DType::F16 : DType::F32);
+  std::unique_ptr<Backend> backend = make_backend(
+      name, threads, precision == "fp16" ? DType::F16 : DType::F32, precision == "tf32");
   backend->set_recording(graphs == "on");
   return backend;
 }
 
 const char* precision_name(const Backend& backend) {
+  if (backend.tf32_products()) return "tf32";
   return backend.float_storage() == DType::F16 ? "fp16" : "fp32";
 }
 

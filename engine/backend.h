@@ -270,6 +270,10 @@ class Backend {
   // stores weights and activations in it and converts at its edges, so the tensors
   // callers supply and read stay F32 whatever the mode.
   virtual DType float_storage() const { return DType::F32; }
+  // Whether fp32 GEMMs may round their operands to TF32 (10 fraction bits) for
+  // tensor cores, products then summed in fp32: CUDA's --precision tf32, what
+  // PyTorch does by default for convolutions.
+  virtual bool tf32_products() const { return false; }
 
   // What the backend itself takes (empty on the CPU: nothing beyond the process).
   virtual std::vector<BackendMemoryItem> overhead() const { return {}; }

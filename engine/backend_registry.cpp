@@ -1,5 +1,7 @@
 #include "engine/backend_registry.h"
 
+#include <string>
+
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/fp16_storage_backend.h"
@@ -31,10 +33,33 @@ bool cuda_available(std::string* why) {
 #endif
 }
 
+bool tf32_available(std::string* why) {
+  if (!cuda_available(why)) return false;
+#ifdef REPSHARE_WITH_CUDA
+  cudaDeviceProp prop;
+  const cudaError_t e = cudaGetDeviceProperties(&prop, 0);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string("no CUDA device properties: ") + cudaGetErrorString(e);
+    return false;
+  }
+  if (prop.major < 8) {
+    if (why)
+      *why = std::string("no TF32 tensor cores: ") + prop.name + " is compute capability " +
+             std::to_string(prop.major) + "." + std::to_string(prop.minor) + " (8.0+ has them)";
+    return false;
+  }
+#endif
+  return true;
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& name, int threads,
-                                      DType float_storage) {
+                                      DType float_storage, bool tf32_products) {
   check(float_storage == DType::F32 || float_storage == DType::F16, ErrorKind::Argument,
         "float storage must be float32 or float16, got ", dtype_name(float_storage));
+  check(!tf32_products || float_storage == DType::F32, ErrorKind::Argument,
+        "tf32 products take fp32 storage, not fp16");
+  check(!tf32_products || name != "cpu", ErrorKind::Argument,
+        "tf32 is a CUDA precision (tensor-core GEMMs); the cpu backend computes in fp32");
   if (name == "cpu") {
     if (float_storage == DType::F16)
       return std::unique_ptr<Backend>(new Fp16StorageCpuBackend(threads));
@@ -44,7 +69,7 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int threads,
     std::string why;
     if (!cuda_available(&why)) fail(ErrorKind::Backend, "backend 'cuda': ", why);
 #ifdef REPSHARE_WITH_CUDA
-    return std::unique_ptr<Backend>(new CudaBackend(0, float_storage));
+    return std::unique_ptr<Backend>(new CudaBackend(0, float_storage, tf32_products));
 #endif
   }
   fail(ErrorKind::Argument, "unknown backend '", name, "' (expected cpu or cuda)");

@@ -248,6 +248,11 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   step "bench_repshare_fp16_$m" 90 "$build/repshare" bench --backend cuda --precision fp16 \
     --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_fp16_$m.json" \
     "${extra[@]}"
+  # TF32 products (cuBLAS's GEMMs on tensor cores), PyTorch's default for fp32 convs:
+  # B0's target is against torch.compile in that default.
+  [ "$m" = timm_b0_rand0 ] &&
+    step "bench_repshare_tf32_$m" 90 "$build/repshare" bench --backend cuda --precision tf32 \
+      --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_tf32_$m.json"
   # The fused-pointwise experiment, timed beside the default in the same run.
   for precision in fp32 fp16; do
     step "bench_fused_pw_${precision}_$m" 60 env REPSHARE_CUDA_POINTWISE=fused \
@@ -455,6 +460,10 @@ targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead", *b0_fp32,
 # PyTorch's fp32 convs run in TF32 by default; this one keeps fp32 like repshare.
 targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead, TF32 off", *b0_fp32,
                       torch_ms("b0", "compile_fp32_strict"), "compile_fp32_strict", 1.0))
+# Both sides with TF32 products (repshare --precision tf32; PyTorch's default).
+targets.append(target("B0 tf32 <= 1.0x torch.compile reduce-overhead (both TF32)",
+                      *fastest(f"repshare_tf32_{b0}"), torch_ms("b0", "compile_fp32"),
+                      "compile_fp32", 1.0))
 targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "repshare fp32", 1.0))
 d0 = "tf_efficientdet_d0_rand0"
 d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}",

@@ -35,17 +35,19 @@ bool graphs_off_by_sync() {
 // OpenBLAS) accumulated over up to ~300 layers. fp16 mode: against the CPU's fp32,
 // within the bars tests/test_fp16_storage.cpp holds fp16 storage on the CPU to
 // (what rounding every stored tensor to fp16 does to these models), doubled for
-// CUDA's extra rounding between a GEMM and its epilogue.
+// CUDA's extra rounding between a GEMM and its epilogue. TF32 products: the GEMMs'
+// operands rounded to 11 significant bits, everything else fp32.
 void compare_whole_model(const std::string& name, DType storage = DType::F32,
-                         double bar = 1e-4) {
+                         double bar = 1e-4, bool tf32 = false) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no CUDA: " << why;
+  if (tf32 && !tf32_available(&why)) GTEST_SKIP() << why;
   const std::string path = exported_model(name);
   if (path.empty()) GTEST_SKIP() << name << ".onnx not found (scripts/fetch_models.sh)";
   Model m = load_model(path);
   const std::vector<std::string> wanted = stage_and_task_outputs(m);
   CpuBackend cpu;
-  auto cuda = make_backend("cuda", 0, storage);
+  auto cuda = make_backend("cuda", 0, storage, tf32);
   Session a(m, cpu, wanted), b(m, *cuda, wanted);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
@@ -77,6 +79,9 @@ TEST(BackendModels, EfficientNetB0CudaFp16MatchesCpu) {
 }
 TEST(BackendModels, EfficientDetD0CudaFp16MatchesCpu) {
   compare_whole_model("tf_efficientdet_d0_rand0", DType::F16, 1e-1);
+}
+TEST(BackendModels, EfficientNetB0CudaTf32MatchesCpu) {
+  compare_whole_model("timm_b0_rand0", DType::F32, 3e-2, true);  // as fp16: 11 bits
 }
 
 // An output that is a constant (it folded away, or a stage map names an

@@ -46,7 +46,9 @@ constexpr double kTranscendentalTolerance = 1e-4;
 // (2^-11 = 4.9e-4 relative at most) from fp32 results that differ in the last
 // bits, so an element differs by one fp16 step where the two land on either side
 // of a rounding boundary; where CUDA stores a GEMM's result before its bias and
-// activation epilogue, by two. 2e-3 bounds that; exact cases stay exact.
+// activation epilogue, by two. 2e-3 bounds that; exact cases stay exact. TF32
+// products (--precision tf32) round GEMM operands to the same 11 significant bits
+// and sum in fp32: the same bound against the CPU's fp32.
 constexpr double kFp16Tolerance = 2e-3;
 
 Floats random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
@@ -1248,13 +1250,15 @@ class BackendOps : public ::testing::TestWithParam<OpCase> {
       cpu_fp16_ = new Fp16StorageCpuBackend(0);
       gpu_ = make_backend("cuda", 0).release();
       gpu_fp16_ = make_backend("cuda", 0, DType::F16).release();
+      if (tf32_available(&no_tf32_reason_))
+        gpu_tf32_ = make_backend("cuda", 0, DType::F32, true).release();
     } catch (const Error& e) {
       setup_error_ = e.what();  // a GPU is there but unusable: every case fails
     }
   }
   static void TearDownTestSuite() {
-    for (Backend* b : {gpu_fp16_, gpu_, cpu_fp16_, cpu_}) delete b;
-    gpu_fp16_ = gpu_ = cpu_fp16_ = cpu_ = nullptr;
+    for (Backend* b : {gpu_tf32_, gpu_fp16_, gpu_, cpu_fp16_, cpu_}) delete b;
+    gpu_tf32_ = gpu_fp16_ = gpu_ = cpu_fp16_ = cpu_ = nullptr;
   }
   // Runs the case on both backends and compares the outputs.
   static void compare(const OpCase& op, Backend& reference, Backend& cuda, double tolerance) {
@@ -1286,6 +1290,8 @@ class BackendOps : public ::testing::TestWithParam<OpCase> {
   static Backend* cpu_fp16_;
   static Backend* gpu_;
   static Backend* gpu_fp16_;
+  static Backend* gpu_tf32_;
+  static std::string no_tf32_reason_;
 };
 std::string BackendOps::no_cuda_reason_;
 std::string BackendOps::setup_error_;
@@ -1293,8 +1299,11 @@ Backend* BackendOps::cpu_ = nullptr;
 Backend* BackendOps::cpu_fp16_ = nullptr;
 Backend* BackendOps::gpu_ = nullptr;
 Backend* BackendOps::gpu_fp16_ = nullptr;
+Backend* BackendOps::gpu_tf32_ = nullptr;
+std::string BackendOps::no_tf32_reason_;
 
-double fp16_tolerance(const OpCase& op) {
+// fp16 storage and TF32 products keep 11 significant bits (kFp16Tolerance).
+double eleven_bit_tolerance(const OpCase& op) {
   return op.tolerance == 0.0 ? 0.0 : std::max(op.tolerance, kFp16Tolerance);
 }
 
@@ -1307,7 +1316,14 @@ TEST_P(BackendOps, CudaMatchesCpu) {
 TEST_P(BackendOps, CudaFp16MatchesCpuInFp16Storage) {
   ASSERT_TRUE(setup_error_.empty()) << setup_error_;
   if (!gpu_fp16_) GTEST_SKIP() << no_cuda_reason_;
-  compare(GetParam(), *cpu_fp16_, *gpu_fp16_, fp16_tolerance(GetParam()));
+  compare(GetParam(), *cpu_fp16_, *gpu_fp16_, eleven_bit_tolerance(GetParam()));
+}
+
+TEST_P(BackendOps, CudaTf32MatchesCpu) {
+  ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+  if (!gpu_) GTEST_SKIP() << no_cuda_reason_;
+  if (!gpu_tf32_) GTEST_SKIP() << no_tf32_reason_;
+  compare(GetParam(), *cpu_, *gpu_tf32_, eleven_bit_tolerance(GetParam()));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, BackendOps, ::testing::ValuesIn(all_cases()),
@@ -1610,6 +1626,41 @@ TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
   }
 }
 
+// --precision tf32 puts cuBLAS's GEMMs on TF32 tensor cores: a dense conv big enough
+// for them (im2col + GEMM, also under REPSHARE_CUDA_POINTWISE=fused; TF "SAME" pads,
+// which cuDNN builds leave to cuBLAS too) moves from the CPU's fp32 by TF32's
+// rounding (far more than fp32's, within fp16's bound), while the depthwise conv, a
+// kernel of repshare's, keeps fp32's bits.
+TEST(BackendOpsContract, Tf32ProductsRoundTheGemmOperands) {
+  std::string why;
+  if (!tf32_available(&why)) GTEST_SKIP() << why;
+  std::unique_ptr<Backend> cpu = make_backend("cpu", 1), fp32 = make_backend("cuda");
+  std::unique_ptr<Backend> tf32 = make_backend("cuda", 0, DType::F32, true);
+  EXPECT_FALSE(fp32->tf32_products());
+  EXPECT_TRUE(tf32->tf32_products());
+  Conv2dParams dense = with_pads(conv(1, 64, 63, 63, 128, 3, 2, 1, Activation()), 0, 0, 1, 1);
+  Conv2dParams dw = with_pads(conv(1, 13, 9, 7, 13, 3, 1, 13, act(ActKind::Swish)), 1, 1, 1, 1);
+  for (Conv2dParams* p : {&dense, &dw}) {
+    p->h_out = conv_out(p->h, p->kh, p->stride_h, p->dil_h, p->pad_top, p->pad_bottom);
+    p->w_out = conv_out(p->w, p->kw, p->stride_w, p->dil_w, p->pad_left, p->pad_right);
+  }
+  auto run = [](Backend& be, const Conv2dParams& p) {
+    const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+    DeviceTensor X(be, xs, random_floats(count(xs), 60)), W(be, ws, random_floats(count(ws), 61));
+    DeviceTensor B(be, Shape{p.c_out}, random_floats(static_cast<size_t>(p.c_out), 62));
+    DeviceTensor Y(be, Shape{p.n, p.c_out, p.h_out, p.w_out});
+    DeviceBytes workspace(be, std::max<size_t>(be.conv2d_workspace(p), 1));
+    be.conv2d(p, X.t, W.t, &B.t, Y.t, workspace.data);
+    return Y.download();
+  };
+  const Floats want = run(*cpu, dense);
+  EXPECT_LE(normalized_error(want, run(*fp32, dense)), kFp32Tolerance);
+  const double tf32_error = normalized_error(want, run(*tf32, dense));
+  EXPECT_GT(tf32_error, 10 * kFp32Tolerance) << "TF32 asked for, fp32 products made";
+  EXPECT_LE(tf32_error, kFp16Tolerance);
+  EXPECT_EQ(run(*tf32, dw), run(*fp32, dw));
+}
+
 TEST(BackendRegistry, MakesCpuAndRejectsUnknownNames) {
   std::unique_ptr<Backend> cpu = make_backend("cpu", 1);
   EXPECT_EQ(cpu->name(), "cpu");
@@ -1619,6 +1670,21 @@ TEST(BackendRegistry, MakesCpuAndRejectsUnknownNames) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Argument);
     EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
+  }
+}
+
+// TF32 products are a CUDA mode over fp32 storage: asked of the cpu, or with fp16,
+// it is an argument error (before any GPU is looked for), not quietly ignored.
+TEST(BackendRegistry, Tf32IsRefusedOnTheCpuAndWithFp16) {
+  for (const auto& c : {std::make_pair(std::string("cpu"), DType::F32),
+                        std::make_pair(std::string("cuda"), DType::F16)}) {
+    try {
+      make_backend(c.first, 1, c.second, true);
+      FAIL() << "expected an error for tf32 on " << c.first << " " << dtype_name(c.second);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Argument);
+      EXPECT_NE(std::string(e.what()).find("tf32"), std::string::npos) << e.what();
+    }
   }
 }
 

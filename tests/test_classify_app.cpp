@@ -86,7 +86,13 @@ TEST(ClassifyCommand, Fp16PrecisionRunsTheSimulation) {
   CommandResult bad = run_repshare("classify --model " + kModel + " --tensor " + tensor +
                                    " --precision fp8");
   EXPECT_NE(bad.status, 0);
-  EXPECT_NE(bad.output.find("--precision must be fp32 or fp16"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("--precision must be fp32, fp16 or tf32"), std::string::npos)
+      << bad.output;
+  // TF32 is the GPU's tensor cores: on the cpu it is refused, not quietly fp32.
+  CommandResult tf32 = run_repshare("classify --model " + kModel + " --tensor " + tensor +
+                                    " --precision tf32");
+  EXPECT_NE(tf32.status, 0);
+  EXPECT_NE(tf32.output.find("tf32 is a CUDA precision"), std::string::npos) << tf32.output;
   std::remove(tensor.c_str());
 }
 

@@ -43,16 +43,21 @@ std::vector<BackendMemoryItem> CudaBackend::overhead() const {
 #ifdef REPSHARE_WITH_CUDNN
 const CudnnConv& CudaBackend::cudnn_conv(const Conv2dParams& p) const {
   std::shared_ptr<CudnnConv>& c = cudnn_convs_[cudnn_key(p)];
-  if (!c) c = std::make_shared<CudnnConv>(cudnn_, p, storage_);
+  if (!c) {
+    const bool tensor_ops = storage_ == DType::F16 || tf32_;
+    c = std::make_shared<CudnnConv>(cudnn_, p, storage_, tensor_ops);
+  }
   return *c;
 }
 #endif
 
-CudaBackend::CudaBackend(int device, DType float_storage)
-    : device_(device), storage_(float_storage) {
+CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
+    : device_(device), storage_(float_storage), tf32_(tf32_products) {
   check(float_storage == DType::F32 || float_storage == DType::F16, ErrorKind::Argument,
         "cuda backend: float storage must be float32 or float16, got ",
         dtype_name(float_storage));
+  check(!tf32_ || float_storage == DType::F32, ErrorKind::Argument,
+        "cuda backend: tf32 products take fp32 storage, not fp16");
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess)
@@ -66,6 +71,10 @@ CudaBackend::CudaBackend(int device, DType float_storage)
   REPSHARE_CUDA(cudaGetDeviceProperties(&prop, device));
   device_name_ = prop.name;
   tensor_cores_ = prop.major >= 7;
+  // cuBLAS would quietly compute in fp32 where there are no TF32 tensor cores.
+  check(!tf32_ || prop.major >= 8, ErrorKind::Unsupported, "cuda backend: tf32 needs compute ",
+        "capability 8.0 or later (Ampere, Orin); ", prop.name, " is ", prop.major, ".",
+        prop.minor);
   multiprocessors_ = prop.multiProcessorCount;
   // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
   REPSHARE_CUDA(cudaFree(nullptr));
@@ -99,8 +108,15 @@ CudaBackend::CudaBackend(int device, DType float_storage)
   REPSHARE_CUBLAS(cublasCreate(&cublas_));
   REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
   // Plain fp32 (the default mode never uses TF32 for sgemm; said explicitly because
-  // the CPU-reference tolerances of the tests assume full fp32 products).
+  // the CPU-reference tolerances of the tests assume full fp32 products), unless TF32
+  // is asked for: then GemmEx with fp32 compute rounds fp32 operands to TF32.
+#if CUBLAS_VER_MAJOR >= 11
+  REPSHARE_CUBLAS(
+      cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+#else
+  check(!tf32_, ErrorKind::Unsupported, "cuda backend: tf32 needs cuBLAS 11 or later");
   REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+#endif
 #if CUBLAS_VER_MAJOR >= 11
   REPSHARE_CUDA(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
   REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));

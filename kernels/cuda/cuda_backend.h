@@ -32,14 +32,17 @@ class CudaBackend : public Backend {
  public:
   // Throws Error(Backend) naming the CUDA error when there is no usable device.
   // float_storage F16 is fp16 mode: weights and activations stored as fp16, every
-  // kernel (and cuBLAS / cuDNN) accumulating in fp32.
-  explicit CudaBackend(int device = 0, DType float_storage = DType::F32);
+  // kernel (and cuBLAS / cuDNN) accumulating in fp32. tf32_products (fp32 storage,
+  // compute capability 8.0+, cuBLAS 11+): cuBLAS's GEMMs on TF32 tensor cores.
+  explicit CudaBackend(int device = 0, DType float_storage = DType::F32,
+                       bool tf32_products = false);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string name() const override { return "cuda"; }
   DType float_storage() const override { return storage_; }
+  bool tf32_products() const override { return tf32_; }
   int device() const { return device_; }
   const std::string& device_name() const { return device_name_; }
   // Device memory in use once the CUDA context, the stream and the cuBLAS handle
@@ -152,6 +155,7 @@ class CudaBackend : public Backend {
  private:
   int device_ = 0;
   DType storage_ = DType::F32;
+  bool tf32_ = false;
   std::string device_name_;
   CUstream_st* stream_ = nullptr;          // the current queue's
   std::vector<CUstream_st*> streams_;      // per queue; [0] runs everything outside record()

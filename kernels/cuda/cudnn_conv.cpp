@@ -21,7 +21,8 @@ CudnnKey cudnn_key(const Conv2dParams& p) {
           p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.pad_top, p.pad_left, p.groups};
 }
 
-CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage) {
+CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage,
+                     bool tensor_ops) {
   auto i = [](int64_t v) { return static_cast<int>(v); };
   const cudnnDataType_t type = storage == DType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   REPSHARE_CUDNN(cudnnCreateTensorDescriptor(&x_));
@@ -37,8 +38,8 @@ CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage)
                                                  i(p.dil_w), CUDNN_CROSS_CORRELATION,
                                                  CUDNN_DATA_FLOAT));
   REPSHARE_CUDNN(cudnnSetConvolutionGroupCount(conv_, i(p.groups)));
-  REPSHARE_CUDNN(cudnnSetConvolutionMathType(
-      conv_, storage == DType::F16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+  REPSHARE_CUDNN(
+      cudnnSetConvolutionMathType(conv_, tensor_ops ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   int n = 0, c = 0, h = 0, w = 0;
   REPSHARE_CUDNN(cudnnGetConvolution2dForwardOutputDim(conv_, x_, w_, &n, &c, &h, &w));
   check(n == p.n && c == p.c_out && h == p.h_out && w == p.w_out, ErrorKind::Backend,

@@ -21,11 +21,12 @@ CudnnKey cudnn_key(const Conv2dParams& p);
 
 class CudnnConv {
  public:
-  // Descriptors for NCHW tensors in `storage` with fp32 accumulation: float32 with
-  // FMA math (no TF32: results stay within the CPU reference's fp32 tolerances),
-  // float16 with tensor-core math; and the fastest algorithm cuDNN's heuristics
-  // offer within a workspace cap. Throws Error(Backend) naming the cuDNN status.
-  CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage);
+  // Descriptors for NCHW tensors in `storage` with fp32 accumulation: tensor-core
+  // math where tensor_ops (float16, or float32 with TF32 products), else FMA math
+  // (float32 without TF32: results stay within the CPU reference's fp32
+  // tolerances); and the fastest algorithm cuDNN's heuristics offer within a
+  // workspace cap. Throws Error(Backend) naming the cuDNN status.
+  CudnnConv(cudnnHandle_t handle, const Conv2dParams& p, DType storage, bool tensor_ops);
   ~CudnnConv();
   CudnnConv(const CudnnConv&) = delete;
   CudnnConv& operator=(const CudnnConv&) = delete;

@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -75,6 +76,7 @@ struct CUgraphExec_st {
 };
 struct cublasContext {
   cudaStream_t stream = nullptr;
+  bool tf32 = false;  // CUBLAS_TF32_TENSOR_OP_MATH
 };
 
 namespace cuda_emu {
@@ -918,6 +920,19 @@ void store(void* base, cudaDataType type, size_t i, float v) {
 
 size_t type_bytes(cudaDataType type) { return type == CUDA_R_16F ? 2 : 4; }
 
+// v with 10 fraction bits, as a TF32 tensor core takes an fp32 operand: rounded to
+// nearest even here, which is within one TF32 step of what the hardware does
+// (the tests compare TF32 results by tolerance, not by bits).
+float to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  u += 0xfffu + ((u >> 13) & 1u);
+  u &= ~0x1fffu;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
 // The extent in elements of `batch` column-major rows x cols matrices.
 size_t extent(int rows, int cols, int ld, long long stride, int batch) {
   if (rows == 0 || cols == 0 || batch == 0) return 0;
@@ -963,11 +978,15 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void* workspace, size_t byt
   return CUBLAS_STATUS_SUCCESS;
 }
 
-// The GEMMs here are full fp32: a mode that lets cuBLAS round more (TF32, fp16
-// reductions) would make results the emulation does not reproduce.
-cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t mode) {
-  return mode == CUBLAS_DEFAULT_MATH || mode == CUBLAS_PEDANTIC_MATH ? CUBLAS_STATUS_SUCCESS
-                                                                     : CUBLAS_STATUS_NOT_SUPPORTED;
+// Full fp32, or TF32 (cublasGemmStridedBatchedEx rounds fp32 operands as below);
+// other modes (fp16 reductions) would make results the emulation does not reproduce.
+cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (mode != CUBLAS_DEFAULT_MATH && mode != CUBLAS_PEDANTIC_MATH &&
+      mode != CUBLAS_TF32_TENSOR_OP_MATH)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  handle->tf32 = mode == CUBLAS_TF32_TENSOR_OP_MATH;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 const char* cublasGetStatusName(cublasStatus_t s) {
@@ -1010,6 +1029,13 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
   check_operand(call, "B", B, extent(b_rows, tb ? k : n, ldb, stride_b, batch) * type_bytes(b_type));
   check_operand(call, "C", C, extent(m, n, ldc, stride_c, batch) * type_bytes(c_type));
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  // TF32 mode (cublasSetMathMode) with fp32 compute rounds fp32 operands for the
+  // tensor cores; PEDANTIC compute never does.
+  const bool tf32 = handle->tf32 && a_type == CUDA_R_32F && compute == CUBLAS_COMPUTE_32F;
+  auto operand = [tf32](const void* base, cudaDataType type, size_t i) {
+    const float v = load(base, type, i);
+    return tf32 ? to_tf32(v) : v;
+  };
   const cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
   record_error(enqueue(
       handle->stream,
@@ -1022,12 +1048,12 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
           for (int i = 0; i < m; ++i)
             for (int l = 0; l < k; ++l)
               a[static_cast<size_t>(i) * k + l] =
-                  load(A, a_type, b * stride_a + (ta ? l + static_cast<size_t>(i) * lda
+                  operand(A, a_type, b * stride_a + (ta ? l + static_cast<size_t>(i) * lda
                                                      : i + static_cast<size_t>(l) * lda));
           for (int j = 0; j < n; ++j)
             for (int l = 0; l < k; ++l)
               bt[static_cast<size_t>(j) * k + l] =
-                  load(B, b_type, b * stride_b + (tb ? j + static_cast<size_t>(l) * ldb
+                  operand(B, b_type, b * stride_b + (tb ? j + static_cast<size_t>(l) * ldb
                                                      : l + static_cast<size_t>(j) * ldb));
           for (int j = 0; j < n; ++j)
             for (int i = 0; i < m; ++i) {
