@@ -34,7 +34,8 @@ def kernel_durations(lines):
         unit = r["Metric Unit"].strip()
         if unit not in NS_PER_UNIT:
             raise ValueError(f"unknown duration unit '{unit}' for {r['Kernel Name']}")
-        out.append((r["Kernel Name"], float(r["Metric Value"].replace(",", "")) * NS_PER_UNIT[unit]))
+        value = float(r["Metric Value"].replace(",", ""))  # thousands separators
+        out.append((r["Kernel Name"], value * NS_PER_UNIT[unit]))
     if not out:
         raise ValueError("no gpu__time_duration.sum rows")
     return out
