@@ -1022,9 +1022,12 @@ std::vector<OpCase> all_cases() {
   c.push_back(channel_affine_case("c1", 1, 1, 15, none));
   c.push_back(channel_affine_case("inner1_swish", 3, 13, 1, swish));
   // squeeze_excitation: per-image gates on activations (odd sizes, c above the
-  // block size, c_se not a warp multiple), one gate on folded weights, no biases.
+  // block size, c_se not a warp multiple), one gate on folded weights, no biases;
+  // at batch 1, small planes in one launch (B0's last stage) and larger in two.
   c.push_back(squeeze_excitation_case("n2_activation", 2, 13, 5, 2, 7 * 9, true));
   c.push_back(squeeze_excitation_case("c300_activation", 1, 300, 37, 1, 11, true));
+  c.push_back(squeeze_excitation_case("b0_7x7_activation", 1, 1152, 48, 1, 49, true));
+  c.push_back(squeeze_excitation_case("plane257_activation", 1, 13, 5, 1, 257, true));
   c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
   c.push_back(squeeze_excitation_case("folded_weights_partial_slice", 1, 100, 7, 13, 1, false));
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));

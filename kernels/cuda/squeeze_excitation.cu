@@ -1,9 +1,10 @@
 // Squeeze-excitation in two launches instead of five (two GEMMs with their
 // bias/activation epilogues and a broadcast Mul): one block per image computes the
 // gate, its mean and hidden layer in shared memory; then one thread per target
-// element applies it. At batch 1 with the gate folded into the projection conv's
-// weights (a target of c_out rows of c: small) it is one launch: each block
-// computes the hidden layer again and gates a slice of the columns.
+// element applies it. At batch 1 with a small target (the gate folded into the
+// projection conv's weights, c_out rows of c; or the 7x7 and 14x14 activations of
+// the last stages, whose projections are too wide to fold) it is one launch: each
+// block computes the hidden layer again and gates a slice of the channels.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
@@ -74,8 +75,10 @@ __global__ void __launch_bounds__(kSeBlock)
     gate[img * p.c + ch] = se_gate_of(p, w_expand, b_expand, hidden, ch);
 }
 
-// Batch 1, target [outer, c] (inner 1): block b gates columns [b * kSeSlice, +kSeSlice)
+// Batch 1, target [outer, c, inner]: block b gates channels [b * kSeSlice, +kSeSlice)
 // of every row, with the same gate arithmetic as se_gate_kernel + se_apply_kernel.
+// Consecutive threads take consecutive elements of a channel's inner run (or, inner
+// 1, consecutive channels): coalesced.
 constexpr int kSeSlice = 64;
 
 template <typename T>
@@ -94,9 +97,10 @@ __global__ void __launch_bounds__(kSeBlock)
   for (int k = threadIdx.x; k < width; k += blockDim.x)
     gate[k] = se_gate_of(p, w_expand, b_expand, hidden, ch0 + k);
   __syncthreads();
-  for (int e = threadIdx.x; e < p.outer * width; e += blockDim.x) {
-    const int row = e / width, k = e % width;
-    const size_t at = static_cast<size_t>(row) * p.c + ch0 + k;
+  const int run = width * p.inner;  // one row's elements in this slice
+  for (int e = threadIdx.x; e < p.outer * run; e += blockDim.x) {
+    const int row = e / run, k = (e % run) / p.inner, j = e % p.inner;
+    const size_t at = (static_cast<size_t>(row) * p.c + ch0 + k) * p.inner + j;
     y[at] = cuda::stored<T>(cuda::as_float(target[at]) * gate[k]);
   }
 }
@@ -111,9 +115,15 @@ __global__ void se_apply_kernel(Se32 p, const T* __restrict__ target,
   y[i] = cuda::stored<T>(cuda::as_float(target[i]) * s);
 }
 
-// Batch 1 with the gate folded into the projection weights: se_rows_kernel, one
-// launch, its gates in shared memory.
-bool se_in_one_launch(const SqueezeExcitationParams& p) { return p.n == 1 && p.inner == 1; }
+// Batch 1 with the gate folded into the projection weights, or gating planes of at
+// most kSeOneLaunchPlane elements: se_rows_kernel, one launch, its gates in shared
+// memory. Larger planes keep se_apply_kernel's one thread per element: a block per
+// 64 channels would leave most of the GPU idle on B0's 112x112 blocks (96 channels).
+constexpr int64_t kSeOneLaunchPlane = 256;
+
+bool se_in_one_launch(const SqueezeExcitationParams& p) {
+  return p.n == 1 && p.inner <= kSeOneLaunchPlane;
+}
 
 }  // namespace
 
