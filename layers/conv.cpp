@@ -104,18 +104,8 @@ namespace {
 
 const char kDepthwisePrefix[] = "depthwise_";
 
-// The depthwise conv inside a SeparableConv node, as a Conv node of its own (for
-// its attributes and error messages; its inputs and outputs stay empty).
-Node depthwise_part(const Node& n) {
-  Node d;
-  d.op_type = "Conv";
-  d.name = n.name + "/depthwise";
-  const std::string prefix = kDepthwisePrefix;
-  for (const auto& a : n.attrs)
-    if (a.first.compare(0, prefix.size(), prefix) == 0)
-      d.attrs[a.first.substr(prefix.size())] = a.second;
-  return d;
-}
+// The depthwise conv inside a SeparableConv node, as a Conv node of its own.
+Node depthwise_part(const Node& n) { return folded_part(n, "Conv", kDepthwisePrefix, "depthwise"); }
 
 }  // namespace
 

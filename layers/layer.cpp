@@ -62,6 +62,17 @@ Activation fused_activation(const Node& n, const std::string& name) {
   return a;
 }
 
+Node folded_part(const Node& n, const std::string& op_type, const std::string& prefix,
+                 const std::string& part) {
+  Node d;
+  d.op_type = op_type;
+  d.name = n.name + "/" + part;
+  for (const auto& a : n.attrs)
+    if (a.first.compare(0, prefix.size(), prefix) == 0)
+      d.attrs[a.first.substr(prefix.size())] = a.second;
+  return d;
+}
+
 void attach_activation(Node& n, const Activation& a, const std::string& name) {
   Attribute kind, alpha, beta;
   kind.kind = Attribute::Kind::String;

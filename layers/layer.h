@@ -61,6 +61,11 @@ void require_f32(const Graph& g, const Node& n, size_t i);
 Activation fused_activation(const Node& n, const std::string& name = "activation");
 void attach_activation(Node& n, const Activation& a, const std::string& name = "activation");
 ActKind act_kind_from_name(const std::string& name);  // Unsupported on unknown names
+// A node a fusion folded into n, its attributes kept under `prefix`, as a node of its
+// own: op_type, the name n.name + "/" + part, and n's attributes that start with
+// prefix, without it (for its parameters and error messages; no inputs or outputs).
+Node folded_part(const Node& n, const std::string& op_type, const std::string& prefix,
+                 const std::string& part);
 // Resolves ONNX pads / auto_pad for the spatial axes of a conv or pool window.
 // in, kernel (dilated extent), stride per axis; returns {begin..., end...}.
 std::vector<int64_t> resolve_pads(const Node& n, const std::vector<int64_t>& in,

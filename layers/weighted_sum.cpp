@@ -139,18 +139,12 @@ namespace {
 const char kSumPrefix[] = "sum_";
 constexpr size_t kSumInputsFrom = 6;  // after a SeparableConv's six inputs
 
-// The WeightedSum inside a WeightedSumSeparableConv node, as a node of its own
-// (its inputs, attributes and name for error messages; no outputs).
+// The WeightedSum inside a WeightedSumSeparableConv node, as a node of its own, with
+// its inputs (no outputs).
 Node sum_part(const Node& n) {
-  Node s;
-  s.op_type = "WeightedSum";
-  s.name = n.name + "/sum";
+  Node s = folded_part(n, "WeightedSum", kSumPrefix, "sum");
   s.inputs = {n.inputs.at(0)};
   for (size_t i = kSumInputsFrom; i < n.inputs.size(); ++i) s.inputs.push_back(n.inputs[i]);
-  const std::string prefix = kSumPrefix;
-  for (const auto& a : n.attrs)
-    if (a.first.compare(0, prefix.size(), prefix) == 0)
-      s.attrs[a.first.substr(prefix.size())] = a.second;
   return s;
 }
 
