@@ -140,10 +140,10 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
 // the two tensors.
 template <typename T, typename Y, typename Input>
 __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
-                                      const T* __restrict__ w, const T* __restrict__ bias,
-                                      T* __restrict__ mid, int mid_total,
-                                      const T* __restrict__ y_bias, int y_inner, int y_channels,
-                                      Y* __restrict__ y, int y_total) {
+                                           const T* __restrict__ w, const T* __restrict__ bias,
+                                           T* __restrict__ mid, int mid_total,
+                                           const T* __restrict__ y_bias, int y_inner,
+                                           int y_channels, Y* __restrict__ y, int y_total) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < mid_total) store_depthwise_at<T, T>(p, act, x, w, bias, nullptr, mid, i);
   if (i < y_total) y[i] = cuda::stored<Y>(cuda::as_float(y_bias[(i / y_inner) % y_channels]));
