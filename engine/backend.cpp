@@ -95,6 +95,15 @@ size_t depthwise_output_bytes(const Conv2dParams& dw, DType storage) {
 
 }  // namespace
 
+Tensor Backend::separable_mid(const Conv2dParams& dw, void* workspace, void** rest) const {
+  Tensor mid;
+  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
+  mid.dtype = float_storage();  // y may be F32 (conv2d_stores_f32)
+  mid.data = workspace;
+  *rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, mid.dtype);
+  return mid;
+}
+
 size_t Backend::separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const {
   return depthwise_output_bytes(dw, float_storage()) +
          std::max(conv2d_workspace(dw), conv2d_workspace(pw));
@@ -106,11 +115,8 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
                                void* workspace) {
   check(workspace != nullptr, ErrorKind::Backend,
         "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
-  Tensor mid;
-  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
-  mid.dtype = float_storage();  // y may be F32 (conv2d_stores_f32)
-  mid.data = workspace;
-  void* rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, mid.dtype);
+  void* rest = nullptr;
+  Tensor mid = separable_mid(dw, workspace, &rest);
   conv2d(dw, x, w_dw, b_dw, mid, rest);
   if (residual)
     conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);

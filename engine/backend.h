@@ -435,6 +435,11 @@ class Backend {
   virtual void convert(const Tensor& x, Tensor& y) = 0;
   virtual void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                               Tensor& y) = 0;
+
+ protected:
+  // Where separable_conv2d keeps dw's output in its workspace (float_storage()), and
+  // in *rest where the rest of the workspace, for either conv, starts.
+  Tensor separable_mid(const Conv2dParams& dw, void* workspace, void** rest) const;
 };
 
 }  // namespace repshare

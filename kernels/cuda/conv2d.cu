@@ -618,12 +618,8 @@ void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* 
   const bool starts_from_bias = b_pw && !residual && pw.act.kind == ActKind::None &&
                                 pw.groups == 1 && reads_input_directly(pw);
   const int fill_total = starts_from_bias ? qp.n * qp.c_out * hw : 0;
-  Tensor mid;  // as Backend::separable_conv2d places it
-  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
-  mid.dtype = storage_;
-  mid.data = workspace;
-  void* rest = static_cast<unsigned char*>(workspace) +
-               (static_cast<size_t>(mid_total) * dtype_size(storage_) + 63) / 64 * 64;
+  void* rest = nullptr;
+  const Tensor mid = separable_mid(dw, workspace, &rest);
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);

@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/row_reduce.cuh"
 
 namespace repshare {
 namespace {
@@ -32,7 +33,7 @@ __device__ void se_hidden(const Se32& p, const T* __restrict__ mean, const T* __
     float s = 0.f;
 #pragma unroll 8  // loads in flight; the sum keeps its order
     for (int k = lane; k < p.c; k += 32) s += cuda::as_float(row[k]) * m[k];
-    for (int offset = 16; offset > 0; offset /= 2) s += __shfl_down_sync(0xffffffffu, s, offset);
+    s = cuda::warp_combine(s, [](float a, float b) { return a + b; });
     if (lane == 0) {
       const float bias = b_reduce ? cuda::as_float(b_reduce[j]) : 0.f;
       hidden[j] = apply_activation(p.act_reduce, s + bias);
