@@ -20,9 +20,15 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const int64_t positions = y.numel() / y[1];
     return 2 * positions * w_dw[0] * w_dw[2] * w_dw[3] + 2 * y.numel() * w_pw[1];
   }
-  if (n.op_type == "SqueezeExcitation") {  // two 1x1 convs on [N, C, 1, 1]
-    const Shape& w = g.values[n.inputs[1]].shape;  // [Cse, C, 1, 1]
-    return 2 * 2 * g.values[n.inputs[0]].shape[0] * w.numel();
+  // Two 1x1 convs on [N, C, 1, 1] (gating counts nothing, as a Mul node does), then,
+  // fused, the conv reading the gated weights or input.
+  if (n.op_type == "SqueezeExcitation" || n.op_type == "SqueezeExcitationConv") {
+    const Shape& w_se = g.values[n.inputs[1]].shape;  // [Cse, C, 1, 1]
+    const int64_t se = 2 * 2 * g.values[n.inputs[0]].shape[0] * w_se.numel();
+    if (n.op_type == "SqueezeExcitation") return se;
+    const Shape& w = g.values[n.inputs[n.attr_int("gates_weights", 0) ? 5 : 6]].shape;
+    const Shape& y = g.values[n.outputs[0]].shape;
+    return se + 2 * y.numel() * w[1] * w[2] * w[3];
   }
   if (n.op_type == "Gemm" || n.op_type == "MatMul") {
     const Shape& a = g.values[n.inputs[0]].shape;

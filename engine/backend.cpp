@@ -155,6 +155,43 @@ void Backend::weighted_sum_separable_conv2d(const WeightedSumParams& sum,
   separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, rest);
 }
 
+Tensor Backend::squeeze_excitation_gated(const Tensor& target, void* workspace,
+                                         void** rest) const {
+  Tensor gated;
+  gated.shape = target.shape;
+  gated.dtype = float_storage();
+  gated.data = workspace;
+  *rest = static_cast<unsigned char*>(workspace) + workspace_bytes(target.numel(), gated.dtype);
+  return gated;
+}
+
+size_t Backend::squeeze_excitation_conv2d_workspace(const SqueezeExcitationParams& se,
+                                                    const Conv2dParams& conv) const {
+  return workspace_bytes(se.outer * se.c * se.inner, float_storage()) +
+         std::max(squeeze_excitation_workspace(se), conv2d_workspace(conv));
+}
+
+void Backend::squeeze_excitation_conv2d(const SqueezeExcitationParams& se,
+                                        const Conv2dParams& conv, bool gates_weights,
+                                        const Tensor& mean, const Tensor& w_reduce,
+                                        const Tensor* b_reduce, const Tensor& w_expand,
+                                        const Tensor* b_expand, const Tensor& target,
+                                        const Tensor& other, const Tensor* bias,
+                                        const Tensor* residual, Tensor& y, void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "squeeze_excitation_conv2d: needs squeeze_excitation_conv2d_workspace() bytes of "
+        "workspace and got none");
+  void* rest = nullptr;
+  Tensor gated = squeeze_excitation_gated(target, workspace, &rest);
+  squeeze_excitation(se, mean, w_reduce, b_reduce, w_expand, b_expand, target, gated, rest);
+  const Tensor& x = gates_weights ? other : gated;
+  const Tensor& w = gates_weights ? gated : other;
+  if (residual)
+    conv2d_residual(conv, x, w, bias, *residual, y, rest);
+  else
+    conv2d(conv, x, w, bias, y, rest);
+}
+
 size_t Backend::weighted_sum_resampled_workspace(const WeightedSumParams& p,
                                                  const FusionResample* resample) const {
   size_t bytes = 0;

@@ -406,6 +406,27 @@ class Backend {
                                                          const FusionResample* resample,
                                                          const Conv2dParams& dw,
                                                          const Conv2dParams& pw) const;
+  // squeeze_excitation_conv2d: a squeeze-excitation whose output only a conv reads
+  //   (engine/passes fuse_squeeze_excitation_conv; MBConv's projection): y =
+  //   conv2d(conv, x, gated) when gates_weights (the gate folded into the conv's
+  //   weights, `target`, and `other` is the conv's input), else conv2d(conv, gated,
+  //   other) (`target` the activation gated, `other` the weights); gated is
+  //   squeeze_excitation(se, ..., target), plus residual when not null (as
+  //   conv2d_residual). This default stores gated in the workspace
+  //   (squeeze_excitation_conv2d_workspace bytes) and runs the two. A backend may
+  //   start a 1x1 conv's output from its bias plus residual, rounded to storage, and
+  //   add the product to that: its one rounding then replaces conv2d_residual's
+  //   rounding of the product and of the sum, so outputs may differ from the
+  //   composition's by one rounding in fp32 as in fp16.
+  virtual void squeeze_excitation_conv2d(const SqueezeExcitationParams& se,
+                                         const Conv2dParams& conv, bool gates_weights,
+                                         const Tensor& mean, const Tensor& w_reduce,
+                                         const Tensor* b_reduce, const Tensor& w_expand,
+                                         const Tensor* b_expand, const Tensor& target,
+                                         const Tensor& other, const Tensor* bias,
+                                         const Tensor* residual, Tensor& y, void* workspace);
+  virtual size_t squeeze_excitation_conv2d_workspace(const SqueezeExcitationParams& se,
+                                                     const Conv2dParams& conv) const;
   virtual void activation(const Activation& a, const Tensor& x, Tensor& y) = 0;
   virtual void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) = 0;
   virtual void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
@@ -440,6 +461,9 @@ class Backend {
   // Where separable_conv2d keeps dw's output in its workspace (float_storage()), and
   // in *rest where the rest of the workspace, for either conv, starts.
   Tensor separable_mid(const Conv2dParams& dw, void* workspace, void** rest) const;
+  // Where squeeze_excitation_conv2d keeps the gated tensor, target's shape in
+  // float_storage(), in its workspace, and in *rest where the rest starts.
+  Tensor squeeze_excitation_gated(const Tensor& target, void* workspace, void** rest) const;
 };
 
 }  // namespace repshare

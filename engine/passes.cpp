@@ -116,16 +116,19 @@ bool is_depthwise_conv(const Graph& g, const Node& conv) {
 }
 
 // A 1x1 Conv, stride 1, no padding (auto_pad pads nothing there), one group, one
-// output.
-bool is_pointwise_conv(const Graph& g, const Node& conv) {
+// output, on input x with weights w.
+bool is_pointwise_conv(const Node& conv, const Shape& x, const Shape& w) {
   const std::vector<int64_t> ones = {1, 1}, zeros = {0, 0, 0, 0};
   if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.inputs.size() < 2 ||
       conv.attr_int("group", 1) != 1 || conv.attr_ints("strides", ones) != ones ||
       conv.attr_ints("dilations", ones) != ones || conv.attr_ints("pads", zeros) != zeros)
     return false;
-  const Shape& x = g.values[conv.inputs[0]].shape;
-  const Shape& w = g.values[conv.inputs[1]].shape;
-  return x.rank() == 4 && w == Shape{w[0], x[1], 1, 1};
+  return x.rank() == 4 && w.rank() == 4 && w == Shape{w[0], x[1], 1, 1};
+}
+
+bool is_pointwise_conv(const Graph& g, const Node& conv) {
+  return conv.inputs.size() >= 2 &&
+         is_pointwise_conv(conv, g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape);
 }
 
 void erase_marked(Graph& g) {
@@ -628,6 +631,38 @@ int fuse_squeeze_excitation(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// A SqueezeExcitation whose output only a pointwise Conv reads, as its weights (the
+// gate folded into them by fold_channel_gate) or as its input: one
+// SqueezeExcitationConv node (Backend::squeeze_excitation_conv2d), so that a
+// backend can start the conv's output from its bias and residual while the gate is
+// computed (CUDA: the squeeze-excitation kernel fills it, and cuBLAS adds its
+// product: no epilogue launch after each MBConv projection).
+int fuse_squeeze_excitation_conv(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (Node& se : g.nodes) {
+    if (se.op_type != "SqueezeExcitation" || se.outputs.size() != 1) continue;
+    const int gated = se.outputs[0], c = sole_consumer(u, gated);
+    if (c < 0) continue;
+    Node& conv = g.nodes[c];
+    if (conv.op_type != "Conv" || conv.inputs.size() < 2 || conv.inputs.size() > 4 ||
+        std::count(conv.inputs.begin(), conv.inputs.end(), gated) != 1 ||
+        (conv.inputs[0] != gated && conv.inputs[1] != gated))
+      continue;
+    // The gated value has the target's shape (fold_channel_gate's is not inferred).
+    const Shape& target = g.values[se.inputs[5]].shape;
+    const bool gates_weights = conv.inputs[1] == gated;
+    const Shape& x = gates_weights ? g.values[conv.inputs[0]].shape : target;
+    const Shape& w = gates_weights ? target : g.values[conv.inputs[1]].shape;
+    if (!is_pointwise_conv(conv, x, w)) continue;
+    conv = SqueezeExcitationConvLayer::fuse(se, conv);
+    se.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
 }  // namespace
 
 void infer_shapes(Graph& g) {
@@ -667,6 +702,8 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_residual_add) stats.residual_add = fuse_residual_add(g, opt);
   if (opt.fuse_squeeze_excitation)
     stats.squeeze_excitation = fuse_squeeze_excitation(g, opt);
+  if (opt.fuse_squeeze_excitation_conv)
+    stats.squeeze_excitation_conv = fuse_squeeze_excitation_conv(g, opt);
   if (opt.fuse_separable_conv) stats.separable_conv = fuse_separable_conv(g, opt);
   if (opt.fuse_weighted_sum_separable)
     stats.weighted_sum_separable = fuse_weighted_sum_separable(g, opt);

@@ -22,6 +22,8 @@ struct PassOptions {
   bool fuse_channel_mean = true; // depthwise Conv -> ReduceMean over H, W: a second output
   bool fuse_residual_add = true; // Add(Conv without activation, r) -> the Conv adds r
   bool fuse_squeeze_excitation = true;  // SE's two 1x1 convs and gate -> SqueezeExcitation
+  // SqueezeExcitation read only by a 1x1 Conv -> SqueezeExcitationConv
+  bool fuse_squeeze_excitation_conv = true;
   bool fuse_separable_conv = true;  // depthwise Conv read only by a 1x1 Conv -> SeparableConv
   // WeightedSum read only by a SeparableConv -> WeightedSumSeparableConv
   bool fuse_weighted_sum_separable = true;
@@ -33,14 +35,15 @@ struct PassOptions {
   void set_fusions(bool on) {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
         fold_resample = fold_channel_gate = fuse_channel_mean = fuse_residual_add =
-            fuse_squeeze_excitation = fuse_separable_conv = fuse_weighted_sum_separable = on;
+            fuse_squeeze_excitation = fuse_squeeze_excitation_conv = fuse_separable_conv =
+                fuse_weighted_sum_separable = on;
   }
 };
 
 struct PassStats {
   int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
       resample = 0, channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0,
-      separable_conv = 0, weighted_sum_separable = 0;
+      squeeze_excitation_conv = 0, separable_conv = 0, weighted_sum_separable = 0;
 };
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers

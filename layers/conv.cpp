@@ -51,18 +51,34 @@ Conv2dParams conv2d_params(const Node& n, const Shape& x, const Shape& w) {
   return p;
 }
 
+void check_conv_bias_residual(const Node& n, const Graph& g, const Conv2dParams& p,
+                              size_t bias, size_t residual, const Shape& y) {
+  if (has_input(n, bias)) {
+    require_f32(g, n, bias);
+    check(input_value(g, n, bias).shape.numel() == p.c_out, ErrorKind::Shape, n.label(),
+          ": bias has ", input_value(g, n, bias).shape.numel(), " values for ", p.c_out,
+          " output channels");
+  }
+  if (has_input(n, residual)) {
+    require_f32(g, n, residual);
+    check(input_value(g, n, residual).shape == y, ErrorKind::Shape, n.label(), ": residual ",
+          input_value(g, n, residual).shape.str(), " is not the output's shape ", y.str());
+    check(p.act.kind == ActKind::None, ErrorKind::Unsupported, n.label(),
+          ": a residual is added to a convolution without activation only");
+  }
+}
+
 void ConvLayer::build(const Node& n, Graph& g) {
   require_f32(g, n, 0);
   require_f32(g, n, 1);
   p_ = conv2d_params(n, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
   has_bias_ = has_input(n, 2);
-  if (has_bias_) {
-    require_f32(g, n, 2);
-    check(input_value(g, n, 2).shape.numel() == p_.c_out, ErrorKind::Shape, n.label(),
-          ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", p_.c_out,
-          " output channels");
-  }
-  set_output(g, n, 0, Shape{p_.n, p_.c_out, p_.h_out, p_.w_out});
+  const Shape y{p_.n, p_.c_out, p_.h_out, p_.w_out};
+  // A fourth input, a tensor of the output's shape added to it, is the skip
+  // connection the fuse_residual_add pass folds in (after the bias, no activation).
+  has_residual_ = has_input(n, 3);
+  check_conv_bias_residual(n, g, p_, 2, 3, y);
+  set_output(g, n, 0, y);
   // A second output, the mean of each output plane, is made by the
   // fuse_channel_mean pass for depthwise convs (the squeeze-excitation pool).
   has_channel_mean_ = n.outputs.size() > 1;
@@ -71,17 +87,8 @@ void ConvLayer::build(const Node& n, Graph& g) {
           ": a second output (channel means) is made for depthwise convolutions only");
     set_output(g, n, 1, Shape{p_.n, p_.c_out, 1, 1});
   }
-  // A fourth input, a tensor of the output's shape added to it, is the skip
-  // connection the fuse_residual_add pass folds in (after the bias, no activation).
-  has_residual_ = has_input(n, 3);
-  if (has_residual_) {
-    require_f32(g, n, 3);
-    check(input_value(g, n, 3).shape == g.values[n.outputs[0]].shape, ErrorKind::Shape, n.label(),
-          ": residual ", input_value(g, n, 3).shape.str(), " is not the output's shape ",
-          g.values[n.outputs[0]].shape.str());
-    check(p_.act.kind == ActKind::None && !has_channel_mean_, ErrorKind::Unsupported, n.label(),
-          ": a residual is added to a convolution without activation or channel means only");
-  }
+  check(!has_residual_ || !has_channel_mean_, ErrorKind::Unsupported, n.label(),
+        ": a residual is added to a convolution without channel means only");
 }
 
 size_t ConvLayer::workspace_bytes(const Backend& b) const { return b.conv2d_workspace(p_); }
@@ -136,20 +143,14 @@ void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
   pw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
   check(pw_.is_pointwise(), ErrorKind::Unsupported, n.label(),
         ": the second convolution is not pointwise (1x1, stride 1, no padding, one group)");
-  for (size_t i : {2, 4}) {
-    if (!has_input(n, i)) continue;
-    require_f32(g, n, i);
-    const int64_t channels = i == 2 ? dw_.c_out : pw_.c_out;
-    check(input_value(g, n, i).shape.numel() == channels, ErrorKind::Shape, n.label(), ": bias ",
-          i, " has ", input_value(g, n, i).shape.numel(), " values for ", channels, " channels");
+  if (has_input(n, 2)) {
+    require_f32(g, n, 2);
+    check(input_value(g, n, 2).shape.numel() == dw_.c_out, ErrorKind::Shape, d.label(),
+          ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", dw_.c_out,
+          " channels");
   }
   const Shape y{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
-  if (has_input(n, 5)) {
-    require_f32(g, n, 5);
-    check(input_value(g, n, 5).shape == y && pw_.act.kind == ActKind::None, ErrorKind::Shape,
-          n.label(), ": residual ", input_value(g, n, 5).shape.str(),
-          " must be the output's shape ", y.str(), " on a convolution without activation");
-  }
+  check_conv_bias_residual(n, g, pw_, 4, 5, y);
   set_output(g, n, 0, y);
 }
 

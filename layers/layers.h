@@ -25,6 +25,11 @@ class ConvLayer : public Layer {
   bool has_residual_ = false;      // fourth input, added to the output (fuse_residual_add)
 };
 
+// Checks a conv's optional bias (input `bias`: c_out values) and residual (input
+// `residual`: output y's shape, on a conv without activation) where node n has them.
+void check_conv_bias_residual(const Node& n, const Graph& g, const Conv2dParams& p,
+                              size_t bias, size_t residual, const Shape& y);
+
 // Conv2dParams of Conv node n (its attributes: group, kernel_shape, strides,
 // dilations, pads / auto_pad, a fused activation) on input x and weight w; throws
 // naming the node when they do not fit.
@@ -225,10 +230,32 @@ class SqueezeExcitationLayer : public Layer {
   void build(const Node& n, Graph& g) override;
   size_t workspace_bytes(const Backend& b) const override;
   void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+  // The parameters of SqueezeExcitation node n (inputs 0-5) from its inputs' shapes;
+  // throws naming the node when they do not fit. Returns the target's shape.
+  static Shape se_params(const Node& n, const Graph& g, SqueezeExcitationParams& p);
 
  private:
   SqueezeExcitationParams p_;
-  bool has_b_reduce_ = false, has_b_expand_ = false;
+};
+
+// SqueezeExcitationConv: a SqueezeExcitation that only a Conv reads, as one node
+// (fuse_squeeze_excitation_conv; MBConv's projection): the SqueezeExcitation's six
+// inputs, then the conv's other operand (its input when the gate scales its weights,
+// attribute gates_weights 1, else its weights), bias and residual (both optional);
+// the conv's attributes, and the SqueezeExcitation's with the prefix "se_".
+// Backend::squeeze_excitation_conv2d.
+class SqueezeExcitationConvLayer : public Layer {
+ public:
+  static Node fuse(const Node& se, const Node& conv);
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  bool stores_output_f32(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  SqueezeExcitationParams se_;
+  Conv2dParams conv_;
+  bool gates_weights_ = false;
 };
 
 // Constant and Shape: outputs known at load time; they never run.

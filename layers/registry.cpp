@@ -75,6 +75,7 @@ const std::map<std::string, Factory>& registry() {
       {"WeightedSum", make<WeightedSumLayer>()},
       {"ChannelGather", make<ChannelGatherLayer>()},
       {"SqueezeExcitation", make<SqueezeExcitationLayer>()},
+      {"SqueezeExcitationConv", make<SqueezeExcitationConvLayer>()},
       {"Constant", make<ConstantLayer>()},
       {"Shape", make<ConstantLayer>()},
   };

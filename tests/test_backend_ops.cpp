@@ -358,6 +358,79 @@ OpCase squeeze_excitation_case(const std::string& name, int64_t n, int64_t c, in
           }};
 }
 
+// squeeze_excitation_conv2d: a squeeze-excitation (n images, c channels squeezed to
+// c_se) gating the 1x1 conv to c_out channels over an h x w map that alone reads
+// it: its weights (gates_weights: target [c_out, c, 1, 1], n 1) or its input (target
+// [n, c, h, w]); the conv's bias and residual where asked, its activation a.
+struct SeConv {
+  SqueezeExcitationParams se;
+  Conv2dParams conv;
+  bool gates_weights = false;
+  Floats mean, w_reduce, b_reduce, w_expand, b_expand, target, other, bias, residual;
+
+  Shape target_shape() const {
+    return gates_weights ? Shape{conv.c_out, conv.c_in, 1, 1} : Shape{conv.n, conv.c_in, conv.h, conv.w};
+  }
+  Shape other_shape() const {
+    return gates_weights ? Shape{conv.n, conv.c_in, conv.h, conv.w} : Shape{conv.c_out, conv.c_in, 1, 1};
+  }
+  Shape y_shape() const { return Shape{conv.n, conv.c_out, conv.h, conv.w}; }
+
+  // y on be, by its own squeeze_excitation_conv2d or else Backend's composition.
+  Floats run(Backend& be, bool composition) const {
+    const int64_t c = se.c, c_se = se.c_se;
+    DeviceTensor M(be, Shape{se.n, c, 1, 1}, mean), WR(be, Shape{c_se, c, 1, 1}, w_reduce);
+    DeviceTensor BR(be, Shape{c_se}, b_reduce), WE(be, Shape{c, c_se, 1, 1}, w_expand);
+    DeviceTensor BE(be, Shape{c}, b_expand), T(be, target_shape(), target);
+    DeviceTensor O(be, other_shape(), other), Y(be, y_shape());
+    DeviceTensor B(be, Shape{conv.c_out}, bias.empty() ? Floats(size_t(conv.c_out)) : bias);
+    DeviceTensor R(be, y_shape(), residual.empty() ? Floats(count(y_shape())) : residual);
+    const Tensor* b = bias.empty() ? nullptr : &B.t;
+    const Tensor* r = residual.empty() ? nullptr : &R.t;
+    const size_t bytes = composition ? be.Backend::squeeze_excitation_conv2d_workspace(se, conv)
+                                     : be.squeeze_excitation_conv2d_workspace(se, conv);
+    DeviceBytes workspace(be, std::max<size_t>(bytes, 1));
+    if (composition)
+      be.Backend::squeeze_excitation_conv2d(se, conv, gates_weights, M.t, WR.t, &BR.t, WE.t,
+                                            &BE.t, T.t, O.t, b, r, Y.t, workspace.data);
+    else
+      be.squeeze_excitation_conv2d(se, conv, gates_weights, M.t, WR.t, &BR.t, WE.t, &BE.t, T.t,
+                                   O.t, b, r, Y.t, workspace.data);
+    return Y.download();
+  }
+};
+
+SeConv se_conv(int64_t n, int64_t c, int64_t c_se, int64_t h, int64_t w, int64_t c_out,
+               bool gates_weights, bool with_bias, bool with_residual, Activation a) {
+  SeConv s;
+  s.gates_weights = gates_weights;
+  s.se.n = n;
+  s.se.c = c;
+  s.se.c_se = c_se;
+  s.se.act_reduce = act(ActKind::Swish);
+  s.se.act_expand = act(ActKind::Sigmoid);
+  s.se.outer = gates_weights ? c_out : n;
+  s.se.inner = gates_weights ? 1 : h * w;
+  s.conv = conv(n, c, h, w, c_out, 1, 1, 1, a);
+  s.conv.h_out = h;
+  s.conv.w_out = w;
+  s.mean = random_floats(static_cast<size_t>(n * c), 90, -2.f, 2.f);
+  s.w_reduce = random_floats(static_cast<size_t>(c_se * c), 91);
+  s.b_reduce = random_floats(static_cast<size_t>(c_se), 92);
+  s.w_expand = random_floats(static_cast<size_t>(c * c_se), 93);
+  s.b_expand = random_floats(static_cast<size_t>(c), 94);
+  s.target = random_floats(count(s.target_shape()), 95);
+  s.other = random_floats(count(s.other_shape()), 96);
+  if (with_bias) s.bias = random_floats(static_cast<size_t>(c_out), 97);
+  if (with_residual) s.residual = random_floats(count(s.y_shape()), 98);
+  return s;
+}
+
+OpCase squeeze_excitation_conv_case(const std::string& name, const SeConv& c) {
+  return {"squeeze_excitation_conv2d_" + name, kTranscendentalTolerance,
+          [=](Backend& be) { return c.run(be, false); }};
+}
+
 // h_out/w_out from floor division, or ceil division when ceil_mode (the last
 // window may then run past the padded extent).
 OpCase pool_case(const std::string& name, Pool2dParams p, bool ceil_mode) {
@@ -1031,6 +1104,24 @@ std::vector<OpCase> all_cases() {
   c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
   c.push_back(squeeze_excitation_case("folded_weights_partial_slice", 1, 100, 7, 13, 1, false));
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
+  // squeeze_excitation_conv2d: MBConv projections reading gated weights (bias and
+  // residual, or bias alone, odd sizes) and a gated 7x7 activation (B0's last
+  // stage); and what CUDA leaves to the composition: a plane over 256, two images,
+  // an activation, neither bias nor residual.
+  c.push_back(squeeze_excitation_conv_case(
+      "weights_bias_residual", se_conv(1, 40, 10, 9, 11, 24, true, true, true, none)));
+  c.push_back(squeeze_excitation_conv_case(
+      "weights_bias", se_conv(1, 13, 5, 7, 5, 37, true, true, false, none)));
+  c.push_back(squeeze_excitation_conv_case(
+      "input_b0_7x7", se_conv(1, 1152, 48, 7, 7, 192, false, true, true, none)));
+  c.push_back(squeeze_excitation_conv_case(
+      "input_plane257", se_conv(1, 13, 5, 1, 257, 7, false, true, true, none)));
+  c.push_back(squeeze_excitation_conv_case(
+      "input_n2", se_conv(2, 13, 5, 3, 5, 7, false, true, true, none)));
+  c.push_back(squeeze_excitation_conv_case(
+      "weights_swish", se_conv(1, 13, 5, 3, 5, 7, true, true, false, swish)));
+  c.push_back(squeeze_excitation_conv_case(
+      "weights_no_bias", se_conv(1, 13, 5, 3, 5, 7, true, false, false, none)));
 
   // pool2d: max and average (both padding conventions), ceil-mode windows that
   // run past the padded extent, dilation, a global-sized window.
@@ -1625,6 +1716,47 @@ TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
       SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
                    std::to_string(i));
       EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
+    }
+  }
+}
+
+// A backend starting the conv's output from bias plus residual (CUDA at batch 1)
+// rounds once where the composition rounds the product, then the sum: within one
+// step of the storage at the magnitudes involved, in fp32 and fp16. Elsewhere (the
+// CPU, CUDA's other shapes) the composition's bits.
+TEST(BackendOpsContract, SqueezeExcitationConvMatchesItsTwoOps) {
+  const Activation none;
+  const std::vector<SeConv> cases = {se_conv(1, 40, 10, 9, 11, 24, true, true, true, none),
+                                     se_conv(1, 13, 5, 7, 5, 37, true, true, false, none),
+                                     se_conv(1, 1152, 48, 7, 7, 192, false, true, true, none),
+                                     se_conv(1, 13, 5, 3, 5, 7, true, false, true, none)};
+  for (const auto& be : contract_backends()) {
+    const bool half = be->float_storage() == DType::F16;
+    // The distance between stored values next to magnitude v.
+    auto spacing = [half](float v) {
+      if (half) return half_spacing(v);
+      int e = 0;
+      std::frexp(std::max(v, 1e-30f), &e);
+      return std::ldexp(1.f, e - 24);
+    };
+    for (size_t k = 0; k < cases.size(); ++k) {
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
+                   std::to_string(k));
+      const SeConv& c = cases[k];
+      const Floats got = c.run(*be, false), want = c.run(*be, true);
+      ASSERT_EQ(got.size(), want.size());
+      const Floats bias = half ? rounded_to_half(c.bias) : c.bias;
+      const Floats residual = half ? rounded_to_half(c.residual) : c.residual;
+      const size_t plane = static_cast<size_t>(c.conv.h * c.conv.w);
+      for (size_t i = 0; i < got.size(); ++i) {
+        const float b = bias.empty() ? 0.f : std::fabs(bias[(i / plane) % bias.size()]);
+        const float r = residual.empty() ? 0.f : std::fabs(residual[i]);
+        // Two roundings apart (the product's or bias + residual's, and the result's),
+        // each at most half a step at a magnitude within |want| + |b| + |r|.
+        const float bound = 2 * spacing(1.01f * (std::fabs(want[i]) + b + r));
+        ASSERT_LE(std::fabs(got[i] - want[i]), bound)
+            << "at " << i << ": " << got[i] << " vs " << want[i];
+      }
     }
   }
 }

@@ -723,6 +723,89 @@ TEST(Passes, WeightedSumThenSeparableConvBecomesOneNode) {
   }
 }
 
+// An MBConv block's tail: x [1, 6, 9, 11] -> its mean -> 1x1 conv to 3 (swish) ->
+// 1x1 conv to 6 (sigmoid) -> the gate, Mul(x, gate) -> 1x1 projection to 5 with a
+// bias, plus the residual r [1, 5, 9, 11] when `residual` -> y.
+Graph squeeze_excitation_graph(bool residual) {
+  Graph g;
+  g.name = "se_projection";
+  g.opset = 13;
+  auto constant = [&](const std::string& name, Shape s, float scale) {
+    std::vector<float> v(static_cast<size_t>(s.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.9f * static_cast<float>(i));
+    return g.add_constant_f32(name, s, v);
+  };
+  const int x = add_input(g, "x", Shape{1, 6, 9, 11});
+  auto node = [&](const std::string& op, const std::string& name, std::vector<int> inputs) {
+    Node n;
+    n.op_type = op;
+    n.name = name;
+    n.inputs = std::move(inputs);
+    n.outputs = {g.add_value(name + "_out")};
+    return n;
+  };
+  Node pool = node("GlobalAveragePool", "pool", {x});
+  Node reduce = node("Conv", "reduce", {pool.outputs[0], constant("w_r", Shape{3, 6, 1, 1}, 0.6f),
+                                        constant("b_r", Shape{3}, 0.1f)});
+  attach_activation(reduce, Activation{ActKind::Swish});
+  Node expand = node("Conv", "expand", {reduce.outputs[0], constant("w_e", Shape{6, 3, 1, 1}, 0.8f),
+                                        constant("b_e", Shape{6}, -0.1f)});
+  attach_activation(expand, Activation{ActKind::Sigmoid});
+  Node gate = node("Mul", "gate", {x, expand.outputs[0]});
+  Node project = node("Conv", "project", {gate.outputs[0], constant("w_p", Shape{5, 6, 1, 1}, 0.4f),
+                                          constant("b_p", Shape{5}, 0.3f)});
+  if (residual) project.inputs.push_back(add_input(g, "r", Shape{1, 5, 9, 11}));
+  project.outputs = {g.add_value("y")};
+  g.nodes = {pool, reduce, expand, gate, project};
+  g.outputs.push_back(g.find("y"));
+  return g;
+}
+
+// A SqueezeExcitation read only by a 1x1 conv, as its weights (the gate folded into
+// them) or as its input (the gate left on the activation), becomes one
+// SqueezeExcitationConv with the same output bits and FLOPs on the CPU (which runs
+// the two); a gated tensor that must survive keeps the two nodes.
+TEST(Passes, SqueezeExcitationThenConvBecomesOneNode) {
+  struct Case {
+    bool fold_gate, residual, keep_gated;
+    int fused;
+  };
+  for (const Case& c : std::vector<Case>{{true, true, false, 1},
+                                         {false, true, false, 1},
+                                         {true, false, false, 1},
+                                         {false, false, true, 0}}) {
+    SCOPED_TRACE(std::string(c.fold_gate ? "gated weights" : "gated input") +
+                 (c.residual ? ", residual" : "") + (c.keep_gated ? ", gated kept" : ""));
+    std::vector<float> out[2];
+    int64_t flops[2] = {0, 0};
+    for (bool fuse : {false, true}) {
+      Graph g = squeeze_excitation_graph(c.residual);
+      PassOptions opt;
+      opt.fold_channel_gate = c.fold_gate;
+      opt.fuse_squeeze_excitation_conv = fuse;
+      if (c.keep_gated) opt.keep.insert("gate_out");
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.squeeze_excitation, 1);
+      EXPECT_EQ(stats.channel_gate, c.fold_gate ? 1 : 0);
+      EXPECT_EQ(stats.squeeze_excitation_conv, fuse ? c.fused : 0);
+      int fused_nodes = 0;
+      for (const Node& n : g.nodes) {
+        flops[fuse] += node_flops(g, n);
+        if (n.op_type != "SqueezeExcitationConv") continue;
+        ++fused_nodes;
+        EXPECT_EQ(n.attr_int("gates_weights", -1), c.fold_gate ? 1 : 0);
+        EXPECT_EQ(n.attr_string("se_expand_activation", ""), "sigmoid");
+      }
+      EXPECT_EQ(fused_nodes, fuse ? c.fused : 0);
+      out[fuse] = run_on_cpu(g, c.residual ? std::vector<std::string>{"x", "r"}
+                                           : std::vector<std::string>{"x"});
+    }
+    EXPECT_EQ(out[0], out[1]);
+    EXPECT_GT(flops[0], 0);
+    EXPECT_EQ(flops[0], flops[1]);
+  }
+}
+
 // A CPU backend that says it has several queues, so that executors plan and
 // schedule for them (the CPU itself runs every call at once, in order).
 template <class Base>

@@ -129,11 +129,14 @@ TEST(RepoFixtures, CompositeBlocksMatchPyTorch) {
 // The squeeze-excitation gate of an MBConv block scales the projection conv's
 // weights, not the expanded activation, and its two 1x1 convs and that gating are
 // one SqueezeExcitation node making the [Cout, C, 1, 1] gated weights. (That the
-// block still equals PyTorch is the test above.)
+// block still equals PyTorch is the test above; that the node and the projection
+// become one, Passes.SqueezeExcitationThenConvBecomesOneNode.)
 TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
   for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
     Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
-    const PassStats stats = prepare_graph(g);
+    PassOptions opt;
+    opt.fuse_squeeze_excitation_conv = false;
+    const PassStats stats = prepare_graph(g, opt);
     EXPECT_EQ(stats.channel_gate, 1) << block;
     EXPECT_EQ(stats.squeeze_excitation, 1) << block;
     int se = 0;
@@ -207,10 +210,12 @@ TEST(RepoFixtures, ResidualConnectionIsAddedByTheProjectionConv) {
     int adds = 0, residual_convs = 0;
     for (const Node& n : g.nodes) {
       adds += n.op_type == "Add";
-      if (n.op_type == "Conv" && n.inputs.size() == 4) {
+      // The projection, fused with the squeeze-excitation whose gate it reads: its
+      // residual is input 8.
+      if (n.op_type == "SqueezeExcitationConv" && n.inputs.size() == 9 && n.inputs[8] >= 0) {
         ++residual_convs;
-        EXPECT_EQ(g.values[n.inputs[3]].shape, g.values[n.outputs[0]].shape) << block;
-        EXPECT_EQ(g.values[n.inputs[1]].shape[2], 1) << block << ": the 1x1 projection";
+        EXPECT_EQ(g.values[n.inputs[8]].shape, g.values[n.outputs[0]].shape) << block;
+        EXPECT_EQ(g.values[n.inputs[5]].shape[2], 1) << block << ": the 1x1 projection";
       }
     }
     EXPECT_EQ(adds, 0) << block;

@@ -643,21 +643,26 @@ void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* 
     after_launch("separable_depthwise_kernel");
   });
   if (starts_from_bias) {
-    for (int img = 0; img < qp.n; ++img) {
-      before_library_call();
-      conv_gemm(cublas_, storage_, y.dtype, qp, 1,
-                static_cast<const unsigned char*>(mid.data) +
-                    static_cast<size_t>(img) * qp.c_in * hw * dtype_size(storage_),
-                w_pw.data,
-                static_cast<unsigned char*>(y.data) +
-                    static_cast<size_t>(img) * qp.c_out * hw * dtype_size(y.dtype),
-                1.f);
-      after_library_call();
-    }
+    pointwise_gemm(pw, mid, w_pw, y, 1.f);
   } else if (residual) {
     conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);
   } else {
     conv2d(pw, mid, w_pw, b_pw, y, rest);
+  }
+}
+
+void CudaBackend::pointwise_gemm(const Conv2dParams& p, const Tensor& x, const Tensor& w,
+                                 Tensor& y, float beta) {
+  const Conv32 q = conv32(p);
+  const size_t hw = static_cast<size_t>(q.h_out) * q.w_out;
+  for (int img = 0; img < q.n; ++img) {
+    before_library_call();
+    conv_gemm(cublas_, x.dtype, y.dtype, q, 1,
+              static_cast<const unsigned char*>(x.data) + img * q.c_in * hw * dtype_size(x.dtype),
+              w.data,
+              static_cast<unsigned char*>(y.data) + img * q.c_out * hw * dtype_size(y.dtype),
+              beta);
+    after_library_call();
   }
 }
 

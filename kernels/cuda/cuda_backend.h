@@ -107,6 +107,15 @@ class CudaBackend : public Backend {
                           const Tensor* b_expand, const Tensor& target, Tensor& y,
                           void* workspace) override;
   size_t squeeze_excitation_workspace(const SqueezeExcitationParams& p) const override;
+  // At batch 1 with a pointwise conv without activation, the squeeze-excitation
+  // kernel also fills the conv's output with its bias plus residual, and cuBLAS adds
+  // the product to it: no epilogue launch.
+  void squeeze_excitation_conv2d(const SqueezeExcitationParams& se, const Conv2dParams& conv,
+                                 bool gates_weights, const Tensor& mean, const Tensor& w_reduce,
+                                 const Tensor* b_reduce, const Tensor& w_expand,
+                                 const Tensor* b_expand, const Tensor& target,
+                                 const Tensor& other, const Tensor* bias, const Tensor* residual,
+                                 Tensor& y, void* workspace) override;
   void activation(const Activation& a, const Tensor& x, Tensor& y) override;
   void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
   void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
@@ -181,6 +190,10 @@ class CudaBackend : public Backend {
                            const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw,
                            const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
                            const Tensor* residual, Tensor& y, void* workspace);
+  // y = w . x + beta * y for pointwise conv p (conv2d.cu): cuBLAS alone, image by
+  // image, no bias, activation or residual; beta 1 adds the product to what y holds.
+  void pointwise_gemm(const Conv2dParams& p, const Tensor& x, const Tensor& w, Tensor& y,
+                      float beta);
   void conv2d_with_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                             const Tensor* bias, const Tensor* residual, Tensor& y,
                             void* workspace);

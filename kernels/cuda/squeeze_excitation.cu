@@ -76,18 +76,41 @@ __global__ void __launch_bounds__(kSeBlock)
     gate[img * p.c + ch] = se_gate_of(p, w_expand, b_expand, hidden, ch);
 }
 
+// The output of the pointwise conv that reads the gated tensor
+// (squeeze_excitation_conv2d), started from its bias plus residual (either may be
+// null) for cuBLAS to add the product to; total 0: none.
+template <typename T, typename Y>
+struct ConvStart {
+  const T* bias;      // [channels]
+  const T* residual;  // y's shape
+  Y* y;               // [.., channels, inner]
+  int channels, inner, total;
+  __device__ __forceinline__ void fill(int i) const {
+    float v = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
+    if (residual) v += cuda::as_float(residual[i]);
+    y[i] = cuda::stored<Y>(v);
+  }
+};
+
 // Batch 1, target [outer, c, inner]: block b gates channels [b * kSeSlice, +kSeSlice)
 // of every row, with the same gate arithmetic as se_gate_kernel + se_apply_kernel.
 // Consecutive threads take consecutive elements of a channel's inner run (or, inner
-// 1, consecutive channels): coalesced.
+// 1, consecutive channels): coalesced. The blocks after those fill start.y, an
+// element per thread.
 constexpr int kSeSlice = 64;
 
-template <typename T>
+template <typename T, typename Y>
 __global__ void __launch_bounds__(kSeBlock)
     se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
                    const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
                    const T* __restrict__ b_expand, const T* __restrict__ target,
-                   T* __restrict__ y) {
+                   T* __restrict__ y, ConvStart<T, Y> start) {
+  const int slices = (p.c + kSeSlice - 1) / kSeSlice;
+  if (static_cast<int>(blockIdx.x) >= slices) {  // whole blocks: no barrier is left waiting
+    const int i = (blockIdx.x - slices) * blockDim.x + threadIdx.x;
+    if (i < start.total) start.fill(i);
+    return;
+  }
   extern __shared__ float shared[];
   float* m = shared;              // [c]
   float* hidden = shared + p.c;   // [c_se]
@@ -133,10 +156,11 @@ size_t CudaBackend::squeeze_excitation_workspace(const SqueezeExcitationParams& 
   return static_cast<size_t>(p.n * p.c) * sizeof(float);
 }
 
-void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
-                                     const Tensor& w_reduce, const Tensor* b_reduce,
-                                     const Tensor& w_expand, const Tensor* b_expand,
-                                     const Tensor& target, Tensor& y, void* workspace) {
+namespace {
+
+// The kernels' parameters, with 32-bit sizes, and the shared memory a block of
+// them takes.
+Se32 se32(const SqueezeExcitationParams& p, size_t* shared) {
   const char* op = "squeeze_excitation";
   Se32 q;
   q.n = cuda::to_int(p.n, op, "n");
@@ -147,29 +171,56 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
   q.act_reduce = p.act_reduce;
   q.act_expand = p.act_expand;
   cuda::to_int(p.c * p.c_se, op, "weights numel");
-  const int total = cuda::to_int(p.outer * p.c * p.inner, op, "numel");
+  cuda::to_int(p.outer * p.c * p.inner, op, "numel");
   check(p.n == 1 || p.n == p.outer, ErrorKind::Shape, "cuda squeeze_excitation: ", p.n,
         " gates for ", p.outer, " rows");
-  if (total == 0) return;
-  const size_t shared = static_cast<size_t>(p.c + p.c_se) * sizeof(float);
+  *shared = static_cast<size_t>(p.c + p.c_se) * sizeof(float);
   // 48 KiB of shared memory per block without opting in: 12k channels, far above
   // any squeeze-excitation here (1152 in B0, 1280 at most in these models).
-  check(shared + kSeSlice * sizeof(float) <= 48 * 1024, ErrorKind::Unsupported,
+  check(*shared + kSeSlice * sizeof(float) <= 48 * 1024, ErrorKind::Unsupported,
         "cuda squeeze_excitation: ", p.c, " + ", p.c_se,
         " channels exceed the 48 KiB of shared memory of one block");
+  return q;
+}
+
+// se_rows_kernel: a block per kSeSlice channels, then the blocks filling start.y.
+template <typename T, typename Y>
+void launch_se_rows(CUstream_st* stream, const Se32& q, size_t shared, const Tensor& mean,
+                    const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
+                    const Tensor* b_expand, const Tensor& target, Tensor& y,
+                    const ConvStart<T, Y>& start) {
+  const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
+  const unsigned fill_blocks = static_cast<unsigned>((start.total + kSeBlock - 1) / kSeBlock);
+  se_rows_kernel<T, Y><<<slices + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
+                         stream>>>(
+      q, cuda::data<T>(mean), cuda::data<T>(w_reduce),
+      b_reduce ? cuda::data<T>(*b_reduce) : nullptr, cuda::data<T>(w_expand),
+      b_expand ? cuda::data<T>(*b_expand) : nullptr, cuda::data<T>(target), cuda::data<T>(y),
+      start);
+}
+
+}  // namespace
+
+void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
+                                     const Tensor& w_reduce, const Tensor* b_reduce,
+                                     const Tensor& w_expand, const Tensor* b_expand,
+                                     const Tensor& target, Tensor& y, void* workspace) {
+  const char* op = "squeeze_excitation";
+  size_t shared = 0;
+  const Se32 q = se32(p, &shared);
+  const int total = q.outer * q.c * q.inner;
+  if (total == 0) return;
   float* gate = static_cast<float*>(workspace);
   cuda::with_storage(y.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    const T* br = b_reduce ? cuda::data<T>(*b_reduce) : nullptr;
-    const T* be = b_expand ? cuda::data<T>(*b_expand) : nullptr;
     if (se_in_one_launch(p)) {
-      const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
-      se_rows_kernel<T><<<slices, kSeBlock, shared + kSeSlice * sizeof(float), stream_>>>(
-          q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be,
-          cuda::data<T>(target), cuda::data<T>(y));
+      launch_se_rows(stream_, q, shared, mean, w_reduce, b_reduce, w_expand, b_expand, target, y,
+                     ConvStart<T, T>{nullptr, nullptr, nullptr, 1, 1, 0});
       after_launch("se_rows_kernel");
       return;
     }
+    const T* br = b_reduce ? cuda::data<T>(*b_reduce) : nullptr;
+    const T* be = b_expand ? cuda::data<T>(*b_expand) : nullptr;
     se_gate_kernel<T><<<static_cast<unsigned>(q.n), kSeBlock, shared, stream_>>>(
         q, cuda::data<T>(mean), cuda::data<T>(w_reduce), br, cuda::data<T>(w_expand), be, gate);
     after_launch("se_gate_kernel");
@@ -177,6 +228,45 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
         q, cuda::data<T>(target), gate, cuda::data<T>(y), total);
     after_launch("se_apply_kernel");
   });
+}
+
+// The gated tensor into the workspace, where Backend's composition puts it, by
+// se_rows_kernel, whose extra blocks start y from the conv's bias plus residual;
+// then cuBLAS adds the product (beta 1). Two launches instead of three.
+void CudaBackend::squeeze_excitation_conv2d(
+    const SqueezeExcitationParams& se, const Conv2dParams& conv, bool gates_weights,
+    const Tensor& mean, const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
+    const Tensor* b_expand, const Tensor& target, const Tensor& other, const Tensor* bias,
+    const Tensor* residual, Tensor& y, void* workspace) {
+  const char* op = "squeeze_excitation_conv2d";
+  if (!se_in_one_launch(se) || !conv.is_pointwise() || conv.act.kind != ActKind::None ||
+      fuses_pointwise(conv) || (!bias && !residual)) {
+    Backend::squeeze_excitation_conv2d(se, conv, gates_weights, mean, w_reduce, b_reduce,
+                                       w_expand, b_expand, target, other, bias, residual, y,
+                                       workspace);
+    return;
+  }
+  check(workspace != nullptr, ErrorKind::Backend, op,
+        ": needs squeeze_excitation_conv2d_workspace() bytes of workspace and got none");
+  size_t shared = 0;
+  const Se32 q = se32(se, &shared);
+  const int total = cuda::to_int(conv.n * conv.c_out * conv.h_out * conv.w_out, op, "numel");
+  if (total == 0 || q.outer * q.c * q.inner == 0) return;
+  void* rest = nullptr;
+  Tensor gated = squeeze_excitation_gated(target, workspace, &rest);
+  cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
+    using T = decltype(tag);
+    using Y = decltype(y_tag);
+    const ConvStart<T, Y> start{bias ? cuda::data<T>(*bias) : nullptr,
+                                residual ? cuda::data<T>(*residual) : nullptr, cuda::data<Y>(y),
+                                cuda::to_int(conv.c_out, op, "c_out"),
+                                cuda::to_int(conv.h_out * conv.w_out, op, "h_out * w_out"),
+                                total};
+    launch_se_rows(stream_, q, shared, mean, w_reduce, b_reduce, w_expand, b_expand, target,
+                   gated, start);
+    after_launch("se_rows_kernel");
+  });
+  pointwise_gemm(conv, gates_weights ? other : gated, gates_weights ? gated : other, y, 1.f);
 }
 
 }  // namespace repshare
