@@ -86,6 +86,12 @@ std::string op_kind(const Graph& g, const Node& n) {
            (strides.empty() || strides[0] == 1 ? "" : " s" + std::to_string(strides[0]));
   }
   if (n.op_type == "SqueezeExcitationConv") return "SqueezeExcitation + Conv pointwise";
+  if (n.op_type == "PointwiseDepthwiseConv") {  // named by its depthwise half
+    const Shape& w = g.values[n.inputs[3]].shape;
+    const auto strides = n.attr_ints("strides", {1, 1});
+    return "Conv pointwise + depthwise " + std::to_string(w[2]) + "x" + std::to_string(w[3]) +
+           (strides.empty() || strides[0] == 1 ? "" : " s" + std::to_string(strides[0]));
+  }
   if (n.op_type != "Conv") return n.op_type;
   const Shape& w = g.values[n.inputs[1]].shape;
   const int64_t group = n.attr_int("group", 1);

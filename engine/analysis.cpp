@@ -20,6 +20,14 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const int64_t positions = y.numel() / y[1];
     return 2 * positions * w_dw[0] * w_dw[2] * w_dw[3] + 2 * y.numel() * w_pw[1];
   }
+  // A 1x1 conv, then the depthwise conv over its output.
+  if (n.op_type == "PointwiseDepthwiseConv") {
+    const Shape& x = g.values[n.inputs[0]].shape;     // [N, Cin, H, W]
+    const Shape& w_pw = g.values[n.inputs[1]].shape;  // [C, Cin, 1, 1]
+    const Shape& w_dw = g.values[n.inputs[3]].shape;  // [C, 1, kh, kw]
+    const Shape& y = g.values[n.outputs[0]].shape;    // [N, C, Ho, Wo]
+    return 2 * (x.numel() / x[1]) * w_pw.numel() + 2 * y.numel() * w_dw[2] * w_dw[3];
+  }
   // Two 1x1 convs on [N, C, 1, 1] (gating counts nothing, as a Mul node does), then,
   // fused, the conv reading the gated weights or input.
   if (n.op_type == "SqueezeExcitation" || n.op_type == "SqueezeExcitationConv") {

@@ -88,25 +88,48 @@ size_t workspace_bytes(int64_t numel, DType storage) {
   return (static_cast<size_t>(numel) * dtype_size(storage) + 63) / 64 * 64;
 }
 
-// The default separable_conv2d's workspace: dw's output, then what either conv needs.
-size_t depthwise_output_bytes(const Conv2dParams& dw, DType storage) {
-  return workspace_bytes(dw.n * dw.c_out * dw.h_out * dw.w_out, storage);
+// A fused conv pair's workspace: the first conv's output, then what either conv needs.
+size_t conv_output_bytes(const Conv2dParams& p, DType storage) {
+  return workspace_bytes(p.n * p.c_out * p.h_out * p.w_out, storage);
 }
 
 }  // namespace
 
-Tensor Backend::separable_mid(const Conv2dParams& dw, void* workspace, void** rest) const {
+Tensor Backend::conv_output_in_workspace(const Conv2dParams& p, void* workspace,
+                                         void** rest) const {
   Tensor mid;
-  mid.shape = Shape{dw.n, dw.c_out, dw.h_out, dw.w_out};
+  mid.shape = Shape{p.n, p.c_out, p.h_out, p.w_out};
   mid.dtype = float_storage();  // y may be F32 (conv2d_stores_f32)
   mid.data = workspace;
-  *rest = static_cast<unsigned char*>(workspace) + depthwise_output_bytes(dw, mid.dtype);
+  *rest = static_cast<unsigned char*>(workspace) + conv_output_bytes(p, mid.dtype);
   return mid;
 }
 
 size_t Backend::separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const {
-  return depthwise_output_bytes(dw, float_storage()) +
+  return conv_output_bytes(dw, float_storage()) +
          std::max(conv2d_workspace(dw), conv2d_workspace(pw));
+}
+
+size_t Backend::pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
+                                                     const Conv2dParams& dw) const {
+  return conv_output_bytes(pw, float_storage()) +
+         std::max(conv2d_workspace(pw), conv2d_workspace(dw));
+}
+
+void Backend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
+                                         const Tensor& x, const Tensor& w_pw, const Tensor* b_pw,
+                                         const Tensor& w_dw, const Tensor* b_dw, Tensor& y,
+                                         Tensor* mean, void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "pointwise_depthwise_conv2d: needs pointwise_depthwise_conv2d_workspace() bytes of "
+        "workspace and got none");
+  void* rest = nullptr;
+  Tensor mid = conv_output_in_workspace(pw, workspace, &rest);
+  conv2d(pw, x, w_pw, b_pw, mid, rest);
+  if (mean)
+    conv2d_channel_mean(dw, mid, w_dw, b_dw, y, *mean, rest);
+  else
+    conv2d(dw, mid, w_dw, b_dw, y, rest);
 }
 
 void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
@@ -116,7 +139,7 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
   check(workspace != nullptr, ErrorKind::Backend,
         "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
   void* rest = nullptr;
-  Tensor mid = separable_mid(dw, workspace, &rest);
+  Tensor mid = conv_output_in_workspace(dw, workspace, &rest);
   conv2d(dw, x, w_dw, b_dw, mid, rest);
   if (residual)
     conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);

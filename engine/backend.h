@@ -406,6 +406,20 @@ class Backend {
                                                          const FusionResample* resample,
                                                          const Conv2dParams& dw,
                                                          const Conv2dParams& pw) const;
+  // pointwise_depthwise_conv2d: y = conv2d(dw, conv2d(pw, x, w_pw, b_pw), w_dw, b_dw),
+  //   with mean as conv2d_channel_mean's when not null: a 1x1 conv (MBConv's
+  //   expansion) and the depthwise conv that alone reads its output (engine/passes
+  //   fuse_pointwise_depthwise). This default stores pw's output in the workspace
+  //   (pointwise_depthwise_conv2d_workspace bytes) and runs the two; a backend may
+  //   apply pw's bias and activation as dw reads its product, rounded to storage as
+  //   conv2d stores them, and must then give the composition's bits.
+  virtual void pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
+                                          const Tensor& x, const Tensor& w_pw,
+                                          const Tensor* b_pw, const Tensor& w_dw,
+                                          const Tensor* b_dw, Tensor& y, Tensor* mean,
+                                          void* workspace);
+  virtual size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
+                                                      const Conv2dParams& dw) const;
   // squeeze_excitation_conv2d: a squeeze-excitation whose output only a conv reads
   //   (engine/passes fuse_squeeze_excitation_conv; MBConv's projection): y =
   //   conv2d(conv, x, gated) when gates_weights (the gate folded into the conv's
@@ -458,9 +472,10 @@ class Backend {
                               Tensor& y) = 0;
 
  protected:
-  // Where separable_conv2d keeps dw's output in its workspace (float_storage()), and
+  // Where a fused pair of convs keeps the first one's output, p's (separable_conv2d:
+  // dw's; pointwise_depthwise_conv2d: pw's), in its workspace (float_storage()), and
   // in *rest where the rest of the workspace, for either conv, starts.
-  Tensor separable_mid(const Conv2dParams& dw, void* workspace, void** rest) const;
+  Tensor conv_output_in_workspace(const Conv2dParams& p, void* workspace, void** rest) const;
   // Where squeeze_excitation_conv2d keeps the gated tensor, target's shape in
   // float_storage(), in its workspace, and in *rest where the rest starts.
   Tensor squeeze_excitation_gated(const Tensor& target, void* workspace, void** rest) const;

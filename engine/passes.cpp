@@ -631,6 +631,38 @@ int fuse_squeeze_excitation(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// A pointwise Conv (no residual) whose output only a depthwise Conv (no residual)
+// reads: one PointwiseDepthwiseConv node (Backend::pointwise_depthwise_conv2d), so
+// that a backend can apply the 1x1 conv's bias and activation as the depthwise conv
+// reads its product (CUDA: no epilogue launch, and the largest tensor of an MBConv
+// block is written and read once instead of twice each). One node holds the 1x1
+// conv's input, its output (in the workspace) and the depthwise output at once,
+// where two steps held two of them each: on planes over
+// opt.pointwise_depthwise_max_plane (the early blocks, which set the arena's peak:
+// B0's 112x112, D0's 256x256 and 128x128) that would raise the peak, so those stay
+// two nodes. Runs after fuse_separable_conv: depthwise convs a 1x1 conv reads stay
+// in SeparableConvs.
+int fuse_pointwise_depthwise(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (Node& pw : g.nodes) {
+    if (!is_pointwise_conv(g, pw) || has_input(pw, 3)) continue;
+    const Shape& x = g.values[pw.inputs[0]].shape;
+    if (x[2] * x[3] > opt.pointwise_depthwise_max_plane) continue;
+    const int c = sole_consumer(u, pw.outputs[0]);
+    if (c < 0) continue;
+    Node& dw = g.nodes[c];
+    if (!is_depthwise_conv(g, dw) || dw.inputs[0] != pw.outputs[0] || has_input(dw, 3) ||
+        std::count(dw.inputs.begin(), dw.inputs.end(), pw.outputs[0]) != 1)
+      continue;
+    dw = PointwiseDepthwiseConvLayer::fuse(pw, dw);
+    pw.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
 // A SqueezeExcitation whose output only a pointwise Conv reads, as its weights (the
 // gate folded into them by fold_channel_gate) or as its input: one
 // SqueezeExcitationConv node (Backend::squeeze_excitation_conv2d), so that a
@@ -707,6 +739,8 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_separable_conv) stats.separable_conv = fuse_separable_conv(g, opt);
   if (opt.fuse_weighted_sum_separable)
     stats.weighted_sum_separable = fuse_weighted_sum_separable(g, opt);
+  if (opt.fuse_pointwise_depthwise)
+    stats.pointwise_depthwise = fuse_pointwise_depthwise(g, opt);
   g.remove_dead();
   g.sort_topologically();
   infer_shapes(g);  // re-check every fused node against its new attributes

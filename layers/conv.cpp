@@ -51,21 +51,22 @@ Conv2dParams conv2d_params(const Node& n, const Shape& x, const Shape& w) {
   return p;
 }
 
-void check_conv_bias_residual(const Node& n, const Graph& g, const Conv2dParams& p,
-                              size_t bias, size_t residual, const Shape& y) {
-  if (has_input(n, bias)) {
-    require_f32(g, n, bias);
-    check(input_value(g, n, bias).shape.numel() == p.c_out, ErrorKind::Shape, n.label(),
-          ": bias has ", input_value(g, n, bias).shape.numel(), " values for ", p.c_out,
-          " output channels");
-  }
-  if (has_input(n, residual)) {
-    require_f32(g, n, residual);
-    check(input_value(g, n, residual).shape == y, ErrorKind::Shape, n.label(), ": residual ",
-          input_value(g, n, residual).shape.str(), " is not the output's shape ", y.str());
-    check(p.act.kind == ActKind::None, ErrorKind::Unsupported, n.label(),
-          ": a residual is added to a convolution without activation only");
-  }
+void check_conv_bias(const Node& n, const Graph& g, const Conv2dParams& p, size_t bias) {
+  if (!has_input(n, bias)) return;
+  require_f32(g, n, bias);
+  check(input_value(g, n, bias).shape.numel() == p.c_out, ErrorKind::Shape, n.label(),
+        ": bias has ", input_value(g, n, bias).shape.numel(), " values for ", p.c_out,
+        " output channels");
+}
+
+void check_conv_residual(const Node& n, const Graph& g, const Conv2dParams& p, size_t residual,
+                         const Shape& y) {
+  if (!has_input(n, residual)) return;
+  require_f32(g, n, residual);
+  check(input_value(g, n, residual).shape == y, ErrorKind::Shape, n.label(), ": residual ",
+        input_value(g, n, residual).shape.str(), " is not the output's shape ", y.str());
+  check(p.act.kind == ActKind::None, ErrorKind::Unsupported, n.label(),
+        ": a residual is added to a convolution without activation only");
 }
 
 void ConvLayer::build(const Node& n, Graph& g) {
@@ -77,7 +78,8 @@ void ConvLayer::build(const Node& n, Graph& g) {
   // A fourth input, a tensor of the output's shape added to it, is the skip
   // connection the fuse_residual_add pass folds in (after the bias, no activation).
   has_residual_ = has_input(n, 3);
-  check_conv_bias_residual(n, g, p_, 2, 3, y);
+  check_conv_bias(n, g, p_, 2);
+  check_conv_residual(n, g, p_, 3, y);
   set_output(g, n, 0, y);
   // A second output, the mean of each output plane, is made by the
   // fuse_channel_mean pass for depthwise convs (the squeeze-excitation pool).
@@ -109,20 +111,22 @@ void ConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
 
 namespace {
 
-const char kDepthwisePrefix[] = "depthwise_";
+const char kDepthwisePrefix[] = "depthwise_", kPointwisePrefix[] = "pointwise_";
 
 // The depthwise conv inside a SeparableConv node, as a Conv node of its own.
 Node depthwise_part(const Node& n) { return folded_part(n, "Conv", kDepthwisePrefix, "depthwise"); }
 
+// Input i of n, or -1 (missing).
+int optional_input(const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; }
+
 }  // namespace
 
 Node SeparableConvLayer::fuse(const Node& depthwise, const Node& pointwise) {
-  auto input = [](const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; };
   Node f;
   f.op_type = "SeparableConv";
   f.name = pointwise.name;
-  f.inputs = {depthwise.inputs[0], depthwise.inputs[1], input(depthwise, 2),
-              pointwise.inputs[1], input(pointwise, 2), input(pointwise, 3)};
+  f.inputs = {depthwise.inputs[0], depthwise.inputs[1], optional_input(depthwise, 2),
+              pointwise.inputs[1], optional_input(pointwise, 2), optional_input(pointwise, 3)};
   f.outputs = pointwise.outputs;
   f.attrs = pointwise.attrs;
   for (const auto& a : depthwise.attrs) f.attrs[kDepthwisePrefix + a.first] = a.second;
@@ -150,7 +154,8 @@ void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
           " channels");
   }
   const Shape y{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
-  check_conv_bias_residual(n, g, pw_, 4, 5, y);
+  check_conv_bias(n, g, pw_, 4);
+  check_conv_residual(n, g, pw_, 5, y);
   set_output(g, n, 0, y);
 }
 
@@ -165,6 +170,46 @@ bool SeparableConvLayer::stores_output_f32(const Backend& b) const {
 void SeparableConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
                                  void* ws) {
   b.separable_conv2d(dw_, pw_, *in[0], *in[1], in[2], *in[3], in[4], in[5], *out[0], ws);
+}
+
+Node PointwiseDepthwiseConvLayer::fuse(const Node& pointwise, const Node& depthwise) {
+  Node f;
+  f.op_type = "PointwiseDepthwiseConv";
+  f.name = depthwise.name;
+  f.inputs = {pointwise.inputs[0], pointwise.inputs[1], optional_input(pointwise, 2),
+              depthwise.inputs[1], optional_input(depthwise, 2)};
+  f.outputs = depthwise.outputs;
+  f.attrs = depthwise.attrs;
+  for (const auto& a : pointwise.attrs) f.attrs[kPointwisePrefix + a.first] = a.second;
+  return f;
+}
+
+void PointwiseDepthwiseConvLayer::build(const Node& n, Graph& g) {
+  for (size_t i : {0, 1, 3}) require_f32(g, n, i);
+  const Node pw = folded_part(n, "Conv", kPointwisePrefix, "pointwise");
+  pw_ = conv2d_params(pw, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
+  check(pw_.is_pointwise(), ErrorKind::Unsupported, pw.label(),
+        ": not a pointwise convolution (1x1, stride 1, no padding, one group)");
+  check_conv_bias(n, g, pw_, 2);
+  const Shape mid{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
+  dw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
+  check(dw_.is_depthwise(), ErrorKind::Unsupported, n.label(), ": not a depthwise convolution");
+  check_conv_bias(n, g, dw_, 4);
+  set_output(g, n, 0, Shape{dw_.n, dw_.c_out, dw_.h_out, dw_.w_out});
+  check(n.outputs.size() <= 2, ErrorKind::Unsupported, n.label(),
+        ": outputs are the depthwise conv's and, optionally, its channel means");
+  has_channel_mean_ = n.outputs.size() > 1;
+  if (has_channel_mean_) set_output(g, n, 1, Shape{dw_.n, dw_.c_out, 1, 1});
+}
+
+size_t PointwiseDepthwiseConvLayer::workspace_bytes(const Backend& b) const {
+  return b.pointwise_depthwise_conv2d_workspace(pw_, dw_);
+}
+
+void PointwiseDepthwiseConvLayer::forward(Backend& b, const Tensor* const* in,
+                                          Tensor* const* out, void* ws) {
+  b.pointwise_depthwise_conv2d(pw_, dw_, *in[0], *in[1], in[2], *in[3], in[4], *out[0],
+                               has_channel_mean_ ? out[1] : nullptr, ws);
 }
 
 }  // namespace repshare

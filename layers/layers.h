@@ -25,10 +25,11 @@ class ConvLayer : public Layer {
   bool has_residual_ = false;      // fourth input, added to the output (fuse_residual_add)
 };
 
-// Checks a conv's optional bias (input `bias`: c_out values) and residual (input
-// `residual`: output y's shape, on a conv without activation) where node n has them.
-void check_conv_bias_residual(const Node& n, const Graph& g, const Conv2dParams& p,
-                              size_t bias, size_t residual, const Shape& y);
+// Checks a conv's optional bias (input `bias` of node n: c_out values) and residual
+// (input `residual`: output y's shape, on a conv without activation) where n has them.
+void check_conv_bias(const Node& n, const Graph& g, const Conv2dParams& p, size_t bias);
+void check_conv_residual(const Node& n, const Graph& g, const Conv2dParams& p, size_t residual,
+                         const Shape& y);
 
 // Conv2dParams of Conv node n (its attributes: group, kernel_shape, strides,
 // dilations, pads / auto_pad, a fused activation) on input x and weight w; throws
@@ -51,6 +52,24 @@ class SeparableConvLayer : public Layer {
   // build() with the depthwise conv's input of shape x (inputs 1-5 as above).
   void build_convs(const Node& n, Graph& g, const Shape& x);
   Conv2dParams dw_, pw_;
+};
+
+// PointwiseDepthwiseConv: a 1x1 Conv whose output only a depthwise Conv reads, as one
+// node (fuse_pointwise_depthwise; MBConv's expansion and depthwise conv): inputs x,
+// w_pw, b_pw, w_dw, b_dw (biases optional), outputs the depthwise conv's (y, and
+// its channel means where fuse_channel_mean gave it them), its attributes as they
+// were and the pointwise conv's with the prefix "pointwise_".
+// Backend::pointwise_depthwise_conv2d.
+class PointwiseDepthwiseConvLayer : public Layer {
+ public:
+  static Node fuse(const Node& pointwise, const Node& depthwise);
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  Conv2dParams pw_, dw_;
+  bool has_channel_mean_ = false;
 };
 
 // Relu, Sigmoid, Tanh, Clip, LeakyRelu, HardSigmoid, HardSwish, Elu, Exp, Log, Sqrt,

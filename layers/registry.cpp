@@ -76,6 +76,7 @@ const std::map<std::string, Factory>& registry() {
       {"ChannelGather", make<ChannelGatherLayer>()},
       {"SqueezeExcitation", make<SqueezeExcitationLayer>()},
       {"SqueezeExcitationConv", make<SqueezeExcitationConvLayer>()},
+      {"PointwiseDepthwiseConv", make<PointwiseDepthwiseConvLayer>()},
       {"Constant", make<ConstantLayer>()},
       {"Shape", make<ConstantLayer>()},
   };

@@ -358,6 +358,64 @@ OpCase squeeze_excitation_case(const std::string& name, int64_t n, int64_t c, in
           }};
 }
 
+// pointwise_depthwise_conv2d: a 1x1 conv from c_in to dw.c_in channels (bias,
+// pw_act) over dw's input map, then depthwise dw (its bias), with its channel means
+// when with_mean (returned after y).
+struct PointwiseDepthwise {
+  Conv2dParams pw, dw;
+  bool with_mean = true;
+  Floats x, w_pw, b_pw, w_dw, b_dw;
+
+  // y (then the means) on be, by its own pointwise_depthwise_conv2d or else
+  // Backend's composition.
+  Floats run(Backend& be, bool composition) const {
+    const Shape ys{dw.n, dw.c_out, dw.h_out, dw.w_out}, ms{dw.n, dw.c_out, 1, 1};
+    DeviceTensor X(be, Shape{pw.n, pw.c_in, pw.h, pw.w}, x);
+    DeviceTensor WP(be, Shape{pw.c_out, pw.c_in, 1, 1}, w_pw), BP(be, Shape{pw.c_out}, b_pw);
+    DeviceTensor WD(be, Shape{dw.c_out, 1, dw.kh, dw.kw}, w_dw), BD(be, Shape{dw.c_out}, b_dw);
+    DeviceTensor Y(be, ys), M(be, ms);
+    const size_t bytes = composition ? be.Backend::pointwise_depthwise_conv2d_workspace(pw, dw)
+                                     : be.pointwise_depthwise_conv2d_workspace(pw, dw);
+    DeviceBytes workspace(be, std::max<size_t>(bytes, 1));
+    Tensor* mean = with_mean ? &M.t : nullptr;
+    if (composition)
+      be.Backend::pointwise_depthwise_conv2d(pw, dw, X.t, WP.t, &BP.t, WD.t, &BD.t, Y.t, mean,
+                                             workspace.data);
+    else
+      be.pointwise_depthwise_conv2d(pw, dw, X.t, WP.t, &BP.t, WD.t, &BD.t, Y.t, mean,
+                                    workspace.data);
+    Floats out = Y.download();
+    if (with_mean) {
+      const Floats m = M.download();
+      out.insert(out.end(), m.begin(), m.end());
+    }
+    return out;
+  }
+};
+
+PointwiseDepthwise pointwise_depthwise(int64_t c_in, Activation pw_act, Conv2dParams dw,
+                                       bool with_mean) {
+  PointwiseDepthwise c;
+  dw.h_out = conv_out(dw.h, dw.kh, dw.stride_h, dw.dil_h, dw.pad_top, dw.pad_bottom);
+  dw.w_out = conv_out(dw.w, dw.kw, dw.stride_w, dw.dil_w, dw.pad_left, dw.pad_right);
+  c.dw = dw;
+  c.pw = conv(dw.n, c_in, dw.h, dw.w, dw.c_in, 1, 1, 1, pw_act);
+  c.pw.h_out = dw.h;
+  c.pw.w_out = dw.w;
+  c.with_mean = with_mean;
+  c.x = random_floats(static_cast<size_t>(dw.n * c_in * dw.h * dw.w), 70);
+  c.w_pw = random_floats(static_cast<size_t>(dw.c_in * c_in), 71);
+  c.b_pw = random_floats(static_cast<size_t>(dw.c_in), 72);
+  c.w_dw = random_floats(static_cast<size_t>(dw.c_out * dw.kh * dw.kw), 73);
+  c.b_dw = random_floats(static_cast<size_t>(dw.c_out), 74);
+  return c;
+}
+
+OpCase pointwise_depthwise_case(const std::string& name, const PointwiseDepthwise& c) {
+  return {"pointwise_depthwise_conv2d_" + name, kTranscendentalTolerance,
+          [=](Backend& be) { return c.run(be, false); }};
+}
+
 // squeeze_excitation_conv2d: a squeeze-excitation (n images, c channels squeezed to
 // c_se) gating the 1x1 conv to c_out channels over an h x w map that alone reads
 // it: its weights (gates_weights: target [c_out, c, 1, 1], n 1) or its input (target
@@ -369,10 +427,12 @@ struct SeConv {
   Floats mean, w_reduce, b_reduce, w_expand, b_expand, target, other, bias, residual;
 
   Shape target_shape() const {
-    return gates_weights ? Shape{conv.c_out, conv.c_in, 1, 1} : Shape{conv.n, conv.c_in, conv.h, conv.w};
+    return gates_weights ? Shape{conv.c_out, conv.c_in, 1, 1}
+                         : Shape{conv.n, conv.c_in, conv.h, conv.w};
   }
   Shape other_shape() const {
-    return gates_weights ? Shape{conv.n, conv.c_in, conv.h, conv.w} : Shape{conv.c_out, conv.c_in, 1, 1};
+    return gates_weights ? Shape{conv.n, conv.c_in, conv.h, conv.w}
+                         : Shape{conv.c_out, conv.c_in, 1, 1};
   }
   Shape y_shape() const { return Shape{conv.n, conv.c_out, conv.h, conv.w}; }
 
@@ -1104,6 +1164,28 @@ std::vector<OpCase> all_cases() {
   c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
   c.push_back(squeeze_excitation_case("folded_weights_partial_slice", 1, 100, 7, 13, 1, false));
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
+  // pointwise_depthwise_conv2d: MBConv's expansion then depthwise conv with its means,
+  // on short planes (a warp's row) and long ones (a block per plane: 300 planes of
+  // 36x36 fill the GPU), strided 5x5 with TF "SAME" pads, two images; and what CUDA
+  // leaves to the composition: no means, few long planes.
+  auto depthwise = [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride,
+                      Activation a, int64_t pad0, int64_t pad1) {
+    return with_pads(conv(n, c, h, w, c, k, stride, c, a), pad0, pad0, pad1, pad1);
+  };
+  c.push_back(pointwise_depthwise_case(
+      "short_3x3",
+      pointwise_depthwise(7, swish, depthwise(1, 13, 9, 11, 3, 1, swish, 1, 1), true)));
+  c.push_back(pointwise_depthwise_case(
+      "s2_5x5_n2",
+      pointwise_depthwise(5, swish, depthwise(2, 12, 15, 13, 5, 2, swish, 1, 2), true)));
+  c.push_back(pointwise_depthwise_case(
+      "long_planes",
+      pointwise_depthwise(6, swish, depthwise(1, 300, 36, 36, 3, 1, swish, 1, 1), true)));
+  c.push_back(pointwise_depthwise_case(
+      "few_long_planes",
+      pointwise_depthwise(6, relu, depthwise(1, 7, 40, 33, 3, 1, swish, 1, 1), true)));
+  c.push_back(pointwise_depthwise_case(
+      "no_means", pointwise_depthwise(6, swish, depthwise(1, 13, 9, 11, 3, 1, none, 1, 1), false)));
   // squeeze_excitation_conv2d: MBConv projections reading gated weights (bias and
   // residual, or bias alone, odd sizes) and a gated 7x7 activation (B0's last
   // stage); and what CUDA leaves to the composition: a plane over 256, two images,
@@ -1711,6 +1793,29 @@ TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
                     with_pads(conv(2, 5, 7, 6, 5, 3, 2, 5, swish), 0, 0, 1, 1), 5, swish, false),
       sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0})}, swish,
                     with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 5, none, true)};
+  for (const auto& be : contract_backends()) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
+                   std::to_string(i));
+      EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
+    }
+  }
+}
+
+// A backend applying the 1x1 conv's bias and activation as the depthwise conv reads
+// its product gives the composition's bits, output and means, in fp32 and fp16.
+TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
+  const Activation swish = act(ActKind::Swish), relu = act(ActKind::Relu);
+  const std::vector<PointwiseDepthwise> cases = {
+      pointwise_depthwise(7, swish, with_pads(conv(1, 13, 9, 11, 13, 3, 1, 13, swish), 1, 1, 1, 1),
+                          true),
+      pointwise_depthwise(5, relu, with_pads(conv(2, 12, 15, 13, 12, 5, 2, 12, swish), 1, 1, 2, 2),
+                          true),
+      pointwise_depthwise(6, swish,
+                          with_pads(conv(1, 300, 36, 36, 300, 3, 1, 300, swish), 1, 1, 1, 1), true),
+      pointwise_depthwise(6, Activation(),
+                          with_pads(conv(1, 16, 32, 32, 16, 3, 1, 16, Activation()), 1, 1, 1, 1),
+                          true)};
   for (const auto& be : contract_backends()) {
     for (size_t i = 0; i < cases.size(); ++i) {
       SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +

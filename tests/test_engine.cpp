@@ -723,19 +723,20 @@ TEST(Passes, WeightedSumThenSeparableConvBecomesOneNode) {
   }
 }
 
-// An MBConv block's tail: x [1, 6, 9, 11] -> its mean -> 1x1 conv to 3 (swish) ->
-// 1x1 conv to 6 (sigmoid) -> the gate, Mul(x, gate) -> 1x1 projection to 5 with a
-// bias, plus the residual r [1, 5, 9, 11] when `residual` -> y.
-Graph squeeze_excitation_graph(bool residual) {
+// An MBConv block: with `expansion`, x [1, 4, 9, 11] -> 1x1 conv to 6 (swish) ->
+// "expanded" -> depthwise 3x3 (pads 1, swish) -> a, else a = x [1, 6, 9, 11]; then
+// a's mean -> 1x1 conv to 3 (swish) -> 1x1 conv to 6 (sigmoid) -> the gate, Mul(a,
+// gate) -> 1x1 projection to 5 with a bias, plus the residual r [1, 5, 9, 11] when
+// `residual` -> y.
+Graph mbconv_graph(bool residual, bool expansion) {
   Graph g;
-  g.name = "se_projection";
+  g.name = "mbconv";
   g.opset = 13;
   auto constant = [&](const std::string& name, Shape s, float scale) {
     std::vector<float> v(static_cast<size_t>(s.numel()));
     for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.9f * static_cast<float>(i));
     return g.add_constant_f32(name, s, v);
   };
-  const int x = add_input(g, "x", Shape{1, 6, 9, 11});
   auto node = [&](const std::string& op, const std::string& name, std::vector<int> inputs) {
     Node n;
     n.op_type = op;
@@ -744,19 +745,36 @@ Graph squeeze_excitation_graph(bool residual) {
     n.outputs = {g.add_value(name + "_out")};
     return n;
   };
-  Node pool = node("GlobalAveragePool", "pool", {x});
+  int a = add_input(g, "x", Shape{1, expansion ? 4 : 6, 9, 11});
+  if (expansion) {
+    Node expand = node("Conv", "expand", {a, constant("w_x", Shape{6, 4, 1, 1}, 0.5f),
+                                          constant("b_x", Shape{6}, 0.2f)});
+    expand.outputs = {g.add_value("expanded")};
+    attach_activation(expand, Activation{ActKind::Swish});
+    Node dw = node("Conv", "dw", {expand.outputs[0], constant("w_dw", Shape{6, 1, 3, 3}, 0.3f),
+                                  constant("b_dw", Shape{6}, -0.1f)});
+    dw.attrs["group"].kind = Attribute::Kind::Int;
+    dw.attrs["group"].i = 6;
+    dw.attrs["pads"].kind = Attribute::Kind::Ints;
+    dw.attrs["pads"].ints = {1, 1, 1, 1};
+    attach_activation(dw, Activation{ActKind::Swish});
+    g.nodes = {expand, dw};
+    a = dw.outputs[0];
+  }
+  Node pool = node("GlobalAveragePool", "pool", {a});
   Node reduce = node("Conv", "reduce", {pool.outputs[0], constant("w_r", Shape{3, 6, 1, 1}, 0.6f),
                                         constant("b_r", Shape{3}, 0.1f)});
   attach_activation(reduce, Activation{ActKind::Swish});
-  Node expand = node("Conv", "expand", {reduce.outputs[0], constant("w_e", Shape{6, 3, 1, 1}, 0.8f),
-                                        constant("b_e", Shape{6}, -0.1f)});
+  Node expand = node("Conv", "se_expand", {reduce.outputs[0],
+                                           constant("w_e", Shape{6, 3, 1, 1}, 0.8f),
+                                           constant("b_e", Shape{6}, -0.1f)});
   attach_activation(expand, Activation{ActKind::Sigmoid});
-  Node gate = node("Mul", "gate", {x, expand.outputs[0]});
+  Node gate = node("Mul", "gate", {a, expand.outputs[0]});
   Node project = node("Conv", "project", {gate.outputs[0], constant("w_p", Shape{5, 6, 1, 1}, 0.4f),
                                           constant("b_p", Shape{5}, 0.3f)});
   if (residual) project.inputs.push_back(add_input(g, "r", Shape{1, 5, 9, 11}));
   project.outputs = {g.add_value("y")};
-  g.nodes = {pool, reduce, expand, gate, project};
+  for (const Node& n : {pool, reduce, expand, gate, project}) g.nodes.push_back(n);
   g.outputs.push_back(g.find("y"));
   return g;
 }
@@ -779,7 +797,7 @@ TEST(Passes, SqueezeExcitationThenConvBecomesOneNode) {
     std::vector<float> out[2];
     int64_t flops[2] = {0, 0};
     for (bool fuse : {false, true}) {
-      Graph g = squeeze_excitation_graph(c.residual);
+      Graph g = mbconv_graph(c.residual, false);
       PassOptions opt;
       opt.fold_channel_gate = c.fold_gate;
       opt.fuse_squeeze_excitation_conv = fuse;
@@ -799,6 +817,48 @@ TEST(Passes, SqueezeExcitationThenConvBecomesOneNode) {
       EXPECT_EQ(fused_nodes, fuse ? c.fused : 0);
       out[fuse] = run_on_cpu(g, c.residual ? std::vector<std::string>{"x", "r"}
                                            : std::vector<std::string>{"x"});
+    }
+    EXPECT_EQ(out[0], out[1]);
+    EXPECT_GT(flops[0], 0);
+    EXPECT_EQ(flops[0], flops[1]);
+  }
+}
+
+// MBConv's expansion, a 1x1 conv read only by the depthwise conv (which makes the
+// squeeze-excitation's pool too), becomes one PointwiseDepthwiseConv with both
+// outputs, with the same output bits and FLOPs on the CPU; an expanded tensor that
+// must survive, or a plane over the pass's limit (9 x 11 here), keeps the two convs.
+TEST(Passes, PointwiseThenDepthwiseConvBecomesOneNode) {
+  struct Case {
+    bool keep_expanded;
+    int64_t max_plane;
+    int fused;
+  };
+  for (const Case& c : std::vector<Case>{{false, 99, 1}, {true, 99, 0}, {false, 98, 0}}) {
+    SCOPED_TRACE(std::string(c.keep_expanded ? "expanded kept, " : "") + "planes up to " +
+                 std::to_string(c.max_plane));
+    std::vector<float> out[2];
+    int64_t flops[2] = {0, 0};
+    for (bool fuse : {false, true}) {
+      Graph g = mbconv_graph(true, true);
+      PassOptions opt;
+      opt.fuse_pointwise_depthwise = fuse;
+      opt.pointwise_depthwise_max_plane = c.max_plane;
+      if (c.keep_expanded) opt.keep.insert("expanded");
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.channel_mean, 1);
+      const int fused = fuse ? c.fused : 0;
+      EXPECT_EQ(stats.pointwise_depthwise, fused);
+      int nodes = 0;
+      for (const Node& n : g.nodes) {
+        flops[fuse] += node_flops(g, n);
+        if (n.op_type != "PointwiseDepthwiseConv") continue;
+        ++nodes;
+        EXPECT_EQ(n.outputs.size(), 2u) << "the channel means stay a second output";
+        EXPECT_EQ(n.attr_string("pointwise_activation", ""), "swish");
+      }
+      EXPECT_EQ(nodes, fused);
+      out[fuse] = run_on_cpu(g, {"x", "r"});
     }
     EXPECT_EQ(out[0], out[1]);
     EXPECT_GT(flops[0], 0);

@@ -130,12 +130,13 @@ TEST(RepoFixtures, CompositeBlocksMatchPyTorch) {
 // weights, not the expanded activation, and its two 1x1 convs and that gating are
 // one SqueezeExcitation node making the [Cout, C, 1, 1] gated weights. (That the
 // block still equals PyTorch is the test above; that the node and the projection
-// become one, Passes.SqueezeExcitationThenConvBecomesOneNode.)
+// become one, Passes.SqueezeExcitationThenConvBecomesOneNode; the expansion and the
+// depthwise conv, Passes.PointwiseThenDepthwiseConvBecomesOneNode.)
 TEST(RepoFixtures, SqueezeExciteGateScalesTheProjectionWeights) {
   for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
     Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
     PassOptions opt;
-    opt.fuse_squeeze_excitation_conv = false;
+    opt.fuse_squeeze_excitation_conv = opt.fuse_pointwise_depthwise = false;
     const PassStats stats = prepare_graph(g, opt);
     EXPECT_EQ(stats.channel_gate, 1) << block;
     EXPECT_EQ(stats.squeeze_excitation, 1) << block;
@@ -179,7 +180,9 @@ TEST(RepoFixtures, SqueezeExciteFusionLeavesKeptTensorsAlone) {
 }
 
 // Squeeze-excitation's pool is made by the depthwise conv as a second output: no
-// reduction node is left. (Equal to PyTorch fused and unfused: the test above.)
+// reduction node is left. (Equal to PyTorch fused and unfused: the test above.) The
+// depthwise conv has become one node with the expansion before it: input 3 is its
+// weights.
 TEST(RepoFixtures, SqueezeExcitePoolIsMadeByTheDepthwiseConv) {
   for (const char* block : {"mbconv_se_s1_tfsame", "mbconv_se_s2_torchpad"}) {
     Graph g = load_onnx(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/" + block + "/model.onnx");
@@ -189,9 +192,9 @@ TEST(RepoFixtures, SqueezeExcitePoolIsMadeByTheDepthwiseConv) {
     for (const Node& n : g.nodes) {
       EXPECT_NE(n.op_type, "ReduceMean") << block;
       EXPECT_NE(n.op_type, "GlobalAveragePool") << block;
-      if (n.op_type == "Conv" && n.outputs.size() == 2) {
+      if (n.op_type == "PointwiseDepthwiseConv" && n.outputs.size() == 2) {
         ++two_output_convs;
-        EXPECT_EQ(n.attr_int("group", 1), g.values[n.inputs[0]].shape[1]) << block;
+        EXPECT_EQ(n.attr_int("group", 1), g.values[n.inputs[3]].shape[0]) << block;
       }
     }
     EXPECT_EQ(two_output_convs, 1) << block;

@@ -62,16 +62,48 @@ bool reads_input_directly(const Conv2dParams& p) {
          p.pad_left == 0 && p.pad_bottom == 0 && p.pad_right == 0;
 }
 
+// What the epilogue after a GEMM makes of its product v: act(v + bias) + residual.
+__device__ __forceinline__ float epilogue_value(Activation act, float v, float bias,
+                                               float residual) {
+  return apply_activation(act, v + bias) + residual;
+}
+
 // Where the depthwise kernels read input plane nc (image * C + channel) at offset
 // `at`: StoredPlanes from memory; SummedPlanes computes it, a BiFPN fusion's output,
-// as weighted_sum_kernel would store it (weighted_sum_separable_conv2d).
+// as weighted_sum_kernel would store it (weighted_sum_separable_conv2d);
+// StagedPlanes from shared memory, where stage() put it. The channel-mean kernels,
+// a block per plane, call stage(nc, buffer) first.
 template <typename T>
 struct StoredPlanes {
   const T* x;
   int plane;  // h * w
+  __device__ __forceinline__ void stage(int, float*) {}
   __device__ __forceinline__ float operator()(int nc, int at) const {
     return cuda::as_float(x[static_cast<size_t>(nc) * plane + at]);
   }
+};
+
+// Plane nc of a 1x1 conv's product (pointwise_depthwise_conv2d), with the 1x1 conv's
+// bias and activation applied and rounded to storage as epilogue_kernel stores
+// them, once per element, into the block's shared memory: every tap then reads it
+// there. Ends with a barrier.
+template <typename T>
+struct StagedPlanes {
+  const T* product;
+  const T* bias;  // [channels], or null
+  Activation act;
+  int plane, channels;
+  float* shared;
+  __device__ __forceinline__ void stage(int nc, float* buffer) {
+    shared = buffer;
+    const float b = bias ? cuda::as_float(bias[nc % channels]) : 0.f;
+    const T* src = product + static_cast<size_t>(nc) * plane;
+    for (int i = threadIdx.x; i < plane; i += blockDim.x)
+      shared[i] = cuda::as_float(
+          cuda::stored<T>(epilogue_value(act, cuda::as_float(src[i]), b, 0.f)));
+    __syncthreads();
+  }
+  __device__ __forceinline__ float operator()(int, int at) const { return shared[at]; }
 };
 
 template <typename T>
@@ -157,25 +189,28 @@ __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
 // ones take a block of kLongRowBlock threads, each summing the outputs it stored,
 // where there are planes enough to fill the GPU (CudaBackend::conv2d_channel_mean).
 // Output o (row-major in its plane) of plane nc stored in y; returns the stored value.
-template <typename T>
+template <typename T, typename Input>
 __device__ __forceinline__ float store_depthwise_output(const Conv32& p, Activation act,
-                                                        const T* __restrict__ x,
-                                                        const T* __restrict__ w,
+                                                        const Input& x, const T* __restrict__ w,
                                                         const T* __restrict__ bias, int nc,
                                                         int o, T* __restrict__ y) {
-  const T v = cuda::stored<T>(
-      depthwise_output(p, act, stored_planes(x, p), w, bias, nc, o / p.w_out, o % p.w_out));
+  const T v =
+      cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
   y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
   return cuda::as_float(v);
 }
 
-template <typename T>
-__global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restrict__ x,
+// Both take dynamic shared memory for Input's stage(): a float per input element
+// for StagedPlanes, none for StoredPlanes.
+template <typename T, typename Input>
+__global__ void depthwise_mean_kernel(Conv32 p, Activation act, Input x,
                                       const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ y, T* __restrict__ mean) {
   __shared__ float plane[cuda::kWarpRow];
+  extern __shared__ float staged[];
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
+  x.stage(nc, staged);
   for (int o = threadIdx.x; o < len; o += blockDim.x)
     plane[o] = store_depthwise_output(p, act, x, w, bias, nc, o, y);
   __syncthreads();
@@ -187,14 +222,16 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, const T* __restr
   if (lane == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
 
-template <typename T>
+template <typename T, typename Input>
 __global__ void __launch_bounds__(cuda::kLongRowBlock)
-    depthwise_mean_long_kernel(Conv32 p, Activation act, const T* __restrict__ x,
-                               const T* __restrict__ w, const T* __restrict__ bias,
-                               T* __restrict__ y, T* __restrict__ mean) {
+    depthwise_mean_long_kernel(Conv32 p, Activation act, Input x, const T* __restrict__ w,
+                               const T* __restrict__ bias, T* __restrict__ y,
+                               T* __restrict__ mean) {
   __shared__ float partials[32];
+  extern __shared__ float staged[];
   const int nc = blockIdx.x;
   const int len = p.h_out * p.w_out;
+  x.stage(nc, staged);
   float acc = 0.f;
   for (int o = threadIdx.x; o < len; o += blockDim.x)
     acc += store_depthwise_output(p, act, x, w, bias, nc, o, y);
@@ -290,7 +327,7 @@ __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
   if (i >= total) return;
   const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
   const float r = residual ? cuda::as_float(residual[i]) : 0.f;
-  y[i] = cuda::stored<Y>(apply_activation(act, cuda::as_float(y[i]) + b) + r);
+  y[i] = cuda::stored<Y>(epilogue_value(act, cuda::as_float(y[i]), b, r));
 }
 
 // Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
@@ -501,6 +538,27 @@ bool direct_conv_applies(const Conv2dParams& p) {
          p.c_in / p.groups * p.kh * p.kw <= kDirectTaps;
 }
 
+// The depthwise conv and its means in one launch (means_in_depthwise_kernel), reading
+// its input through x.
+template <typename T, typename Input>
+void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& x,
+                           size_t staged_bytes, const Tensor& w, const Tensor* bias, Tensor& y,
+                           Tensor& mean) {
+  const Conv32 q = conv32(p);
+  const unsigned planes = static_cast<unsigned>(p.n * p.c_out);
+  const T* b = bias ? cuda::data<T>(*bias) : nullptr;
+  if (p.h_out * p.w_out <= cuda::kWarpRow) {
+    depthwise_mean_kernel<T, Input><<<planes, cuda::kBlock, staged_bytes, be.stream()>>>(
+        q, p.act, x, cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
+    be.after_launch("depthwise_mean_kernel");
+  } else {
+    depthwise_mean_long_kernel<T, Input>
+        <<<planes, cuda::kLongRowBlock, staged_bytes, be.stream()>>>(
+            q, p.act, x, cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
+    be.after_launch("depthwise_mean_long_kernel");
+  }
+}
+
 #ifdef REPSHARE_WITH_CUDNN
 // cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric pads
 // (not TF "SAME" with stride 2, whose extra pad is at the end) that have no kernel
@@ -619,7 +677,7 @@ void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* 
                                 pw.groups == 1 && reads_input_directly(pw);
   const int fill_total = starts_from_bias ? qp.n * qp.c_out * hw : 0;
   void* rest = nullptr;
-  const Tensor mid = separable_mid(dw, workspace, &rest);
+  const Tensor mid = conv_output_in_workspace(dw, workspace, &rest);
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
@@ -666,34 +724,64 @@ void CudaBackend::pointwise_gemm(const Conv2dParams& p, const Tensor& x, const T
   }
 }
 
+// Whether the depthwise kernel, a block per plane, computes the channel means: on
+// planes the width of a warp's row, or enough of them to fill the GPU. A block per
+// large plane, on fewer blocks than 2 per SM, left most of the GPU idle: D0's 32
+// planes of 256x256 took 0.15 ms on an H200, as long as the conv on every SM
+// followed by reduce's 32 warps had. Then the conv and reduce's block per row run
+// apart (the same bits: the composition is the contract).
+bool CudaBackend::means_in_depthwise_kernel(const Conv2dParams& p) const {
+  const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
+  return p.is_depthwise() && plane > 0 && planes > 0 &&
+         (plane <= cuda::kWarpRow || planes >= 2 * multiprocessors_);
+}
+
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                       const Tensor* bias, Tensor& y, Tensor& mean,
                                       void* workspace) {
-  const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
-  // A block per large plane, on fewer blocks than 2 per SM, left most of the GPU
-  // idle: D0's 32 planes of 256x256 took 0.15 ms on an H200, as long as the conv
-  // on every SM followed by reduce's 32 warps had. Then the conv and reduce's
-  // block per row run apart (the same bits: the composition is the contract).
-  if (!p.is_depthwise() || plane == 0 ||
-      (plane > cuda::kWarpRow && planes < 2 * multiprocessors_)) {
+  if (!means_in_depthwise_kernel(p)) {
     Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
     return;
   }
-  const Conv32 q = conv32(p);
-  if (planes == 0) return;
   cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
     using T = decltype(tag);
-    const T* b = bias ? cuda::data<T>(*bias) : nullptr;
-    if (plane <= cuda::kWarpRow) {
-      depthwise_mean_kernel<T><<<static_cast<unsigned>(planes), cuda::kBlock, 0, stream_>>>(
-          q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
-      after_launch("depthwise_mean_kernel");
-    } else {
-      depthwise_mean_long_kernel<T>
-          <<<static_cast<unsigned>(planes), cuda::kLongRowBlock, 0, stream_>>>(
-          q, p.act, cuda::data<T>(x), cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
-      after_launch("depthwise_mean_long_kernel");
-    }
+    launch_depthwise_mean<T>(*this, p, stored_planes(cuda::data<T>(x), conv32(p)), 0, w, bias, y,
+                             mean);
+  });
+}
+
+// The 1x1 conv's product into the workspace (cuBLAS, no epilogue), then the
+// depthwise conv and its means, each block staging its input plane in shared memory
+// with the 1x1 conv's bias and activation applied (StagedPlanes): no epilogue launch,
+// and the block's largest tensor written and read once instead of twice each.
+// Input planes of at most kStagedPlane elements (32 KiB of floats, within the 48 KiB
+// a block takes without opting in: B0's from 56x56 down, D0's from 64x64); the
+// composition elsewhere, and for depthwise convs without means (in these models
+// squeeze-excitation pools every one).
+constexpr int64_t kStagedPlane = 8192;
+
+void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
+                                             const Tensor& x, const Tensor& w_pw,
+                                             const Tensor* b_pw, const Tensor& w_dw,
+                                             const Tensor* b_dw, Tensor& y, Tensor* mean,
+                                             void* workspace) {
+  const int64_t staged = dw.h * dw.w;
+  if (!mean || !means_in_depthwise_kernel(dw) || staged > kStagedPlane || fuses_pointwise(pw)) {
+    Backend::pointwise_depthwise_conv2d(pw, dw, x, w_pw, b_pw, w_dw, b_dw, y, mean, workspace);
+    return;
+  }
+  const char* op = "pointwise_depthwise_conv2d";
+  check(workspace != nullptr, ErrorKind::Backend, op,
+        ": needs pointwise_depthwise_conv2d_workspace() bytes of workspace and got none");
+  void* rest = nullptr;
+  Tensor product = conv_output_in_workspace(pw, workspace, &rest);
+  pointwise_gemm(pw, x, w_pw, product, 0.f);
+  cuda::with_storage(y.dtype, op, [&](auto tag) {
+    using T = decltype(tag);
+    const StagedPlanes<T> in{cuda::data<T>(product), b_pw ? cuda::data<T>(*b_pw) : nullptr,
+                             pw.act, static_cast<int>(staged), conv32(pw).c_out, nullptr};
+    launch_depthwise_mean<T>(*this, dw, in, static_cast<size_t>(staged) * sizeof(float), w_dw,
+                             b_dw, y, *mean);
   });
 }
 

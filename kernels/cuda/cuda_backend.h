@@ -83,6 +83,12 @@ class CudaBackend : public Backend {
   // The residual is added in the conv's epilogue (or its depthwise kernel).
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                            const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
+  // 1x1 then depthwise with channel means: the depthwise kernel applies the 1x1
+  // conv's bias and activation as it stages each input plane in shared memory.
+  void pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
+                                  const Tensor& x, const Tensor& w_pw, const Tensor* b_pw,
+                                  const Tensor& w_dw, const Tensor* b_dw, Tensor& y,
+                                  Tensor* mean, void* workspace) override;
   void separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& x,
                         const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
                         const Tensor* b_pw, const Tensor* residual, Tensor& y,
@@ -190,6 +196,7 @@ class CudaBackend : public Backend {
                            const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw,
                            const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
                            const Tensor* residual, Tensor& y, void* workspace);
+  bool means_in_depthwise_kernel(const Conv2dParams& p) const;  // conv2d.cu
   // y = w . x + beta * y for pointwise conv p (conv2d.cu): cuBLAS alone, image by
   // image, no bias, activation or residual; beta 1 adds the product to what y holds.
   void pointwise_gemm(const Conv2dParams& p, const Tensor& x, const Tensor& w, Tensor& y,
