@@ -1781,6 +1781,20 @@ TEST(BackendOpsContract, ResampledWeightedSumHasTheBitsOfResampleThenSum) {
   }
 }
 
+// Each case (a fused entry point's, run(be, composition) giving its output) on every
+// contract backend: the backend's own fused op against Backend's composition, bit
+// for bit.
+template <class Case>
+void expect_composition_bits(const std::vector<Case>& cases) {
+  for (const auto& be : contract_backends()) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
+                   std::to_string(i));
+      EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
+    }
+  }
+}
+
 // A backend computing the fusion inside its separable conv gives the bits of the
 // fusion stored, then the separable conv (Backend's composition), in fp16 too.
 TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
@@ -1793,13 +1807,7 @@ TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
                     with_pads(conv(2, 5, 7, 6, 5, 3, 2, 5, swish), 0, 0, 1, 1), 5, swish, false),
       sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0})}, swish,
                     with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 5, none, true)};
-  for (const auto& be : contract_backends()) {
-    for (size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
-                   std::to_string(i));
-      EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
-    }
-  }
+  expect_composition_bits(cases);
 }
 
 // A backend applying the 1x1 conv's bias and activation as the depthwise conv reads
@@ -1816,13 +1824,7 @@ TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
       pointwise_depthwise(6, Activation(),
                           with_pads(conv(1, 16, 32, 32, 16, 3, 1, 16, Activation()), 1, 1, 1, 1),
                           true)};
-  for (const auto& be : contract_backends()) {
-    for (size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
-                   std::to_string(i));
-      EXPECT_EQ(cases[i].run(*be, false), cases[i].run(*be, true));
-    }
-  }
+  expect_composition_bits(cases);
 }
 
 // A backend starting the conv's output from bias plus residual (CUDA at batch 1)

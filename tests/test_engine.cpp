@@ -587,6 +587,13 @@ TEST(Passes, WeightedSumNamesABadResampling) {
   EXPECT_THROW(infer_shapes(g), Error);
 }
 
+// A constant of shape s: scale * cos(step * i) at flat index i.
+int cos_constant(Graph& g, const std::string& name, Shape s, float scale, float step) {
+  std::vector<float> v(static_cast<size_t>(s.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(step * static_cast<float>(i));
+  return g.add_constant_f32(name, s, v);
+}
+
 // x [1, 6, 9, 11] -> depthwise 3x3 (pads 1, relu) -> mid -> 1x1 conv to c_out (swish
 // unless a residual r [1, c_out, 9, 11] is added; `pw_stride`) -> y; `mid_also_out`
 // makes mid a graph output too.
@@ -595,9 +602,7 @@ Graph separable_graph(int64_t c_out, bool residual, int64_t pw_stride, bool mid_
   g.name = "separable";
   g.opset = 13;
   auto constant = [&](const std::string& name, Shape s, float scale) {
-    std::vector<float> v(static_cast<size_t>(s.numel()));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.7f * static_cast<float>(i));
-    return g.add_constant_f32(name, s, v);
+    return cos_constant(g, name, s, scale, 0.7f);
   };
   const int x = add_input(g, "x", Shape{1, 6, 9, 11});
   Node dw;
@@ -733,9 +738,7 @@ Graph mbconv_graph(bool residual, bool expansion) {
   g.name = "mbconv";
   g.opset = 13;
   auto constant = [&](const std::string& name, Shape s, float scale) {
-    std::vector<float> v(static_cast<size_t>(s.numel()));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::cos(0.9f * static_cast<float>(i));
-    return g.add_constant_f32(name, s, v);
+    return cos_constant(g, name, s, scale, 0.9f);
   };
   auto node = [&](const std::string& op, const std::string& name, std::vector<int> inputs) {
     Node n;
