@@ -436,13 +436,15 @@ struct SeConv {
   }
   Shape y_shape() const { return Shape{conv.n, conv.c_out, conv.h, conv.w}; }
 
-  // y on be, by its own squeeze_excitation_conv2d or else Backend's composition.
-  Floats run(Backend& be, bool composition) const {
+  // y on be, by its own squeeze_excitation_conv2d or else Backend's composition; an
+  // F32 y (conv2d_stores_f32) when f32_y.
+  Floats run(Backend& be, bool composition, bool f32_y = false) const {
     const int64_t c = se.c, c_se = se.c_se;
     DeviceTensor M(be, Shape{se.n, c, 1, 1}, mean), WR(be, Shape{c_se, c, 1, 1}, w_reduce);
     DeviceTensor BR(be, Shape{c_se}, b_reduce), WE(be, Shape{c, c_se, 1, 1}, w_expand);
     DeviceTensor BE(be, Shape{c}, b_expand), T(be, target_shape(), target);
-    DeviceTensor O(be, other_shape(), other), Y(be, y_shape());
+    DeviceTensor O(be, other_shape(), other);
+    DeviceTensor Y(be, y_shape(), f32_y ? DType::F32 : be.float_storage());
     DeviceTensor B(be, Shape{conv.c_out}, bias.empty() ? Floats(size_t(conv.c_out)) : bias);
     DeviceTensor R(be, y_shape(), residual.empty() ? Floats(count(y_shape())) : residual);
     const Tensor* b = bias.empty() ? nullptr : &B.t;
@@ -1829,8 +1831,9 @@ TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
 
 // A backend starting the conv's output from bias plus residual (CUDA at batch 1)
 // rounds once where the composition rounds the product, then the sum: within one
-// step of the storage at the magnitudes involved, in fp32 and fp16. Elsewhere (the
-// CPU, CUDA's other shapes) the composition's bits.
+// step of the storage at the magnitudes involved, in fp32 and fp16; into an F32 y
+// in fp16 storage (conv2d_stores_f32), within fp32's step. Elsewhere (the CPU,
+// CUDA's other shapes) the composition's bits.
 TEST(BackendOpsContract, SqueezeExcitationConvMatchesItsTwoOps) {
   const Activation none;
   const std::vector<SeConv> cases = {se_conv(1, 40, 10, 9, 11, 24, true, true, true, none),
@@ -1839,30 +1842,33 @@ TEST(BackendOpsContract, SqueezeExcitationConvMatchesItsTwoOps) {
                                      se_conv(1, 13, 5, 3, 5, 7, true, false, true, none)};
   for (const auto& be : contract_backends()) {
     const bool half = be->float_storage() == DType::F16;
-    // The distance between stored values next to magnitude v.
-    auto spacing = [half](float v) {
-      if (half) return half_spacing(v);
-      int e = 0;
-      std::frexp(std::max(v, 1e-30f), &e);
-      return std::ldexp(1.f, e - 24);
-    };
     for (size_t k = 0; k < cases.size(); ++k) {
-      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
-                   std::to_string(k));
-      const SeConv& c = cases[k];
-      const Floats got = c.run(*be, false), want = c.run(*be, true);
-      ASSERT_EQ(got.size(), want.size());
-      const Floats bias = half ? rounded_to_half(c.bias) : c.bias;
-      const Floats residual = half ? rounded_to_half(c.residual) : c.residual;
-      const size_t plane = static_cast<size_t>(c.conv.h * c.conv.w);
-      for (size_t i = 0; i < got.size(); ++i) {
-        const float b = bias.empty() ? 0.f : std::fabs(bias[(i / plane) % bias.size()]);
-        const float r = residual.empty() ? 0.f : std::fabs(residual[i]);
-        // Two roundings apart (the product's or bias + residual's, and the result's),
-        // each at most half a step at a magnitude within |want| + |b| + |r|.
-        const float bound = 2 * spacing(1.01f * (std::fabs(want[i]) + b + r));
-        ASSERT_LE(std::fabs(got[i] - want[i]), bound)
-            << "at " << i << ": " << got[i] << " vs " << want[i];
+      for (bool f32_y : {false, true}) {
+        const SeConv& c = cases[k];
+        if (f32_y && !(half && be->conv2d_stores_f32(c.conv))) continue;
+        SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + ", case " +
+                     std::to_string(k) + (f32_y ? ", F32 y" : ""));
+        // The distance between stored values next to magnitude v.
+        auto spacing = [&](float v) {
+          if (half && !f32_y) return half_spacing(v);
+          int e = 0;
+          std::frexp(std::max(v, 1e-30f), &e);
+          return std::ldexp(1.f, e - 24);
+        };
+        const Floats got = c.run(*be, false, f32_y), want = c.run(*be, true, f32_y);
+        ASSERT_EQ(got.size(), want.size());
+        const Floats bias = half ? rounded_to_half(c.bias) : c.bias;
+        const Floats residual = half ? rounded_to_half(c.residual) : c.residual;
+        const size_t plane = static_cast<size_t>(c.conv.h * c.conv.w);
+        for (size_t i = 0; i < got.size(); ++i) {
+          const float b = bias.empty() ? 0.f : std::fabs(bias[(i / plane) % bias.size()]);
+          const float r = residual.empty() ? 0.f : std::fabs(residual[i]);
+          // Two roundings apart (the product's or bias + residual's, and the result's),
+          // each at most half a step at a magnitude within |want| + |b| + |r|.
+          const float bound = 2 * spacing(1.01f * (std::fabs(want[i]) + b + r));
+          ASSERT_LE(std::fabs(got[i] - want[i]), bound)
+              << "at " << i << ": " << got[i] << " vs " << want[i];
+        }
       }
     }
   }
