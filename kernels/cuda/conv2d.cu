@@ -837,9 +837,9 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
     if (cudnn_runs(p)) {
       check(x.dtype == y.dtype, ErrorKind::Unsupported, "cuda conv2d: cuDNN stores ",
             dtype_name(x.dtype), " outputs only (conv2d_stores_f32)");
-      before_library_call();
+      before_library_call(Library::Cudnn);
       cudnn_conv(p).forward(cudnn_, x.data, w.data, y.data, workspace);
-      after_library_call();
+      after_library_call(Library::Cudnn);
     } else  // im2col + cuBLAS below
 #endif
     {

@@ -117,10 +117,17 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
   check(!tf32_, ErrorKind::Unsupported, "cuda backend: tf32 needs cuBLAS 11 or later");
   REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
 #endif
+  const char* overlap = std::getenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
+  library_overlap_ = overlap && std::strcmp(overlap, "0") != 0;
 #if CUBLAS_VER_MAJOR >= 11
-  REPSHARE_CUDA(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
-  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
-#endif  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
+  cublas_workspaces_.assign(library_overlap_ ? queues : 1, nullptr);
+  for (void*& w : cublas_workspaces_) REPSHARE_CUDA(cudaMalloc(&w, kCublasWorkspaceBytes));
+  REPSHARE_CUBLAS(
+      cublasSetWorkspace(cublas_, cublas_workspaces_[0], kCublasWorkspaceBytes));
+#else  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
+  check(!library_overlap_, ErrorKind::Unsupported, "cuda backend: ",
+        "REPSHARE_CUDA_LIBRARY_OVERLAP needs cuBLAS 11 or later (a workspace per stream)");
+#endif
   context_bytes_ = bytes_in_use_now();
   cublas_bytes_ = context_bytes_ > before_cublas ? context_bytes_ - before_cublas : 0;
 #ifdef REPSHARE_WITH_CUDNN
@@ -146,7 +153,8 @@ CudaBackend::~CudaBackend() {
   if (cudnn_) cudnnDestroy(cudnn_);
 #endif
   if (cublas_) cublasDestroy(cublas_);
-  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  for (void* w : cublas_workspaces_)
+    if (w) cudaFree(w);
   for (CUevent_st* e : marks_) cudaEventDestroy(e);
   if (library_done_) cudaEventDestroy(library_done_);
   for (CUevent_st* e : queue_events_)
@@ -296,13 +304,18 @@ void CudaBackend::set_mark(int mark) {
   REPSHARE_CUDA(cudaEventRecord(marks_[mark], stream_));
 }
 
-void CudaBackend::before_library_call() {
-  if (capturing_ && library_queue_ >= 0 && library_queue_ != queue_)
+bool CudaBackend::waits_for_library(Library library) const {
+  return library == Library::Cudnn || !library_overlap_;
+}
+
+void CudaBackend::before_library_call(Library library) {
+  if (capturing_ && waits_for_library(library) && library_queue_ >= 0 && library_queue_ != queue_)
     REPSHARE_CUDA(cudaStreamWaitEvent(stream_, library_done_, 0));
   if (library_stream_ == stream_) return;
   REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
 #if CUBLAS_VER_MAJOR >= 11
-  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+  void* workspace = cublas_workspaces_[library_overlap_ ? queue_ : 0];
+  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, workspace, kCublasWorkspaceBytes));
 #endif
 #ifdef REPSHARE_WITH_CUDNN
   REPSHARE_CUDNN(cudnnSetStream(cudnn_, stream_));
@@ -310,8 +323,8 @@ void CudaBackend::before_library_call() {
   library_stream_ = stream_;
 }
 
-void CudaBackend::after_library_call() {
-  if (!capturing_) return;
+void CudaBackend::after_library_call(Library library) {
+  if (!capturing_ || !waits_for_library(library)) return;
   REPSHARE_CUDA(cudaEventRecord(library_done_, stream_));
   library_queue_ = queue_;
 }

@@ -159,13 +159,16 @@ class CudaBackend : public Backend {
   CUstream_st* stream() const { return stream_; }
   cublasContext* cublas() const { return cublas_; }
   void after_launch(const char* kernel) const;
-  // Around every cuBLAS and cuDNN call. Their handles keep state (cuBLAS its one
+  // Around every cuBLAS and cuDNN call. Their handles keep state (cuBLAS its
   // workspace), so the calls must not overlap: inside a recording, a call on
-  // another queue than the previous one waits for that call to finish. Before also
-  // points the handles at the current stream (with cuBLAS's workspace, which
-  // setting a stream resets).
-  void before_library_call();
-  void after_library_call();
+  // another queue than the previous one waits for that call to finish. With
+  // REPSHARE_CUDA_LIBRARY_OVERLAP=1 (an experiment until gpu-check has timed it), each
+  // queue has a cuBLAS workspace of its own, as PyTorch keeps one per stream, and
+  // only cuDNN calls wait so. Before also points the handles at the current stream
+  // (with its cuBLAS workspace, which setting a stream resets).
+  enum class Library { Cublas, Cudnn };
+  void before_library_call(Library library = Library::Cublas);
+  void after_library_call(Library library = Library::Cublas);
 
  private:
   int device_ = 0;
@@ -186,7 +189,9 @@ class CudaBackend : public Backend {
   CUevent_st* library_done_ = nullptr;     // recorded after it
   void wait_for_queue(int queue);          // the current queue waits for its work so far
   cublasContext* cublas_ = nullptr;
-  void* cublas_workspace_ = nullptr;
+  std::vector<void*> cublas_workspaces_;  // [0], or one per queue with library overlap
+  bool library_overlap_ = false;
+  bool waits_for_library(Library library) const;  // must not overlap other such calls
   size_t context_bytes_ = 0;
   size_t cublas_bytes_ = 0;
   // separable_conv2d and weighted_sum_separable_conv2d (conv2d.cu): the depthwise
