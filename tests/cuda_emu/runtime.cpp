@@ -52,6 +52,7 @@ struct CUgraph_st {
   struct Node {
     std::function<void()> work;
     std::vector<int> deps;
+    const void* cublas_workspace = nullptr;  // a cuBLAS call's scratch, else null
   };
   std::vector<Node> nodes;
   CUstream_st* origin = nullptr;  // where the capture began, and must end
@@ -77,6 +78,10 @@ struct CUgraphExec_st {
 struct cublasContext {
   cudaStream_t stream = nullptr;
   bool tf32 = false;  // CUBLAS_TF32_TENSOR_OP_MATH
+  // The scratch its calls use: the workspace set since the last cublasSetStream (which
+  // resets it, as cuBLAS does), else the handle's own pool, stood for by the handle.
+  const void* workspace = nullptr;
+  const void* scratch() const { return workspace ? workspace : this; }
 };
 
 namespace cuda_emu {
@@ -153,10 +158,11 @@ void run_pending() {
   }
 }
 
-cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what) {
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what,
+                    const void* cublas_workspace = nullptr) {
   if (stream && stream->capturing) {
     std::vector<CUgraph_st::Node>& nodes = stream->graph->nodes;
-    nodes.push_back({std::move(work), stream->tail});
+    nodes.push_back({std::move(work), stream->tail, cublas_workspace});
     stream->tail.assign(1, static_cast<int>(nodes.size()) - 1);
     return cudaSuccess;
   }
@@ -852,8 +858,40 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   return cudaSuccess;
 }
 
+// Two cuBLAS calls of a graph on the same scratch, neither after the other, would
+// overwrite each other's scratch on a GPU (the emulation's GEMMs use none): the
+// first such pair, or {-1, -1}.
+std::pair<int, int> unordered_cublas_scratch(const std::vector<CUgraph_st::Node>& nodes) {
+  const size_t n = nodes.size();
+  // before[i]: the nodes i depends on, directly or not (deps point to earlier nodes).
+  std::vector<std::vector<bool>> before(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!nodes[i].cublas_workspace) continue;
+    std::vector<bool>& seen = before[i];
+    seen.assign(n, false);
+    std::vector<int> stack = nodes[i].deps;
+    while (!stack.empty()) {
+      const int d = stack.back();
+      stack.pop_back();
+      if (seen[d]) continue;
+      seen[d] = true;
+      for (int e : nodes[d].deps) stack.push_back(e);
+    }
+    for (size_t j = 0; j < i; ++j)
+      if (nodes[j].cublas_workspace == nodes[i].cublas_workspace && !seen[j])
+        return {static_cast<int>(j), static_cast<int>(i)};
+  }
+  return {-1, -1};
+}
+
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (!graph) return record_error(cudaErrorInvalidValue);
+  const std::pair<int, int> race = unordered_cublas_scratch(graph->nodes);
+  if (race.first >= 0) {
+    std::fprintf(stderr, "cuda-emu: graph nodes %d and %d are cuBLAS calls on the same "
+                 "workspace with neither after the other\n", race.first, race.second);
+    return record_error(cudaErrorInvalidValue);
+  }
   *exec = new CUgraphExec_st{graph->nodes};
   return cudaSuccess;
 }
@@ -970,11 +1008,13 @@ cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
 
 cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
   handle->stream = stream;
+  handle->workspace = nullptr;
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void* workspace, size_t bytes) {
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void* workspace, size_t bytes) {
   if (bytes && !is_device(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->workspace = bytes ? workspace : nullptr;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -1067,7 +1107,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
             }
         }
       },
-      call));
+      call, handle->scratch()));
   return status;
 }
 
@@ -1100,7 +1140,7 @@ cublasStatus_t cublasDsyrk_v2(cublasHandle_t handle, cublasFillMode_t uplo,
             c = al * s + (be == 0.0 ? 0.0 : be * c);
           }
       },
-      "cublasDsyrk"));
+      "cublasDsyrk", handle->scratch()));
   return CUBLAS_STATUS_SUCCESS;
 }
 
