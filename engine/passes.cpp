@@ -611,12 +611,11 @@ int fuse_squeeze_excitation(Graph& g, const PassOptions& opt) {
       // Mul's own output shape may not be inferred yet: fold_channel_gate's isn't.)
       if (gs != mean || ts.rank() != 4 || ts[1] != gs[1] || (gs[0] != 1 && gs[0] != ts[0]))
         continue;
-      auto optional = [](const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; };
       Node fused;
       fused.op_type = "SqueezeExcitation";
       fused.name = mul.name;
-      fused.inputs = {reduce.inputs[0], reduce.inputs[1], optional(reduce, 2), expand.inputs[1],
-                      optional(expand, 2), target};
+      fused.inputs = {reduce.inputs[0], reduce.inputs[1], optional_input(reduce, 2),
+                      expand.inputs[1], optional_input(expand, 2), target};
       fused.outputs = mul.outputs;
       attach_activation(fused, fused_activation(reduce), "reduce_activation");
       attach_activation(fused, fused_activation(expand), "expand_activation");

@@ -116,9 +116,6 @@ const char kDepthwisePrefix[] = "depthwise_", kPointwisePrefix[] = "pointwise_";
 // The depthwise conv inside a SeparableConv node, as a Conv node of its own.
 Node depthwise_part(const Node& n) { return folded_part(n, "Conv", kDepthwisePrefix, "depthwise"); }
 
-// Input i of n, or -1 (missing).
-int optional_input(const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; }
-
 }  // namespace
 
 Node SeparableConvLayer::fuse(const Node& depthwise, const Node& pointwise) {

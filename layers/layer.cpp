@@ -8,6 +8,8 @@ namespace repshare {
 
 bool has_input(const Node& n, size_t i) { return i < n.inputs.size() && n.inputs[i] >= 0; }
 
+int optional_input(const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; }
+
 const Value& input_value(const Graph& g, const Node& n, size_t i) {
   check(has_input(n, i), ErrorKind::Malformed, n.label(), " is missing input ", i);
   const Value& v = g.values[n.inputs[i]];

@@ -52,6 +52,7 @@ std::vector<std::string> supported_ops();
 // Helpers shared by layer implementations.
 const Value& input_value(const Graph& g, const Node& n, size_t i);  // checks presence
 bool has_input(const Node& n, size_t i);
+int optional_input(const Node& n, size_t i);  // input i, or -1 where it is missing
 void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t = DType::F32);
 // Requires float32 input i (the engine computes in fp32).
 void require_f32(const Graph& g, const Node& n, size_t i);

@@ -69,7 +69,6 @@ Node se_part(const Node& n) {
 }  // namespace
 
 Node SqueezeExcitationConvLayer::fuse(const Node& se, const Node& conv) {
-  auto input = [](const Node& n, size_t i) { return has_input(n, i) ? n.inputs[i] : -1; };
   const bool gates_weights = conv.inputs[1] == se.outputs[0];
   Node f;
   f.op_type = "SqueezeExcitationConv";
@@ -77,8 +76,8 @@ Node SqueezeExcitationConvLayer::fuse(const Node& se, const Node& conv) {
   f.inputs = se.inputs;
   f.inputs.resize(kConvOperand, -1);
   f.inputs.push_back(conv.inputs[gates_weights ? 0 : 1]);
-  f.inputs.push_back(input(conv, 2));
-  f.inputs.push_back(input(conv, 3));
+  f.inputs.push_back(optional_input(conv, 2));
+  f.inputs.push_back(optional_input(conv, 3));
   f.outputs = conv.outputs;
   f.attrs = conv.attrs;
   for (const auto& a : se.attrs) f.attrs[kSePrefix + a.first] = a.second;
