@@ -8,7 +8,10 @@
 // instead of a separate elementwise add; a separable conv whose 1x1 half ends at its
 // bias starts the GEMM's output from that bias, written by the depthwise kernel, and
 // needs no epilogue. conv2d_channel_mean averages each plane in
-// the depthwise kernel where the planes fill the GPU; with REPSHARE_CUDA_POINTWISE=fused,
+// the depthwise kernel where the planes fill the GPU; there, pointwise_depthwise_conv2d
+// (MBConv's expansion) leaves the 1x1 GEMM without epilogue and the depthwise kernel
+// applies its bias and activation as it stages each input plane in shared memory.
+// With REPSHARE_CUDA_POINTWISE=fused,
 // 1x1 convs are one kernel with their epilogue (fp16 on tensor cores), and
 // separable_conv2d computes its depthwise half inside that kernel.
 #include <mma.h>

@@ -4,7 +4,9 @@
 // element applies it. At batch 1 with a small target (the gate folded into the
 // projection conv's weights, c_out rows of c; or the 7x7 and 14x14 activations of
 // the last stages, whose projections are too wide to fold) it is one launch: each
-// block computes the hidden layer again and gates a slice of the channels.
+// block computes the hidden layer again and gates a slice of the channels; with the
+// 1x1 conv that reads the gated tensor (squeeze_excitation_conv2d), further blocks
+// start that conv's output from its bias plus residual for cuBLAS to add to.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
