@@ -88,31 +88,25 @@ size_t workspace_bytes(int64_t numel, DType storage) {
   return (static_cast<size_t>(numel) * dtype_size(storage) + 63) / 64 * 64;
 }
 
-// A fused conv pair's workspace: the first conv's output, then what either conv needs.
-size_t conv_output_bytes(const Conv2dParams& p, DType storage) {
-  return workspace_bytes(p.n * p.c_out * p.h_out * p.w_out, storage);
-}
-
 }  // namespace
 
-Tensor Backend::conv_output_in_workspace(const Conv2dParams& p, void* workspace,
-                                         void** rest) const {
-  Tensor mid;
-  mid.shape = Shape{p.n, p.c_out, p.h_out, p.w_out};
-  mid.dtype = float_storage();  // y may be F32 (conv2d_stores_f32)
-  mid.data = workspace;
-  *rest = static_cast<unsigned char*>(workspace) + conv_output_bytes(p, mid.dtype);
-  return mid;
+Tensor Backend::workspace_tensor(const Shape& shape, void* workspace, void** rest) const {
+  Tensor t;
+  t.shape = shape;
+  t.dtype = float_storage();  // a conv's y may be F32 (conv2d_stores_f32)
+  t.data = workspace;
+  *rest = static_cast<unsigned char*>(workspace) + workspace_bytes(shape.numel(), t.dtype);
+  return t;
 }
 
 size_t Backend::separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const {
-  return conv_output_bytes(dw, float_storage()) +
+  return workspace_bytes(dw.output_shape().numel(), float_storage()) +
          std::max(conv2d_workspace(dw), conv2d_workspace(pw));
 }
 
 size_t Backend::pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                                      const Conv2dParams& dw) const {
-  return conv_output_bytes(pw, float_storage()) +
+  return workspace_bytes(pw.output_shape().numel(), float_storage()) +
          std::max(conv2d_workspace(pw), conv2d_workspace(dw));
 }
 
@@ -124,7 +118,7 @@ void Backend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dPar
         "pointwise_depthwise_conv2d: needs pointwise_depthwise_conv2d_workspace() bytes of "
         "workspace and got none");
   void* rest = nullptr;
-  Tensor mid = conv_output_in_workspace(pw, workspace, &rest);
+  Tensor mid = workspace_tensor(pw.output_shape(), workspace, &rest);
   conv2d(pw, x, w_pw, b_pw, mid, rest);
   if (mean)
     conv2d_channel_mean(dw, mid, w_dw, b_dw, y, *mean, rest);
@@ -139,7 +133,7 @@ void Backend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& pw, c
   check(workspace != nullptr, ErrorKind::Backend,
         "separable_conv2d: needs separable_conv2d_workspace() bytes of workspace and got none");
   void* rest = nullptr;
-  Tensor mid = conv_output_in_workspace(dw, workspace, &rest);
+  Tensor mid = workspace_tensor(dw.output_shape(), workspace, &rest);
   conv2d(dw, x, w_dw, b_dw, mid, rest);
   if (residual)
     conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);
@@ -169,23 +163,10 @@ void Backend::weighted_sum_separable_conv2d(const WeightedSumParams& sum,
   check(sum.numel == dw.n * dw.c_in * dw.h * dw.w, ErrorKind::Shape,
         "weighted_sum_separable_conv2d: a sum of ", sum.numel, " values into a conv over [",
         dw.n, ",", dw.c_in, ",", dw.h, ",", dw.w, "]");
-  Tensor x;
-  x.shape = Shape{dw.n, dw.c_in, dw.h, dw.w};
-  x.dtype = float_storage();
-  x.data = workspace;
-  void* rest = static_cast<unsigned char*>(workspace) + workspace_bytes(sum.numel, x.dtype);
+  void* rest = nullptr;
+  Tensor x = workspace_tensor(Shape{dw.n, dw.c_in, dw.h, dw.w}, workspace, &rest);
   weighted_sum_resampled(sum, resample, xs, x, rest);
   separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, rest);
-}
-
-Tensor Backend::squeeze_excitation_gated(const Tensor& target, void* workspace,
-                                         void** rest) const {
-  Tensor gated;
-  gated.shape = target.shape;
-  gated.dtype = float_storage();
-  gated.data = workspace;
-  *rest = static_cast<unsigned char*>(workspace) + workspace_bytes(target.numel(), gated.dtype);
-  return gated;
 }
 
 size_t Backend::squeeze_excitation_conv2d_workspace(const SqueezeExcitationParams& se,
@@ -205,7 +186,7 @@ void Backend::squeeze_excitation_conv2d(const SqueezeExcitationParams& se,
         "squeeze_excitation_conv2d: needs squeeze_excitation_conv2d_workspace() bytes of "
         "workspace and got none");
   void* rest = nullptr;
-  Tensor gated = squeeze_excitation_gated(target, workspace, &rest);
+  Tensor gated = workspace_tensor(target.shape, workspace, &rest);
   squeeze_excitation(se, mean, w_reduce, b_reduce, w_expand, b_expand, target, gated, rest);
   const Tensor& x = gates_weights ? other : gated;
   const Tensor& w = gates_weights ? gated : other;

@@ -41,6 +41,7 @@ struct Conv2dParams {
   int64_t groups = 1;
   int64_t h_out = 0, w_out = 0;
   Activation act;
+  Shape output_shape() const { return Shape{n, c_out, h_out, w_out}; }
   bool is_depthwise() const { return groups == c_in && groups == c_out; }
   bool is_pointwise() const {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 &&
@@ -472,13 +473,12 @@ class Backend {
                               Tensor& y) = 0;
 
  protected:
-  // Where a fused pair of convs keeps the first one's output, p's (separable_conv2d:
-  // dw's; pointwise_depthwise_conv2d: pw's), in its workspace (float_storage()), and
-  // in *rest where the rest of the workspace, for either conv, starts.
-  Tensor conv_output_in_workspace(const Conv2dParams& p, void* workspace, void** rest) const;
-  // Where squeeze_excitation_conv2d keeps the gated tensor, target's shape in
-  // float_storage(), in its workspace, and in *rest where the rest starts.
-  Tensor squeeze_excitation_gated(const Tensor& target, void* workspace, void** rest) const;
+  // The intermediate tensor of a fused op's default composition (separable_conv2d:
+  // dw's output; pointwise_depthwise_conv2d: pw's; weighted_sum_separable_conv2d: the
+  // sum; squeeze_excitation_conv2d: the gated tensor), of `shape` in float_storage(),
+  // at the start of its workspace; *rest is where the rest of the workspace starts,
+  // 64-byte aligned.
+  Tensor workspace_tensor(const Shape& shape, void* workspace, void** rest) const;
 };
 
 }  // namespace repshare

@@ -74,7 +74,7 @@ void ConvLayer::build(const Node& n, Graph& g) {
   require_f32(g, n, 1);
   p_ = conv2d_params(n, input_value(g, n, 0).shape, input_value(g, n, 1).shape);
   has_bias_ = has_input(n, 2);
-  const Shape y{p_.n, p_.c_out, p_.h_out, p_.w_out};
+  const Shape y = p_.output_shape();
   // A fourth input, a tensor of the output's shape added to it, is the skip
   // connection the fuse_residual_add pass folds in (after the bias, no activation).
   has_residual_ = has_input(n, 3);
@@ -140,7 +140,7 @@ void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
   const Node d = depthwise_part(n);
   dw_ = conv2d_params(d, x, input_value(g, n, 1).shape);
   check(dw_.is_depthwise(), ErrorKind::Unsupported, d.label(), ": not a depthwise convolution");
-  const Shape mid{dw_.n, dw_.c_out, dw_.h_out, dw_.w_out};
+  const Shape mid = dw_.output_shape();
   pw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
   check(pw_.is_pointwise(), ErrorKind::Unsupported, n.label(),
         ": the second convolution is not pointwise (1x1, stride 1, no padding, one group)");
@@ -150,7 +150,7 @@ void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
           ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", dw_.c_out,
           " channels");
   }
-  const Shape y{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
+  const Shape y = pw_.output_shape();
   check_conv_bias(n, g, pw_, 4);
   check_conv_residual(n, g, pw_, 5, y);
   set_output(g, n, 0, y);
@@ -188,11 +188,11 @@ void PointwiseDepthwiseConvLayer::build(const Node& n, Graph& g) {
   check(pw_.is_pointwise(), ErrorKind::Unsupported, pw.label(),
         ": not a pointwise convolution (1x1, stride 1, no padding, one group)");
   check_conv_bias(n, g, pw_, 2);
-  const Shape mid{pw_.n, pw_.c_out, pw_.h_out, pw_.w_out};
+  const Shape mid = pw_.output_shape();
   dw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
   check(dw_.is_depthwise(), ErrorKind::Unsupported, n.label(), ": not a depthwise convolution");
   check_conv_bias(n, g, dw_, 4);
-  set_output(g, n, 0, Shape{dw_.n, dw_.c_out, dw_.h_out, dw_.w_out});
+  set_output(g, n, 0, dw_.output_shape());
   check(n.outputs.size() <= 2, ErrorKind::Unsupported, n.label(),
         ": outputs are the depthwise conv's and, optionally, its channel means");
   has_channel_mean_ = n.outputs.size() > 1;

@@ -92,7 +92,7 @@ void SqueezeExcitationConvLayer::build(const Node& n, Graph& g) {
   gates_weights_ = n.attr_int("gates_weights", 0) != 0;
   const Shape& other = input_value(g, n, kConvOperand).shape;
   conv_ = gates_weights_ ? conv2d_params(n, other, gated) : conv2d_params(n, gated, other);
-  const Shape y{conv_.n, conv_.c_out, conv_.h_out, conv_.w_out};
+  const Shape y = conv_.output_shape();
   check_conv_bias(n, g, conv_, kConvBias);
   check_conv_residual(n, g, conv_, kConvResidual, y);
   set_output(g, n, 0, y);

@@ -680,7 +680,7 @@ void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* 
                                 pw.groups == 1 && reads_input_directly(pw);
   const int fill_total = starts_from_bias ? qp.n * qp.c_out * hw : 0;
   void* rest = nullptr;
-  const Tensor mid = conv_output_in_workspace(dw, workspace, &rest);
+  const Tensor mid = workspace_tensor(dw.output_shape(), workspace, &rest);
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
@@ -777,12 +777,12 @@ void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2
   check(workspace != nullptr, ErrorKind::Backend, op,
         ": needs pointwise_depthwise_conv2d_workspace() bytes of workspace and got none");
   void* rest = nullptr;
-  Tensor product = conv_output_in_workspace(pw, workspace, &rest);
+  Tensor product = workspace_tensor(pw.output_shape(), workspace, &rest);
   pointwise_gemm(pw, x, w_pw, product, 0.f);
   cuda::with_storage(y.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     const StagedPlanes<T> in{cuda::data<T>(product), b_pw ? cuda::data<T>(*b_pw) : nullptr,
-                             pw.act, static_cast<int>(staged), conv32(pw).c_out, nullptr};
+                             pw.act, static_cast<int>(staged), static_cast<int>(pw.c_out), nullptr};
     launch_depthwise_mean<T>(*this, dw, in, static_cast<size_t>(staged) * sizeof(float), w_dw,
                              b_dw, y, *mean);
   });

@@ -255,7 +255,7 @@ void CudaBackend::squeeze_excitation_conv2d(
   const int total = cuda::to_int(conv.n * conv.c_out * conv.h_out * conv.w_out, op, "numel");
   if (total == 0 || q.outer * q.c * q.inner == 0) return;
   void* rest = nullptr;
-  Tensor gated = squeeze_excitation_gated(target, workspace, &rest);
+  Tensor gated = workspace_tensor(target.shape, workspace, &rest);
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
