@@ -86,6 +86,8 @@ std::string op_kind(const Graph& g, const Node& n) {
            (strides.empty() || strides[0] == 1 ? "" : " s" + std::to_string(strides[0]));
   }
   if (n.op_type == "SqueezeExcitationConv") return "SqueezeExcitation + Conv pointwise";
+  if (n.op_type == "SeparableConvChain")
+    return "SeparableConv chain of " + std::to_string((n.inputs.size() - 2) / 4);
   if (n.op_type == "PointwiseDepthwiseConv") {  // named by its depthwise half
     const Shape& w = g.values[n.inputs[3]].shape;
     const auto strides = n.attr_ints("strides", {1, 1});

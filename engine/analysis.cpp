@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "layers/layers.h"
+
 namespace repshare {
 
 int64_t node_flops(const Graph& g, const Node& n) {
@@ -19,6 +21,16 @@ int64_t node_flops(const Graph& g, const Node& n) {
     const Shape& y = g.values[n.outputs[0]].shape;    // [N, Cout, Ho, Wo]
     const int64_t positions = y.numel() / y[1];
     return 2 * positions * w_dw[0] * w_dw[2] * w_dw[3] + 2 * y.numel() * w_pw[1];
+  }
+  // Its links' separable convs, one after another.
+  if (n.op_type == "SeparableConvChain") {
+    int64_t flops = 0;
+    for (const SeparableConvParams& p : separable_chain_params(n, g)) {
+      const int64_t positions = p.dw.n * p.dw.h_out * p.dw.w_out;
+      flops += 2 * positions * p.dw.c_out * p.dw.kh * p.dw.kw +
+               2 * p.pw.output_shape().numel() * p.pw.c_in;
+    }
+    return flops;
   }
   // A 1x1 conv, then the depthwise conv over its output.
   if (n.op_type == "PointwiseDepthwiseConv") {

@@ -95,8 +95,19 @@ Tensor Backend::workspace_tensor(const Shape& shape, void* workspace, void** res
   t.shape = shape;
   t.dtype = float_storage();  // a conv's y may be F32 (conv2d_stores_f32)
   t.data = workspace;
-  *rest = static_cast<unsigned char*>(workspace) + workspace_bytes(shape.numel(), t.dtype);
+  *rest = static_cast<unsigned char*>(workspace) + workspace_tensor_bytes(shape);
   return t;
+}
+
+size_t Backend::workspace_tensor_bytes(const Shape& shape) const {
+  return workspace_bytes(shape.numel(), float_storage());
+}
+
+size_t Backend::chain_between_bytes(const std::vector<SeparableConvParams>& links) const {
+  size_t largest = 0;
+  for (size_t k = 0; k + 1 < links.size(); ++k)
+    largest = std::max(largest, workspace_tensor_bytes(links[k].pw.output_shape()));
+  return largest;
 }
 
 size_t Backend::separable_conv2d_workspace(const Conv2dParams& dw, const Conv2dParams& pw) const {
@@ -167,6 +178,42 @@ void Backend::weighted_sum_separable_conv2d(const WeightedSumParams& sum,
   Tensor x = workspace_tensor(Shape{dw.n, dw.c_in, dw.h, dw.w}, workspace, &rest);
   weighted_sum_resampled(sum, resample, xs, x, rest);
   separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, rest);
+}
+
+// Link k's output goes to the first or second of two places in turns, so that it
+// never overwrites the input it reads; each link's own workspace follows them.
+size_t Backend::separable_conv_chain_workspace(
+    const std::vector<SeparableConvParams>& links) const {
+  size_t separable = 0;
+  for (const SeparableConvParams& l : links)
+    separable = std::max(separable, separable_conv2d_workspace(l.dw, l.pw));
+  return 2 * chain_between_bytes(links) + separable;
+}
+
+void Backend::separable_conv_chain(const std::vector<SeparableConvParams>& links,
+                                   const Tensor& x, const Tensor* const* weights,
+                                   const Tensor* residual, Tensor& y, void* workspace) {
+  check(workspace != nullptr, ErrorKind::Backend,
+        "separable_conv_chain: needs separable_conv_chain_workspace() bytes of workspace and "
+        "got none");
+  unsigned char* const base = static_cast<unsigned char*>(workspace);
+  const size_t between = chain_between_bytes(links);
+  Tensor outputs[2];
+  const Tensor* in = &x;
+  for (size_t k = 0; k < links.size(); ++k) {
+    const bool last = k + 1 == links.size();
+    Tensor* out = &y;
+    if (!last) {
+      void* unused = nullptr;
+      outputs[k % 2] = workspace_tensor(links[k].pw.output_shape(), base + k % 2 * between,
+                                        &unused);
+      out = &outputs[k % 2];
+    }
+    const Tensor* const* w = weights + 4 * k;
+    separable_conv2d(links[k].dw, links[k].pw, *in, *w[0], w[1], *w[2], w[3],
+                     last ? residual : nullptr, *out, base + 2 * between);
+    in = out;
+  }
 }
 
 size_t Backend::squeeze_excitation_conv2d_workspace(const SqueezeExcitationParams& se,

@@ -49,6 +49,11 @@ struct Conv2dParams {
   }
 };
 
+// A separable conv: a depthwise conv, then a pointwise one reading its output.
+struct SeparableConvParams {
+  Conv2dParams dw, pw;
+};
+
 enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Max, Min };
 
 // Elementwise binary op with NumPy broadcasting, on shapes padded to kMaxRank.
@@ -421,6 +426,21 @@ class Backend {
                                           void* workspace);
   virtual size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                                       const Conv2dParams& dw) const;
+  // separable_conv_chain: separable convs one after another, each reading only its
+  //   predecessor's output (EfficientDet's class and box nets: three with their
+  //   activation, then the prediction; engine/passes fuse_separable_chain). links[k]
+  //   takes weights[4k .. 4k+3]: w_dw, b_dw, w_pw, b_pw (biases may be null);
+  //   links[0] reads x, the last writes y, plus residual when not null (as
+  //   separable_conv2d). This default runs separable_conv2d link by link, the
+  //   outputs between them in the workspace (separable_conv_chain_workspace bytes); a
+  //   backend may store a link's 1x1 product without its bias and activation and
+  //   apply them as the next link's depthwise half reads it, rounded to storage as
+  //   conv2d stores them, and must then give the composition's bits.
+  virtual void separable_conv_chain(const std::vector<SeparableConvParams>& links,
+                                    const Tensor& x, const Tensor* const* weights,
+                                    const Tensor* residual, Tensor& y, void* workspace);
+  virtual size_t separable_conv_chain_workspace(
+      const std::vector<SeparableConvParams>& links) const;
   // squeeze_excitation_conv2d: a squeeze-excitation whose output only a conv reads
   //   (engine/passes fuse_squeeze_excitation_conv; MBConv's projection): y =
   //   conv2d(conv, x, gated) when gates_weights (the gate folded into the conv's
@@ -475,10 +495,15 @@ class Backend {
  protected:
   // The intermediate tensor of a fused op's default composition (separable_conv2d:
   // dw's output; pointwise_depthwise_conv2d: pw's; weighted_sum_separable_conv2d: the
-  // sum; squeeze_excitation_conv2d: the gated tensor), of `shape` in float_storage(),
+  // sum; squeeze_excitation_conv2d: the gated tensor; separable_conv_chain: a link's
+  // output), of `shape` in float_storage(),
   // at the start of its workspace; *rest is where the rest of the workspace starts,
   // 64-byte aligned.
   Tensor workspace_tensor(const Shape& shape, void* workspace, void** rest) const;
+  // The bytes workspace_tensor takes for `shape` (aligned for what follows).
+  size_t workspace_tensor_bytes(const Shape& shape) const;
+  // The bytes of the largest output between a chain's links (separable_conv_chain).
+  size_t chain_between_bytes(const std::vector<SeparableConvParams>& links) const;
 };
 
 }  // namespace repshare

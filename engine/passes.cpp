@@ -569,6 +569,35 @@ int fuse_weighted_sum_separable(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// A SeparableConv, or a chain of them, without residual whose output only a
+// SeparableConv reads, as its input: one SeparableConvChain node
+// (Backend::separable_conv_chain), so that a backend can apply each link's 1x1 bias
+// and activation as the next link's depthwise half reads its product (CUDA: no
+// epilogue launch between links). EfficientDet's class and box nets are chains of
+// four on each level: three SeparableConvs with SiLU, then the prediction. Counts
+// the links joined.
+int fuse_separable_chain(Graph& g, const PassOptions& opt) {
+  Uses u = uses_of(g, opt.keep);
+  int count = 0;
+  for (Node& next : g.nodes) {
+    if (next.op_type != "SeparableConv") continue;
+    const int x = next.inputs[0], p = u.producer[x];
+    if (p < 0 || sole_consumer(u, x) < 0 ||
+        std::count(next.inputs.begin(), next.inputs.end(), x) != 1)
+      continue;
+    // A chain fused on an earlier iteration is at its last link's index: chains grow.
+    Node& prev = g.nodes[p];
+    if ((prev.op_type != "SeparableConv" && prev.op_type != "SeparableConvChain") ||
+        prev.outputs.size() != 1 || has_input(prev, prev.inputs.size() - 1))
+      continue;
+    next = SeparableConvChainLayer::fuse(prev, next);
+    prev.op_type.clear();
+    ++count;
+  }
+  erase_marked(g);
+  return count;
+}
+
 // A 1x1 Conv over [N, C, 1, 1] maps with constant weights (and bias, if any), no
 // residual and one output: a fully connected layer of squeeze-excitation.
 bool is_pointwise_fc(const Graph& g, const Node& conv) {
@@ -738,6 +767,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
   if (opt.fuse_separable_conv) stats.separable_conv = fuse_separable_conv(g, opt);
   if (opt.fuse_weighted_sum_separable)
     stats.weighted_sum_separable = fuse_weighted_sum_separable(g, opt);
+  if (opt.fuse_separable_chain) stats.separable_chain = fuse_separable_chain(g, opt);
   if (opt.fuse_pointwise_depthwise)
     stats.pointwise_depthwise = fuse_pointwise_depthwise(g, opt);
   g.remove_dead();

@@ -27,6 +27,9 @@ struct PassOptions {
   bool fuse_separable_conv = true;  // depthwise Conv read only by a 1x1 Conv -> SeparableConv
   // WeightedSum read only by a SeparableConv -> WeightedSumSeparableConv
   bool fuse_weighted_sum_separable = true;
+  // SeparableConv (or chain) without residual read only by a SeparableConv ->
+  // SeparableConvChain
+  bool fuse_separable_chain = true;
   // 1x1 Conv read only by a depthwise Conv -> PointwiseDepthwiseConv, on planes of at
   // most pointwise_depthwise_max_plane elements (larger ones would raise the arena's
   // peak; CUDA's fused kernel stages planes up to 8192 elements in shared memory)
@@ -41,7 +44,8 @@ struct PassOptions {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
         fold_resample = fold_channel_gate = fuse_channel_mean = fuse_residual_add =
             fuse_squeeze_excitation = fuse_squeeze_excitation_conv = fuse_separable_conv =
-                fuse_weighted_sum_separable = fuse_pointwise_depthwise = on;
+                fuse_weighted_sum_separable = fuse_separable_chain = fuse_pointwise_depthwise =
+                    on;
   }
 };
 
@@ -49,7 +53,7 @@ struct PassStats {
   int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
       resample = 0, channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0,
       squeeze_excitation_conv = 0, separable_conv = 0, weighted_sum_separable = 0,
-      pointwise_depthwise = 0;
+      separable_chain = 0, pointwise_depthwise = 0;
 };
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers

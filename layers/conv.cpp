@@ -136,24 +136,30 @@ void SeparableConvLayer::build(const Node& n, Graph& g) {
 }
 
 void SeparableConvLayer::build_convs(const Node& n, Graph& g, const Shape& x) {
+  const SeparableConvParams p = separable_conv_params(n, g, x);
+  dw_ = p.dw;
+  pw_ = p.pw;
+  set_output(g, n, 0, pw_.output_shape());
+}
+
+SeparableConvParams separable_conv_params(const Node& n, const Graph& g, const Shape& x) {
   for (size_t i : {1, 3}) require_f32(g, n, i);
   const Node d = depthwise_part(n);
-  dw_ = conv2d_params(d, x, input_value(g, n, 1).shape);
-  check(dw_.is_depthwise(), ErrorKind::Unsupported, d.label(), ": not a depthwise convolution");
-  const Shape mid = dw_.output_shape();
-  pw_ = conv2d_params(n, mid, input_value(g, n, 3).shape);
-  check(pw_.is_pointwise(), ErrorKind::Unsupported, n.label(),
+  SeparableConvParams p;
+  p.dw = conv2d_params(d, x, input_value(g, n, 1).shape);
+  check(p.dw.is_depthwise(), ErrorKind::Unsupported, d.label(), ": not a depthwise convolution");
+  p.pw = conv2d_params(n, p.dw.output_shape(), input_value(g, n, 3).shape);
+  check(p.pw.is_pointwise(), ErrorKind::Unsupported, n.label(),
         ": the second convolution is not pointwise (1x1, stride 1, no padding, one group)");
   if (has_input(n, 2)) {
     require_f32(g, n, 2);
-    check(input_value(g, n, 2).shape.numel() == dw_.c_out, ErrorKind::Shape, d.label(),
-          ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", dw_.c_out,
+    check(input_value(g, n, 2).shape.numel() == p.dw.c_out, ErrorKind::Shape, d.label(),
+          ": bias has ", input_value(g, n, 2).shape.numel(), " values for ", p.dw.c_out,
           " channels");
   }
-  const Shape y = pw_.output_shape();
-  check_conv_bias(n, g, pw_, 4);
-  check_conv_residual(n, g, pw_, 5, y);
-  set_output(g, n, 0, y);
+  check_conv_bias(n, g, p.pw, 4);
+  check_conv_residual(n, g, p.pw, 5, p.pw.output_shape());
+  return p;
 }
 
 size_t SeparableConvLayer::workspace_bytes(const Backend& b) const {
@@ -167,6 +173,82 @@ bool SeparableConvLayer::stores_output_f32(const Backend& b) const {
 void SeparableConvLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
                                  void* ws) {
   b.separable_conv2d(dw_, pw_, *in[0], *in[1], in[2], *in[3], in[4], in[5], *out[0], ws);
+}
+
+namespace {
+
+std::string link_prefix(size_t k) { return "link" + std::to_string(k) + "_"; }
+
+// Links of a SeparableConvChain node: its inputs less x and the residual, four each.
+size_t chain_links(const Node& n) { return (n.inputs.size() - 2) / 4; }
+
+// Link k of a SeparableConvChain node as a SeparableConv node of its own: its
+// attributes, and inputs 1-5 as SeparableConvLayer's (the residual on the last
+// link only; input 0, x, is not its own).
+Node chain_link(const Node& n, size_t k) {
+  Node link = folded_part(n, "SeparableConv", link_prefix(k), "link" + std::to_string(k));
+  link.inputs.assign(n.inputs.begin() + 1 + 4 * k, n.inputs.begin() + 5 + 4 * k);
+  link.inputs.insert(link.inputs.begin(), -1);
+  link.inputs.push_back(k + 1 == chain_links(n) ? n.inputs.back() : -1);
+  return link;
+}
+
+}  // namespace
+
+Node SeparableConvChainLayer::fuse(const Node& prev, const Node& next) {
+  Node f;
+  f.op_type = "SeparableConvChain";
+  f.name = next.name;
+  f.outputs = next.outputs;
+  f.inputs = {prev.inputs[0]};
+  size_t links = 0;
+  auto append = [&](const Node& link) {  // link: a SeparableConv, as SeparableConvLayer's
+    f.inputs.insert(f.inputs.end(), link.inputs.begin() + 1, link.inputs.begin() + 5);
+    for (const auto& a : link.attrs) f.attrs[link_prefix(links) + a.first] = a.second;
+    ++links;
+  };
+  if (prev.op_type == "SeparableConvChain") {
+    for (size_t k = 0; k < chain_links(prev); ++k) append(chain_link(prev, k));
+  } else {
+    append(prev);
+  }
+  append(next);
+  f.inputs.push_back(optional_input(next, 5));
+  return f;
+}
+
+std::vector<SeparableConvParams> separable_chain_params(const Node& n, const Graph& g) {
+  check(n.inputs.size() >= 10 && (n.inputs.size() - 2) % 4 == 0, ErrorKind::Malformed,
+        n.label(), ": has ", n.inputs.size(),
+        " inputs, not x, four for each of two or more links, then the residual");
+  require_f32(g, n, 0);
+  Shape x = input_value(g, n, 0).shape;
+  std::vector<SeparableConvParams> links;
+  for (size_t k = 0; k < chain_links(n); ++k) {
+    links.push_back(separable_conv_params(chain_link(n, k), g, x));
+    x = links.back().pw.output_shape();
+  }
+  return links;
+}
+
+void SeparableConvChainLayer::build(const Node& n, Graph& g) {
+  links_ = separable_chain_params(n, g);
+  has_residual_ = has_input(n, n.inputs.size() - 1);
+  set_output(g, n, 0, links_.back().pw.output_shape());
+}
+
+size_t SeparableConvChainLayer::workspace_bytes(const Backend& b) const {
+  return b.separable_conv_chain_workspace(links_);
+}
+
+bool SeparableConvChainLayer::stores_output_f32(const Backend& b) const {
+  return b.conv2d_stores_f32(links_.back().pw);
+}
+
+void SeparableConvChainLayer::forward(Backend& b, const Tensor* const* in, Tensor* const* out,
+                                      void* ws) {
+  b.separable_conv_chain(links_, *in[0], in + 1,
+                         has_residual_ ? in[1 + 4 * links_.size()] : nullptr, *out[0], ws);
 }
 
 Node PointwiseDepthwiseConvLayer::fuse(const Node& pointwise, const Node& depthwise) {

@@ -54,6 +54,33 @@ class SeparableConvLayer : public Layer {
   Conv2dParams dw_, pw_;
 };
 
+// The two convs of SeparableConv node n (its inputs 1-5 and attributes as above)
+// over an input of shape x, checked; throws naming the node when they do not fit.
+SeparableConvParams separable_conv_params(const Node& n, const Graph& g, const Shape& x);
+
+// The links of SeparableConvChain node n (see below) over its input, checked.
+std::vector<SeparableConvParams> separable_chain_params(const Node& n, const Graph& g);
+
+// SeparableConvChain: SeparableConvs one after another, each read only by the next
+// (fuse_separable_chain; EfficientDet's class and box nets): inputs x, then each
+// link's w_dw, b_dw, w_pw, b_pw, then the last link's residual (biases and residual
+// optional); link k's SeparableConv attributes with the prefix "link<k>_".
+// Backend::separable_conv_chain.
+class SeparableConvChainLayer : public Layer {
+ public:
+  // prev a SeparableConv or SeparableConvChain without residual, next the
+  // SeparableConv reading its output.
+  static Node fuse(const Node& prev, const Node& next);
+  void build(const Node& n, Graph& g) override;
+  size_t workspace_bytes(const Backend& b) const override;
+  bool stores_output_f32(const Backend& b) const override;
+  void forward(Backend& b, const Tensor* const* in, Tensor* const* out, void* ws) override;
+
+ private:
+  std::vector<SeparableConvParams> links_;
+  bool has_residual_ = false;
+};
+
 // PointwiseDepthwiseConv: a 1x1 Conv whose output only a depthwise Conv reads, as one
 // node (fuse_pointwise_depthwise; MBConv's expansion and depthwise conv): inputs x,
 // w_pw, b_pw, w_dw, b_dw (biases optional), outputs the depthwise conv's (y, and

@@ -21,6 +21,7 @@ const std::map<std::string, Factory>& registry() {
       {"Conv", make<ConvLayer>()},
       {"SeparableConv", make<SeparableConvLayer>()},
       {"WeightedSumSeparableConv", make<WeightedSumSeparableConvLayer>()},
+      {"SeparableConvChain", make<SeparableConvChainLayer>()},
       {"Relu", make<ActivationLayer>()},
       {"Sigmoid", make<ActivationLayer>()},
       {"Tanh", make<ActivationLayer>()},

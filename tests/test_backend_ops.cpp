@@ -258,6 +258,97 @@ OpCase separable_case(const std::string& name, Conv2dParams dw, int64_t c_out, A
           }};
 }
 
+// separable_conv_chain: links one after another from x [n, c, h, w] (its depthwise
+// half's channels are the previous link's outputs).
+struct ChainLink {
+  int64_t k, stride, c_out;  // depthwise k x k taps ("SAME" pads), then 1x1 to c_out
+  Activation pw_act;
+  bool biases;
+};
+
+struct SeparableChain {
+  std::vector<SeparableConvParams> links;
+  bool with_residual = false;
+  bool f32_y = false;  // y F32 where the backend's last 1x1 conv stores it so
+  Floats x, r;
+  std::vector<Floats> weights;  // w_dw, b_dw, w_pw, b_pw per link; empty: no bias
+
+  // y on be, by its own separable_conv_chain or else Backend's composition.
+  Floats run(Backend& be, bool composition) const {
+    const Conv2dParams& first = links[0].dw;
+    DeviceTensor X(be, Shape{first.n, first.c_in, first.h, first.w}, x);
+    std::vector<std::unique_ptr<DeviceTensor>> owned;
+    std::vector<const Tensor*> ptrs;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const SeparableConvParams& l = links[i / 4];
+      const Shape shapes[4] = {Shape{l.dw.c_out, 1, l.dw.kh, l.dw.kw}, Shape{l.dw.c_out},
+                               Shape{l.pw.c_out, l.pw.c_in, 1, 1}, Shape{l.pw.c_out}};
+      if (weights[i].empty()) {
+        ptrs.push_back(nullptr);
+        continue;
+      }
+      owned.emplace_back(new DeviceTensor(be, shapes[i % 4], weights[i]));
+      ptrs.push_back(&owned.back()->t);
+    }
+    const Conv2dParams& last = links.back().pw;
+    const Shape ys = last.output_shape();
+    DeviceTensor R(be, ys, r);
+    DeviceTensor Y(be, ys,
+                   f32_y && be.conv2d_stores_f32(last) ? DType::F32 : be.float_storage());
+    const size_t bytes = composition ? be.Backend::separable_conv_chain_workspace(links)
+                                     : be.separable_conv_chain_workspace(links);
+    DeviceBytes workspace(be, std::max<size_t>(bytes, 1));
+    const Tensor* residual = with_residual ? &R.t : nullptr;
+    if (composition)
+      be.Backend::separable_conv_chain(links, X.t, ptrs.data(), residual, Y.t, workspace.data);
+    else
+      be.separable_conv_chain(links, X.t, ptrs.data(), residual, Y.t, workspace.data);
+    return Y.download();
+  }
+};
+
+SeparableChain separable_chain(int64_t n, int64_t c, int64_t h, int64_t w,
+                               const std::vector<ChainLink>& specs, bool with_residual,
+                               bool f32_y = false) {
+  SeparableChain chain;
+  chain.with_residual = with_residual;
+  chain.f32_y = f32_y;
+  chain.x = random_floats(static_cast<size_t>(n * c * h * w), 80);
+  uint32_t seed = 81;
+  for (const ChainLink& l : specs) {
+    SeparableConvParams p;
+    const int64_t pad = l.k - 1;
+    p.dw = with_pads(conv(n, c, h, w, c, l.k, l.stride, c, act(ActKind::Relu)), pad / 2,
+                     pad / 2, pad - pad / 2, pad - pad / 2);
+    p.dw.h_out = conv_out(h, l.k, l.stride, 1, pad / 2, pad - pad / 2);
+    p.dw.w_out = conv_out(w, l.k, l.stride, 1, pad / 2, pad - pad / 2);
+    p.pw = conv(n, c, p.dw.h_out, p.dw.w_out, l.c_out, 1, 1, 1, l.pw_act);
+    p.pw.h_out = p.dw.h_out;
+    p.pw.w_out = p.dw.w_out;
+    const size_t sizes[4] = {static_cast<size_t>(c * l.k * l.k), static_cast<size_t>(c),
+                             static_cast<size_t>(l.c_out * c), static_cast<size_t>(l.c_out)};
+    for (int i = 0; i < 4; ++i) {
+      const bool bias = i % 2 == 1;
+      // 1x1 weights scaled by 1/sqrt(c), as trained nets keep activations in range
+      const float scale = i == 2 ? 1.f / std::sqrt(static_cast<float>(c)) : 1.f;
+      chain.weights.push_back(bias && !l.biases ? Floats()
+                                                : random_floats(sizes[i], seed, -scale, scale));
+      ++seed;
+    }
+    chain.links.push_back(p);
+    c = l.c_out;
+    h = p.pw.h_out;
+    w = p.pw.w_out;
+  }
+  chain.r = random_floats(static_cast<size_t>(chain.links.back().pw.output_shape().numel()), 99);
+  return chain;
+}
+
+OpCase separable_chain_case(const std::string& name, const SeparableChain& c) {
+  return {"separable_conv_chain_" + name, kTranscendentalTolerance,
+          [=](Backend& be) { return c.run(be, false); }};
+}
+
 // Inputs in the activation's domain: positive for Log/Sqrt, away from 0 for
 // Reciprocal; wide enough to reach every branch (Clip bounds, HardSigmoid's ends).
 Floats activation_input(ActKind k, size_t n) {
@@ -1097,7 +1188,23 @@ std::vector<OpCase> all_cases() {
   c.push_back(separable_case("s2_5x5_swish", with_pads(conv(2, 21, 17, 19, 21, 5, 2, 21, relu), 1, 2, 2, 1), 37, swish, false));
   c.push_back(separable_case("residual", with_pads(conv(1, 24, 13, 11, 24, 3, 1, 24, relu), 1, 1, 1, 1), 24, none, true));
   c.push_back(separable_case("n2_to_7", with_pads(conv(2, 21, 11, 9, 21, 3, 2, 21, relu), 0, 0, 1, 1), 7, none, false));
-  // A 32x32 plane (the most CUDA's one-launch kernel takes), and many odd ones.
+  // separable_conv_chain: EfficientDet's head on one level (three links with SiLU,
+  // then the prediction ending at its bias), two images through a stride-2 5x5 link
+  // and one without biases, a residual after the last link.
+  c.push_back(separable_chain_case(
+      "head", separable_chain(1, 13, 9, 7,
+                              {{3, 1, 13, swish, true}, {3, 1, 13, swish, true},
+                               {3, 1, 13, swish, true}, {3, 1, 27, none, true}},
+                              false)));
+  c.push_back(separable_chain_case(
+      "n2_s2_5x5", separable_chain(2, 6, 11, 10,
+                                   {{5, 2, 9, relu, true}, {3, 1, 7, swish, false},
+                                    {3, 1, 5, swish, true}},
+                                   false)));
+  c.push_back(separable_chain_case(
+      "residual", separable_chain(1, 8, 6, 5, {{3, 1, 11, swish, true}, {3, 1, 8, none, true}},
+                                  true)));
+
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
   // Planes above 1024 outputs. Few (D0's 32 of 256x256): on CUDA the conv, then a
   // block per row of reduce; 2 per SM or more (270 on the emulation's 132): a block
@@ -1826,6 +1933,21 @@ TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
       pointwise_depthwise(6, Activation(),
                           with_pads(conv(1, 16, 32, 32, 16, 3, 1, 16, Activation()), 1, 1, 1, 1),
                           true)};
+  expect_composition_bits(cases);
+}
+
+// A backend applying each link's 1x1 bias and activation as the next link reads its
+// product gives the composition's bits: the head's chain (last 1x1 starting from its
+// bias, y F32 where the backend stores it so), a strided one without biases ending
+// in an activation, and one ending with a residual; in fp32 and fp16.
+TEST(BackendOpsContract, SeparableConvChainHasTheBitsOfItsLinks) {
+  const Activation none, swish = act(ActKind::Swish), relu = act(ActKind::Relu);
+  const std::vector<SeparableChain> cases = {
+      separable_chain(1, 13, 9, 7,
+                      {{3, 1, 13, swish, true}, {3, 1, 13, swish, true}, {3, 1, 27, none, true}},
+                      false, true),
+      separable_chain(2, 6, 11, 10, {{5, 2, 9, relu, false}, {3, 1, 7, swish, false}}, false),
+      separable_chain(1, 8, 6, 5, {{3, 1, 11, swish, true}, {3, 1, 8, none, true}}, true)};
   expect_composition_bits(cases);
 }
 

@@ -10,7 +10,9 @@
 // needs no epilogue. conv2d_channel_mean averages each plane in
 // the depthwise kernel where the planes fill the GPU; there, pointwise_depthwise_conv2d
 // (MBConv's expansion) leaves the 1x1 GEMM without epilogue and the depthwise kernel
-// applies its bias and activation as it stages each input plane in shared memory.
+// applies its bias and activation as it stages each input plane in shared memory;
+// in a chain of separable convs (EfficientDet's heads) each link's depthwise kernel
+// applies the previous link's 1x1 bias and activation as it reads its product.
 // With REPSHARE_CUDA_POINTWISE=fused,
 // 1x1 convs are one kernel with their epilogue (fp16 on tensor cores), and
 // separable_conv2d computes its depthwise half inside that kernel.
@@ -71,11 +73,20 @@ __device__ __forceinline__ float epilogue_value(Activation act, float v, float b
   return apply_activation(act, v + bias) + residual;
 }
 
+// A 1x1 conv's product v in channel c with its bias (may be null) and activation,
+// rounded to storage as epilogue_kernel stores it.
+template <typename T>
+__device__ __forceinline__ float stored_epilogue(Activation act, T v, const T* bias, int c) {
+  const float b = bias ? cuda::as_float(bias[c]) : 0.f;
+  return cuda::as_float(cuda::stored<T>(epilogue_value(act, cuda::as_float(v), b, 0.f)));
+}
+
 // Where the depthwise kernels read input plane nc (image * C + channel) at offset
 // `at`: StoredPlanes from memory; SummedPlanes computes it, a BiFPN fusion's output,
 // as weighted_sum_kernel would store it (weighted_sum_separable_conv2d);
-// StagedPlanes from shared memory, where stage() put it. The channel-mean kernels,
-// a block per plane, call stage(nc, buffer) first.
+// ActivatedPlanes applies the previous 1x1 conv's epilogue to its product
+// (separable_conv_chain); StagedPlanes reads shared memory, where stage() put it.
+// The channel-mean kernels, a block per plane, call stage(nc, buffer) first.
 template <typename T>
 struct StoredPlanes {
   const T* x;
@@ -99,14 +110,27 @@ struct StagedPlanes {
   float* shared;
   __device__ __forceinline__ void stage(int nc, float* buffer) {
     shared = buffer;
-    const float b = bias ? cuda::as_float(bias[nc % channels]) : 0.f;
     const T* src = product + static_cast<size_t>(nc) * plane;
     for (int i = threadIdx.x; i < plane; i += blockDim.x)
-      shared[i] = cuda::as_float(
-          cuda::stored<T>(epilogue_value(act, cuda::as_float(src[i]), b, 0.f)));
+      shared[i] = stored_epilogue(act, src[i], bias, nc % channels);
     __syncthreads();
   }
   __device__ __forceinline__ float operator()(int, int at) const { return shared[at]; }
+};
+
+// The same values computed at every read (each is read once per tap that covers
+// it): for the separable kernel's thread per output, with no block per plane to
+// share a staged copy.
+template <typename T>
+struct ActivatedPlanes {
+  const T* product;
+  const T* bias;  // [channels], or null
+  Activation act;
+  int plane, channels;
+  __device__ __forceinline__ float operator()(int nc, int at) const {
+    return stored_epilogue(act, product[static_cast<size_t>(nc) * plane + at], bias,
+                           nc % channels);
+  }
 };
 
 template <typename T>
@@ -562,6 +586,33 @@ void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& 
   }
 }
 
+// separable_depthwise_kernel: dw over x, read through Input, into mid; where
+// fill_bias is not null, y filled with it too.
+template <typename T, typename Y, typename Input>
+void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const Input& x,
+                                const Tensor& w_dw, const Tensor* b_dw, Tensor& mid,
+                                const Tensor* fill_bias, Tensor& y) {
+  const Conv32 q = conv32(dw);
+  const int mid_total = q.n * q.c_out * q.h_out * q.w_out;
+  const int fill_total = fill_bias ? cuda::to_int(y.numel(), "separable_conv2d", "y numel") : 0;
+  const int threads = std::max(mid_total, fill_total);
+  if (threads == 0) return;
+  separable_depthwise_kernel<T, Y, Input><<<cuda::blocks_for(threads), cuda::kBlock, 0,
+                                            be.stream()>>>(
+      q, dw.act, x, cuda::data<T>(w_dw), b_dw ? cuda::data<T>(*b_dw) : nullptr,
+      cuda::data<T>(mid), mid_total, fill_bias ? cuda::data<T>(*fill_bias) : nullptr,
+      q.h_out * q.w_out, fill_bias ? static_cast<int>(y.shape[1]) : 1, cuda::data<Y>(y),
+      fill_total);
+  be.after_launch("separable_depthwise_kernel");
+}
+
+// Whether a separable conv's 1x1 half can start from its bias (see
+// separable_depthwise_kernel): a bias and nothing after it.
+bool starts_from_bias(const Conv2dParams& pw, const Tensor* b_pw, const Tensor* residual) {
+  return b_pw && !residual && pw.act.kind == ActKind::None && reads_input_directly(pw) &&
+         pw.groups == 1;
+}
+
 #ifdef REPSHARE_WITH_CUDNN
 // cuDNN's 2-D descriptors take one pad per axis: convolutions with symmetric pads
 // (not TF "SAME" with stride 2, whose extra pad is at the end) that have no kernel
@@ -673,42 +724,99 @@ void CudaBackend::separable_conv2d_of(const Tensor* x, const WeightedSumParams* 
   const char* op = "separable_conv2d";
   check(workspace != nullptr, ErrorKind::Backend, op,
         ": needs separable_conv2d_workspace() bytes of workspace and got none");
-  const Conv32 qd = conv32(dw), qp = conv32(pw);
-  const int hw = qp.h_out * qp.w_out;
-  const int mid_total = qd.n * qd.c_out * qd.h_out * qd.w_out;
-  const bool starts_from_bias = b_pw && !residual && pw.act.kind == ActKind::None &&
-                                pw.groups == 1 && reads_input_directly(pw);
-  const int fill_total = starts_from_bias ? qp.n * qp.c_out * hw : 0;
+  const bool from_bias = starts_from_bias(pw, b_pw, residual);
   void* rest = nullptr;
-  const Tensor mid = workspace_tensor(dw.output_shape(), workspace, &rest);
+  Tensor mid = workspace_tensor(dw.output_shape(), workspace, &rest);
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
-    const int threads = std::max(mid_total, fill_total);
-    if (threads == 0) return;
-    const T* b = b_dw ? cuda::data<T>(*b_dw) : nullptr;
-    const T* fill_bias = starts_from_bias ? cuda::data<T>(*b_pw) : nullptr;
-    using Stored = StoredPlanes<T>;
-    using Summed = SummedPlanes<T>;
-    const unsigned blocks = cuda::blocks_for(threads);
+    const Tensor* fill = from_bias ? b_pw : nullptr;
     if (x)
-      separable_depthwise_kernel<T, Y, Stored><<<blocks, cuda::kBlock, 0, stream_>>>(
-          qd, dw.act, stored_planes(cuda::data<T>(*x), qd), cuda::data<T>(w_dw), b,
-          cuda::data<T>(mid), mid_total, fill_bias, hw, qp.c_out, cuda::data<Y>(y), fill_total);
+      launch_separable_depthwise<T, Y>(*this, dw, stored_planes(cuda::data<T>(*x), conv32(dw)),
+                                       w_dw, b_dw, mid, fill, y);
     else
-      separable_depthwise_kernel<T, Y, Summed><<<blocks, cuda::kBlock, 0, stream_>>>(
-          qd, dw.act,
-          Summed{cuda::fusion_inputs<T>(*sum, resample, xs, dw.h, dw.w, op), qd.h * qd.w},
-          cuda::data<T>(w_dw), b, cuda::data<T>(mid), mid_total, fill_bias, hw, qp.c_out,
-          cuda::data<Y>(y), fill_total);
-    after_launch("separable_depthwise_kernel");
+      launch_separable_depthwise<T, Y>(
+          *this, dw,
+          SummedPlanes<T>{cuda::fusion_inputs<T>(*sum, resample, xs, dw.h, dw.w, op),
+                          static_cast<int>(dw.h * dw.w)},
+          w_dw, b_dw, mid, fill, y);
   });
-  if (starts_from_bias) {
+  separable_pointwise(pw, mid, w_pw, b_pw, residual, from_bias, y, rest);
+}
+
+void CudaBackend::separable_pointwise(const Conv2dParams& pw, const Tensor& mid,
+                                      const Tensor& w_pw, const Tensor* b_pw,
+                                      const Tensor* residual, bool from_bias, Tensor& y,
+                                      void* workspace) {
+  if (from_bias)
     pointwise_gemm(pw, mid, w_pw, y, 1.f);
-  } else if (residual) {
-    conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, rest);
-  } else {
-    conv2d(pw, mid, w_pw, b_pw, y, rest);
+  else if (residual)
+    conv2d_residual(pw, mid, w_pw, b_pw, *residual, y, workspace);
+  else
+    conv2d(pw, mid, w_pw, b_pw, y, workspace);
+}
+
+// A link's 1x1 product (cuBLAS alone) at the start of the workspace, the next link's
+// depthwise output after it: that depthwise kernel reads the product with the bias
+// and activation applied (ActivatedPlanes) before the next product overwrites it.
+// The last link is separable_conv2d_of's. The fused 1x1 experiment takes Backend's
+// composition.
+size_t CudaBackend::separable_conv_chain_workspace(
+    const std::vector<SeparableConvParams>& links) const {
+  size_t separable = 0;
+  for (const SeparableConvParams& l : links) {
+    if (fuses_pointwise(l.pw)) return Backend::separable_conv_chain_workspace(links);
+    separable = std::max(separable, Backend::separable_conv2d_workspace(l.dw, l.pw));
+  }
+  return chain_between_bytes(links) + separable;
+}
+
+void CudaBackend::separable_conv_chain(const std::vector<SeparableConvParams>& links,
+                                       const Tensor& x, const Tensor* const* weights,
+                                       const Tensor* residual, Tensor& y, void* workspace) {
+  for (const SeparableConvParams& l : links) {
+    if (fuses_pointwise(l.pw)) {
+      Backend::separable_conv_chain(links, x, weights, residual, y, workspace);
+      return;
+    }
+  }
+  const char* op = "separable_conv_chain";
+  check(workspace != nullptr, ErrorKind::Backend, op,
+        ": needs separable_conv_chain_workspace() bytes of workspace and got none");
+  unsigned char* const after_product = static_cast<unsigned char*>(workspace) +
+                                       chain_between_bytes(links);
+  Tensor product;
+  for (size_t k = 0; k < links.size(); ++k) {
+    const Conv2dParams &dw = links[k].dw, &pw = links[k].pw;
+    const Tensor* const* w = weights + 4 * k;
+    const bool last = k + 1 == links.size();
+    const bool from_bias = last && starts_from_bias(pw, w[3], residual);
+    void* rest = nullptr;
+    Tensor mid = workspace_tensor(dw.output_shape(), after_product, &rest);
+    cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
+      using T = decltype(tag);
+      using Y = decltype(y_tag);
+      const Tensor* fill = from_bias ? w[3] : nullptr;
+      if (k == 0) {
+        launch_separable_depthwise<T, Y>(*this, dw, stored_planes(cuda::data<T>(x), conv32(dw)),
+                                         *w[0], w[1], mid, fill, y);
+        return;
+      }
+      const Conv2dParams& prev = links[k - 1].pw;
+      const Tensor* prev_bias = weights[4 * k - 1];
+      const ActivatedPlanes<T> in{cuda::data<T>(product),
+                                  prev_bias ? cuda::data<T>(*prev_bias) : nullptr, prev.act,
+                                  static_cast<int>(prev.h_out * prev.w_out),
+                                  static_cast<int>(prev.c_out)};
+      launch_separable_depthwise<T, Y>(*this, dw, in, *w[0], w[1], mid, fill, y);
+    });
+    if (last) {
+      separable_pointwise(pw, mid, *w[2], w[3], residual, from_bias, y, rest);
+    } else {
+      void* unused = nullptr;
+      product = workspace_tensor(pw.output_shape(), workspace, &unused);
+      pointwise_gemm(pw, mid, *w[2], product, 0.f);
+    }
   }
 }
 

@@ -103,6 +103,13 @@ class CudaBackend : public Backend {
                                                  const FusionResample* resample,
                                                  const Conv2dParams& dw,
                                                  const Conv2dParams& pw) const override;
+  // Each link's 1x1 product is stored without its bias and activation, which the
+  // next link's depthwise kernel applies as it reads it: no epilogue launch between.
+  void separable_conv_chain(const std::vector<SeparableConvParams>& links, const Tensor& x,
+                            const Tensor* const* weights, const Tensor* residual, Tensor& y,
+                            void* workspace) override;
+  size_t separable_conv_chain_workspace(
+      const std::vector<SeparableConvParams>& links) const override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
@@ -201,6 +208,12 @@ class CudaBackend : public Backend {
                            const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw,
                            const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
                            const Tensor* residual, Tensor& y, void* workspace);
+  // Their pointwise half, and a chain's last, over the depthwise output mid: cuBLAS
+  // adds its product to y where the depthwise kernel filled y with the bias
+  // (from_bias), else conv2d or conv2d_residual.
+  void separable_pointwise(const Conv2dParams& pw, const Tensor& mid, const Tensor& w_pw,
+                           const Tensor* b_pw, const Tensor* residual, bool from_bias, Tensor& y,
+                           void* workspace);
   bool means_in_depthwise_kernel(const Conv2dParams& p) const;  // conv2d.cu
   // y = w . x + beta * y for pointwise conv p (conv2d.cu): cuBLAS alone, image by
   // image, no bias, activation or residual; beta 1 adds the product to what y holds.
