@@ -19,8 +19,9 @@ struct PassOptions {
   bool fuse_weighted_sum = true; // BiFPN fast normalised fusion -> WeightedSum
   bool fold_resample = true;     // MaxPool / nearest Resize -> the WeightedSum reading it
   bool fold_channel_gate = true; // Mul(x, per-channel gate) -> 1x1 Conv: gate the weights
-  bool fuse_channel_mean = true; // depthwise Conv -> ReduceMean over H, W: a second output
+  bool fuse_channel_mean = true; // depthwise or 1x1 Conv -> mean over H, W: a second output
   bool fuse_residual_add = true; // Add(Conv without activation, r) -> the Conv adds r
+  bool fold_reshape_into_gemm = true;  // Flatten/Reshape read only by Gemm -> its A as 2-D
   bool fuse_squeeze_excitation = true;  // SE's two 1x1 convs and gate -> SqueezeExcitation
   // SqueezeExcitation read only by a 1x1 Conv -> SqueezeExcitationConv
   bool fuse_squeeze_excitation_conv = true;
@@ -42,18 +43,18 @@ struct PassOptions {
   // Every fusion on or off at once (constant folding stays as it is).
   void set_fusions(bool on) {
     fuse_pad_conv = fold_batchnorm = fuse_swish = fuse_activations = fuse_weighted_sum =
-        fold_resample = fold_channel_gate = fuse_channel_mean = fuse_residual_add =
-            fuse_squeeze_excitation = fuse_squeeze_excitation_conv = fuse_separable_conv =
-                fuse_weighted_sum_separable = fuse_separable_chain = fuse_pointwise_depthwise =
-                    on;
+        fold_resample = fold_channel_gate = fuse_channel_mean = fold_reshape_into_gemm =
+            fuse_residual_add = fuse_squeeze_excitation = fuse_squeeze_excitation_conv =
+                fuse_separable_conv = fuse_weighted_sum_separable = fuse_separable_chain =
+                    fuse_pointwise_depthwise = on;
   }
 };
 
 struct PassStats {
   int folded = 0, pad_conv = 0, batchnorm = 0, swish = 0, activations = 0, weighted_sum = 0,
-      resample = 0, channel_gate = 0, channel_mean = 0, residual_add = 0, squeeze_excitation = 0,
-      squeeze_excitation_conv = 0, separable_conv = 0, weighted_sum_separable = 0,
-      separable_chain = 0, pointwise_depthwise = 0;
+      resample = 0, channel_gate = 0, channel_mean = 0, reshape_gemm = 0, residual_add = 0,
+      squeeze_excitation = 0, squeeze_excitation_conv = 0, separable_conv = 0,
+      weighted_sum_separable = 0, separable_chain = 0, pointwise_depthwise = 0;
 };
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers

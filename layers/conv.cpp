@@ -82,11 +82,12 @@ void ConvLayer::build(const Node& n, Graph& g) {
   check_conv_residual(n, g, p_, 3, y);
   set_output(g, n, 0, y);
   // A second output, the mean of each output plane, is made by the
-  // fuse_channel_mean pass for depthwise convs (the squeeze-excitation pool).
+  // fuse_channel_mean pass (the squeeze-excitation pool of a depthwise conv, a
+  // classifier's global pool).
   has_channel_mean_ = n.outputs.size() > 1;
   if (has_channel_mean_) {
-    check(n.outputs.size() == 2 && p_.is_depthwise(), ErrorKind::Unsupported, n.label(),
-          ": a second output (channel means) is made for depthwise convolutions only");
+    check(n.outputs.size() == 2, ErrorKind::Unsupported, n.label(),
+          ": outputs are the convolution's and, optionally, its channel means");
     set_output(g, n, 1, Shape{p_.n, p_.c_out, 1, 1});
   }
   check(!has_residual_ || !has_channel_mean_, ErrorKind::Unsupported, n.label(),

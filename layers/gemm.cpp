@@ -15,6 +15,12 @@ void GemmLayer::build(const Node& n, Graph& g) {
   p_ = GemmParams();
   has_bias_ = false;
   if (n.op_type == "Gemm") {
+    if (n.has("a_shape")) {  // a reshape folded in (fold_reshape_into_gemm)
+      const Shape as(bounded_sizes(n, n.attr_ints("a_shape"), "a_shape"));
+      check(as.rank() == 2 && as[0] >= 0 && as[1] >= 0 && as.numel() == a.numel(),
+            ErrorKind::Shape, n.label(), ": A ", a.str(), " is not of a_shape ", as.str());
+      a = as;
+    }
     check(a.rank() == 2 && bs.rank() == 2, ErrorKind::Shape, n.label(), ": A ", a.str(),
           " and B ", bs.str(), " must be 2-D");
     p_.trans_a = n.attr_int("transA", 0) != 0;

@@ -1178,6 +1178,10 @@ std::vector<OpCase> all_cases() {
   // and a dense conv (the default: conv2d, then reduce)
   c.push_back(conv_mean_case("depthwise5_s2_n2", with_pads(conv(2, 13, 17, 15, 13, 5, 2, 13, swish), 1, 1, 2, 2)));
   c.push_back(conv_mean_case("dense3", with_pads(conv(1, 3, 9, 11, 5, 3, 1, 1, relu), 1, 1, 1, 1)));
+  // and 1x1 convs: B0's last conv before its pool (CUDA: the GEMM's epilogue makes the
+  // means), two images of long planes
+  c.push_back(conv_mean_case("pointwise_7x7", conv(1, 32, 7, 7, 40, 1, 1, 1, swish)));
+  c.push_back(conv_mean_case("pointwise_long_n2", conv(2, 9, 33, 33, 150, 1, 1, 1, swish)));
   // separable_conv2d: BiFPN's 3x3 (no activation) then 1x1 with bias, the head's
   // prediction conv (810 outputs: 13 row tiles each making the depthwise tile again),
   // a stride-2 5x5 with an activation between, a residual (MobileNet blocks), and two
@@ -1674,7 +1678,11 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
       with_pads(conv(1, 7, 32, 32, 7, 3, 1, 7, swish), 1, 1, 1, 1),   // a 1024-output plane
       with_pads(conv(2, 30, 27, 25, 30, 5, 2, 30, swish), 1, 2, 2, 1),  // odd planes, n = 2
       with_pads(conv(1, 3, 33, 33, 3, 3, 1, 3, Activation()), 1, 1, 1, 1),  // 1089 outputs
-      with_pads(conv(2, 150, 33, 33, 150, 3, 1, 150, swish), 1, 1, 1, 1)};  // 300 of them
+      with_pads(conv(2, 150, 33, 33, 150, 3, 1, 150, swish), 1, 1, 1, 1),  // 300 of them
+      // 1x1 convs (a classifier's last conv before its pool): 7x7 planes as B0's, 300
+      // long ones, and a few long ones (the composition)
+      conv(1, 32, 7, 7, 40, 1, 1, 1, swish), conv(2, 9, 33, 33, 150, 1, 1, 1, swish),
+      conv(1, 5, 40, 33, 7, 1, 1, 1, act(ActKind::Relu))};
   for (const auto& be : contract_backends()) {
     for (Conv2dParams p : convs) {
       p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
@@ -1682,8 +1690,8 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
       SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) + " " +
                    std::to_string(p.c_out) + " planes of " + std::to_string(p.h_out) + "x" +
                    std::to_string(p.w_out));
-      const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, 1, p.kh, p.kw}, bs{p.c_out};
-      const Shape ys{p.n, p.c_out, p.h_out, p.w_out}, ms{p.n, p.c_out, 1, 1};
+      const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in / p.groups, p.kh, p.kw};
+      const Shape bs{p.c_out}, ys{p.n, p.c_out, p.h_out, p.w_out}, ms{p.n, p.c_out, 1, 1};
       DeviceTensor X(*be, xs, random_floats(count(xs), 1)), W(*be, ws, random_floats(count(ws), 2));
       DeviceTensor B(*be, bs, random_floats(count(bs), 3));
       DeviceTensor fused_y(*be, ys), fused_mean(*be, ms), y(*be, ys), mean(*be, ms);

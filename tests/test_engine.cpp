@@ -817,6 +817,80 @@ TEST(Passes, SeparableConvsInARowBecomeOneChain) {
   }
 }
 
+// A classifier's tail: x [1, 6, 5, 7] -> 1x1 conv to 8 (swish) -> GlobalAveragePool
+// -> Flatten -> Gemm (transB, to 4 classes, with a bias) -> y; `flat_also_out` makes
+// the flattened features a graph output too.
+Graph classifier_graph(bool flat_also_out) {
+  Graph g;
+  g.name = "classifier";
+  g.opset = 13;
+  const int x = add_input(g, "x", Shape{1, 6, 5, 7});
+  Node head;
+  head.op_type = "Conv";
+  head.name = "head";
+  head.inputs = {x, cos_constant(g, "w_head", Shape{8, 6, 1, 1}, 0.4f, 0.7f),
+                 cos_constant(g, "b_head", Shape{8}, 0.1f, 0.9f)};
+  head.outputs = {g.add_value("features")};
+  attach_activation(head, Activation{ActKind::Swish});
+  Node pool;
+  pool.op_type = "GlobalAveragePool";
+  pool.name = "pool";
+  pool.inputs = {head.outputs[0]};
+  pool.outputs = {g.add_value("pooled")};
+  Node flat;
+  flat.op_type = "Flatten";
+  flat.name = "flatten";
+  flat.inputs = {pool.outputs[0]};
+  flat.outputs = {g.add_value("flat")};
+  Node fc;
+  fc.op_type = "Gemm";
+  fc.name = "fc";
+  fc.inputs = {flat.outputs[0], cos_constant(g, "w_fc", Shape{4, 8}, 0.5f, 0.3f),
+               cos_constant(g, "b_fc", Shape{4}, 0.2f, 1.1f)};
+  fc.outputs = {g.add_value("y")};
+  fc.attrs["transB"].kind = Attribute::Kind::Int;
+  fc.attrs["transB"].i = 1;
+  g.nodes = {head, pool, flat, fc};
+  g.outputs.push_back(g.find("y"));
+  if (flat_also_out) g.outputs.push_back(g.find("flat"));
+  return g;
+}
+
+// The pool becomes the 1x1 conv's second output and the Gemm reads the pooled
+// [1, 8, 1, 1] as its [1, 8] A: two nodes, the same output bits on the CPU. Features
+// that must survive flattened keep the Flatten.
+TEST(Passes, ClassifierPoolAndFlattenFoldIntoTheirNeighbours) {
+  for (bool flat_also_out : {false, true}) {
+    SCOPED_TRACE(flat_also_out ? "flat kept" : "");
+    std::vector<float> out[2];
+    for (bool fuse : {false, true}) {
+      Graph g = classifier_graph(flat_also_out);
+      PassOptions opt;
+      opt.set_fusions(fuse);
+      const PassStats stats = prepare_graph(g, opt);
+      EXPECT_EQ(stats.channel_mean, fuse ? 1 : 0);
+      EXPECT_EQ(stats.reshape_gemm, fuse && !flat_also_out ? 1 : 0);
+      ASSERT_EQ(g.nodes.size(), !fuse ? 4u : flat_also_out ? 3u : 2u);
+      if (fuse && !flat_also_out) {
+        EXPECT_EQ(g.nodes[0].outputs.size(), 2u);
+        EXPECT_EQ(g.nodes[1].attr_ints("a_shape", {}), (std::vector<int64_t>{1, 8}));
+      }
+      out[fuse] = run_on_cpu(g, {"x"});
+    }
+    EXPECT_EQ(out[0], out[1]);
+  }
+  // An a_shape that does not hold A's values is named.
+  Graph g = classifier_graph(false);
+  prepare_graph(g);
+  g.nodes.back().attrs["a_shape"].ints = {1, 9};
+  try {
+    infer_shapes(g);
+    ADD_FAILURE() << "a_shape [1,9] over 8 values was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a_shape"), std::string::npos) << e.what();
+  }
+}
+
 // An MBConv block: with `expansion`, x [1, 4, 9, 11] -> 1x1 conv to 6 (swish) ->
 // "expanded" -> depthwise 3x3 (pads 1, swish) -> a, else a = x [1, 6, 9, 11]; then
 // a's mean -> 1x1 conv to 3 (swish) -> 1x1 conv to 6 (sigmoid) -> the gate, Mul(a,

@@ -148,7 +148,7 @@ __host__ __device__ __forceinline__ StoredPlanes<T> stored_planes(const T* x, co
 }
 
 // Depthwise output (oy, ox) of plane nc, activation applied, before it is stored:
-// what depthwise_conv_kernel, depthwise_mean_kernel, separable_depthwise_kernel and
+// what depthwise_conv_kernel, DepthwiseOutputs, separable_depthwise_kernel and
 // the separable conv's DepthwiseX compute alike.
 template <typename T, typename Input>
 __device__ __forceinline__ float depthwise_output(const Conv32& p, Activation act,
@@ -208,38 +208,60 @@ __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
   if (i < y_total) y[i] = cuda::stored<Y>(cuda::as_float(y_bias[(i / y_inner) % y_channels]));
 }
 
-// conv2d_channel_mean of depthwise convs: a block per plane computes it as
-// depthwise_conv_kernel does and sums the stored values in reduce's order
-// (row_reduce.cuh), so the mean has reduce's bits without a second launch reading
-// y. Planes of at most kWarpRow elements (squeeze-excitation's depthwise convs
-// from 32x32 down) keep their values in shared memory for warp 0 to sum; larger
-// ones take a block of kLongRowBlock threads, each summing the outputs it stored,
-// where there are planes enough to fill the GPU (CudaBackend::conv2d_channel_mean).
-// Output o (row-major in its plane) of plane nc stored in y; returns the stored value.
+// conv2d_channel_mean in the kernel that stores y: a block per plane stores its
+// outputs and sums the stored values in reduce's order (row_reduce.cuh), so the mean
+// has reduce's bits without a second launch reading y. Outputs says what output o
+// of plane nc is: DepthwiseOutputs computes it as depthwise_conv_kernel does;
+// EpilogueOutputs applies a GEMM's epilogue to its product in y (a 1x1 conv's).
+// Planes of at most kWarpRow elements (squeeze-excitation's depthwise convs from
+// 32x32 down, B0's last 1x1 conv before its pool) keep their values in shared memory
+// for warp 0 to sum; larger ones take a block of kLongRowBlock threads, each summing
+// the outputs it stored, where there are planes enough to fill the GPU
+// (CudaBackend::means_in_conv_kernel).
 template <typename T, typename Input>
-__device__ __forceinline__ float store_depthwise_output(const Conv32& p, Activation act,
-                                                        const Input& x, const T* __restrict__ w,
-                                                        const T* __restrict__ bias, int nc,
-                                                        int o, T* __restrict__ y) {
-  const T v =
-      cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
-  y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
-  return cuda::as_float(v);
-}
+struct DepthwiseOutputs {
+  Conv32 p;
+  Activation act;
+  Input x;
+  const T* w;
+  const T* bias;
+  T* y;
+  int plane() const { return p.h_out * p.w_out; }
+  __device__ __forceinline__ void stage(int nc, float* buffer) { x.stage(nc, buffer); }
+  // Stores output o (row-major in its plane) of plane nc; returns the stored value.
+  __device__ __forceinline__ float operator()(int nc, int o) const {
+    const T v =
+        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
+    y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
+    return cuda::as_float(v);
+  }
+};
 
-// Both take dynamic shared memory for Input's stage(): a float per input element
-// for StagedPlanes, none for StoredPlanes.
-template <typename T, typename Input>
-__global__ void depthwise_mean_kernel(Conv32 p, Activation act, Input x,
-                                      const T* __restrict__ w, const T* __restrict__ bias,
-                                      T* __restrict__ y, T* __restrict__ mean) {
+template <typename T>
+struct EpilogueOutputs {
+  Activation act;
+  const T* bias;  // [channels], or null
+  T* y;           // the product in, the outputs out
+  int len, channels;
+  int plane() const { return len; }
+  __device__ __forceinline__ void stage(int, float*) {}
+  __device__ __forceinline__ float operator()(int nc, int o) const {
+    T* at = y + static_cast<size_t>(nc) * len + o;
+    const float v = stored_epilogue(act, *at, bias, nc % channels);
+    *at = cuda::stored<T>(v);
+    return v;
+  }
+};
+
+// Both take dynamic shared memory for Outputs' stage(): a float per input element
+// for StagedPlanes, none otherwise.
+template <typename T, typename Outputs>
+__global__ void plane_mean_kernel(Outputs out, int len, T* __restrict__ mean) {
   __shared__ float plane[cuda::kWarpRow];
   extern __shared__ float staged[];
   const int nc = blockIdx.x;
-  const int len = p.h_out * p.w_out;
-  x.stage(nc, staged);
-  for (int o = threadIdx.x; o < len; o += blockDim.x)
-    plane[o] = store_depthwise_output(p, act, x, w, bias, nc, o, y);
+  out.stage(nc, staged);
+  for (int o = threadIdx.x; o < len; o += blockDim.x) plane[o] = out(nc, o);
   __syncthreads();
   if (threadIdx.x >= 32) return;  // whole warps: warp 0's shuffles below are safe
   const int lane = threadIdx.x;
@@ -249,19 +271,15 @@ __global__ void depthwise_mean_kernel(Conv32 p, Activation act, Input x,
   if (lane == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
 
-template <typename T, typename Input>
+template <typename T, typename Outputs>
 __global__ void __launch_bounds__(cuda::kLongRowBlock)
-    depthwise_mean_long_kernel(Conv32 p, Activation act, Input x, const T* __restrict__ w,
-                               const T* __restrict__ bias, T* __restrict__ y,
-                               T* __restrict__ mean) {
+    plane_mean_long_kernel(Outputs out, int len, T* __restrict__ mean) {
   __shared__ float partials[32];
   extern __shared__ float staged[];
   const int nc = blockIdx.x;
-  const int len = p.h_out * p.w_out;
-  x.stage(nc, staged);
+  out.stage(nc, staged);
   float acc = 0.f;
-  for (int o = threadIdx.x; o < len; o += blockDim.x)
-    acc += store_depthwise_output(p, act, x, w, bias, nc, o, y);
+  for (int o = threadIdx.x; o < len; o += blockDim.x) acc += out(nc, o);
   acc = cuda::block_combine(acc, 0.f, [](float a, float b) { return a + b; }, partials);
   if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(acc / len);
 }
@@ -565,25 +583,34 @@ bool direct_conv_applies(const Conv2dParams& p) {
          p.c_in / p.groups * p.kh * p.kw <= kDirectTaps;
 }
 
-// The depthwise conv and its means in one launch (means_in_depthwise_kernel), reading
-// its input through x.
+// plane_mean_kernel or plane_mean_long_kernel over `planes` planes of outputs
+// (means_in_conv_kernel), with staged_bytes of dynamic shared memory.
+template <typename T, typename Outputs>
+void launch_plane_mean(CudaBackend& be, const Outputs& out, int64_t planes, size_t staged_bytes,
+                       Tensor& mean) {
+  const int len = out.plane();
+  const unsigned blocks = static_cast<unsigned>(planes);
+  if (len <= cuda::kWarpRow) {
+    plane_mean_kernel<T, Outputs><<<blocks, cuda::kBlock, staged_bytes, be.stream()>>>(
+        out, len, cuda::data<T>(mean));
+    be.after_launch("plane_mean_kernel");
+  } else {
+    plane_mean_long_kernel<T, Outputs>
+        <<<blocks, cuda::kLongRowBlock, staged_bytes, be.stream()>>>(out, len,
+                                                                    cuda::data<T>(mean));
+    be.after_launch("plane_mean_long_kernel");
+  }
+}
+
+// The depthwise conv and its means in one launch, reading its input through x.
 template <typename T, typename Input>
 void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& x,
                            size_t staged_bytes, const Tensor& w, const Tensor* bias, Tensor& y,
                            Tensor& mean) {
-  const Conv32 q = conv32(p);
-  const unsigned planes = static_cast<unsigned>(p.n * p.c_out);
-  const T* b = bias ? cuda::data<T>(*bias) : nullptr;
-  if (p.h_out * p.w_out <= cuda::kWarpRow) {
-    depthwise_mean_kernel<T, Input><<<planes, cuda::kBlock, staged_bytes, be.stream()>>>(
-        q, p.act, x, cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
-    be.after_launch("depthwise_mean_kernel");
-  } else {
-    depthwise_mean_long_kernel<T, Input>
-        <<<planes, cuda::kLongRowBlock, staged_bytes, be.stream()>>>(
-            q, p.act, x, cuda::data<T>(w), b, cuda::data<T>(y), cuda::data<T>(mean));
-    be.after_launch("depthwise_mean_long_kernel");
-  }
+  using Outputs = DepthwiseOutputs<T, Input>;
+  const Outputs out{conv32(p), p.act, x, cuda::data<T>(w),
+                    bias ? cuda::data<T>(*bias) : nullptr, cuda::data<T>(y)};
+  launch_plane_mean<T, Outputs>(be, out, p.n * p.c_out, staged_bytes, mean);
 }
 
 // separable_depthwise_kernel: dw over x, read through Input, into mid; where
@@ -835,29 +862,42 @@ void CudaBackend::pointwise_gemm(const Conv2dParams& p, const Tensor& x, const T
   }
 }
 
-// Whether the depthwise kernel, a block per plane, computes the channel means: on
+// Whether the kernel storing a conv's outputs, a block per plane, computes the
+// channel means: the depthwise kernel, or the epilogue of a 1x1 conv's GEMM, on
 // planes the width of a warp's row, or enough of them to fill the GPU. A block per
 // large plane, on fewer blocks than 2 per SM, left most of the GPU idle: D0's 32
 // planes of 256x256 took 0.15 ms on an H200, as long as the conv on every SM
 // followed by reduce's 32 warps had. Then the conv and reduce's block per row run
 // apart (the same bits: the composition is the contract).
-bool CudaBackend::means_in_depthwise_kernel(const Conv2dParams& p) const {
+bool CudaBackend::means_in_conv_kernel(const Conv2dParams& p) const {
   const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
-  return p.is_depthwise() && plane > 0 && planes > 0 &&
+  const bool gemm = p.groups == 1 && reads_input_directly(p) && !fuses_pointwise(p);
+  return (p.is_depthwise() || gemm) && plane > 0 && planes > 0 &&
          (plane <= cuda::kWarpRow || planes >= 2 * multiprocessors_);
 }
 
+// A 1x1 conv's means: cuBLAS's product into y, then its epilogue and the means in one
+// launch (B0's last conv, before its pool: one launch fewer than epilogue, then reduce).
 void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                       const Tensor* bias, Tensor& y, Tensor& mean,
                                       void* workspace) {
-  if (!means_in_depthwise_kernel(p)) {
+  if (!means_in_conv_kernel(p)) {
     Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
     return;
   }
   cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
     using T = decltype(tag);
-    launch_depthwise_mean<T>(*this, p, stored_planes(cuda::data<T>(x), conv32(p)), 0, w, bias, y,
-                             mean);
+    if (p.is_depthwise()) {
+      launch_depthwise_mean<T>(*this, p, stored_planes(cuda::data<T>(x), conv32(p)), 0, w, bias,
+                               y, mean);
+      return;
+    }
+    pointwise_gemm(p, x, w, y, 0.f);
+    using Outputs = EpilogueOutputs<T>;
+    const Conv32 q = conv32(p);
+    const Outputs out{p.act, bias ? cuda::data<T>(*bias) : nullptr, cuda::data<T>(y),
+                      q.h_out * q.w_out, q.c_out};
+    launch_plane_mean<T, Outputs>(*this, out, p.n * p.c_out, 0, mean);
   });
 }
 
@@ -877,7 +917,7 @@ void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2
                                              const Tensor* b_dw, Tensor& y, Tensor* mean,
                                              void* workspace) {
   const int64_t staged = dw.h * dw.w;
-  if (!mean || !means_in_depthwise_kernel(dw) || staged > kStagedPlane || fuses_pointwise(pw)) {
+  if (!mean || !means_in_conv_kernel(dw) || staged > kStagedPlane || fuses_pointwise(pw)) {
     Backend::pointwise_depthwise_conv2d(pw, dw, x, w_pw, b_pw, w_dw, b_dw, y, mean, workspace);
     return;
   }

@@ -214,7 +214,7 @@ class CudaBackend : public Backend {
   void separable_pointwise(const Conv2dParams& pw, const Tensor& mid, const Tensor& w_pw,
                            const Tensor* b_pw, const Tensor* residual, bool from_bias, Tensor& y,
                            void* workspace);
-  bool means_in_depthwise_kernel(const Conv2dParams& p) const;  // conv2d.cu
+  bool means_in_conv_kernel(const Conv2dParams& p) const;  // conv2d.cu
   // y = w . x + beta * y for pointwise conv p (conv2d.cu): cuBLAS alone, image by
   // image, no bias, activation or residual; beta 1 adds the product to what y holds.
   void pointwise_gemm(const Conv2dParams& p, const Tensor& x, const Tensor& w, Tensor& y,
