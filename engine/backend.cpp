@@ -180,14 +180,16 @@ void Backend::weighted_sum_separable_conv2d(const WeightedSumParams& sum,
   separable_conv2d(dw, pw, x, w_dw, b_dw, w_pw, b_pw, residual, y, rest);
 }
 
-// Link k's output goes to the first or second of two places in turns, so that it
-// never overwrites the input it reads; each link's own workspace follows them.
+// Each link but the last leaves its output at the start of the workspace, where it
+// read its input: its depthwise conv has read that input into its own output, after
+// it, before its 1x1 conv writes. The last link's separable conv follows.
 size_t Backend::separable_conv_chain_workspace(
     const std::vector<SeparableConvParams>& links) const {
-  size_t separable = 0;
-  for (const SeparableConvParams& l : links)
-    separable = std::max(separable, separable_conv2d_workspace(l.dw, l.pw));
-  return 2 * chain_between_bytes(links) + separable;
+  const SeparableConvParams& last = links.back();
+  size_t separable = separable_conv2d_workspace(last.dw, last.pw);
+  for (size_t k = 0; k + 1 < links.size(); ++k)
+    separable = std::max(separable, Backend::separable_conv2d_workspace(links[k].dw, links[k].pw));
+  return chain_between_bytes(links) + separable;
 }
 
 void Backend::separable_conv_chain(const std::vector<SeparableConvParams>& links,
@@ -196,24 +198,23 @@ void Backend::separable_conv_chain(const std::vector<SeparableConvParams>& links
   check(workspace != nullptr, ErrorKind::Backend,
         "separable_conv_chain: needs separable_conv_chain_workspace() bytes of workspace and "
         "got none");
-  unsigned char* const base = static_cast<unsigned char*>(workspace);
-  const size_t between = chain_between_bytes(links);
-  Tensor outputs[2];
+  unsigned char* const after_between =
+      static_cast<unsigned char*>(workspace) + chain_between_bytes(links);
+  Tensor between;
   const Tensor* in = &x;
-  for (size_t k = 0; k < links.size(); ++k) {
-    const bool last = k + 1 == links.size();
-    Tensor* out = &y;
-    if (!last) {
-      void* unused = nullptr;
-      outputs[k % 2] = workspace_tensor(links[k].pw.output_shape(), base + k % 2 * between,
-                                        &unused);
-      out = &outputs[k % 2];
-    }
+  for (size_t k = 0; k + 1 < links.size(); ++k) {
+    const Conv2dParams &dw = links[k].dw, &pw = links[k].pw;
     const Tensor* const* w = weights + 4 * k;
-    separable_conv2d(links[k].dw, links[k].pw, *in, *w[0], w[1], *w[2], w[3],
-                     last ? residual : nullptr, *out, base + 2 * between);
-    in = out;
+    void *rest = nullptr, *unused = nullptr;
+    Tensor mid = workspace_tensor(dw.output_shape(), after_between, &rest);
+    conv2d(dw, *in, *w[0], w[1], mid, rest);
+    between = workspace_tensor(pw.output_shape(), workspace, &unused);
+    conv2d(pw, mid, *w[2], w[3], between, rest);
+    in = &between;
   }
+  const SeparableConvParams& last = links.back();
+  const Tensor* const* w = weights + 4 * (links.size() - 1);
+  separable_conv2d(last.dw, last.pw, *in, *w[0], w[1], *w[2], w[3], residual, y, after_between);
 }
 
 size_t Backend::squeeze_excitation_conv2d_workspace(const SqueezeExcitationParams& se,

@@ -431,11 +431,12 @@ class Backend {
   //   activation, then the prediction; engine/passes fuse_separable_chain). links[k]
   //   takes weights[4k .. 4k+3]: w_dw, b_dw, w_pw, b_pw (biases may be null);
   //   links[0] reads x, the last writes y, plus residual when not null (as
-  //   separable_conv2d). This default runs separable_conv2d link by link, the
-  //   outputs between them in the workspace (separable_conv_chain_workspace bytes); a
-  //   backend may store a link's 1x1 product without its bias and activation and
-  //   apply them as the next link's depthwise half reads it, rounded to storage as
-  //   conv2d stores them, and must then give the composition's bits.
+  //   separable_conv2d). This default runs each link but the last as its two convs,
+  //   its output in the workspace (separable_conv_chain_workspace bytes), and the last
+  //   as separable_conv2d; a backend may store a link's 1x1 product without its bias
+  //   and activation and apply them as the next link's depthwise half reads it,
+  //   rounded to storage as conv2d stores them, and must then give this default's
+  //   bits.
   virtual void separable_conv_chain(const std::vector<SeparableConvParams>& links,
                                     const Tensor& x, const Tensor* const* weights,
                                     const Tensor* residual, Tensor& y, void* workspace);

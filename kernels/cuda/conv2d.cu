@@ -784,20 +784,10 @@ void CudaBackend::separable_pointwise(const Conv2dParams& pw, const Tensor& mid,
 }
 
 // A link's 1x1 product (cuBLAS alone) at the start of the workspace, the next link's
-// depthwise output after it: that depthwise kernel reads the product with the bias
-// and activation applied (ActivatedPlanes) before the next product overwrites it.
-// The last link is separable_conv2d_of's. The fused 1x1 experiment takes Backend's
-// composition.
-size_t CudaBackend::separable_conv_chain_workspace(
-    const std::vector<SeparableConvParams>& links) const {
-  size_t separable = 0;
-  for (const SeparableConvParams& l : links) {
-    if (fuses_pointwise(l.pw)) return Backend::separable_conv_chain_workspace(links);
-    separable = std::max(separable, Backend::separable_conv2d_workspace(l.dw, l.pw));
-  }
-  return chain_between_bytes(links) + separable;
-}
-
+// depthwise output after it (Backend's layout): that depthwise kernel reads the
+// product with the bias and activation applied (ActivatedPlanes) before the next
+// product overwrites it. The last link is separable_conv2d_of's. The fused 1x1
+// experiment takes Backend's composition.
 void CudaBackend::separable_conv_chain(const std::vector<SeparableConvParams>& links,
                                        const Tensor& x, const Tensor* const* weights,
                                        const Tensor* residual, Tensor& y, void* workspace) {

@@ -108,8 +108,6 @@ class CudaBackend : public Backend {
   void separable_conv_chain(const std::vector<SeparableConvParams>& links, const Tensor& x,
                             const Tensor* const* weights, const Tensor* residual, Tensor& y,
                             void* workspace) override;
-  size_t separable_conv_chain_workspace(
-      const std::vector<SeparableConvParams>& links) const override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
