@@ -106,6 +106,17 @@ int sole_consumer(const Uses& u, int v) {
   return u.consumers[v][0];
 }
 
+// Whether node n reads value v as exactly one of its inputs.
+bool reads_once(const Node& n, int v) {
+  return std::count(n.inputs.begin(), n.inputs.end(), v) == 1;
+}
+
+// The node making n's input v where n alone reads v, once (fusing the two then
+// leaves no other reader of v), or -1.
+int sole_reader_producer(const Uses& u, const Node& n, int v) {
+  return sole_consumer(u, v) >= 0 && reads_once(n, v) ? u.producer[v] : -1;
+}
+
 // A Conv with one group per input channel and [C, 1, kh, kw] weights.
 bool is_depthwise_conv(const Graph& g, const Node& conv) {
   if (conv.op_type != "Conv" || conv.inputs.size() < 2) return false;
@@ -587,10 +598,8 @@ int fuse_weighted_sum_separable(Graph& g, const PassOptions& opt) {
   int count = 0;
   for (Node& conv : g.nodes) {
     if (conv.op_type != "SeparableConv") continue;
-    const int x = conv.inputs[0], p = u.producer[x];
-    if (p < 0 || sole_consumer(u, x) < 0 ||
-        std::count(conv.inputs.begin(), conv.inputs.end(), x) != 1)
-      continue;  // the residual too: the sum must be stored
+    const int p = sole_reader_producer(u, conv, conv.inputs[0]);
+    if (p < 0) continue;  // the residual too: the sum must be stored
     Node& sum = g.nodes[p];
     if (sum.op_type != "WeightedSum" || sum.outputs.size() != 1) continue;
     conv = WeightedSumSeparableConvLayer::fuse(sum, conv);
@@ -613,10 +622,8 @@ int fuse_separable_chain(Graph& g, const PassOptions& opt) {
   int count = 0;
   for (Node& next : g.nodes) {
     if (next.op_type != "SeparableConv") continue;
-    const int x = next.inputs[0], p = u.producer[x];
-    if (p < 0 || sole_consumer(u, x) < 0 ||
-        std::count(next.inputs.begin(), next.inputs.end(), x) != 1)
-      continue;
+    const int p = sole_reader_producer(u, next, next.inputs[0]);
+    if (p < 0) continue;
     // A chain fused on an earlier iteration is at its last link's index: chains grow.
     Node& prev = g.nodes[p];
     if ((prev.op_type != "SeparableConv" && prev.op_type != "SeparableConvChain") ||
@@ -713,7 +720,7 @@ int fuse_pointwise_depthwise(Graph& g, const PassOptions& opt) {
     if (c < 0) continue;
     Node& dw = g.nodes[c];
     if (!is_depthwise_conv(g, dw) || dw.inputs[0] != pw.outputs[0] || has_input(dw, 3) ||
-        std::count(dw.inputs.begin(), dw.inputs.end(), pw.outputs[0]) != 1)
+        !reads_once(dw, pw.outputs[0]))
       continue;
     dw = PointwiseDepthwiseConvLayer::fuse(pw, dw);
     pw.op_type.clear();
@@ -738,7 +745,7 @@ int fuse_squeeze_excitation_conv(Graph& g, const PassOptions& opt) {
     if (c < 0) continue;
     Node& conv = g.nodes[c];
     if (conv.op_type != "Conv" || conv.inputs.size() < 2 || conv.inputs.size() > 4 ||
-        std::count(conv.inputs.begin(), conv.inputs.end(), gated) != 1 ||
+        !reads_once(conv, gated) ||
         (conv.inputs[0] != gated && conv.inputs[1] != gated))
       continue;
     // The gated value has the target's shape (fold_channel_gate's is not inferred).

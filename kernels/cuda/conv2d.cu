@@ -19,6 +19,7 @@
 #include <mma.h>
 
 #include "kernels/cpu/activation_math.h"
+#include "kernels/cuda/conv_start.cuh"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
@@ -193,19 +194,18 @@ __global__ void depthwise_conv_kernel(Conv32 p, Activation act, const T* __restr
 
 // The depthwise half of a separable conv, into mid, from its Input (the conv's x, or
 // the BiFPN fusion it reads). Where the pointwise half has a bias but no activation
-// or residual (BiFPN's nodes, the heads' predictions), the kernel also fills the
-// pointwise output with that bias (y_total > 0), and cuBLAS adds the product to it
-// (beta = 1), so no epilogue launch follows the GEMM. Threads cover the larger of
-// the two tensors.
+// or residual (BiFPN's nodes, the heads' predictions), the kernel also starts the
+// pointwise output from that bias (start.total > 0), and cuBLAS adds the product to
+// it, so no epilogue launch follows the GEMM. Threads cover the larger of the two
+// tensors.
 template <typename T, typename Y, typename Input>
 __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
                                            const T* __restrict__ w, const T* __restrict__ bias,
                                            T* __restrict__ mid, int mid_total,
-                                           const T* __restrict__ y_bias, int y_inner,
-                                           int y_channels, Y* __restrict__ y, int y_total) {
+                                           cuda::ConvStart<T, Y> start) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < mid_total) store_depthwise_at<T, T>(p, act, x, w, bias, nullptr, mid, i);
-  if (i < y_total) y[i] = cuda::stored<Y>(cuda::as_float(y_bias[(i / y_inner) % y_channels]));
+  if (i < start.total) start.fill(i);
 }
 
 // conv2d_channel_mean in the kernel that stores y: a block per plane stores its
@@ -621,15 +621,16 @@ void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const I
                                 const Tensor* fill_bias, Tensor& y) {
   const Conv32 q = conv32(dw);
   const int mid_total = q.n * q.c_out * q.h_out * q.w_out;
-  const int fill_total = fill_bias ? cuda::to_int(y.numel(), "separable_conv2d", "y numel") : 0;
-  const int threads = std::max(mid_total, fill_total);
+  const cuda::ConvStart<T, Y> start{
+      fill_bias ? cuda::data<T>(*fill_bias) : nullptr, nullptr, cuda::data<Y>(y),
+      fill_bias ? static_cast<int>(y.shape[1]) : 1, q.h_out * q.w_out,
+      fill_bias ? cuda::to_int(y.numel(), "separable_conv2d", "y numel") : 0};
+  const int threads = std::max(mid_total, start.total);
   if (threads == 0) return;
   separable_depthwise_kernel<T, Y, Input><<<cuda::blocks_for(threads), cuda::kBlock, 0,
                                             be.stream()>>>(
       q, dw.act, x, cuda::data<T>(w_dw), b_dw ? cuda::data<T>(*b_dw) : nullptr,
-      cuda::data<T>(mid), mid_total, fill_bias ? cuda::data<T>(*fill_bias) : nullptr,
-      q.h_out * q.w_out, fill_bias ? static_cast<int>(y.shape[1]) : 1, cuda::data<Y>(y),
-      fill_total);
+      cuda::data<T>(mid), mid_total, start);
   be.after_launch("separable_depthwise_kernel");
 }
 

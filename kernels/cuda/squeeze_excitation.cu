@@ -9,6 +9,7 @@
 // start that conv's output from its bias plus residual for cuBLAS to add to.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/conv_start.cuh"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/row_reduce.cuh"
@@ -78,22 +79,6 @@ __global__ void __launch_bounds__(kSeBlock)
     gate[img * p.c + ch] = se_gate_of(p, w_expand, b_expand, hidden, ch);
 }
 
-// The output of the pointwise conv that reads the gated tensor
-// (squeeze_excitation_conv2d), started from its bias plus residual (either may be
-// null) for cuBLAS to add the product to; total 0: none.
-template <typename T, typename Y>
-struct ConvStart {
-  const T* bias;      // [channels]
-  const T* residual;  // y's shape
-  Y* y;               // [.., channels, inner]
-  int channels, inner, total;
-  __device__ __forceinline__ void fill(int i) const {
-    float v = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
-    if (residual) v += cuda::as_float(residual[i]);
-    y[i] = cuda::stored<Y>(v);
-  }
-};
-
 // Batch 1, target [outer, c, inner]: block b gates channels [b * kSeSlice, +kSeSlice)
 // of every row, with the same gate arithmetic as se_gate_kernel + se_apply_kernel.
 // Consecutive threads take consecutive elements of a channel's inner run (or, inner
@@ -106,7 +91,7 @@ __global__ void __launch_bounds__(kSeBlock)
     se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
                    const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
                    const T* __restrict__ b_expand, const T* __restrict__ target,
-                   T* __restrict__ y, ConvStart<T, Y> start) {
+                   T* __restrict__ y, cuda::ConvStart<T, Y> start) {
   const int slices = (p.c + kSeSlice - 1) / kSeSlice;
   if (static_cast<int>(blockIdx.x) >= slices) {  // whole blocks: no barrier is left waiting
     const int i = (blockIdx.x - slices) * blockDim.x + threadIdx.x;
@@ -190,7 +175,7 @@ template <typename T, typename Y>
 void launch_se_rows(CUstream_st* stream, const Se32& q, size_t shared, const Tensor& mean,
                     const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
                     const Tensor* b_expand, const Tensor& target, Tensor& y,
-                    const ConvStart<T, Y>& start) {
+                    const cuda::ConvStart<T, Y>& start) {
   const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
   const unsigned fill_blocks = static_cast<unsigned>((start.total + kSeBlock - 1) / kSeBlock);
   se_rows_kernel<T, Y><<<slices + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
@@ -217,7 +202,7 @@ void CudaBackend::squeeze_excitation(const SqueezeExcitationParams& p, const Ten
     using T = decltype(tag);
     if (se_in_one_launch(p)) {
       launch_se_rows(stream_, q, shared, mean, w_reduce, b_reduce, w_expand, b_expand, target, y,
-                     ConvStart<T, T>{nullptr, nullptr, nullptr, 1, 1, 0});
+                     cuda::ConvStart<T, T>{nullptr, nullptr, nullptr, 1, 1, 0});
       after_launch("se_rows_kernel");
       return;
     }
@@ -259,7 +244,7 @@ void CudaBackend::squeeze_excitation_conv2d(
   cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
     using T = decltype(tag);
     using Y = decltype(y_tag);
-    const ConvStart<T, Y> start{bias ? cuda::data<T>(*bias) : nullptr,
+    const cuda::ConvStart<T, Y> start{bias ? cuda::data<T>(*bias) : nullptr,
                                 residual ? cuda::data<T>(*residual) : nullptr, cuda::data<Y>(y),
                                 cuda::to_int(conv.c_out, op, "c_out"),
                                 cuda::to_int(conv.h_out * conv.w_out, op, "h_out * w_out"),
