@@ -136,17 +136,19 @@ int cmd_mem(const CommandArgs& argv) {
       out["rss_vs_reported"] =
           static_cast<double>(m.allocate_and_run_rss) / (as_written.total() + grown) - 1.0;
     } else {
-      // On a GPU the arenas are device memory: compare the device's growth with them,
-      // and the process's device use (the backend's overhead, measured when it was
-      // created, plus that growth) with the reported device total. The arenas alone
-      // come out above the report by what cudaMalloc rounds up to whole 2 MiB pages.
+      // On a GPU the arenas are device memory: compare the device's growth with them
+      // (plus what the backend's overhead grew by meanwhile: cuBLAS workspaces for
+      // streams no earlier schedule used), and the process's device use (the
+      // backend's overhead as reported, plus that growth) with the reported device
+      // total. The arenas alone come out above the report by what cudaMalloc rounds
+      // up to whole 2 MiB pages.
       const double overhead = static_cast<double>(as_written.overhead_bytes());
+      const double arenas = static_cast<double>(as_written.arena_bytes() + m.overhead_grown);
+      out["backend_overhead_grown_in_run"] = m.overhead_grown;
       out["device_allocate_and_run"] = m.allocate_and_run_device;
-      out["device_vs_reported"] =
-          static_cast<double>(m.allocate_and_run_device) / as_written.arena_bytes() - 1.0;
-      out["device_total_vs_reported"] = (overhead + m.allocate_and_run_device) /
-                                            (overhead + as_written.arena_bytes()) -
-                                        1.0;
+      out["device_vs_reported"] = static_cast<double>(m.allocate_and_run_device) / arenas - 1.0;
+      out["device_total_vs_reported"] =
+          (overhead + m.allocate_and_run_device) / (overhead + arenas) - 1.0;
     }
   }
   if (!device_mem.empty()) {
@@ -225,7 +227,9 @@ int cmd_mem(const CommandArgs& argv) {
                 "backend's overhead %+.1f%%); host RSS grew by %s\n",
                 backend->name().c_str(), merged ? "merged" : "separate",
                 format_bytes(out["device_allocate_and_run"].get<double>()).c_str(),
-                format_bytes(as_written.arena_bytes()).c_str(),
+                describe_reported(as_written.arena_bytes(),
+                                  out["backend_overhead_grown_in_run"].get<size_t>())
+                    .c_str(),
                 100.0 * out["device_vs_reported"].get<double>(),
                 100.0 * out["device_total_vs_reported"].get<double>(),
                 format_bytes(out["rss_allocate_and_run"].get<double>()).c_str());

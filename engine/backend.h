@@ -258,6 +258,10 @@ class Backend {
   // (0: only where it costs no memory; a step that would need more waits for all
   // earlier ones instead).
   virtual double concurrency_memory_allowance() const { return 0.0; }
+  // Called once an executor has put its steps on queues: its recordings will use
+  // queues 0 .. count-1 (CUDA: a cuBLAS workspace for each, allocated here, so no
+  // memory goes to queues no schedule uses).
+  virtual void prepare_queues(int count) {}
   // Called before record(): the recording will use marks 0 .. count-1.
   virtual void prepare_marks(int count) {}
   virtual void use_queue(int queue, const std::vector<int>& after_marks) {}

@@ -281,6 +281,9 @@ void Executor::plan_queues_and_arena() {
     queues_ = std::move(schedule);
     plan_ = std::move(plan);
   }
+  int used = 1;
+  for (const ScheduledStep& st : queues_) used = std::max(used, st.queue + 1);
+  backend_.prepare_queues(used);
   number_marks();
 }
 

@@ -257,6 +257,12 @@ MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<cons
   // Device memory from before the pipelines exist: detection heads allocate their
   // post-processing buffers as they are built, and the report counts them.
   const size_t before_device = backend.device_bytes_in_use();
+  auto overhead_bytes = [&backend] {
+    size_t bytes = 0;
+    for (const BackendMemoryItem& o : backend.overhead()) bytes += o.bytes;
+    return bytes;
+  };
+  const size_t before_overhead = overhead_bytes();
   Pipelines p(plan, std::move(models), backend, share);
   backend.synchronize();
   const size_t built = resident_bytes();
@@ -269,6 +275,8 @@ MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<cons
   m.construction_rss = built - before;
   m.allocate_and_run_rss = ran - built;
   m.allocate_and_run_device = ran_device > before_device ? ran_device - before_device : 0;
+  const size_t after_overhead = overhead_bytes();
+  m.overhead_grown = after_overhead > before_overhead ? after_overhead - before_overhead : 0;
   return m;
 }
 

@@ -82,6 +82,11 @@ struct MeasuredMemory {
   // were built (every process on the GPU: keep it otherwise idle); 0 on
   // host-memory backends.
   size_t allocate_and_run_device = 0;
+  // What the backend's overhead() grew by from before the pipelines were built to
+  // after the run: the CUDA backend's cuBLAS workspaces for further streams, made
+  // as the first schedule to use them is planned (in allocate_and_run_device), or
+  // the fp16 simulation's scratch (in the RSS deltas).
+  size_t overhead_grown = 0;
 };
 MeasuredMemory measure_memory(const Plan& plan, std::vector<std::shared_ptr<const Model>> models,
                               Backend& backend, bool share, const Image& frame);

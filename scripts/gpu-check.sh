@@ -219,12 +219,12 @@ unset REPSHARE_CUDA_SYNC
 # memory the reporter predicts against cudaMemGetInfo.
 step models_graphs 120 run_gtest models_graphs.xml \
   --gtest_filter='BackendModels.*:Cka.Gpu*:Memory.*'
-# The experiment REPSHARE_CUDA_LIBRARY_OVERLAP=1 (a cuBLAS workspace per stream, so
-# GEMMs on different streams may overlap) with D0's head branches at once: whole
-# models against the CPU and replay against kernel by kernel.
-step models_library_overlap 90 env REPSHARE_CUDA_LIBRARY_OVERLAP=1 \
+# REPSHARE_CUDA_LIBRARY_OVERLAP=0 (one cuBLAS workspace, every GEMM after the one
+# before, as on cuBLAS 10) with D0's head branches at once: whole models against the
+# CPU and replay against kernel by kernel.
+step models_library_ordered 90 env REPSHARE_CUDA_LIBRARY_OVERLAP=0 \
   REPSHARE_CUDA_CONCURRENCY_MEMORY=0.5 bash -c \
-  'run_gtest models_library_overlap.xml --gtest_filter="BackendModels.*:Memory.*"'
+  'run_gtest models_library_ordered.xml --gtest_filter="BackendModels.*:Memory.*"'
 
 # Each whole model under memcheck: two runs, no warm-up (the first step by step,
 # the second recorded as a CUDA graph and replayed).
@@ -265,11 +265,12 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
       "$build/repshare" bench --backend cuda --precision "$precision" --model "$models/$m.onnx" \
       --runs 100 --rounds 3 --json "$bench_dir/repshare_fusedpw_${precision}_$m.json"
   done
-  # Independent steps at once (D0's ten head branches): in fp32 that costs no memory
-  # and is the default, timed here against one stream. In fp16 overlapping them all
-  # keeps more fp16 intermediates alive than the sequential plan, so by default only
-  # what fits in the sequential arena overlaps (longest chain 88 of 109 steps on the
-  # emulation), and here the arena may grow by 5% (chain 76).
+  # Independent steps at once (D0's ten head branches, on streams of their own, each
+  # with a cuBLAS workspace so their GEMMs overlap): in fp32 that costs no arena memory
+  # and is the default (emulated graph: longest chain 133 of 215 launches), timed here
+  # against one stream. In fp16 overlapping them all keeps more intermediates alive
+  # than the sequential plan, so by default only what fits in the sequential arena
+  # overlaps (chain 174 of 216), and here the arena may grow by 10% (chain 134).
   if [ "$m" = tf_efficientdet_d0_rand0 ]; then
     step "bench_streams1_$m" 60 env REPSHARE_CUDA_STREAMS=1 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
@@ -277,20 +278,21 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
     for pointwise in default fused; do
       fusedpw=""
       [ "$pointwise" = fused ] && fusedpw=fusedpw_
-      step "bench_concurrent_${fusedpw}fp16_$m" 60 env REPSHARE_CUDA_CONCURRENCY_MEMORY=0.05 \
+      step "bench_concurrent_${fusedpw}fp16_$m" 60 env REPSHARE_CUDA_CONCURRENCY_MEMORY=0.1 \
         REPSHARE_CUDA_POINTWISE=$pointwise "$build/repshare" bench --backend cuda \
         --precision fp16 --model "$models/$m.onnx" --runs 100 --rounds 3 \
         --json "$bench_dir/repshare_concurrent_${fusedpw}fp16_$m.json"
     done
-    # The same with cuBLAS's calls free to overlap across streams (the default orders
-    # them one after another: one workspace), fp32 and fp16.
-    step "bench_overlap_$m" 60 env REPSHARE_CUDA_LIBRARY_OVERLAP=1 "$build/repshare" bench \
+    # The same with one cuBLAS workspace, so every GEMM waits for the one before
+    # whatever its stream (the default until 2026-11-28; emulated chains 205 and 211):
+    # what the workspaces per stream buy, fp32 and fp16.
+    step "bench_ordered_$m" 60 env REPSHARE_CUDA_LIBRARY_OVERLAP=0 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
-      --json "$bench_dir/repshare_overlap_$m.json"
-    step "bench_overlap_fp16_$m" 60 env REPSHARE_CUDA_LIBRARY_OVERLAP=1 \
-      REPSHARE_CUDA_CONCURRENCY_MEMORY=0.05 "$build/repshare" bench --backend cuda \
+      --json "$bench_dir/repshare_ordered_$m.json"
+    step "bench_ordered_fp16_$m" 60 env REPSHARE_CUDA_LIBRARY_OVERLAP=0 \
+      REPSHARE_CUDA_CONCURRENCY_MEMORY=0.1 "$build/repshare" bench --backend cuda \
       --precision fp16 --model "$models/$m.onnx" --runs 100 --rounds 3 \
-      --json "$bench_dir/repshare_overlap_fp16_$m.json"
+      --json "$bench_dir/repshare_ordered_fp16_$m.json"
   fi
   # Where the time goes, step by step, kernel by kernel (CUDA events around each step:
   # no synchronisation between steps; the 2026-11-27 reports still synchronised after
@@ -435,7 +437,7 @@ def gtest_summary(path):
 
 tests = {k: gtest_summary(os.path.join(xml_dir, f"{k}.xml"))
          for k in ("backend_ops", "models", "backend_ops_fused_pw", "models_graphs",
-                   "models_library_overlap", "all_tests", "backend_ops_cudnn")}
+                   "models_library_ordered", "all_tests", "backend_ops_cudnn")}
 bench = {}
 for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
     try:
@@ -444,8 +446,7 @@ for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
         bench[os.path.basename(path)[:-5]] = {"error": str(e)}
 
 # The CUDA issue's targets, from this run's numbers: repshare's fastest variant (the
-# default, with the fused 1x1 convs, and for D0 fp16 either with concurrent steps or
-# with cuBLAS calls overlapping)
+# default, with the fused 1x1 convs, and for D0 fp16 with more steps at once)
 # against PyTorch on the same GPU.
 def median_ms(name):
     b = bench.get(name) or {}
@@ -483,8 +484,7 @@ targets.append(target("B0 tf32 <= 1.0x torch.compile reduce-overhead (both TF32)
 targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "repshare fp32", 1.0))
 d0 = "tf_efficientdet_d0_rand0"
 d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}",
-                  f"repshare_concurrent_fp16_{d0}", f"repshare_concurrent_fusedpw_fp16_{d0}",
-                  f"repshare_overlap_fp16_{d0}")
+                  f"repshare_concurrent_fp16_{d0}", f"repshare_concurrent_fusedpw_fp16_{d0}")
 targets.append(target("D0 network fp16 < 1 ms", *d0_fp16, 1.0, "1 ms", 1.0))
 report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench, "targets": targets}
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -514,8 +514,8 @@ for name, b in bench.items():
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
         variant = ", 1x1 convs fused (experiment)" if "fusedpw_" in name else ""
-        if "overlap_" in name:
-            variant += ", cuBLAS calls overlapping across streams (experiment)"
+        if "ordered_" in name:
+            variant += ", one cuBLAS workspace: GEMMs one after another"
         if b.get("steps"):
             at_once = b.get("longest_chain_steps", b["steps"]) < b["steps"]
             variant += (f', steps at once on {b.get("queues")} streams, arena '

@@ -239,6 +239,36 @@ TEST(BackendModels, StepTimerThatFailsLeavesNoEvents) {
   EXPECT_EQ(cuda->step_timer(4) ? cuda_emu::live_events() : 0, before + 8);  // then freed
   EXPECT_EQ(cuda_emu::live_events(), before);
 }
+
+// The recorded graph of a detector whose head branches run on streams of their own:
+// with a cuBLAS workspace per stream (the default) the branches' GEMMs are free to
+// overlap, so the longest chain of graph nodes, each waiting for the one before, is
+// shorter than with one workspace, where every cuBLAS call waits for the last.
+TEST(BackendModels, HeadBranchGemmsOverlapInTheRecordedGraph) {
+  const Model m =
+      load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
+  auto recorded_graph = [&m](const char* overlap) {
+    const char* was = std::getenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
+    const std::string saved = was ? was : "";
+    setenv("REPSHARE_CUDA_LIBRARY_OVERLAP", overlap, 1);
+    std::unique_ptr<Backend> cuda = make_backend("cuda");
+    if (was) setenv("REPSHARE_CUDA_LIBRARY_OVERLAP", saved.c_str(), 1);
+    else unsetenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
+    Session s(m, *cuda);
+    s.run();
+    s.run();  // recorded
+    EXPECT_TRUE(s.executor().recorded()) << s.executor().recording_error();
+    return cuda_emu::last_graph_shape();
+  };
+  const cuda_emu::GraphShape ordered = recorded_graph("0"), overlapping = recorded_graph("1");
+  EXPECT_EQ(overlapping.nodes, ordered.nodes);
+  EXPECT_LT(overlapping.longest_chain, ordered.longest_chain);
+  ::testing::Test::RecordProperty("graph nodes", std::to_string(ordered.nodes));
+  ::testing::Test::RecordProperty("longest chain, one workspace",
+                                  std::to_string(ordered.longest_chain));
+  ::testing::Test::RecordProperty("longest chain, one per stream",
+                                  std::to_string(overlapping.longest_chain));
+}
 #endif
 
 }  // namespace

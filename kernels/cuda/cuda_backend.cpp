@@ -34,6 +34,8 @@ std::vector<BackendMemoryItem> CudaBackend::overhead() const {
   std::vector<BackendMemoryItem> items = {
       {"CUDA context, streams and events (and other processes)", context_bytes_ - cublas_bytes_},
       {"cuBLAS handle and workspace", cublas_bytes_}};
+  if (queue_workspace_bytes_ > 0)
+    items.push_back({"cuBLAS workspaces of the other streams", queue_workspace_bytes_});
 #ifdef REPSHARE_WITH_CUDNN
   items.push_back({"cuDNN handle", cudnn_bytes_});
 #endif
@@ -78,7 +80,7 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
   multiprocessors_ = prop.multiProcessorCount;
   // cudaFree(0) creates the context, so the readings below separate it from cuBLAS.
   REPSHARE_CUDA(cudaFree(nullptr));
-  int queues = 8;
+  int queues = 10;
   if (const char* env = std::getenv("REPSHARE_CUDA_STREAMS")) {
     char* end = nullptr;
     const long n = std::strtol(env, &end, 10);
@@ -118,14 +120,15 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
   REPSHARE_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
 #endif
   const char* overlap = std::getenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
-  library_overlap_ = overlap && std::strcmp(overlap, "0") != 0;
+  const bool overlap_off = overlap && std::strcmp(overlap, "0") == 0;
 #if CUBLAS_VER_MAJOR >= 11
-  cublas_workspaces_.assign(library_overlap_ ? queues : 1, nullptr);
-  for (void*& w : cublas_workspaces_) REPSHARE_CUDA(cudaMalloc(&w, kCublasWorkspaceBytes));
+  library_overlap_ = !overlap_off;
+  cublas_workspaces_.assign(1, nullptr);
+  REPSHARE_CUDA(cudaMalloc(&cublas_workspaces_[0], kCublasWorkspaceBytes));
   REPSHARE_CUBLAS(
       cublasSetWorkspace(cublas_, cublas_workspaces_[0], kCublasWorkspaceBytes));
 #else  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
-  check(!library_overlap_, ErrorKind::Unsupported, "cuda backend: ",
+  check(!overlap || overlap_off, ErrorKind::Unsupported, "cuda backend: ",
         "REPSHARE_CUDA_LIBRARY_OVERLAP needs cuBLAS 11 or later (a workspace per stream)");
 #endif
   context_bytes_ = bytes_in_use_now();
@@ -304,6 +307,18 @@ void CudaBackend::set_mark(int mark) {
   REPSHARE_CUDA(cudaEventRecord(marks_[mark], stream_));
 }
 
+void CudaBackend::prepare_queues(int count) {
+  if (!library_overlap_) return;
+  const size_t before = bytes_in_use_now();
+  while (static_cast<int>(cublas_workspaces_.size()) < std::min(count, queues())) {
+    void* w = nullptr;
+    REPSHARE_CUDA(cudaMalloc(&w, kCublasWorkspaceBytes));
+    cublas_workspaces_.push_back(w);
+  }
+  const size_t after = bytes_in_use_now();
+  queue_workspace_bytes_ += after > before ? after - before : 0;
+}
+
 bool CudaBackend::waits_for_library(Library library) const {
   return library == Library::Cudnn || !library_overlap_;
 }
@@ -314,7 +329,11 @@ void CudaBackend::before_library_call(Library library) {
   if (library_stream_ == stream_) return;
   REPSHARE_CUBLAS(cublasSetStream(cublas_, stream_));
 #if CUBLAS_VER_MAJOR >= 11
-  void* workspace = cublas_workspaces_[library_overlap_ ? queue_ : 0];
+  const int own = library_overlap_ ? queue_ : 0;
+  check(own < static_cast<int>(cublas_workspaces_.size()), ErrorKind::Backend,
+        "cuda backend: a library call on stream ", own, " of ", cublas_workspaces_.size(),
+        " prepared (prepare_queues)");
+  void* workspace = cublas_workspaces_[own];
   REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, workspace, kCublasWorkspaceBytes));
 #endif
 #ifdef REPSHARE_WITH_CUDNN

@@ -67,13 +67,15 @@ class CudaBackend : public Backend {
   // Device events around each step (see the base class).
   std::unique_ptr<StepTimer> step_timer(size_t steps) override;
   void set_recording(bool on) override { recording_ = on; }
-  // Queues are streams captured into the recording's graph, marks are events. 8 by
-  // default (D0's ten head branches are the widest part of these models); set by
-  // REPSHARE_CUDA_STREAMS, 1 for one stream. Concurrency that takes memory is
+  // Queues are streams captured into the recording's graph, marks are events. 10 by
+  // default, one per head branch of D0 (the widest part of these models; with 8, two
+  // branches shared a stream: the emulated fp32 graph's longest chain was 149 launches
+  // instead of 133); set by REPSHARE_CUDA_STREAMS, 1 for one stream. Concurrency that takes memory is
   // allowed by REPSHARE_CUDA_CONCURRENCY_MEMORY (a fraction; 0 by default: an edge
   // GPU's memory is what repshare saves).
   int queues() const override { return static_cast<int>(streams_.size()); }
   double concurrency_memory_allowance() const override { return concurrency_memory_; }
+  void prepare_queues(int count) override;
   void prepare_marks(int count) override;
   void use_queue(int queue, const std::vector<int>& after_marks) override;
   void set_mark(int mark) override;
@@ -165,12 +167,16 @@ class CudaBackend : public Backend {
   cublasContext* cublas() const { return cublas_; }
   void after_launch(const char* kernel) const;
   // Around every cuBLAS and cuDNN call. Their handles keep state (cuBLAS its
-  // workspace), so the calls must not overlap: inside a recording, a call on
-  // another queue than the previous one waits for that call to finish. With
-  // REPSHARE_CUDA_LIBRARY_OVERLAP=1 (an experiment until gpu-check has timed it), each
-  // queue has a cuBLAS workspace of its own, as PyTorch keeps one per stream, and
-  // only cuDNN calls wait so. Before also points the handles at the current stream
-  // (with its cuBLAS workspace, which setting a stream resets).
+  // workspace), so calls sharing it must not overlap: inside a recording, such a
+  // call on another queue than the previous one waits for that call to finish.
+  // Each queue a schedule uses has a cuBLAS workspace of its own (prepare_queues;
+  // PyTorch keeps one per stream too), so only cuDNN calls wait so, and D0's head
+  // branches run their GEMMs at once: the emulated fp32 graph's longest chain of
+  // launches is 133 of 215, against 205 with one workspace. With
+  // REPSHARE_CUDA_LIBRARY_OVERLAP=0 the queues share one workspace and every call
+  // waits, as cuBLAS 10 (JetPack 4, no cublasSetWorkspace) always does. Before also
+  // points the handles at the current stream (with its cuBLAS workspace, which
+  // setting a stream resets).
   enum class Library { Cublas, Cudnn };
   void before_library_call(Library library = Library::Cublas);
   void after_library_call(Library library = Library::Cublas);
@@ -194,7 +200,8 @@ class CudaBackend : public Backend {
   CUevent_st* library_done_ = nullptr;     // recorded after it
   void wait_for_queue(int queue);          // the current queue waits for its work so far
   cublasContext* cublas_ = nullptr;
-  std::vector<void*> cublas_workspaces_;  // [0], or one per queue with library overlap
+  std::vector<void*> cublas_workspaces_;  // [0], and one per further queue prepared
+  size_t queue_workspace_bytes_ = 0;      // what the further ones took
   bool library_overlap_ = false;
   bool waits_for_library(Library library) const;  // must not overlap other such calls
   size_t context_bytes_ = 0;

@@ -41,4 +41,12 @@ void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes
 size_t live_events();
 void fail_event_creates_after(int successes);
 
+// The graph instantiated last: its nodes, and the longest chain of them each
+// waiting for the one before (at batch 1 what a replay's time follows: each such
+// node waits out the one before it, however little work it has).
+struct GraphShape {
+  size_t nodes = 0, longest_chain = 0;
+};
+GraphShape last_graph_shape();
+
 }  // namespace cuda_emu

@@ -53,6 +53,7 @@ struct CUgraph_st {
     std::function<void()> work;
     std::vector<int> deps;
     const void* cublas_workspace = nullptr;  // a cuBLAS call's scratch, else null
+    const char* what = "";                   // the kernel or call
   };
   std::vector<Node> nodes;
   CUstream_st* origin = nullptr;  // where the capture began, and must end
@@ -162,7 +163,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char*
                     const void* cublas_workspace = nullptr) {
   if (stream && stream->capturing) {
     std::vector<CUgraph_st::Node>& nodes = stream->graph->nodes;
-    nodes.push_back({std::move(work), stream->tail, cublas_workspace});
+    nodes.push_back({std::move(work), stream->tail, cublas_workspace, what});
     stream->tail.assign(1, static_cast<int>(nodes.size()) - 1);
     return cudaSuccess;
   }
@@ -471,8 +472,17 @@ void shuffle_down(unsigned mask, const void* in, void* out, size_t bytes, unsign
 }
 
 namespace {
+// The graph instantiated last; and of all, the one with the longest chain of nodes
+// each waiting for the one before: its node count, and that chain's nodes per
+// kernel or call.
+GraphShape last_graph;
+size_t graph_nodes = 0;
+std::map<std::string, long> graph_chain;
+
 // CUDA_EMU_LAUNCHES=1: launches per kernel (and cuBLAS calls), on stderr at exit;
-// how many launches a network takes is what bounds it on a GPU at batch 1.
+// how many launches a network takes is what bounds it on a GPU at batch 1, and in a
+// graph, how many of them run one after another (each waits out the one before it,
+// however little work it has).
 std::map<std::string, long>* launch_counts() {
   static std::map<std::string, long>* counts = [] {
     const char* env = std::getenv("CUDA_EMU_LAUNCHES");
@@ -482,6 +492,13 @@ std::map<std::string, long>* launch_counts() {
       for (const auto& c : *launch_counts()) total += c.second;
       std::fprintf(stderr, "cuda-emu: %ld launches queued\n", total);
       for (const auto& c : *launch_counts())
+        std::fprintf(stderr, "  %8ld  %s\n", c.second, c.first.c_str());
+      long chain = 0;
+      for (const auto& c : graph_chain) chain += c.second;
+      if (chain == 0) return;
+      std::fprintf(stderr, "cuda-emu: graph of %zu nodes, the longest chain %ld of them\n",
+                   graph_nodes, chain);
+      for (const auto& c : graph_chain)
         std::fprintf(stderr, "  %8ld  %s\n", c.second, c.first.c_str());
     });
     return new std::map<std::string, long>;
@@ -542,6 +559,7 @@ void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes
 int event_creates_left = -1;  // fail_event_creates_after
 size_t live_events() { return all_events.size(); }
 void fail_event_creates_after(int successes) { event_creates_left = successes; }
+GraphShape last_graph_shape() { return last_graph; }
 
 }  // namespace cuda_emu
 
@@ -891,6 +909,25 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
     std::fprintf(stderr, "cuda-emu: graph nodes %d and %d are cuBLAS calls on the same "
                  "workspace with neither after the other\n", race.first, race.second);
     return record_error(cudaErrorInvalidValue);
+  }
+  // Nodes depend on earlier nodes only: one pass finds each node's longest chain
+  // and the node before it there.
+  const std::vector<CUgraph_st::Node>& nodes = graph->nodes;
+  std::vector<long> chain(nodes.size(), 1);
+  std::vector<int> prev(nodes.size(), -1);
+  for (size_t i = 0; i < nodes.size(); ++i)
+    for (int d : nodes[i].deps)
+      if (chain[d] + 1 > chain[i]) chain[i] = chain[d] + 1, prev[i] = d;
+  const auto last = std::max_element(chain.begin(), chain.end());
+  last_graph.nodes = nodes.size();
+  last_graph.longest_chain = last == chain.end() ? 0 : static_cast<size_t>(*last);
+  long longest_before = 0;
+  for (const auto& c : graph_chain) longest_before += c.second;
+  if (last != chain.end() && *last > longest_before) {
+    graph_nodes = nodes.size();
+    graph_chain.clear();
+    for (int i = static_cast<int>(last - chain.begin()); i >= 0; i = prev[i])
+      ++graph_chain[nodes[i].what];
   }
   *exec = new CUgraphExec_st{graph->nodes};
   return cudaSuccess;
