@@ -275,14 +275,19 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
     step "bench_streams1_$m" 60 env REPSHARE_CUDA_STREAMS=1 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
       --json "$bench_dir/repshare_streams1_$m.json"
-    for pointwise in default fused; do
-      fusedpw=""
-      [ "$pointwise" = fused ] && fusedpw=fusedpw_
+    for pointwise in default fused small; do
+      case $pointwise in fused) fusedpw=fusedpw_ ;; small) fusedpw=smallpw_ ;; *) fusedpw="" ;; esac
       step "bench_concurrent_${fusedpw}fp16_$m" 60 env REPSHARE_CUDA_CONCURRENCY_MEMORY=0.1 \
         REPSHARE_CUDA_POINTWISE=$pointwise "$build/repshare" bench --backend cuda \
         --precision fp16 --model "$models/$m.onnx" --runs 100 --rounds 3 \
         --json "$bench_dir/repshare_concurrent_${fusedpw}fp16_$m.json"
     done
+    # The fused 1x1 kernel for the small 1x1 convs only (BiFPN from P4 down and those
+    # head branches; emulated graph fp32 166 launches, longest chain 109), fp32 here,
+    # fp16 above.
+    step "bench_small_pw_fp32_$m" 60 env REPSHARE_CUDA_POINTWISE=small \
+      "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
+      --json "$bench_dir/repshare_smallpw_fp32_$m.json"
     # The same with one cuBLAS workspace, so every GEMM waits for the one before
     # whatever its stream (the default until 2026-11-28; emulated chains 205 and 211):
     # what the workspaces per stream buy, fp32 and fp16.
@@ -484,7 +489,8 @@ targets.append(target("B0 tf32 <= 1.0x torch.compile reduce-overhead (both TF32)
 targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "repshare fp32", 1.0))
 d0 = "tf_efficientdet_d0_rand0"
 d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}",
-                  f"repshare_concurrent_fp16_{d0}", f"repshare_concurrent_fusedpw_fp16_{d0}")
+                  f"repshare_concurrent_fp16_{d0}", f"repshare_concurrent_fusedpw_fp16_{d0}",
+                  f"repshare_concurrent_smallpw_fp16_{d0}")
 targets.append(target("D0 network fp16 < 1 ms", *d0_fp16, 1.0, "1 ms", 1.0))
 report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench, "targets": targets}
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -513,7 +519,8 @@ for name, b in bench.items():
         continue  # tabled below
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
-        variant = ", 1x1 convs fused (experiment)" if "fusedpw_" in name else ""
+        variant = (", 1x1 convs fused (experiment)" if "fusedpw_" in name else
+                   ", small 1x1 convs fused (experiment)" if "smallpw_" in name else "")
         if "ordered_" in name:
             variant += ", one cuBLAS workspace: GEMMs one after another"
         if b.get("steps"):

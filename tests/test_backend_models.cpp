@@ -17,6 +17,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
 #include "tests/exported_models.h"
+#include "tests/scoped_env.h"
 #ifdef REPSHARE_CUDA_EMU
 #include "tests/cuda_emu/emu_api.h"
 #endif
@@ -248,12 +249,11 @@ TEST(BackendModels, HeadBranchGemmsOverlapInTheRecordedGraph) {
   const Model m =
       load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
   auto recorded_graph = [&m](const char* overlap) {
-    const char* was = std::getenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
-    const std::string saved = was ? was : "";
-    setenv("REPSHARE_CUDA_LIBRARY_OVERLAP", overlap, 1);
-    std::unique_ptr<Backend> cuda = make_backend("cuda");
-    if (was) setenv("REPSHARE_CUDA_LIBRARY_OVERLAP", saved.c_str(), 1);
-    else unsetenv("REPSHARE_CUDA_LIBRARY_OVERLAP");
+    std::unique_ptr<Backend> cuda;
+    {
+      const ScopedEnv env("REPSHARE_CUDA_LIBRARY_OVERLAP", overlap);
+      cuda = make_backend("cuda");
+    }
     Session s(m, *cuda);
     s.run();
     s.run();  // recorded

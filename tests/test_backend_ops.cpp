@@ -26,6 +26,7 @@
 #include "engine/half.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/fp16_storage_backend.h"
+#include "tests/scoped_env.h"
 
 #ifdef REPSHARE_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -2075,6 +2076,32 @@ TEST(BackendRegistry, CudaWithoutDeviceIsABackendError) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Backend);
     EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+// The settings the CUDA backend reads from the environment: a bad value is an
+// Argument error naming the variable, before the backend takes any resource.
+TEST(BackendRegistry, CudaSettingsOutOfRangeAreArgumentErrors) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  const std::pair<const char*, const char*> bad[] = {
+      {"REPSHARE_CUDA_STREAMS", "0"},
+      {"REPSHARE_CUDA_STREAMS", "8 streams"},
+      {"REPSHARE_CUDA_CONCURRENCY_MEMORY", "-0.5"},
+      {"REPSHARE_CUDA_POINTWISE", "fast"}};
+  for (const auto& b : bad) {
+    const ScopedEnv env(b.first, b.second);
+    try {
+      make_backend("cuda", 0);
+      FAIL() << "expected an error for " << b.first << "=" << b.second;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(b.first), std::string::npos) << e.what();
+    }
+  }
+  for (const char* ok : {"default", "fused", "small"}) {
+    const ScopedEnv env("REPSHARE_CUDA_POINTWISE", ok);
+    EXPECT_NO_THROW(make_backend("cuda", 0)) << ok;
   }
 }
 

@@ -393,8 +393,9 @@ __device__ __forceinline__ void store_pointwise(Activation act, float acc,
 }
 
 // Where the kernels read X[k, n] of image img: StoredX from memory (a 1x1 conv's
-// input); DepthwiseX computes it, X being a depthwise conv's output, as
-// depthwise_conv_kernel would store it (separable_conv2d).
+// input); DepthwiseX computes it, X being a depthwise conv's output over Input (its
+// x, or the BiFPN fusion it reads), as depthwise_conv_kernel would store it
+// (separable_conv2d, weighted_sum_separable_conv2d).
 template <typename T>
 struct StoredX {
   const T* x;
@@ -404,16 +405,16 @@ struct StoredX {
   }
 };
 
-template <typename T>
+template <typename T, typename Input>
 struct DepthwiseX {
   Conv32 p;
   Activation act;
-  const T* x;
+  Input x;
   const T* w;
   const T* bias;
   __device__ __forceinline__ T operator()(int img, int row, int col) const {
-    return cuda::stored<T>(depthwise_output(p, act, stored_planes(x, p), w, bias,
-                                            img * p.c_in + row, col / p.w_out, col % p.w_out));
+    return cuda::stored<T>(depthwise_output(p, act, x, w, bias, img * p.c_in + row,
+                                            col / p.w_out, col % p.w_out));
   }
 };
 
@@ -653,9 +654,18 @@ bool cudnn_runs(const Conv2dParams& p) {
 
 }  // namespace
 
-// (Batches beyond the grid's z limit go through cuBLAS.)
+// (Batches beyond the grid's z limit go through cuBLAS.) The bounds of =small:
+// every pointwise conv of the same shape takes the same kernel, so a fused separable
+// conv keeps the bits of its composition.
+constexpr int64_t kSmallPointwiseChannels = 64, kSmallPointwisePlane = 1024;
+
 bool CudaBackend::fuses_pointwise(const Conv2dParams& p) const {
-  return fused_pointwise_ && p.groups == 1 && reads_input_directly(p) && p.n <= 65535;
+  if (pointwise_ == Pointwise::Cublas || p.groups != 1 || !reads_input_directly(p) ||
+      p.n > 65535)
+    return false;
+  return pointwise_ == Pointwise::Fused ||
+         (p.c_in <= kSmallPointwiseChannels && p.c_out <= kSmallPointwiseChannels &&
+          p.h_out * p.w_out <= kSmallPointwisePlane);
 }
 
 bool CudaBackend::conv2d_stores_f32(const Conv2dParams& p) const {
@@ -695,36 +705,20 @@ void CudaBackend::separable_conv2d(const Conv2dParams& dw, const Conv2dParams& p
                                    const Tensor& x, const Tensor& w_dw, const Tensor* b_dw,
                                    const Tensor& w_pw, const Tensor* b_pw,
                                    const Tensor* residual, Tensor& y, void* workspace) {
-  if (!fuses_pointwise(pw)) {
+  if (fuses_pointwise(pw))
+    separable_fused(&x, nullptr, nullptr, nullptr, dw, pw, w_dw, b_dw, w_pw, b_pw, residual, y);
+  else
     separable_conv2d_of(&x, nullptr, nullptr, nullptr, dw, pw, w_dw, b_dw, w_pw, b_pw, residual,
                         y, workspace);
-    return;
-  }
-  const Conv32 qd = conv32(dw), qp = conv32(pw);
-  const int hw = qp.h_out * qp.w_out;
-  if (qp.n * qp.c_out * hw == 0) return;
-  cuda::with_storages(x.dtype, y.dtype, "separable_conv2d", [&](auto tag, auto y_tag) {
-    using T = decltype(tag);
-    using Y = decltype(y_tag);
-    const DepthwiseX<T> load{qd, dw.act, cuda::data<T>(x), cuda::data<T>(w_dw),
-                             b_dw ? cuda::data<T>(*b_dw) : nullptr};
-    launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
-                     cuda::data<T>(w_pw), load, b_pw ? cuda::data<T>(*b_pw) : nullptr,
-                     residual ? cuda::data<T>(*residual) : nullptr, cuda::data<Y>(y));
-  });
-  after_launch("separable_conv_kernel");
 }
 
-// BiFPN's fusion computed as the depthwise kernel reads it: the fused values are
-// never stored (one launch fewer). The fused 1x1 experiment takes Backend's
-// composition instead.
-size_t CudaBackend::weighted_sum_separable_conv2d_workspace(const WeightedSumParams& sum,
-                                                            const FusionResample* resample,
+// BiFPN's fusion computed as the depthwise half reads it: the fused values are
+// never stored (one launch fewer).
+size_t CudaBackend::weighted_sum_separable_conv2d_workspace(const WeightedSumParams&,
+                                                            const FusionResample*,
                                                             const Conv2dParams& dw,
                                                             const Conv2dParams& pw) const {
-  return fuses_pointwise(pw)
-             ? Backend::weighted_sum_separable_conv2d_workspace(sum, resample, dw, pw)
-             : Backend::separable_conv2d_workspace(dw, pw);
+  return separable_conv2d_workspace(dw, pw);
 }
 
 void CudaBackend::weighted_sum_separable_conv2d(
@@ -732,11 +726,45 @@ void CudaBackend::weighted_sum_separable_conv2d(
     const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw, const Tensor* b_dw,
     const Tensor& w_pw, const Tensor* b_pw, const Tensor* residual, Tensor& y, void* workspace) {
   if (fuses_pointwise(pw))
-    Backend::weighted_sum_separable_conv2d(sum, resample, xs, dw, pw, w_dw, b_dw, w_pw, b_pw,
-                                           residual, y, workspace);
+    separable_fused(nullptr, &sum, resample, xs, dw, pw, w_dw, b_dw, w_pw, b_pw, residual, y);
   else
     separable_conv2d_of(nullptr, &sum, resample, xs, dw, pw, w_dw, b_dw, w_pw, b_pw, residual, y,
                         workspace);
+}
+
+// The fused pointwise kernel computes the depthwise half as it loads each input
+// tile (DepthwiseX): one launch, and the depthwise output is never stored.
+void CudaBackend::separable_fused(const Tensor* x, const WeightedSumParams* sum,
+                                  const FusionResample* resample, const Tensor* const* xs,
+                                  const Conv2dParams& dw, const Conv2dParams& pw,
+                                  const Tensor& w_dw, const Tensor* b_dw, const Tensor& w_pw,
+                                  const Tensor* b_pw, const Tensor* residual, Tensor& y) {
+  const char* op = "separable_conv2d";
+  const Conv32 qd = conv32(dw), qp = conv32(pw);
+  const int hw = qp.h_out * qp.w_out;
+  if (qp.n * qp.c_out * hw == 0) return;
+  cuda::with_storages(storage_, y.dtype, op, [&](auto tag, auto y_tag) {
+    using T = decltype(tag);
+    using Y = decltype(y_tag);
+    const T* wd = cuda::data<T>(w_dw);
+    const T* bd = b_dw ? cuda::data<T>(*b_dw) : nullptr;
+    const T* wp = cuda::data<T>(w_pw);
+    const T* bp = b_pw ? cuda::data<T>(*b_pw) : nullptr;
+    const T* r = residual ? cuda::data<T>(*residual) : nullptr;
+    if (x) {
+      const DepthwiseX<T, StoredPlanes<T>> load{qd, dw.act, stored_planes(cuda::data<T>(*x), qd),
+                                                wd, bd};
+      launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
+                       wp, load, bp, r, cuda::data<Y>(y));
+    } else {
+      const SummedPlanes<T> in{cuda::fusion_inputs<T>(*sum, resample, xs, dw.h, dw.w, op),
+                               static_cast<int>(dw.h * dw.w)};
+      const DepthwiseX<T, SummedPlanes<T>> load{qd, dw.act, in, wd, bd};
+      launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
+                       wp, load, bp, r, cuda::data<Y>(y));
+    }
+  });
+  after_launch("separable_conv_kernel");
 }
 
 // The depthwise half (from x, or from the weighted sum) into the workspace, as
@@ -784,23 +812,55 @@ void CudaBackend::separable_pointwise(const Conv2dParams& pw, const Tensor& mid,
     conv2d(pw, mid, w_pw, b_pw, y, workspace);
 }
 
+bool CudaBackend::fuses_a_link(const std::vector<SeparableConvParams>& links) const {
+  for (const SeparableConvParams& l : links)
+    if (fuses_pointwise(l.pw)) return true;
+  return false;
+}
+
+// Where a link fuses: two buffers between links, and what a link's own
+// separable_conv2d takes.
+size_t CudaBackend::separable_conv_chain_workspace(
+    const std::vector<SeparableConvParams>& links) const {
+  if (!fuses_a_link(links)) return Backend::separable_conv_chain_workspace(links);
+  size_t link = 0;
+  for (const SeparableConvParams& l : links)
+    link = std::max(link, separable_conv2d_workspace(l.dw, l.pw));
+  return 2 * chain_between_bytes(links) + link;
+}
+
 // A link's 1x1 product (cuBLAS alone) at the start of the workspace, the next link's
 // depthwise output after it (Backend's layout): that depthwise kernel reads the
 // product with the bias and activation applied (ActivatedPlanes) before the next
-// product overwrites it. The last link is separable_conv2d_of's. The fused 1x1
-// experiment takes Backend's composition.
+// product overwrites it. The last link is separable_conv2d_of's. Where the fused 1x1
+// kernel takes a link, each link is one separable_conv2d instead (one launch where
+// fused), from one buffer into the other.
 void CudaBackend::separable_conv_chain(const std::vector<SeparableConvParams>& links,
                                        const Tensor& x, const Tensor* const* weights,
                                        const Tensor* residual, Tensor& y, void* workspace) {
-  for (const SeparableConvParams& l : links) {
-    if (fuses_pointwise(l.pw)) {
-      Backend::separable_conv_chain(links, x, weights, residual, y, workspace);
-      return;
-    }
-  }
   const char* op = "separable_conv_chain";
   check(workspace != nullptr, ErrorKind::Backend, op,
         ": needs separable_conv_chain_workspace() bytes of workspace and got none");
+  if (fuses_a_link(links)) {
+    // Link k reads buffer (k + 1) % 2 (x for the first) and writes buffer k % 2 (y
+    // for the last); each link's own workspace follows the two.
+    unsigned char* const buffers = static_cast<unsigned char*>(workspace);
+    const size_t between = chain_between_bytes(links);
+    Tensor out[2];
+    const Tensor* in = &x;
+    for (size_t k = 0; k < links.size(); ++k) {
+      const Tensor* const* w = weights + 4 * k;
+      const bool last = k + 1 == links.size();
+      void* unused = nullptr;
+      if (!last) out[k % 2] = workspace_tensor(links[k].pw.output_shape(),
+                                               buffers + (k % 2) * between, &unused);
+      Tensor& to = last ? y : out[k % 2];
+      separable_conv2d(links[k].dw, links[k].pw, *in, *w[0], w[1], *w[2], w[3],
+                       last ? residual : nullptr, to, buffers + 2 * between);
+      in = &to;
+    }
+    return;
+  }
   unsigned char* const after_product = static_cast<unsigned char*>(workspace) +
                                        chain_between_bytes(links);
   Tensor product;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string>
 
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
@@ -97,6 +98,15 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
           "activation arena may grow (0 to 100), got '", env, "'");
     concurrency_memory_ = f;
   }
+  const char* pointwise = std::getenv("REPSHARE_CUDA_POINTWISE");
+  const std::string kind = pointwise ? pointwise : "";
+  check(kind.empty() || kind == "default" || kind == "fused" || kind == "small",
+        ErrorKind::Argument,
+        "cuda backend: REPSHARE_CUDA_POINTWISE must be default, fused or small, got '", kind,
+        "'");
+  pointwise_ = kind == "fused"   ? Pointwise::Fused
+               : kind == "small" ? Pointwise::FusedSmall
+                                 : Pointwise::Cublas;
   streams_.assign(queues, nullptr);
   queue_events_.assign(queues, nullptr);
   for (int q = 0; q < queues; ++q) {
@@ -144,8 +154,6 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
 
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
   sync_each_launch_ = sync && std::strcmp(sync, "0") != 0;
-  const char* pointwise = std::getenv("REPSHARE_CUDA_POINTWISE");
-  fused_pointwise_ = pointwise && std::strcmp(pointwise, "fused") == 0;
 }
 
 // Destructors must not throw: failures here are reported, not raised.

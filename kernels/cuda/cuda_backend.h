@@ -107,9 +107,13 @@ class CudaBackend : public Backend {
                                                  const Conv2dParams& pw) const override;
   // Each link's 1x1 product is stored without its bias and activation, which the
   // next link's depthwise kernel applies as it reads it: no epilogue launch between.
+  // Where a link's 1x1 conv is fused, each link is a separable_conv2d instead, from
+  // one buffer of the workspace into the other.
   void separable_conv_chain(const std::vector<SeparableConvParams>& links, const Tensor& x,
                             const Tensor* const* weights, const Tensor* residual, Tensor& y,
                             void* workspace) override;
+  size_t separable_conv_chain_workspace(
+      const std::vector<SeparableConvParams>& links) const override;
   void conv2d_residual(const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor* bias,
                        const Tensor& residual, Tensor& y, void* workspace) override;
   size_t conv2d_workspace(const Conv2dParams& p) const override;
@@ -237,10 +241,24 @@ class CudaBackend : public Backend {
   const CudnnConv& cudnn_conv(const Conv2dParams& p) const;
 #endif
   bool sync_each_launch_ = false;
-  // REPSHARE_CUDA_POINTWISE=fused: 1x1 convs by pointwise_conv_kernel (conv2d.cu),
-  // epilogue included, instead of cuBLAS then the epilogue kernel.
-  bool fused_pointwise_ = false;
+  // Which 1x1 convs pointwise_conv_kernel (conv2d.cu) runs, epilogue included (a
+  // separable conv's depthwise half computed as it loads its input), instead of
+  // cuBLAS then the epilogue kernel: none by default; every one with
+  // REPSHARE_CUDA_POINTWISE=fused; with =small only those of at most 64 input and
+  // output channels on planes of at most 1024 elements (BiFPN's nodes from P4 down
+  // and their head branches: a launch fewer each where one launch's latency is most
+  // of the time). Experiments: gpu-check times them against the default.
+  enum class Pointwise { Cublas, Fused, FusedSmall };
+  Pointwise pointwise_ = Pointwise::Cublas;
   bool fuses_pointwise(const Conv2dParams& p) const;  // a 1x1 conv the fused kernels take
+  bool fuses_a_link(const std::vector<SeparableConvParams>& links) const;
+  // separable_conv2d and weighted_sum_separable_conv2d in one launch where
+  // fuses_pointwise(pw): x, or else the weighted sum of xs, as separable_conv2d_of.
+  void separable_fused(const Tensor* x, const WeightedSumParams* sum,
+                       const FusionResample* resample, const Tensor* const* xs,
+                       const Conv2dParams& dw, const Conv2dParams& pw, const Tensor& w_dw,
+                       const Tensor* b_dw, const Tensor& w_pw, const Tensor* b_pw,
+                       const Tensor* residual, Tensor& y);
   // Compute capability 7.0+: fp16 fused pointwise convs on tensor cores (wmma).
   bool tensor_cores_ = false;
   int multiprocessors_ = 1;  // the GPU's SMs: a kernel of fewer blocks leaves some idle
