@@ -751,17 +751,17 @@ void CudaBackend::separable_fused(const Tensor* x, const WeightedSumParams* sum,
     const T* wp = cuda::data<T>(w_pw);
     const T* bp = b_pw ? cuda::data<T>(*b_pw) : nullptr;
     const T* r = residual ? cuda::data<T>(*residual) : nullptr;
-    if (x) {
-      const DepthwiseX<T, StoredPlanes<T>> load{qd, dw.act, stored_planes(cuda::data<T>(*x), qd),
-                                                wd, bd};
+    auto launch = [&](const auto& load) {
       launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
                        wp, load, bp, r, cuda::data<Y>(y));
+    };
+    if (x) {
+      launch(DepthwiseX<T, StoredPlanes<T>>{qd, dw.act, stored_planes(cuda::data<T>(*x), qd), wd,
+                                            bd});
     } else {
       const SummedPlanes<T> in{cuda::fusion_inputs<T>(*sum, resample, xs, dw.h, dw.w, op),
                                static_cast<int>(dw.h * dw.w)};
-      const DepthwiseX<T, SummedPlanes<T>> load{qd, dw.act, in, wd, bd};
-      launch_pointwise(pointwise_grid(qp), stream_, tensor_cores_, qp.c_out, hw, qp.c_in, pw.act,
-                       wp, load, bp, r, cuda::data<Y>(y));
+      launch(DepthwiseX<T, SummedPlanes<T>>{qd, dw.act, in, wd, bd});
     }
   });
   after_launch("separable_conv_kernel");
