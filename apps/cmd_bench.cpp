@@ -255,6 +255,11 @@ int cmd_bench(const CommandArgs& argv) {
   j["queues"] = backend->queues();
   j["steps"] = session.executor().num_steps();
   j["longest_chain_steps"] = longest_chain;
+  const RecordedWork::Shape graph = session.executor().recorded_shape();
+  if (graph.calls > 0) {
+    j["graph_nodes"] = graph.calls;
+    j["graph_longest_chain"] = graph.longest_chain;
+  }
   const std::string host_threads =
       backend->name() == "cpu" ? " (" + std::to_string(threads) + " threads)" : "";
   std::printf("%s on %s %s%s, input %s from %s\n", model.info.name.c_str(),
@@ -263,7 +268,13 @@ int cmd_bench(const CommandArgs& argv) {
               image_path.empty() ? "N(0,1) noise" : image_path.c_str());
   if (backend->name() != "cpu")
     std::printf("  replayed as one recorded graph: %s%s\n",
-                session.executor().recorded() ? "yes" : "no",
+                !session.executor().recorded() ? "no"
+                : graph.calls > 0
+                    ? ("yes: " + std::to_string(graph.calls) + " nodes, " +
+                       std::to_string(graph.longest_chain) +
+                       " of them in the longest chain run one after another")
+                          .c_str()
+                    : "yes",
                 session.executor().recording_error().empty()
                     ? ""
                     : (" (" + session.executor().recording_error() + ")").c_str());

@@ -218,6 +218,14 @@ class RecordedWork {
   virtual ~RecordedWork() {}
   // Queues the recorded calls again, with the pointers and parameters they had.
   virtual void replay() = 0;
+  // What the recording holds: its calls (CUDA: the graph's nodes, a library call's
+  // kernels each one) and the longest chain of them each waiting for the one before;
+  // zeros where unknown. At batch 1 a replay's time follows that chain: each call on
+  // it waits out the one before, however little work either has.
+  struct Shape {
+    size_t calls = 0, longest_chain = 0;
+  };
+  virtual Shape shape() const { return Shape(); }
 };
 
 // `repshare bench --profile`: the time each step of one run takes, as its backend

@@ -55,6 +55,9 @@ class Executor {
   // run one by one, and recording_error() says why.
   void run();
   bool recorded() const { return recorded_ != nullptr; }
+  RecordedWork::Shape recorded_shape() const {
+    return recorded_ ? recorded_->shape() : RecordedWork::Shape();
+  }
   const std::string& recording_error() const { return recording_error_; }
   // run() step by step (never a recording) that also adds each step's time, as the
   // backend's step_timer() measures it, to seconds_per_step (resized to

@@ -519,6 +519,8 @@ for name, b in bench.items():
         continue  # tabled below
     if name.startswith("repshare_"):
         graph = "CUDA graph" if b.get("recorded_graph") else "kernel by kernel"
+        if b.get("graph_nodes"):
+            graph += f' of {b["graph_nodes"]} nodes, chain {b["graph_longest_chain"]}'
         variant = (", 1x1 convs fused (experiment)" if "fusedpw_" in name else
                    ", small 1x1 convs fused (experiment)" if "smallpw_" in name else "")
         if "ordered_" in name:

@@ -2,11 +2,15 @@
 // per-op .cu files beside this one.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/cudnn_conv.h"
@@ -216,14 +220,69 @@ namespace {
 
 class CudaGraph : public RecordedWork {
  public:
-  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, Shape shape)
+      : exec_(exec), stream_(stream), shape_(shape) {}
   ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
   void replay() override { REPSHARE_CUDA(cudaGraphLaunch(exec_, stream_)); }
+  Shape shape() const override { return shape_; }
 
  private:
   cudaGraphExec_t exec_;
   cudaStream_t stream_;
+  Shape shape_;
 };
+
+// A captured graph's nodes and its longest chain of nodes each depending on the one
+// before (zeros if CUDA will not say).
+RecordedWork::Shape graph_shape(cudaGraph_t graph) {
+  RecordedWork::Shape shape;
+  size_t count = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &count) != cudaSuccess) return RecordedWork::Shape();
+  std::vector<cudaGraphNode_t> nodes(count);
+  if (count > 0 && cudaGraphGetNodes(graph, nodes.data(), &count) != cudaSuccess)
+    return RecordedWork::Shape();
+  std::map<cudaGraphNode_t, size_t> index;
+  for (size_t i = 0; i < count; ++i) index[nodes[i]] = i;
+  std::vector<std::vector<size_t>> deps(count);
+  for (size_t i = 0; i < count; ++i) {
+    size_t n = 0;
+#if CUDART_VERSION >= 13000  // CUDA 13 added the edges' data
+    auto get = [&](cudaGraphNode_t* out) {
+      return cudaGraphNodeGetDependencies(nodes[i], out, nullptr, &n);
+    };
+#else
+    auto get = [&](cudaGraphNode_t* out) {
+      return cudaGraphNodeGetDependencies(nodes[i], out, &n);
+    };
+#endif
+    if (get(nullptr) != cudaSuccess) return RecordedWork::Shape();
+    std::vector<cudaGraphNode_t> before(n);
+    if (n > 0 && get(before.data()) != cudaSuccess) return RecordedWork::Shape();
+    for (cudaGraphNode_t b : before) deps[i].push_back(index.at(b));
+  }
+  // Longest chain ending at each node, its dependencies first (a graph has no cycles).
+  std::vector<size_t> chain(count, 0);
+  std::vector<std::pair<size_t, size_t>> stack;  // node, next dependency to visit
+  for (size_t root = 0; root < count; ++root) {
+    if (chain[root] > 0) continue;
+    stack.assign(1, {root, 0});
+    while (!stack.empty()) {
+      auto& top = stack.back();
+      if (top.second < deps[top.first].size()) {
+        const size_t d = deps[top.first][top.second++];
+        if (chain[d] == 0) stack.push_back({d, 0});
+        continue;
+      }
+      size_t longest = 0;
+      for (size_t d : deps[top.first]) longest = std::max(longest, chain[d]);
+      chain[top.first] = longest + 1;
+      stack.pop_back();
+    }
+  }
+  shape.calls = count;
+  for (size_t c : chain) shape.longest_chain = std::max(shape.longest_chain, c);
+  return shape;
+}
 
 }  // namespace
 
@@ -387,7 +446,9 @@ std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& w
   if (failure.empty() && ended != cudaSuccess)
     failure = std::string("capture failed: ") + cudaGetErrorString(ended);
   cudaGraphExec_t exec = nullptr;
+  RecordedWork::Shape shape;
   if (failure.empty()) {
+    shape = graph_shape(graph);
 #if CUDART_VERSION >= 12000
     const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
 #else
@@ -399,7 +460,7 @@ std::unique_ptr<RecordedWork> CudaBackend::record(const std::function<void()>& w
   // A failed capture can leave an error pending; clear it so later calls start clean.
   cudaGetLastError();
   if (!failure.empty()) fail(ErrorKind::Backend, "cuda backend: cannot record a CUDA graph: ", failure);
-  return std::unique_ptr<RecordedWork>(new CudaGraph(exec, streams_[0]));
+  return std::unique_ptr<RecordedWork>(new CudaGraph(exec, streams_[0], shape));
 }
 
 void CudaBackend::after_launch(const char* kernel) const {

@@ -47,6 +47,11 @@
 #define CUDA_EMU_ASAN 1
 #endif
 
+// A node of a captured graph, as cudaGraphGetNodes hands it out.
+struct CUgraphNode_st {
+  CUgraph_st* graph;
+  int index;
+};
 // A captured graph: each node's work and the earlier nodes it depends on.
 struct CUgraph_st {
   struct Node {
@@ -58,6 +63,8 @@ struct CUgraph_st {
   std::vector<Node> nodes;
   CUstream_st* origin = nullptr;  // where the capture began, and must end
   bool invalidated = false;
+  // cudaGraphGetNodes's handles, one per node, made when first asked for.
+  std::vector<std::unique_ptr<CUgraphNode_st>> handles;
 };
 struct CUstream_st {
   bool capturing = false;
@@ -900,6 +907,33 @@ std::pair<int, int> unordered_cublas_scratch(const std::vector<CUgraph_st::Node>
         return {static_cast<int>(j), static_cast<int>(i)};
   }
   return {-1, -1};
+}
+
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
+  if (!graph || !count) return record_error(cudaErrorInvalidValue);
+  while (graph->handles.size() < graph->nodes.size()) {
+    const int index = static_cast<int>(graph->handles.size());
+    graph->handles.emplace_back(new CUgraphNode_st{graph, index});
+  }
+  if (nodes)  // as CUDA: at most *count of them, and *count how many were written
+    *count = std::min(*count, graph->nodes.size());
+  else
+    *count = graph->nodes.size();
+  for (size_t i = 0; nodes && i < *count; ++i) nodes[i] = graph->handles[i].get();
+  return cudaSuccess;
+}
+
+// CUDA 13's form (edge data, here never asked for).
+cudaError_t cudaGraphNodeGetDependencies(cudaGraphNode_t node, cudaGraphNode_t* deps,
+                                         cudaGraphEdgeData* edge_data, size_t* count) {
+  if (!node || !count || edge_data) return record_error(cudaErrorInvalidValue);
+  const std::vector<int>& of = node->graph->nodes[node->index].deps;
+  if (deps)
+    *count = std::min(*count, of.size());
+  else
+    *count = of.size();
+  for (size_t i = 0; deps && i < *count; ++i) deps[i] = node->graph->handles[of[i]].get();
+  return cudaSuccess;
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
