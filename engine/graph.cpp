@@ -151,6 +151,58 @@ void Graph::sort_topologically() {
   nodes = std::move(sorted);
 }
 
+void Graph::order_readers_together() {
+  const std::vector<std::vector<int>> readers = consumers();
+  const std::vector<int> prod = producers();
+  std::vector<int> waiting(nodes.size(), 0);  // distinct inputs not yet produced
+  for (size_t n = 0; n < nodes.size(); ++n)
+    for (size_t k = 0; k < nodes[n].inputs.size(); ++k) {
+      const int i = nodes[n].inputs[k];
+      const auto first = nodes[n].inputs.begin() + static_cast<std::ptrdiff_t>(k);
+      if (i >= 0 && prod[i] >= 0 && std::find(nodes[n].inputs.begin(), first, i) == first)
+        ++waiting[n];
+    }
+  std::vector<int> unread(values.size(), 0);  // readers not yet placed
+  for (size_t v = 0; v < values.size(); ++v) unread[v] = static_cast<int>(readers[v].size());
+  // Whether n is the last reader of a value another node has read.
+  auto finishes_a_value = [&](size_t n) {
+    for (int i : nodes[n].inputs)
+      if (i >= 0 && prod[i] >= 0 && unread[i] == 1 && readers[i].size() > 1) return true;
+    return false;
+  };
+  std::vector<size_t> ready;  // kept in the current order
+  for (size_t n = 0; n < nodes.size(); ++n)
+    if (waiting[n] == 0) ready.push_back(n);
+  std::vector<Node> ordered;
+  ordered.reserve(nodes.size());
+  while (!ready.empty()) {
+    size_t pick = 0;
+    for (size_t k = 0; k < ready.size(); ++k)
+      if (finishes_a_value(ready[k])) {
+        pick = k;
+        break;
+      }
+    const size_t n = ready[pick];
+    ready.erase(ready.begin() + static_cast<std::ptrdiff_t>(pick));
+    for (size_t k = 0; k < nodes[n].inputs.size(); ++k) {
+      const int i = nodes[n].inputs[k];
+      const auto first = nodes[n].inputs.begin() + static_cast<std::ptrdiff_t>(k);
+      if (i >= 0 && std::find(nodes[n].inputs.begin(), first, i) == first) --unread[i];
+    }
+    for (int o : nodes[n].outputs) {
+      if (o < 0) continue;
+      for (int r : readers[o])
+        if (--waiting[r] == 0)
+          ready.insert(std::upper_bound(ready.begin(), ready.end(), static_cast<size_t>(r)),
+                       static_cast<size_t>(r));
+    }
+    ordered.push_back(nodes[n]);
+  }
+  check(ordered.size() == nodes.size(), ErrorKind::Malformed, "graph '", name,
+        "' is not topologically sorted");
+  nodes = std::move(ordered);
+}
+
 void Graph::remove_dead() {
   std::vector<bool> needed(values.size(), false);
   for (int o : outputs) needed[o] = true;

@@ -86,6 +86,12 @@ class Graph {
   void sort_topologically();
   // Drops nodes whose results reach no graph output.
   void remove_dead();
+  // Reorders a topologically sorted graph so that the readers of a value run one
+  // after another: of the nodes whose inputs are ready, one reading a value that
+  // another node has already read goes first (then the current order), so that
+  // value dies sooner. D0's head: each level's box branch right after its class
+  // branch, not after every class branch (the fp16 arena 22.09 -> 20.61 MiB).
+  void order_readers_together();
 
  private:
   std::map<std::string, int> by_name_;

@@ -812,6 +812,7 @@ PassStats prepare_graph(Graph& g, const PassOptions& opt) {
     stats.pointwise_depthwise = fuse_pointwise_depthwise(g, opt);
   g.remove_dead();
   g.sort_topologically();
+  g.order_readers_together();
   infer_shapes(g);  // re-check every fused node against its new attributes
   return stats;
 }

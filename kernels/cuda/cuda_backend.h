@@ -176,7 +176,7 @@ class CudaBackend : public Backend {
   // Each queue a schedule uses has a cuBLAS workspace of its own (prepare_queues;
   // PyTorch keeps one per stream too), so only cuDNN calls wait so, and D0's head
   // branches run their GEMMs at once: the emulated fp32 graph's longest chain of
-  // launches is 133 of 215, against 205 with one workspace. With
+  // launches is 133 of 215, against 199 with one workspace. With
   // REPSHARE_CUDA_LIBRARY_OVERLAP=0 the queues share one workspace and every call
   // waits, as cuBLAS 10 (JetPack 4, no cublasSetWorkspace) always does. Before also
   // points the handles at the current stream (with its cuBLAS workspace, which
