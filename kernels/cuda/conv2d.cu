@@ -98,30 +98,10 @@ struct StoredPlanes {
   }
 };
 
-// Plane nc of a 1x1 conv's product (pointwise_depthwise_conv2d), with the 1x1 conv's
-// bias and activation applied and rounded to storage as epilogue_kernel stores
-// them, once per element, into the block's shared memory: every tap then reads it
-// there. Ends with a barrier.
-template <typename T>
-struct StagedPlanes {
-  const T* product;
-  const T* bias;  // [channels], or null
-  Activation act;
-  int plane, channels;
-  float* shared;
-  __device__ __forceinline__ void stage(int nc, float* buffer) {
-    shared = buffer;
-    const T* src = product + static_cast<size_t>(nc) * plane;
-    for (int i = threadIdx.x; i < plane; i += blockDim.x)
-      shared[i] = stored_epilogue(act, src[i], bias, nc % channels);
-    __syncthreads();
-  }
-  __device__ __forceinline__ float operator()(int, int at) const { return shared[at]; }
-};
-
-// The same values computed at every read (each is read once per tap that covers
-// it): for the separable kernel's thread per output, with no block per plane to
-// share a staged copy.
+// Plane nc of a 1x1 conv's product with the 1x1 conv's bias and activation applied,
+// rounded to storage as epilogue_kernel stores them, computed at every read (each
+// is read once per tap that covers it): for the separable kernel's thread per
+// output, with no block per plane to share a staged copy (separable_conv_chain).
 template <typename T>
 struct ActivatedPlanes {
   const T* product;
@@ -132,6 +112,21 @@ struct ActivatedPlanes {
     return stored_epilogue(act, product[static_cast<size_t>(nc) * plane + at], bias,
                            nc % channels);
   }
+};
+
+// The same values (pointwise_depthwise_conv2d), computed once per element into the
+// block's shared memory: every tap then reads them there. stage() ends with a
+// barrier.
+template <typename T>
+struct StagedPlanes {
+  ActivatedPlanes<T> in;
+  float* shared;
+  __device__ __forceinline__ void stage(int nc, float* buffer) {
+    shared = buffer;
+    for (int i = threadIdx.x; i < in.plane; i += blockDim.x) shared[i] = in(nc, i);
+    __syncthreads();
+  }
+  __device__ __forceinline__ float operator()(int, int at) const { return shared[at]; }
 };
 
 template <typename T>
@@ -980,8 +975,10 @@ void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2
   pointwise_gemm(pw, x, w_pw, product, 0.f);
   cuda::with_storage(y.dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    const StagedPlanes<T> in{cuda::data<T>(product), b_pw ? cuda::data<T>(*b_pw) : nullptr,
-                             pw.act, static_cast<int>(staged), static_cast<int>(pw.c_out), nullptr};
+    const StagedPlanes<T> in{
+        ActivatedPlanes<T>{cuda::data<T>(product), b_pw ? cuda::data<T>(*b_pw) : nullptr, pw.act,
+                           static_cast<int>(staged), static_cast<int>(pw.c_out)},
+        nullptr};
     launch_depthwise_mean<T>(*this, dw, in, static_cast<size_t>(staged) * sizeof(float), w_dw,
                              b_dw, y, *mean);
   });
