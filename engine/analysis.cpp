@@ -51,7 +51,10 @@ int64_t node_flops(const Graph& g, const Node& n) {
     return se + 2 * y.numel() * w[1] * w[2] * w[3];
   }
   if (n.op_type == "Gemm" || n.op_type == "MatMul") {
-    const Shape& a = g.values[n.inputs[0]].shape;
+    // A Gemm that a reshape folded into reads A as its a_shape (the pooled [N, C, 1, 1]
+    // as [N, C]).
+    const Shape a = n.op_type == "Gemm" && n.has("a_shape") ? Shape(n.attr_ints("a_shape"))
+                                                            : g.values[n.inputs[0]].shape;
     const Shape& y = g.values[n.outputs[0]].shape;
     int64_t k = n.op_type == "Gemm" && n.attr_int("transA", 0) ? a[0] : a[a.rank() - 1];
     return 2 * y.numel() * k;

@@ -89,6 +89,22 @@ int Graph::add_constant_f32(const std::string& n, Shape shape, const std::vector
   return add_constant(n, std::move(shape), DType::F32, std::move(bytes));
 }
 
+int Graph::add_constant_i64(const std::string& n, Shape shape, const std::vector<int64_t>& v) {
+  auto bytes = std::make_shared<std::vector<uint8_t>>(v.size() * sizeof(int64_t));
+  std::memcpy(bytes->data(), v.data(), bytes->size());
+  return add_constant(n, std::move(shape), DType::I64, std::move(bytes));
+}
+
+Node Graph::make_node(const std::string& op, const std::string& name, std::vector<int> inputs,
+                      const std::string& output) {
+  Node n;
+  n.op_type = op;
+  n.name = name;
+  n.inputs = std::move(inputs);
+  n.outputs = {add_value(output)};
+  return n;
+}
+
 std::vector<int> Graph::producers() const {
   std::vector<int> p(values.size(), -1);
   for (size_t n = 0; n < nodes.size(); ++n)

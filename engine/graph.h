@@ -76,6 +76,11 @@ class Graph {
   int add_constant(const std::string& name, Shape shape, DType dtype,
                    std::shared_ptr<std::vector<uint8_t>> data);
   int add_constant_f32(const std::string& name, Shape shape, const std::vector<float>& v);
+  int add_constant_i64(const std::string& name, Shape shape, const std::vector<int64_t>& v);
+  // A node `op` named `name`, reading `inputs` and writing a new value `output`, for the
+  // caller to give attributes and add to `nodes`.
+  Node make_node(const std::string& op, const std::string& name, std::vector<int> inputs,
+                 const std::string& output);
 
   // Node that produces each value (-1 for inputs and constants), and consumer lists.
   std::vector<int> producers() const;

@@ -1,6 +1,5 @@
 #include "merge/adapter.h"
 
-#include <cstring>
 
 #include "engine/error.h"
 #include "engine/passes.h"
@@ -34,15 +33,11 @@ std::vector<int64_t> channel_index_map(int64_t donor_channels, int64_t receiver_
 
 namespace {
 
+// Appends g.make_node(...) to g's nodes; returns its output.
 int add_node(Graph& g, const std::string& op, const std::string& name, std::vector<int> inputs,
              const std::string& output) {
-  Node n;
-  n.op_type = op;
-  n.name = name;
-  n.inputs = std::move(inputs);
-  n.outputs = {g.add_value(output)};
-  g.nodes.push_back(n);
-  return n.outputs[0];
+  g.nodes.push_back(g.make_node(op, name, std::move(inputs), output));
+  return g.nodes.back().outputs[0];
 }
 
 }  // namespace
@@ -63,10 +58,8 @@ Graph build_adapter_graph(const Shape& donor, const Shape& receiver,
   const int64_t h = donor[2], w = donor[3], ht = receiver[2], wt = receiver[3];
   const bool sample = donor[1] != receiver[1], resize = h != ht || w != wt;
   if (sample) {
-    auto idx = channel_index_map(donor[1], receiver[1]);
-    auto bytes = std::make_shared<std::vector<uint8_t>>(idx.size() * sizeof(int64_t));
-    std::memcpy(bytes->data(), idx.data(), bytes->size());
-    int c = g.add_constant("channel_index", Shape{receiver[1]}, DType::I64, bytes);
+    const int c = g.add_constant_i64("channel_index", Shape{receiver[1]},
+                                     channel_index_map(donor[1], receiver[1]));
     cur = add_node(g, "ChannelGather", "sample_channels", {cur, c},
                    resize ? "sampled" : "adapted");
   }
@@ -80,10 +73,7 @@ Graph build_adapter_graph(const Shape& donor, const Shape& receiver,
       n.attrs["kernel_shape"].kind = n.attrs["strides"].kind = Attribute::Kind::Ints;
       n.attrs["kernel_shape"].ints = n.attrs["strides"].ints = {h / ht, w / wt};
     } else {
-      std::vector<int64_t> sizes = {donor[0], receiver[1], ht, wt};
-      auto bytes = std::make_shared<std::vector<uint8_t>>(4 * sizeof(int64_t));
-      std::memcpy(bytes->data(), sizes.data(), bytes->size());
-      int sz = g.add_constant("resize_sizes", Shape{4}, DType::I64, bytes);
+      const int sz = g.add_constant_i64("resize_sizes", Shape{4}, {donor[0], receiver[1], ht, wt});
       cur = add_node(g, "Resize", "resize", {cur, -1, -1, sz}, "adapted");
       Node& n = g.nodes.back();
       n.attrs["mode"].kind = n.attrs["coordinate_transformation_mode"].kind = Attribute::Kind::String;

@@ -387,43 +387,6 @@ TEST(Executor, ActivationArenaIsNearTheLowerBound) {
   EXPECT_LE(ex.activation_bytes(), ex.activation_lower_bound() * 3 / 2);
 }
 
-// x [1, 3, 9, 10] -> Pad(value, H/W pads top, left, bottom, right) -> MaxPool 3x3 s2 -> y
-Graph pad_pool_graph(float value, std::vector<int64_t> hw_pads, int64_t ceil_mode) {
-  Graph g;
-  g.name = "padpool";
-  g.opset = 13;
-  const int x = g.add_value("x");
-  g.values[x].shape = Shape{1, 3, 9, 10};
-  g.values[x].shape_known = true;
-  g.inputs.push_back(x);
-  const std::vector<int64_t> pads = {0, 0, hw_pads[0], hw_pads[1], 0, 0, hw_pads[2], hw_pads[3]};
-  auto bytes = std::make_shared<std::vector<uint8_t>>(pads.size() * sizeof(int64_t));
-  std::memcpy(bytes->data(), pads.data(), bytes->size());
-  g.add_constant("pads", Shape{8}, DType::I64, bytes);
-  g.add_constant_f32("value", Shape{}, {value});
-  Node pad;
-  pad.op_type = "Pad";
-  pad.name = "pad";
-  pad.inputs = {x, g.find("pads"), g.find("value")};
-  pad.outputs = {g.add_value("p")};
-  Node pool;
-  pool.op_type = "MaxPool";
-  pool.name = "pool";
-  pool.inputs = {pad.outputs[0]};
-  pool.outputs = {g.add_value("y")};
-  pool.attrs["kernel_shape"].kind = pool.attrs["strides"].kind = Attribute::Kind::Ints;
-  pool.attrs["kernel_shape"].ints = {3, 3};
-  pool.attrs["strides"].ints = {2, 2};
-  pool.attrs["ceil_mode"].kind = Attribute::Kind::Int;
-  pool.attrs["ceil_mode"].i = ceil_mode;
-  g.nodes = {pad, pool};
-  g.outputs.push_back(g.find("y"));
-  return g;
-}
-
-// Pad(-inf) + MaxPool becomes MaxPool's own pads (BiFPN's "SAME" downsampling),
-// with the same output; a Pad of another value, ceil rounding, or a pad as wide
-// as the window stays a Pad.
 // Two values, each read by a "class" and a "box" node, listed class, class, box,
 // box: each box node moves up to right after its value's class node, so each value
 // dies a step sooner (D0's head branches by level); a chain keeps its order.
@@ -453,36 +416,6 @@ TEST(Graph, ReadersOfAValueRunTogether) {
   EXPECT_EQ(order, (std::vector<std::string>{"p3", "p4", "class3", "box3", "class4", "box4"}));
 }
 
-TEST(Passes, PadOfMinusInfinityFusesIntoMaxPool) {
-  const float inf = std::numeric_limits<float>::infinity();
-  struct Case { float value; std::vector<int64_t> pads; int64_t ceil_mode; bool fused; };
-  const std::vector<Case> cases = {{-inf, {0, 0, 1, 1}, 0, true},  {-inf, {1, 2, 0, 1}, 0, true},
-                                   {0.f, {0, 0, 1, 1}, 0, false},  {-inf, {0, 0, 1, 1}, 1, false},
-                                   {-inf, {3, 0, 0, 0}, 0, false}};
-  std::vector<float> x(3 * 9 * 10);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i) - 0.5f;  // negatives too
-  for (const Case& c : cases) {
-    std::vector<float> out[2];
-    for (bool fuse : {false, true}) {
-      Graph g = pad_pool_graph(c.value, c.pads, c.ceil_mode);
-      PassOptions opt;
-      opt.fuse_pad_conv = fuse;
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.pad_conv, fuse && c.fused ? 1 : 0) << "pads " << c.pads[0] << c.pads[1] << c.pads[2] << c.pads[3];
-      CpuBackend cpu(1);
-      WeightsArena w(cpu);
-      Executor ex(g, cpu, w, {"x"}, {"y"});
-      w.commit();
-      ex.allocate();
-      std::copy(x.begin(), x.end(), ex.input("x").f32());
-      ex.run();
-      const Tensor& y = ex.output("y");
-      out[fuse].assign(y.f32(), y.f32() + y.numel());
-    }
-    EXPECT_EQ(out[0], out[1]) << "value " << c.value << " ceil_mode " << c.ceil_mode;
-  }
-}
-
 // A graph input of a known shape.
 int add_input(Graph& g, const std::string& name, Shape s) {
   const int v = g.add_value(name);
@@ -510,6 +443,75 @@ std::vector<float> run_on_cpu(const Graph& g, const std::vector<std::string>& su
   return std::vector<float>(y.f32(), y.f32() + y.numel());
 }
 
+// What a fusion pass must keep: prepares make()'s graph with the fusion off, then on
+// (switch_fusion(options, on)), calls check(graph, stats, on) after each, and
+// expects the same output bits on the CPU (the `supplied` inputs filled by
+// run_on_cpu) and the same FLOPs either way. Returns the FLOPs counted.
+int64_t expect_fusion_keeps_bits_and_flops(
+    const std::function<Graph()>& make,
+    const std::function<void(PassOptions&, bool)>& switch_fusion,
+    const std::function<void(const Graph&, const PassStats&, bool)>& check,
+    const std::vector<std::string>& supplied) {
+  std::vector<float> out[2];
+  int64_t flops[2] = {0, 0};
+  for (bool on : {false, true}) {
+    Graph g = make();
+    PassOptions opt;
+    switch_fusion(opt, on);
+    const PassStats stats = prepare_graph(g, opt);
+    check(g, stats, on);
+    for (const Node& n : g.nodes) flops[on] += node_flops(g, n);
+    out[on] = run_on_cpu(g, supplied);
+  }
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(flops[0], flops[1]);
+  return flops[0];
+}
+
+// x [1, 3, 9, 10] -> Pad(value, H/W pads top, left, bottom, right) -> MaxPool 3x3 s2 -> y
+Graph pad_pool_graph(float value, std::vector<int64_t> hw_pads, int64_t ceil_mode) {
+  Graph g;
+  g.name = "padpool";
+  g.opset = 13;
+  const int x = add_input(g, "x", Shape{1, 3, 9, 10});
+  const std::vector<int64_t> pads = {0, 0, hw_pads[0], hw_pads[1], 0, 0, hw_pads[2], hw_pads[3]};
+  g.add_constant_i64("pads", Shape{8}, pads);
+  g.add_constant_f32("value", Shape{}, {value});
+  Node pad = g.make_node("Pad", "pad", {x, g.find("pads"), g.find("value")}, "p");
+  Node pool = g.make_node("MaxPool", "pool", {pad.outputs[0]}, "y");
+  pool.attrs["kernel_shape"].kind = pool.attrs["strides"].kind = Attribute::Kind::Ints;
+  pool.attrs["kernel_shape"].ints = {3, 3};
+  pool.attrs["strides"].ints = {2, 2};
+  pool.attrs["ceil_mode"].kind = Attribute::Kind::Int;
+  pool.attrs["ceil_mode"].i = ceil_mode;
+  g.nodes = {pad, pool};
+  g.outputs.push_back(g.find("y"));
+  return g;
+}
+
+// Pad(-inf) + MaxPool becomes MaxPool's own pads (BiFPN's "SAME" downsampling),
+// with the same output; a Pad of another value, ceil rounding, or a pad as wide
+// as the window stays a Pad.
+TEST(Passes, PadOfMinusInfinityFusesIntoMaxPool) {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case { float value; std::vector<int64_t> pads; int64_t ceil_mode; bool fused; };
+  const std::vector<Case> cases = {{-inf, {0, 0, 1, 1}, 0, true},  {-inf, {1, 2, 0, 1}, 0, true},
+                                   {0.f, {0, 0, 1, 1}, 0, false},  {-inf, {0, 0, 1, 1}, 1, false},
+                                   {-inf, {3, 0, 0, 0}, 0, false}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("value " + std::to_string(c.value) + " pads " + std::to_string(c.pads[0]) +
+                 std::to_string(c.pads[1]) + std::to_string(c.pads[2]) +
+                 std::to_string(c.pads[3]) + " ceil_mode " + std::to_string(c.ceil_mode));
+    // run_on_cpu's input, sin(.) - 0.2, is negative in places: a zero pad would show.
+    expect_fusion_keeps_bits_and_flops(
+        [&] { return pad_pool_graph(c.value, c.pads, c.ceil_mode); },
+        [](PassOptions& opt, bool on) { opt.fuse_pad_conv = on; },
+        [&](const Graph&, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.pad_conv, on && c.fused ? 1 : 0);
+        },
+        {"x"});
+  }
+}
 // BiFPN's fusion node: y = swish(0.3 a + 0.5 maxpool(b) + 0.2 resize(c)), a [1, 3,
 // 8, 10], b [1, 3, b_h, b_w] max-pooled 3x3 stride 2 (ceil_mode; pads
 // top 0, left 1, bottom 1, right 0), c [1, 3,
@@ -524,11 +526,7 @@ Graph fusion_graph(int64_t b_h, int64_t b_w, int64_t ceil_mode, const std::strin
   const int a = add_input(g, "a", Shape{1, 3, 8, 10});
   const int b = add_input(g, "b", Shape{1, 3, b_h, b_w});
   const int c = add_input(g, "c", Shape{1, 3, 4, 5});
-  Node pool;
-  pool.op_type = "MaxPool";
-  pool.name = "pool";
-  pool.inputs = {b};
-  pool.outputs = {g.add_value("pooled")};
+  Node pool = g.make_node("MaxPool", "pool", {b}, "pooled");
   pool.attrs["kernel_shape"].kind = pool.attrs["strides"].kind = Attribute::Kind::Ints;
   pool.attrs["pads"].kind = Attribute::Kind::Ints;
   pool.attrs["kernel_shape"].ints = {3, 3};
@@ -538,21 +536,13 @@ Graph fusion_graph(int64_t b_h, int64_t b_w, int64_t ceil_mode, const std::strin
   pool.attrs["ceil_mode"].i = ceil_mode;
   g.add_constant_f32("roi", Shape{0}, {});
   g.add_constant_f32("scales", Shape{4}, {1.f, 1.f, 2.f, 2.f});
-  Node resize;
-  resize.op_type = "Resize";
-  resize.name = "resize";
-  resize.inputs = {c, g.find("roi"), g.find("scales")};
-  resize.outputs = {g.add_value("upsampled")};
+  Node resize = g.make_node("Resize", "resize", {c, g.find("roi"), g.find("scales")}, "upsampled");
   for (const char* attr : {"mode", "coordinate_transformation_mode", "nearest_mode"})
     resize.attrs[attr].kind = Attribute::Kind::String;
   resize.attrs["mode"].s = mode;
   resize.attrs["coordinate_transformation_mode"].s = coord;
   resize.attrs["nearest_mode"].s = nearest;
-  Node sum;
-  sum.op_type = "WeightedSum";
-  sum.name = "sum";
-  sum.inputs = {a, pool.outputs[0], resize.outputs[0]};
-  sum.outputs = {g.add_value("y")};
+  Node sum = g.make_node("WeightedSum", "sum", {a, pool.outputs[0], resize.outputs[0]}, "y");
   sum.attrs["weights"].kind = Attribute::Kind::Floats;
   sum.attrs["weights"].floats = {0.3f, 0.5f, 0.2f};
   attach_activation(sum, Activation{ActKind::Swish});
@@ -583,17 +573,16 @@ TEST(Passes, ResamplingFoldsIntoTheWeightedSumReadingIt) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.mode + " " + c.coord + " " + c.nearest + " ceil_mode " +
                  std::to_string(c.ceil_mode) + " pinned '" + c.pinned + "'");
-    std::vector<float> out[2];
-    for (bool fold : {false, true}) {
-      Graph g = fusion_graph(c.b_h, c.b_w, c.ceil_mode, c.mode, c.coord, c.nearest, c.pinned);
-      PassOptions opt;
-      opt.fold_resample = fold;
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.resample, fold ? c.folded : 0);
-      EXPECT_EQ(g.values[g.find("y")].shape, (Shape{1, 3, 8, 10}));
-      out[fold] = run_on_cpu(g, {"a", "b", "c"});
-    }
-    EXPECT_EQ(out[0], out[1]);
+    expect_fusion_keeps_bits_and_flops(
+        [&] {
+          return fusion_graph(c.b_h, c.b_w, c.ceil_mode, c.mode, c.coord, c.nearest, c.pinned);
+        },
+        [](PassOptions& opt, bool on) { opt.fold_resample = on; },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.resample, on ? c.folded : 0);
+          EXPECT_EQ(g.values[g.find("y")].shape, (Shape{1, 3, 8, 10}));
+        },
+        {"a", "b", "c"});
   }
 }
 
@@ -634,22 +623,18 @@ Graph separable_graph(int64_t c_out, bool residual, int64_t pw_stride, bool mid_
     return cos_constant(g, name, s, scale, 0.7f);
   };
   const int x = add_input(g, "x", Shape{1, 6, 9, 11});
-  Node dw;
-  dw.op_type = "Conv";
-  dw.name = "dw";
-  dw.inputs = {x, constant("w_dw", Shape{6, 1, 3, 3}, 0.5f), constant("b_dw", Shape{6}, 0.1f)};
-  dw.outputs = {g.add_value("mid")};
+  Node dw = g.make_node(
+      "Conv", "dw",
+      {x, constant("w_dw", Shape{6, 1, 3, 3}, 0.5f), constant("b_dw", Shape{6}, 0.1f)}, "mid");
   dw.attrs["group"].kind = Attribute::Kind::Int;
   dw.attrs["group"].i = 6;
   dw.attrs["pads"].kind = Attribute::Kind::Ints;
   dw.attrs["pads"].ints = {1, 1, 1, 1};
   attach_activation(dw, Activation{ActKind::Relu});
-  Node pw;
-  pw.op_type = "Conv";
-  pw.name = "pw";
-  pw.inputs = {dw.outputs[0], constant("w_pw", Shape{c_out, 6, 1, 1}, 0.3f),
-               constant("b_pw", Shape{c_out}, -0.2f)};
-  pw.outputs = {g.add_value("y")};
+  Node pw = g.make_node("Conv", "pw",
+                        {dw.outputs[0], constant("w_pw", Shape{c_out, 6, 1, 1}, 0.3f),
+                         constant("b_pw", Shape{c_out}, -0.2f)},
+                        "y");
   pw.attrs["strides"].kind = Attribute::Kind::Ints;
   pw.attrs["strides"].ints = {pw_stride, pw_stride};
   if (residual)
@@ -678,17 +663,14 @@ TEST(Passes, DepthwiseThenPointwiseBecomesOneSeparableConv) {
   for (const Case& c : cases) {
     SCOPED_TRACE("c_out " + std::to_string(c.c_out) + (c.residual ? " residual" : "") +
                  " stride " + std::to_string(c.pw_stride) + (c.mid_also_out ? " mid kept" : ""));
-    std::vector<float> out[2];
-    for (bool fuse : {false, true}) {
-      Graph g = separable_graph(c.c_out, c.residual, c.pw_stride, c.mid_also_out);
-      PassOptions opt;
-      opt.fuse_separable_conv = fuse;
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.separable_conv, fuse ? c.fused : 0);
-      out[fuse] = run_on_cpu(g, c.residual ? std::vector<std::string>{"x", "r"}
-                                           : std::vector<std::string>{"x"});
-    }
-    EXPECT_EQ(out[0], out[1]);
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [&] { return separable_graph(c.c_out, c.residual, c.pw_stride, c.mid_also_out); },
+        [](PassOptions& opt, bool on) { opt.fuse_separable_conv = on; },
+        [&](const Graph&, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.separable_conv, on ? c.fused : 0);
+        },
+        c.residual ? std::vector<std::string>{"x", "r"} : std::vector<std::string>{"x"});
+    EXPECT_GT(flops, 0);
   }
 }
 
@@ -699,11 +681,7 @@ Graph bifpn_node_graph(bool sum_as_residual, bool sum_also_out) {
   g.name = "bifpn_node";
   const int x = g.inputs[0];
   const int b = add_input(g, "b", Shape{1, 6, 18, 22});
-  Node sum;
-  sum.op_type = "WeightedSum";
-  sum.name = "fusion";
-  sum.inputs = {x, b};
-  sum.outputs = {g.add_value("sum")};
+  Node sum = g.make_node("WeightedSum", "fusion", {x, b}, "sum");
   sum.attrs["weights"].kind = Attribute::Kind::Floats;
   sum.attrs["weights"].floats = {0.6f, 0.4f};
   Pool2dParams window;
@@ -734,26 +712,21 @@ TEST(Passes, WeightedSumThenSeparableConvBecomesOneNode) {
   for (const Case& c : std::vector<Case>{{false, false, 1}, {true, false, 0}, {false, true, 0}}) {
     SCOPED_TRACE(std::string(c.sum_as_residual ? "residual " : "") +
                  (c.sum_also_out ? "sum kept" : ""));
-    std::vector<float> out[2];
-    int64_t flops[2] = {0, 0};
-    for (bool fuse : {false, true}) {
-      Graph g = bifpn_node_graph(c.sum_as_residual, c.sum_also_out);
-      PassOptions opt;
-      opt.fuse_weighted_sum_separable = fuse;
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.separable_conv, 1);
-      EXPECT_EQ(stats.weighted_sum_separable, fuse ? c.fused : 0);
-      const bool one_node = fuse && c.fused;
-      ASSERT_EQ(g.nodes.size(), one_node ? 1u : 2u);
-      if (one_node) {
-        EXPECT_EQ(g.nodes[0].op_type, "WeightedSumSeparableConv");
-      }
-      for (const Node& n : g.nodes) flops[fuse] += node_flops(g, n);
-      out[fuse] = run_on_cpu(g, {"x", "b"});
-    }
-    EXPECT_EQ(out[0], out[1]);
-    EXPECT_GT(flops[0], 0);
-    EXPECT_EQ(flops[0], flops[1]);  // the sum counts nothing either way
+    // The sum counts no FLOPs either way.
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [&] { return bifpn_node_graph(c.sum_as_residual, c.sum_also_out); },
+        [](PassOptions& opt, bool on) { opt.fuse_weighted_sum_separable = on; },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.separable_conv, 1);
+          EXPECT_EQ(stats.weighted_sum_separable, on ? c.fused : 0);
+          const bool one_node = on && c.fused;
+          ASSERT_EQ(g.nodes.size(), one_node ? 1u : 2u);
+          if (one_node) {
+            EXPECT_EQ(g.nodes[0].op_type, "WeightedSumSeparableConv");
+          }
+        },
+        {"x", "b"});
+    EXPECT_GT(flops, 0);
   }
 }
 
@@ -774,24 +747,20 @@ Graph separable_chain_graph(bool link0_also_out, bool link0_residual) {
   int64_t c = 6;
   for (int k = 0; k < 3; ++k) {
     const std::string id = std::to_string(k);
-    Node dw;
-    dw.op_type = "Conv";
-    dw.name = "dw" + id;
-    dw.inputs = {a, constant("w_dw" + id, Shape{c, 1, 3, 3}, 0.4f),
-                 constant("b_dw" + id, Shape{c}, 0.1f)};
-    dw.outputs = {g.add_value("mid" + id)};
+    Node dw = g.make_node(
+        "Conv", "dw" + id,
+        {a, constant("w_dw" + id, Shape{c, 1, 3, 3}, 0.4f), constant("b_dw" + id, Shape{c}, 0.1f)},
+        "mid" + id);
     dw.attrs["group"].kind = Attribute::Kind::Int;
     dw.attrs["group"].i = c;
     dw.attrs["pads"].kind = dw.attrs["strides"].kind = Attribute::Kind::Ints;
     dw.attrs["pads"].ints = {1, 1, 1, 1};
     dw.attrs["strides"].ints = {strides[k], strides[k]};
     attach_activation(dw, Activation{ActKind::Relu});
-    Node pw;
-    pw.op_type = "Conv";
-    pw.name = "pw" + id;
-    pw.inputs = {dw.outputs[0], constant("w_pw" + id, Shape{widths[k], c, 1, 1}, 0.3f),
-                 constant("b_pw" + id, Shape{widths[k]}, -0.2f)};
-    pw.outputs = {g.add_value(k == 2 ? "y" : "link" + id)};
+    Node pw = g.make_node("Conv", "pw" + id,
+                          {dw.outputs[0], constant("w_pw" + id, Shape{widths[k], c, 1, 1}, 0.3f),
+                           constant("b_pw" + id, Shape{widths[k]}, -0.2f)},
+                          k == 2 ? "y" : "link" + id);
     if (k == 0 && link0_residual)
       pw.inputs.push_back(add_input(g, "r", Shape{1, 6, 9, 11}));
     else if (k < 2)
@@ -819,30 +788,22 @@ TEST(Passes, SeparableConvsInARowBecomeOneChain) {
                                          {false, true, 1, 2}}) {
     SCOPED_TRACE(std::string(c.link0_also_out ? "link0 kept " : "") +
                  (c.link0_residual ? "link0 residual" : ""));
-    std::vector<float> out[2];
-    int64_t flops[2] = {0, 0};
-    for (bool fuse : {false, true}) {
-      Graph g = separable_chain_graph(c.link0_also_out, c.link0_residual);
-      PassOptions opt;
-      opt.fuse_separable_chain = fuse;
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.separable_conv, 3);
-      EXPECT_EQ(stats.separable_chain, fuse ? c.joined : 0);
-      ASSERT_EQ(g.nodes.size(), fuse ? c.nodes : 3u);
-      if (fuse) {
-        const Node& chain = g.nodes.back();
-        EXPECT_EQ(chain.op_type, "SeparableConvChain");
-        EXPECT_EQ(chain.inputs.size(), 2 + 4 * (c.joined + 1u));
-        EXPECT_EQ(chain.attr_ints("link0_depthwise_strides", {}),
-                  (std::vector<int64_t>{c.joined == 2 ? 1 : 2, c.joined == 2 ? 1 : 2}));
-      }
-      for (const Node& n : g.nodes) flops[fuse] += node_flops(g, n);
-      out[fuse] = run_on_cpu(g, c.link0_residual ? std::vector<std::string>{"x", "r"}
-                                                 : std::vector<std::string>{"x"});
-    }
-    EXPECT_EQ(out[0], out[1]);
-    EXPECT_GT(flops[0], 0);
-    EXPECT_EQ(flops[0], flops[1]);
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [&] { return separable_chain_graph(c.link0_also_out, c.link0_residual); },
+        [](PassOptions& opt, bool on) { opt.fuse_separable_chain = on; },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.separable_conv, 3);
+          EXPECT_EQ(stats.separable_chain, on ? c.joined : 0);
+          ASSERT_EQ(g.nodes.size(), on ? c.nodes : 3u);
+          if (!on) return;
+          const Node& chain = g.nodes.back();
+          EXPECT_EQ(chain.op_type, "SeparableConvChain");
+          EXPECT_EQ(chain.inputs.size(), 2 + 4 * (c.joined + 1u));
+          EXPECT_EQ(chain.attr_ints("link0_depthwise_strides", {}),
+                    (std::vector<int64_t>{c.joined == 2 ? 1 : 2, c.joined == 2 ? 1 : 2}));
+        },
+        c.link0_residual ? std::vector<std::string>{"x", "r"} : std::vector<std::string>{"x"});
+    EXPECT_GT(flops, 0);
   }
 }
 
@@ -854,29 +815,17 @@ Graph classifier_graph(bool flat_also_out) {
   g.name = "classifier";
   g.opset = 13;
   const int x = add_input(g, "x", Shape{1, 6, 5, 7});
-  Node head;
-  head.op_type = "Conv";
-  head.name = "head";
-  head.inputs = {x, cos_constant(g, "w_head", Shape{8, 6, 1, 1}, 0.4f, 0.7f),
-                 cos_constant(g, "b_head", Shape{8}, 0.1f, 0.9f)};
-  head.outputs = {g.add_value("features")};
+  Node head = g.make_node("Conv", "head",
+                          {x, cos_constant(g, "w_head", Shape{8, 6, 1, 1}, 0.4f, 0.7f),
+                           cos_constant(g, "b_head", Shape{8}, 0.1f, 0.9f)},
+                          "features");
   attach_activation(head, Activation{ActKind::Swish});
-  Node pool;
-  pool.op_type = "GlobalAveragePool";
-  pool.name = "pool";
-  pool.inputs = {head.outputs[0]};
-  pool.outputs = {g.add_value("pooled")};
-  Node flat;
-  flat.op_type = "Flatten";
-  flat.name = "flatten";
-  flat.inputs = {pool.outputs[0]};
-  flat.outputs = {g.add_value("flat")};
-  Node fc;
-  fc.op_type = "Gemm";
-  fc.name = "fc";
-  fc.inputs = {flat.outputs[0], cos_constant(g, "w_fc", Shape{4, 8}, 0.5f, 0.3f),
-               cos_constant(g, "b_fc", Shape{4}, 0.2f, 1.1f)};
-  fc.outputs = {g.add_value("y")};
+  Node pool = g.make_node("GlobalAveragePool", "pool", {head.outputs[0]}, "pooled");
+  Node flat = g.make_node("Flatten", "flatten", {pool.outputs[0]}, "flat");
+  Node fc = g.make_node("Gemm", "fc",
+                        {flat.outputs[0], cos_constant(g, "w_fc", Shape{4, 8}, 0.5f, 0.3f),
+                         cos_constant(g, "b_fc", Shape{4}, 0.2f, 1.1f)},
+                        "y");
   fc.attrs["transB"].kind = Attribute::Kind::Int;
   fc.attrs["transB"].i = 1;
   g.nodes = {head, pool, flat, fc};
@@ -891,22 +840,20 @@ Graph classifier_graph(bool flat_also_out) {
 TEST(Passes, ClassifierPoolAndFlattenFoldIntoTheirNeighbours) {
   for (bool flat_also_out : {false, true}) {
     SCOPED_TRACE(flat_also_out ? "flat kept" : "");
-    std::vector<float> out[2];
-    for (bool fuse : {false, true}) {
-      Graph g = classifier_graph(flat_also_out);
-      PassOptions opt;
-      opt.set_fusions(fuse);
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.channel_mean, fuse ? 1 : 0);
-      EXPECT_EQ(stats.reshape_gemm, fuse && !flat_also_out ? 1 : 0);
-      ASSERT_EQ(g.nodes.size(), !fuse ? 4u : flat_also_out ? 3u : 2u);
-      if (fuse && !flat_also_out) {
-        EXPECT_EQ(g.nodes[0].outputs.size(), 2u);
-        EXPECT_EQ(g.nodes[1].attr_ints("a_shape", {}), (std::vector<int64_t>{1, 8}));
-      }
-      out[fuse] = run_on_cpu(g, {"x"});
-    }
-    EXPECT_EQ(out[0], out[1]);
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [&] { return classifier_graph(flat_also_out); },
+        [](PassOptions& opt, bool on) { opt.set_fusions(on); },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.channel_mean, on ? 1 : 0);
+          EXPECT_EQ(stats.reshape_gemm, on && !flat_also_out ? 1 : 0);
+          ASSERT_EQ(g.nodes.size(), !on ? 4u : flat_also_out ? 3u : 2u);
+          if (on && !flat_also_out) {
+            EXPECT_EQ(g.nodes[0].outputs.size(), 2u);
+            EXPECT_EQ(g.nodes[1].attr_ints("a_shape", {}), (std::vector<int64_t>{1, 8}));
+          }
+        },
+        {"x"});
+    EXPECT_GT(flops, 0);
   }
   // An a_shape that does not hold A's values is named.
   Graph g = classifier_graph(false);
@@ -933,12 +880,7 @@ Graph mbconv_graph(bool residual, bool expansion) {
     return cos_constant(g, name, s, scale, 0.9f);
   };
   auto node = [&](const std::string& op, const std::string& name, std::vector<int> inputs) {
-    Node n;
-    n.op_type = op;
-    n.name = name;
-    n.inputs = std::move(inputs);
-    n.outputs = {g.add_value(name + "_out")};
-    return n;
+    return g.make_node(op, name, std::move(inputs), name + "_out");
   };
   int a = add_input(g, "x", Shape{1, expansion ? 4 : 6, 9, 11});
   if (expansion) {
@@ -989,33 +931,28 @@ TEST(Passes, SqueezeExcitationThenConvBecomesOneNode) {
                                          {false, false, true, 0}}) {
     SCOPED_TRACE(std::string(c.fold_gate ? "gated weights" : "gated input") +
                  (c.residual ? ", residual" : "") + (c.keep_gated ? ", gated kept" : ""));
-    std::vector<float> out[2];
-    int64_t flops[2] = {0, 0};
-    for (bool fuse : {false, true}) {
-      Graph g = mbconv_graph(c.residual, false);
-      PassOptions opt;
-      opt.fold_channel_gate = c.fold_gate;
-      opt.fuse_squeeze_excitation_conv = fuse;
-      if (c.keep_gated) opt.keep.insert("gate_out");
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.squeeze_excitation, 1);
-      EXPECT_EQ(stats.channel_gate, c.fold_gate ? 1 : 0);
-      EXPECT_EQ(stats.squeeze_excitation_conv, fuse ? c.fused : 0);
-      int fused_nodes = 0;
-      for (const Node& n : g.nodes) {
-        flops[fuse] += node_flops(g, n);
-        if (n.op_type != "SqueezeExcitationConv") continue;
-        ++fused_nodes;
-        EXPECT_EQ(n.attr_int("gates_weights", -1), c.fold_gate ? 1 : 0);
-        EXPECT_EQ(n.attr_string("se_expand_activation", ""), "sigmoid");
-      }
-      EXPECT_EQ(fused_nodes, fuse ? c.fused : 0);
-      out[fuse] = run_on_cpu(g, c.residual ? std::vector<std::string>{"x", "r"}
-                                           : std::vector<std::string>{"x"});
-    }
-    EXPECT_EQ(out[0], out[1]);
-    EXPECT_GT(flops[0], 0);
-    EXPECT_EQ(flops[0], flops[1]);
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [&] { return mbconv_graph(c.residual, false); },
+        [&](PassOptions& opt, bool on) {
+          opt.fold_channel_gate = c.fold_gate;
+          opt.fuse_squeeze_excitation_conv = on;
+          if (c.keep_gated) opt.keep.insert("gate_out");
+        },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.squeeze_excitation, 1);
+          EXPECT_EQ(stats.channel_gate, c.fold_gate ? 1 : 0);
+          EXPECT_EQ(stats.squeeze_excitation_conv, on ? c.fused : 0);
+          int fused_nodes = 0;
+          for (const Node& n : g.nodes) {
+            if (n.op_type != "SqueezeExcitationConv") continue;
+            ++fused_nodes;
+            EXPECT_EQ(n.attr_int("gates_weights", -1), c.fold_gate ? 1 : 0);
+            EXPECT_EQ(n.attr_string("se_expand_activation", ""), "sigmoid");
+          }
+          EXPECT_EQ(fused_nodes, on ? c.fused : 0);
+        },
+        c.residual ? std::vector<std::string>{"x", "r"} : std::vector<std::string>{"x"});
+    EXPECT_GT(flops, 0);
   }
 }
 
@@ -1032,32 +969,28 @@ TEST(Passes, PointwiseThenDepthwiseConvBecomesOneNode) {
   for (const Case& c : std::vector<Case>{{false, 99, 1}, {true, 99, 0}, {false, 98, 0}}) {
     SCOPED_TRACE(std::string(c.keep_expanded ? "expanded kept, " : "") + "planes up to " +
                  std::to_string(c.max_plane));
-    std::vector<float> out[2];
-    int64_t flops[2] = {0, 0};
-    for (bool fuse : {false, true}) {
-      Graph g = mbconv_graph(true, true);
-      PassOptions opt;
-      opt.fuse_pointwise_depthwise = fuse;
-      opt.pointwise_depthwise_max_plane = c.max_plane;
-      if (c.keep_expanded) opt.keep.insert("expanded");
-      const PassStats stats = prepare_graph(g, opt);
-      EXPECT_EQ(stats.channel_mean, 1);
-      const int fused = fuse ? c.fused : 0;
-      EXPECT_EQ(stats.pointwise_depthwise, fused);
-      int nodes = 0;
-      for (const Node& n : g.nodes) {
-        flops[fuse] += node_flops(g, n);
-        if (n.op_type != "PointwiseDepthwiseConv") continue;
-        ++nodes;
-        EXPECT_EQ(n.outputs.size(), 2u) << "the channel means stay a second output";
-        EXPECT_EQ(n.attr_string("pointwise_activation", ""), "swish");
-      }
-      EXPECT_EQ(nodes, fused);
-      out[fuse] = run_on_cpu(g, {"x", "r"});
-    }
-    EXPECT_EQ(out[0], out[1]);
-    EXPECT_GT(flops[0], 0);
-    EXPECT_EQ(flops[0], flops[1]);
+    const int64_t flops = expect_fusion_keeps_bits_and_flops(
+        [] { return mbconv_graph(true, true); },
+        [&](PassOptions& opt, bool on) {
+          opt.fuse_pointwise_depthwise = on;
+          opt.pointwise_depthwise_max_plane = c.max_plane;
+          if (c.keep_expanded) opt.keep.insert("expanded");
+        },
+        [&](const Graph& g, const PassStats& stats, bool on) {
+          EXPECT_EQ(stats.channel_mean, 1);
+          const int fused = on ? c.fused : 0;
+          EXPECT_EQ(stats.pointwise_depthwise, fused);
+          int nodes = 0;
+          for (const Node& n : g.nodes) {
+            if (n.op_type != "PointwiseDepthwiseConv") continue;
+            ++nodes;
+            EXPECT_EQ(n.outputs.size(), 2u) << "the channel means stay a second output";
+            EXPECT_EQ(n.attr_string("pointwise_activation", ""), "swish");
+          }
+          EXPECT_EQ(nodes, fused);
+        },
+        {"x", "r"});
+    EXPECT_GT(flops, 0);
   }
 }
 
