@@ -283,9 +283,9 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
         --precision fp16 --model "$models/$m.onnx" --runs 100 --rounds 3 \
         --json "$bench_dir/repshare_concurrent_${fusedpw}fp16_$m.json"
     done
-    # The fused 1x1 kernel for the small 1x1 convs only (BiFPN from P4 down and those
-    # head branches; emulated graph fp32 166 launches, longest chain 109), fp32 here,
-    # fp16 above.
+    # The fused 1x1 kernel for the small 1x1 convs only (BiFPN from P4 down, its P6
+    # input and P4/P5 laterals, and those head branches; emulated graph fp32 161
+    # launches, longest chain 108), fp32 here, fp16 above.
     step "bench_small_pw_fp32_$m" 60 env REPSHARE_CUDA_POINTWISE=small \
       "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
       --json "$bench_dir/repshare_smallpw_fp32_$m.json"

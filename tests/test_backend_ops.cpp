@@ -1165,6 +1165,9 @@ std::vector<OpCase> all_cases() {
   // an activation without a bias
   c.push_back(conv_case("pointwise_300_to_130", conv(1, 300, 9, 13, 130, 1, 1, 1, swish), true));
   c.push_back(conv_case("pointwise_70_swish_no_bias", conv(2, 37, 7, 9, 70, 1, 1, 1, swish), false));
+  // K = 150 into 20 outputs: a 1x1 conv REPSHARE_CUDA_POINTWISE=small fuses (it bounds
+  // only the output), as D0's P6 input conv (320 -> 64 channels on 8x8)
+  c.push_back(conv_case("pointwise_150_to_20", conv(1, 150, 8, 9, 20, 1, 1, 1, swish), true));
   c.push_back(conv_case("dense3_s2_stem", with_pads(conv(1, 3, 33, 33, 13, 3, 2, 1, swish), 0, 0, 1, 1), true));
   c.push_back(conv_case("dense3_s1_n2", with_pads(conv(2, 3, 7, 15, 13, 3, 1, 1, relu), 1, 1, 1, 1), true));
   Conv2dParams dense_dil = with_pads(conv(1, 3, 15, 15, 7, 3, 1, 1, none), 2, 2, 2, 2);

@@ -649,9 +649,10 @@ bool cudnn_runs(const Conv2dParams& p) {
 
 }  // namespace
 
-// (Batches beyond the grid's z limit go through cuBLAS.) The bounds of =small:
-// every pointwise conv of the same shape takes the same kernel, so a fused separable
-// conv keeps the bits of its composition.
+// (Batches beyond the grid's z limit go through cuBLAS.) The bounds of =small, on
+// the output only (more input channels only lengthen each output's loop): every
+// pointwise conv of the same shape takes the same kernel, so a fused separable conv
+// keeps the bits of its composition.
 constexpr int64_t kSmallPointwiseChannels = 64, kSmallPointwisePlane = 1024;
 
 bool CudaBackend::fuses_pointwise(const Conv2dParams& p) const {
@@ -659,8 +660,7 @@ bool CudaBackend::fuses_pointwise(const Conv2dParams& p) const {
       p.n > 65535)
     return false;
   return pointwise_ == Pointwise::Fused ||
-         (p.c_in <= kSmallPointwiseChannels && p.c_out <= kSmallPointwiseChannels &&
-          p.h_out * p.w_out <= kSmallPointwisePlane);
+         (p.c_out <= kSmallPointwiseChannels && p.h_out * p.w_out <= kSmallPointwisePlane);
 }
 
 bool CudaBackend::conv2d_stores_f32(const Conv2dParams& p) const {

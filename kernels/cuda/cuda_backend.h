@@ -244,10 +244,11 @@ class CudaBackend : public Backend {
   // Which 1x1 convs pointwise_conv_kernel (conv2d.cu) runs, epilogue included (a
   // separable conv's depthwise half computed as it loads its input), instead of
   // cuBLAS then the epilogue kernel: none by default; every one with
-  // REPSHARE_CUDA_POINTWISE=fused; with =small only those of at most 64 input and
-  // output channels on planes of at most 1024 elements (BiFPN's nodes from P4 down
-  // and their head branches: a launch fewer each where one launch's latency is most
-  // of the time). Experiments: gpu-check times them against the default.
+  // REPSHARE_CUDA_POINTWISE=fused; with =small only those of at most 64 output
+  // channels on planes of at most 1024 elements (BiFPN's nodes from P4 down, its P6
+  // input and P4/P5 laterals, and their head branches: a launch fewer each where one
+  // launch's latency is most of the time). Experiments: gpu-check times them against
+  // the default.
   enum class Pointwise { Cublas, Fused, FusedSmall };
   Pointwise pointwise_ = Pointwise::Cublas;
   bool fuses_pointwise(const Conv2dParams& p) const;  // a 1x1 conv the fused kernels take
