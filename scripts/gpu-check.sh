@@ -267,11 +267,11 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   done
   # Independent steps at once (D0's ten head branches, on streams of their own, each
   # with a cuBLAS workspace so their GEMMs overlap): in fp32 that costs no arena memory
-  # and is the default (emulated graph: longest chain 133 of 215 launches), timed here
+  # and is the default (emulated graph: longest chain 127 of 209 launches), timed here
   # against one stream. In fp16 overlapping them all keeps more intermediates alive
   # than the sequential plan, so by default only what fits in the sequential arena
-  # overlaps (chain 174 of 216, 20.61 MiB), and here the arena may grow by 5% (chain
-  # 134, 21.44 MiB; the greedy schedule gives 152 at 10%).
+  # overlaps (chain 168 of 210, 20.61 MiB), and here the arena may grow by 5% (chain
+  # 128, 21.44 MiB; the greedy schedule gives 146 at 10%).
   if [ "$m" = tf_efficientdet_d0_rand0 ]; then
     step "bench_streams1_$m" 60 env REPSHARE_CUDA_STREAMS=1 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
@@ -284,13 +284,13 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
         --json "$bench_dir/repshare_concurrent_${fusedpw}fp16_$m.json"
     done
     # The fused 1x1 kernel for the small 1x1 convs only (BiFPN from P4 down, its P6
-    # input and P4/P5 laterals, and those head branches; emulated graph fp32 161
-    # launches, longest chain 108), fp32 here, fp16 above.
+    # input and P4/P5 laterals, and those head branches; emulated graph fp32 155
+    # launches, longest chain 102), fp32 here, fp16 above.
     step "bench_small_pw_fp32_$m" 60 env REPSHARE_CUDA_POINTWISE=small \
       "$build/repshare" bench --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \
       --json "$bench_dir/repshare_smallpw_fp32_$m.json"
     # The same with one cuBLAS workspace, so every GEMM waits for the one before
-    # whatever its stream (the default until 2026-11-28; emulated chains 199 and 206):
+    # whatever its stream (the default until 2026-11-28; emulated chains 193 and 195):
     # what the workspaces per stream buy, fp32 and fp16.
     step "bench_ordered_$m" 60 env REPSHARE_CUDA_LIBRARY_OVERLAP=0 "$build/repshare" bench \
       --backend cuda --model "$models/$m.onnx" --runs 100 --rounds 3 \

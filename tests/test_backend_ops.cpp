@@ -1214,11 +1214,12 @@ std::vector<OpCase> all_cases() {
                                   true)));
 
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
-  // Planes above 1024 outputs. Few (D0's 32 of 256x256): on CUDA the conv, then a
-  // block per row of reduce; 2 per SM or more (270 on the emulation's 132): a block
-  // per plane computing both.
+  // Planes above 1024 outputs. Few (D0's 32 of 256x256): on CUDA a block per chunk of
+  // 4096 outputs of a plane (one chunk, two, the last one partial); 2 per SM or more
+  // (270 on the emulation's 132): a block per plane.
   c.push_back(conv_mean_case("depthwise3_plane1089_n2", with_pads(conv(2, 6, 33, 33, 6, 3, 1, 6, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_s2_plane4096", with_pads(conv(1, 4, 128, 128, 4, 3, 2, 4, swish), 0, 0, 1, 1)));
+  c.push_back(conv_mean_case("depthwise3_plane4550_n2", with_pads(conv(2, 5, 70, 65, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_270_planes1089", with_pads(conv(1, 270, 33, 33, 270, 3, 1, 270, swish), 1, 1, 1, 1)));
   c.push_back(conv_mean_case("depthwise3_300x7x9", with_pads(conv(1, 300, 7, 9, 300, 3, 1, 300, swish), 1, 1, 1, 1)));
   // conv2d_residual: MBConv's projection conv plus its skip connection (pointwise,
@@ -1283,8 +1284,9 @@ std::vector<OpCase> all_cases() {
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
   // pointwise_depthwise_conv2d: MBConv's expansion then depthwise conv with its means,
   // on short planes (a warp's row) and long ones (a block per plane: 300 planes of
-  // 36x36 fill the GPU), strided 5x5 with TF "SAME" pads, two images; and what CUDA
-  // leaves to the composition: no means, few long planes.
+  // 36x36 fill the GPU; 7 of 40x33 take one block each, split or not), strided 5x5
+  // with TF "SAME" pads, two images; and what CUDA leaves to the composition: no
+  // means, few planes over 4096 outputs (split into chunks).
   auto depthwise = [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride,
                       Activation a, int64_t pad0, int64_t pad1) {
     return with_pads(conv(n, c, h, w, c, k, stride, c, a), pad0, pad0, pad1, pad1);
@@ -1301,6 +1303,9 @@ std::vector<OpCase> all_cases() {
   c.push_back(pointwise_depthwise_case(
       "few_long_planes",
       pointwise_depthwise(6, relu, depthwise(1, 7, 40, 33, 3, 1, swish, 1, 1), true)));
+  c.push_back(pointwise_depthwise_case(
+      "few_planes_over_4096",
+      pointwise_depthwise(4, swish, depthwise(1, 5, 70, 65, 3, 1, swish, 1, 1), true)));
   c.push_back(pointwise_depthwise_case(
       "no_means", pointwise_depthwise(6, swish, depthwise(1, 13, 9, 11, 3, 1, none, 1, 1), false)));
   // squeeze_excitation_conv2d: MBConv projections reading gated weights (bias and
@@ -1683,6 +1688,10 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
       with_pads(conv(2, 30, 27, 25, 30, 5, 2, 30, swish), 1, 2, 2, 1),  // odd planes, n = 2
       with_pads(conv(1, 3, 33, 33, 3, 3, 1, 3, Activation()), 1, 1, 1, 1),  // 1089 outputs
       with_pads(conv(2, 150, 33, 33, 150, 3, 1, 150, swish), 1, 1, 1, 1),  // 300 of them
+      // few planes over 4096 outputs, split into chunks on CUDA: 2 (the last of 454)
+      // and 3 per plane
+      with_pads(conv(1, 4, 70, 65, 4, 3, 1, 4, swish), 1, 1, 1, 1),
+      with_pads(conv(2, 3, 100, 90, 3, 5, 1, 3, Activation()), 2, 2, 2, 2),
       // 1x1 convs (a classifier's last conv before its pool): 7x7 planes as B0's, 300
       // long ones, and a few long ones (the composition)
       conv(1, 32, 7, 7, 40, 1, 1, 1, swish), conv(2, 9, 33, 33, 150, 1, 1, 1, swish),
@@ -1699,11 +1708,15 @@ TEST(BackendOpsContract, ChannelMeanHasTheBitsOfConvThenReduce) {
       DeviceTensor X(*be, xs, random_floats(count(xs), 1)), W(*be, ws, random_floats(count(ws), 2));
       DeviceTensor B(*be, bs, random_floats(count(bs), 3));
       DeviceTensor fused_y(*be, ys), fused_mean(*be, ms), y(*be, ys), mean(*be, ms);
+      DeviceTensor again_y(*be, ys), again_mean(*be, ms);
       DeviceBytes workspace(*be, std::max<size_t>(be->conv2d_workspace(p), 1));
       be->conv2d_channel_mean(p, X.t, W.t, &B.t, fused_y.t, fused_mean.t, workspace.data);
+      // Twice: CUDA's split means leave their chunk counts ready for the next launch.
+      be->conv2d_channel_mean(p, X.t, W.t, &B.t, again_y.t, again_mean.t, workspace.data);
       be->Backend::conv2d_channel_mean(p, X.t, W.t, &B.t, y.t, mean.t, workspace.data);
       EXPECT_EQ(fused_y.download(), y.download());
       EXPECT_EQ(fused_mean.download(), mean.download());
+      EXPECT_EQ(again_mean.download(), mean.download());
     }
   }
 }
@@ -1944,6 +1957,11 @@ TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
                           with_pads(conv(1, 300, 36, 36, 300, 3, 1, 300, swish), 1, 1, 1, 1), true),
       pointwise_depthwise(6, Activation(),
                           with_pads(conv(1, 16, 32, 32, 16, 3, 1, 16, Activation()), 1, 1, 1, 1),
+                          true),
+      // few planes: of 1320 outputs (one block each), of 4550 (split)
+      pointwise_depthwise(6, relu, with_pads(conv(1, 7, 40, 33, 7, 3, 1, 7, swish), 1, 1, 1, 1),
+                          true),
+      pointwise_depthwise(4, swish, with_pads(conv(1, 5, 70, 65, 5, 3, 1, 5, swish), 1, 1, 1, 1),
                           true)};
   expect_composition_bits(cases);
 }

@@ -8,7 +8,8 @@
 // instead of a separate elementwise add; a separable conv whose 1x1 half ends at its
 // bias starts the GEMM's output from that bias, written by the depthwise kernel, and
 // needs no epilogue. conv2d_channel_mean averages each plane in
-// the depthwise kernel where the planes fill the GPU; there, pointwise_depthwise_conv2d
+// the depthwise kernel (a block per plane where the planes fill the GPU, else a block
+// per chunk of a plane); with a block per plane, pointwise_depthwise_conv2d
 // (MBConv's expansion) leaves the 1x1 GEMM without epilogue and the depthwise kernel
 // applies its bias and activation as it stages each input plane in shared memory;
 // in a chain of separable convs (EfficientDet's heads) each link's depthwise kernel
@@ -212,7 +213,8 @@ __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
 // 32x32 down, B0's last 1x1 conv before its pool) keep their values in shared memory
 // for warp 0 to sum; larger ones take a block of kLongRowBlock threads, each summing
 // the outputs it stored, where there are planes enough to fill the GPU
-// (CudaBackend::means_in_conv_kernel).
+// (CudaBackend::mean_block_per_plane), else a block per chunk of a plane
+// (plane_mean_split_kernel).
 template <typename T, typename Input>
 struct DepthwiseOutputs {
   Conv32 p;
@@ -273,10 +275,55 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   extern __shared__ float staged[];
   const int nc = blockIdx.x;
   out.stage(nc, staged);
-  float acc = 0.f;
-  for (int o = threadIdx.x; o < len; o += blockDim.x) acc += out(nc, o);
-  acc = cuda::block_combine(acc, 0.f, [](float a, float b) { return a + b; }, partials);
-  if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(acc / len);
+  const float sum = cuda::block_combine_row(
+      len, [&out, nc](int o) { return out(nc, o); }, 0.f,
+      [](float a, float b) { return a + b; }, partials);
+  if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(sum / len);
+}
+
+// Per stream, for plane_mean_split_kernel: a count of finished chunks per plane (zero
+// between launches) and each chunk's sum.
+struct SplitMeanScratch {
+  unsigned* finished;  // [planes]
+  float* chunk_sums;   // [planes * chunks]
+};
+
+// The means of a few large planes, fewer than fill the GPU a block each (D0's 32
+// planes of 256x256: a block per plane took 0.15 ms on an H200), on a block per chunk
+// of kLongRowChunk outputs (blockIdx.x the chunk, blockIdx.y the plane). Each block
+// stores its chunk's outputs and sums them as block_combine_row sums a chunk; the
+// last of a plane's blocks to finish adds the chunk sums left to right: reduce's
+// bits, in one launch with the whole GPU busy. That block also sets the plane's count
+// back to zero, ready for the next launch on the stream. Outputs without stage().
+template <typename T, typename Outputs>
+__global__ void __launch_bounds__(cuda::kLongRowBlock)
+    plane_mean_split_kernel(Outputs out, int len, SplitMeanScratch scratch,
+                            T* __restrict__ mean) {
+  __shared__ float partials[32];
+  __shared__ bool last;
+  const int nc = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+  const int begin = chunk * cuda::kLongRowChunk;
+  const int end = begin + cuda::kLongRowChunk < len ? begin + cuda::kLongRowChunk : len;
+  const float sum = cuda::block_combine_chunk(
+      begin, end, [&out, nc](int o) { return out(nc, o); }, 0.f,
+      [](float a, float b) { return a + b; }, partials);
+  if (chunks == 1) {
+    if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(sum / len);
+    return;
+  }
+  if (threadIdx.x == 0) {
+    scratch.chunk_sums[nc * chunks + chunk] = sum;
+    __threadfence();  // the sum is visible to every block before the count says so
+    last = atomicAdd(&scratch.finished[nc], 1u) == static_cast<unsigned>(chunks - 1);
+  }
+  __syncthreads();
+  if (!last || threadIdx.x != 0) return;
+  // Written by other blocks: volatile, so read from L2, not a stale L1 line.
+  const volatile float* sums = scratch.chunk_sums + nc * chunks;
+  float total = sums[0];
+  for (int k = 1; k < chunks; ++k) total += sums[k];
+  mean[nc] = cuda::stored<T>(total / len);
+  scratch.finished[nc] = 0;
 }
 
 // Dense and grouped convs with few taps per output (direct_conv_applies: the
@@ -598,15 +645,32 @@ void launch_plane_mean(CudaBackend& be, const Outputs& out, int64_t planes, size
   }
 }
 
-// The depthwise conv and its means in one launch, reading its input through x.
+// plane_mean_split_kernel over `planes` planes of outputs, a block per chunk of each
+// (CudaBackend::splits_means), counting and summing chunks in `scratch`.
+template <typename T, typename Outputs>
+void launch_plane_mean_split(CudaBackend& be, const Outputs& out, int64_t planes,
+                             const SplitMeanScratch& scratch, Tensor& mean) {
+  const int len = out.plane();
+  const dim3 grid(static_cast<unsigned>((len + cuda::kLongRowChunk - 1) / cuda::kLongRowChunk),
+                  static_cast<unsigned>(planes));
+  plane_mean_split_kernel<T, Outputs><<<grid, cuda::kLongRowBlock, 0, be.stream()>>>(
+      out, len, scratch, cuda::data<T>(mean));
+  be.after_launch("plane_mean_split_kernel");
+}
+
+// The depthwise conv and its means in one launch, reading its input through x: a
+// block per plane, or, given split's scratch, a block per chunk of a plane.
 template <typename T, typename Input>
 void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& x,
                            size_t staged_bytes, const Tensor& w, const Tensor* bias, Tensor& y,
-                           Tensor& mean) {
+                           Tensor& mean, const SplitMeanScratch* split = nullptr) {
   using Outputs = DepthwiseOutputs<T, Input>;
   const Outputs out{conv32(p), p.act, x, cuda::data<T>(w),
                     bias ? cuda::data<T>(*bias) : nullptr, cuda::data<T>(y)};
-  launch_plane_mean<T, Outputs>(be, out, p.n * p.c_out, staged_bytes, mean);
+  if (split)
+    launch_plane_mean_split<T, Outputs>(be, out, p.n * p.c_out, *split, mean);
+  else
+    launch_plane_mean<T, Outputs>(be, out, p.n * p.c_out, staged_bytes, mean);
 }
 
 // separable_depthwise_kernel: dw over x, read through Input, into mid; where
@@ -913,13 +977,29 @@ void CudaBackend::pointwise_gemm(const Conv2dParams& p, const Tensor& x, const T
 // planes the width of a warp's row, or enough of them to fill the GPU. A block per
 // large plane, on fewer blocks than 2 per SM, left most of the GPU idle: D0's 32
 // planes of 256x256 took 0.15 ms on an H200, as long as the conv on every SM
-// followed by reduce's 32 warps had. Then the conv and reduce's block per row run
-// apart (the same bits: the composition is the contract).
-bool CudaBackend::means_in_conv_kernel(const Conv2dParams& p) const {
+// followed by reduce's 32 warps had.
+bool CudaBackend::mean_block_per_plane(const Conv2dParams& p) const {
   const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
   const bool gemm = p.groups == 1 && reads_input_directly(p) && !fuses_pointwise(p);
   return (p.is_depthwise() || gemm) && plane > 0 && planes > 0 &&
          (plane <= cuda::kWarpRow || planes >= 2 * multiprocessors_);
+}
+
+// The other depthwise convs' means, a block per chunk of a plane, where the stream's
+// scratch holds their chunks (D0's five and B0's three blocks with planes over 1024
+// and fewer than 2 per SM: reduce's launch, a step on the longest chain each, gone).
+// Beyond it the conv and reduce's block per row run apart (the same bits: the
+// composition is the contract).
+bool CudaBackend::splits_means(const Conv2dParams& p) const {
+  if (!p.is_depthwise() || mean_block_per_plane(p)) return false;
+  const int64_t plane = p.h_out * p.w_out, planes = p.n * p.c_out;
+  const int64_t chunks = (plane + cuda::kLongRowChunk - 1) / cuda::kLongRowChunk;
+  return plane > 0 && planes > 0 && planes <= kSplitMeanPlanes &&
+         planes * chunks <= kSplitMeanChunkSums;
+}
+
+bool CudaBackend::means_in_conv_kernel(const Conv2dParams& p) const {
+  return mean_block_per_plane(p) || splits_means(p);
 }
 
 // A 1x1 conv's means: cuBLAS's product into y, then its epilogue and the means in one
@@ -934,8 +1014,13 @@ void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, co
   cuda::with_storage(y.dtype, "conv2d_channel_mean", [&](auto tag) {
     using T = decltype(tag);
     if (p.is_depthwise()) {
+      // The current stream's scratch (CudaBackend::split_mean_scratch_).
+      char* at = static_cast<char*>(split_mean_scratch_) + queue_ * kSplitMeanScratchBytes;
+      const SplitMeanScratch split{
+          reinterpret_cast<unsigned*>(at),
+          reinterpret_cast<float*>(at + kSplitMeanPlanes * sizeof(unsigned))};
       launch_depthwise_mean<T>(*this, p, stored_planes(cuda::data<T>(x), conv32(p)), 0, w, bias,
-                               y, mean);
+                               y, mean, splits_means(p) ? &split : nullptr);
       return;
     }
     pointwise_gemm(p, x, w, y, 0.f);
@@ -952,9 +1037,11 @@ void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, co
 // with the 1x1 conv's bias and activation applied (StagedPlanes): no epilogue launch,
 // and the block's largest tensor written and read once instead of twice each.
 // Input planes of at most kStagedPlane elements (32 KiB of floats, within the 48 KiB
-// a block takes without opting in: B0's from 56x56 down, D0's from 64x64); the
-// composition elsewhere, and for depthwise convs without means (in these models
-// squeeze-excitation pools every one).
+// a block takes without opting in: B0's from 56x56 down, D0's from 64x64), where the
+// means take a block per plane: where those fill the GPU, or where split means would
+// give each plane one block anyway (at most kLongRowChunk outputs: B0's 144 planes of
+// 56x56, D0's 240 of 64x64). The composition elsewhere, and for depthwise convs
+// without means (in these models squeeze-excitation pools every one).
 constexpr int64_t kStagedPlane = 8192;
 
 void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
@@ -963,7 +1050,9 @@ void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2
                                              const Tensor* b_dw, Tensor& y, Tensor* mean,
                                              void* workspace) {
   const int64_t staged = dw.h * dw.w;
-  if (!mean || !means_in_conv_kernel(dw) || staged > kStagedPlane || fuses_pointwise(pw)) {
+  const bool block_per_plane = mean_block_per_plane(dw) ||
+                               (splits_means(dw) && dw.h_out * dw.w_out <= cuda::kLongRowChunk);
+  if (!mean || !block_per_plane || staged > kStagedPlane || fuses_pointwise(pw)) {
     Backend::pointwise_depthwise_conv2d(pw, dw, x, w_pw, b_pw, w_dw, b_dw, y, mean, workspace);
     return;
   }

@@ -41,6 +41,7 @@ std::vector<BackendMemoryItem> CudaBackend::overhead() const {
       {"cuBLAS handle and workspace", cublas_bytes_}};
   if (queue_workspace_bytes_ > 0)
     items.push_back({"cuBLAS workspaces of the other streams", queue_workspace_bytes_});
+  items.push_back({"split channel means' scratch, per stream", split_mean_scratch_bytes_});
 #ifdef REPSHARE_WITH_CUDNN
   items.push_back({"cuDNN handle", cudnn_bytes_});
 #endif
@@ -156,6 +157,14 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
   cudnn_bytes_ = with_cudnn > context_bytes_ ? with_cudnn - context_bytes_ : 0;
 #endif
 
+  const size_t before_scratch = bytes_in_use_now();
+  const size_t scratch = kSplitMeanScratchBytes * streams_.size();
+  REPSHARE_CUDA(cudaMalloc(&split_mean_scratch_, scratch));
+  REPSHARE_CUDA(cudaMemsetAsync(split_mean_scratch_, 0, scratch, streams_[0]));
+  REPSHARE_CUDA(cudaStreamSynchronize(streams_[0]));  // zero before any stream reads it
+  const size_t with_scratch = bytes_in_use_now();
+  split_mean_scratch_bytes_ = with_scratch > before_scratch ? with_scratch - before_scratch : 0;
+
   const char* sync = std::getenv("REPSHARE_CUDA_SYNC");
   sync_each_launch_ = sync && std::strcmp(sync, "0") != 0;
 }
@@ -170,6 +179,7 @@ CudaBackend::~CudaBackend() {
   if (cublas_) cublasDestroy(cublas_);
   for (void* w : cublas_workspaces_)
     if (w) cudaFree(w);
+  if (split_mean_scratch_) cudaFree(split_mean_scratch_);
   for (CUevent_st* e : marks_) cudaEventDestroy(e);
   if (library_done_) cudaEventDestroy(library_done_);
   for (CUevent_st* e : queue_events_)

@@ -176,7 +176,7 @@ class CudaBackend : public Backend {
   // Each queue a schedule uses has a cuBLAS workspace of its own (prepare_queues;
   // PyTorch keeps one per stream too), so only cuDNN calls wait so, and D0's head
   // branches run their GEMMs at once: the emulated fp32 graph's longest chain of
-  // launches is 133 of 215, against 199 with one workspace. With
+  // launches is 127 of 209, against 193 with one workspace. With
   // REPSHARE_CUDA_LIBRARY_OVERLAP=0 the queues share one workspace and every call
   // waits, as cuBLAS 10 (JetPack 4, no cublasSetWorkspace) always does. Before also
   // points the handles at the current stream (with its cuBLAS workspace, which
@@ -223,7 +223,22 @@ class CudaBackend : public Backend {
   void separable_pointwise(const Conv2dParams& pw, const Tensor& mid, const Tensor& w_pw,
                            const Tensor* b_pw, const Tensor* residual, bool from_bias, Tensor& y,
                            void* workspace);
-  bool means_in_conv_kernel(const Conv2dParams& p) const;  // conv2d.cu
+  // conv2d_channel_mean's means in the kernel storing the conv's outputs (conv2d.cu):
+  // a block per plane where the planes fill the GPU or are small, else, for a
+  // depthwise conv, a block per chunk of a plane (plane_mean_split_kernel) where the
+  // split scratch holds the planes' chunks.
+  bool means_in_conv_kernel(const Conv2dParams& p) const;
+  bool mean_block_per_plane(const Conv2dParams& p) const;
+  bool splits_means(const Conv2dParams& p) const;
+  // plane_mean_split_kernel's scratch for every stream, one allocation, zeroed once:
+  // per stream kSplitMeanPlanes counts of finished chunks (each launch leaves them at
+  // zero) and kSplitMeanChunkSums floats. A stream's launches run one after another,
+  // so each stream needs one.
+  static constexpr int64_t kSplitMeanPlanes = 1024, kSplitMeanChunkSums = 4096;
+  static constexpr size_t kSplitMeanScratchBytes =
+      kSplitMeanPlanes * sizeof(unsigned) + kSplitMeanChunkSums * sizeof(float);
+  void* split_mean_scratch_ = nullptr;
+  size_t split_mean_scratch_bytes_ = 0;  // the device memory it took, measured
   // y = w . x + beta * y for pointwise conv p (conv2d.cu): cuBLAS alone, image by
   // image, no bias, activation or residual; beta 1 adds the product to what y holds.
   void pointwise_gemm(const Conv2dParams& p, const Tensor& x, const Tensor& w, Tensor& y,

@@ -43,12 +43,9 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
                             int len) {
   __shared__ float partials[32];
   const T* row = x + static_cast<size_t>(blockIdx.x) * len;
-  float acc = reduce_init(kind);
-  for (int j = threadIdx.x; j < len; j += blockDim.x)
-    acc = reduce_step(kind, acc, cuda::as_float(row[j]));
-  acc = cuda::block_combine(acc, reduce_init(kind),
-                            [kind](float a, float b) { return reduce_step(kind, a, b); },
-                            partials);
+  const float acc = cuda::block_combine_row(
+      len, [row](int j) { return cuda::as_float(row[j]); }, reduce_init(kind),
+      [kind](float a, float b) { return reduce_step(kind, a, b); }, partials);
   if (threadIdx.x == 0) y[blockIdx.x] = cuda::stored<T>(reduce_finish(kind, acc, len));
 }
 

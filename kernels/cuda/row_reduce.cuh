@@ -4,10 +4,13 @@
 // bits of conv followed by reduce (backend.h's promise).
 //
 // Rows of at most kWarpRow elements: one warp, lane l combining elements l, l + 32,
-// ... in order, then a shuffle tree. Longer rows: a block of kLongRowBlock threads,
-// thread t combining t, t + kLongRowBlock, ... in order, then each warp's shuffle
-// tree, then warp 0's over the warps. One warp per row of D0's 256x256 planes left
-// 32 warps to sum 2M values (about 0.1 ms on an H200).
+// ... in order, then a shuffle tree. Longer rows, chunk by chunk of kLongRowChunk
+// elements: a block of kLongRowBlock threads, thread t combining the chunk's elements
+// t, t + kLongRowBlock, ... in order, then each warp's shuffle tree, then warp 0's
+// over the warps; then the chunks' results, left to right. One warp per row of D0's
+// 256x256 planes left 32 warps to sum 2M values (about 0.1 ms on an H200); the chunks
+// let a few long rows spread over blocks, a chunk each, with the bits of one block
+// taking the chunks in turn (conv2d.cu's plane_mean_split_kernel).
 #pragma once
 
 namespace repshare {
@@ -15,6 +18,7 @@ namespace cuda {
 
 constexpr int kWarpRow = 1024;
 constexpr int kLongRowBlock = 1024;
+constexpr int kLongRowChunk = 4 * kLongRowBlock;
 
 // The shuffle tree of one warp: lane 0 ends with the warp's result.
 template <typename Combine>
@@ -37,6 +41,32 @@ __device__ __forceinline__ float block_combine(float acc, float identity, Combin
   if (warp != 0) return identity;
   return warp_combine(lane < static_cast<int>(blockDim.x / 32) ? partials[lane] : identity,
                       combine);
+}
+
+// A block's combination of value(o) for o in [begin, end), at most kLongRowChunk
+// elements (one chunk of a long row): thread 0 gets it. `partials` as block_combine's.
+template <typename Value, typename Combine>
+__device__ __forceinline__ float block_combine_chunk(int begin, int end, Value value,
+                                                     float identity, Combine combine,
+                                                     float* partials) {
+  float acc = identity;
+  for (int o = begin + threadIdx.x; o < end; o += blockDim.x) acc = combine(acc, value(o));
+  return block_combine(acc, identity, combine, partials);
+}
+
+// A long row's combination, value(o) for o in [0, len), chunk by chunk: thread 0 gets
+// it. Every thread of the block calls it; each value(o) is called once.
+template <typename Value, typename Combine>
+__device__ __forceinline__ float block_combine_row(int len, Value value, float identity,
+                                                   Combine combine, float* partials) {
+  float row = identity;
+  for (int begin = 0; begin < len; begin += kLongRowChunk) {
+    const int end = begin + kLongRowChunk < len ? begin + kLongRowChunk : len;
+    const float chunk = block_combine_chunk(begin, end, value, identity, combine, partials);
+    if (threadIdx.x == 0) row = begin == 0 ? chunk : combine(row, chunk);
+    __syncthreads();  // warp 0 has read `partials` before the next chunk writes them
+  }
+  return row;
 }
 
 }  // namespace cuda

@@ -58,6 +58,9 @@ inline T atomicAdd(T* address, T v) {
   return old;
 }
 
+// Blocks run one after another: every write is visible to the blocks after it.
+inline void __threadfence() {}
+
 inline float __uint_as_float(unsigned v) {
   float f;
   std::memcpy(&f, &v, sizeof f);
