@@ -318,6 +318,7 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   }
   __syncthreads();
   if (!last || threadIdx.x != 0) return;
+  __threadfence();  // pairs with the other blocks' fence: their sums are read after it
   // Written by other blocks: volatile, so read from L2, not a stale L1 line.
   const volatile float* sums = scratch.chunk_sums + nc * chunks;
   float total = sums[0];
