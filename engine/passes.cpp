@@ -118,8 +118,13 @@ int sole_reader_producer(const Uses& u, const Node& n, int v) {
 }
 
 // A Conv with one group per input channel and [C, 1, kh, kw] weights.
+// Conv nodes with X and W (an optional input left out is -1).
+bool has_conv_operands(const Node& n) {
+  return n.op_type == "Conv" && n.inputs.size() >= 2 && n.inputs[0] >= 0 && n.inputs[1] >= 0;
+}
+
 bool is_depthwise_conv(const Graph& g, const Node& conv) {
-  if (conv.op_type != "Conv" || conv.inputs.size() < 2) return false;
+  if (!has_conv_operands(conv)) return false;
   const Shape& x = g.values[conv.inputs[0]].shape;
   const Shape& w = g.values[conv.inputs[1]].shape;
   return x.rank() == 4 && w.rank() == 4 && conv.attr_int("group", 1) == x[1] && w[0] == x[1] &&
@@ -138,7 +143,7 @@ bool is_pointwise_conv(const Node& conv, const Shape& x, const Shape& w) {
 }
 
 bool is_pointwise_conv(const Graph& g, const Node& conv) {
-  return conv.inputs.size() >= 2 &&
+  return has_conv_operands(conv) &&
          is_pointwise_conv(conv, g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape);
 }
 
