@@ -2,8 +2,8 @@
 # Fuzzes what repshare reads from users with libFuzzer under AddressSanitizer
 # and UndefinedBehaviorSanitizer: the ONNX loading path (tests/fuzz/
 # fuzz_load_model.cpp, seeded with the model fixtures and ONNX's node tests from
-# libonnx-testdata) and images and .npy files (fuzz_inputs.cpp, seeded with the
-# fixture images and feature files).
+# libonnx-testdata) and images, .npy files, plans and model sidecars (fuzz_inputs.cpp,
+# seeded with the fixture images, feature files and JSON files and the example plans).
 #
 #   scripts/fuzz.sh [SECONDS] [BUILD_DIR]     (default 300 s per target, build-fuzz)
 #
@@ -31,11 +31,12 @@ mkdir -p "$build/findings"
 started="$build/findings/.started"
 touch "$started"
 # Seeds: every small model the repository and ONNX's node tests have; the
-# fixture images, videos' frames and .npy files.
+# fixture images, videos' frames, .npy and JSON files, and the example plans.
 mkdir -p "$build/corpus_models" "$build/corpus_inputs"
 find tests/fixtures /usr/share/libonnx-testdata/data/node -name '*.onnx' -size -200k 2>/dev/null |
   while read -r f; do cp "$f" "$build/corpus_models/$(echo "$f" | md5sum | cut -c1-16).onnx"; done
-find tests/fixtures \( -name '*.png' -o -name '*.jpg' -o -name '*.npy' \) -size -200k |
+find tests/fixtures examples/plans \( -name '*.png' -o -name '*.jpg' -o -name '*.npy' -o -name '*.json' \) \
+  -size -200k |
   while read -r f; do cp "$f" "$build/corpus_inputs/$(echo "$f" | md5sum | cut -c1-16)"; done
 
 status=0

@@ -1,21 +1,77 @@
 // libFuzzer target: arbitrary bytes as the other files users hand repshare: an
-// image (libjpeg or stb_image behind decode_image, then both preprocessings) and a .npy
-// feature file (header parse, then every block read `repshare cka` would do).
-// Every failure must be a repshare::Error. Built and run by scripts/fuzz.sh.
+// image (libjpeg or stb_image behind decode_image, then both preprocessings), a .npy
+// feature file (header parse, then every block read `repshare cka` would do), a plan
+// (`repshare run --plan`, `mem`) and a model's sidecar MODEL.json (read beside the
+// tiny detector fixture, then the classification and detection settings and anchors
+// taken from it). Every failure must be a repshare::Error. Built and run by
+// scripts/fuzz.sh, from the repository root.
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/model.h"
 #include "loaders/image.h"
 #include "loaders/npy.h"
+#include "merge/plan.h"
+#include "tasks/classification.h"
+#include "tasks/detection.h"
+
+namespace {
+
+// Writes the fuzz input to path; false when it cannot.
+bool write_file(const std::string& path, const uint8_t* data, size_t size) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return false;
+  std::fwrite(data, 1, size, f);
+  std::fclose(f);
+  return true;
+}
+
+// A copy of the tiny detector fixture in /dev/shm, whose sidecar the input becomes
+// ("" when the fixture is not found).
+const std::string& sidecar_model() {
+  static const std::string path = [] {
+    const std::string copy = "/dev/shm/repshare_fuzz_" + std::to_string(getpid()) + "_model.onnx";
+    std::ifstream in("tests/fixtures/tiny_detector/model.onnx", std::ios::binary);
+    if (!in.good()) return std::string();
+    std::ofstream(copy, std::ios::binary) << in.rdbuf();
+    return copy;
+  }();
+  return path;
+}
+
+void read_as_sidecar(const uint8_t* data, size_t size) {
+  using namespace repshare;
+  const std::string& onnx = sidecar_model();
+  if (onnx.empty() || !write_file(sidecar_path(onnx), data, size)) return;
+  try {
+    const Model m = load_model(onnx);
+    classify_preprocess_for(m.info);
+    detect_preprocess_for(m.info);
+    const DetectionConfig config = detection_config_for(m.info);
+    // Anchors only for moderate configurations: correct but slow otherwise.
+    if (config.num_levels() <= 8 && config.image_height <= 2048 && config.image_width <= 2048)
+      generate_anchors(config);
+  } catch (const Error&) {
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace repshare;
+  try {
+    parse_plan(std::string(reinterpret_cast<const char*>(data), size), "/nonexistent",
+               "fuzz input");
+  } catch (const Error&) {
+  }
+  read_as_sidecar(data, size);
   try {
     Image img = decode_image(data, size, "fuzz input");
     // Preprocessing is tried on moderate images: an extreme aspect ratio (97 x 34377
@@ -33,10 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error&) {
   }
   static const std::string npy = "/dev/shm/repshare_fuzz_" + std::to_string(getpid()) + ".npy";
-  if (std::FILE* f = std::fopen(npy.c_str(), "wb")) {
-    std::fwrite(data, 1, size, f);
-    std::fclose(f);
-  }
+  if (!write_file(npy, data, size)) return 0;
   try {
     NpyReader r(npy);
     if (r.rows() * r.cols() <= (1 << 20) && r.cols() > 0) {
