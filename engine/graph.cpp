@@ -170,14 +170,16 @@ void Graph::sort_topologically() {
 void Graph::order_readers_together() {
   const std::vector<std::vector<int>> readers = consumers();
   const std::vector<int> prod = producers();
+  // Whether input k of node n is a value, and its first mention there.
+  auto distinct_input = [&](size_t n, size_t k) {
+    const std::vector<int>& in = nodes[n].inputs;
+    const auto at = in.begin() + static_cast<std::ptrdiff_t>(k);
+    return in[k] >= 0 && std::find(in.begin(), at, in[k]) == at;
+  };
   std::vector<int> waiting(nodes.size(), 0);  // distinct inputs not yet produced
   for (size_t n = 0; n < nodes.size(); ++n)
-    for (size_t k = 0; k < nodes[n].inputs.size(); ++k) {
-      const int i = nodes[n].inputs[k];
-      const auto first = nodes[n].inputs.begin() + static_cast<std::ptrdiff_t>(k);
-      if (i >= 0 && prod[i] >= 0 && std::find(nodes[n].inputs.begin(), first, i) == first)
-        ++waiting[n];
-    }
+    for (size_t k = 0; k < nodes[n].inputs.size(); ++k)
+      if (distinct_input(n, k) && prod[nodes[n].inputs[k]] >= 0) ++waiting[n];
   std::vector<int> unread(values.size(), 0);  // readers not yet placed
   for (size_t v = 0; v < values.size(); ++v) unread[v] = static_cast<int>(readers[v].size());
   // Whether n is the last reader of a value another node has read.
@@ -200,11 +202,8 @@ void Graph::order_readers_together() {
       }
     const size_t n = ready[pick];
     ready.erase(ready.begin() + static_cast<std::ptrdiff_t>(pick));
-    for (size_t k = 0; k < nodes[n].inputs.size(); ++k) {
-      const int i = nodes[n].inputs[k];
-      const auto first = nodes[n].inputs.begin() + static_cast<std::ptrdiff_t>(k);
-      if (i >= 0 && std::find(nodes[n].inputs.begin(), first, i) == first) --unread[i];
-    }
+    for (size_t k = 0; k < nodes[n].inputs.size(); ++k)
+      if (distinct_input(n, k)) --unread[nodes[n].inputs[k]];
     for (int o : nodes[n].outputs) {
       if (o < 0) continue;
       for (int r : readers[o])

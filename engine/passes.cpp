@@ -117,12 +117,12 @@ int sole_reader_producer(const Uses& u, const Node& n, int v) {
   return sole_consumer(u, v) >= 0 && reads_once(n, v) ? u.producer[v] : -1;
 }
 
-// A Conv with one group per input channel and [C, 1, kh, kw] weights.
 // Conv nodes with X and W (an optional input left out is -1).
 bool has_conv_operands(const Node& n) {
   return n.op_type == "Conv" && n.inputs.size() >= 2 && n.inputs[0] >= 0 && n.inputs[1] >= 0;
 }
 
+// A Conv with one group per input channel and [C, 1, kh, kw] weights.
 bool is_depthwise_conv(const Graph& g, const Node& conv) {
   if (!has_conv_operands(conv)) return false;
   const Shape& x = g.values[conv.inputs[0]].shape;

@@ -1,6 +1,5 @@
 #include "merge/adapter.h"
 
-
 #include "engine/error.h"
 #include "engine/passes.h"
 

@@ -303,9 +303,8 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   __shared__ bool last;
   const int nc = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
   const int begin = chunk * cuda::kLongRowChunk;
-  const int end = begin + cuda::kLongRowChunk < len ? begin + cuda::kLongRowChunk : len;
   const float sum = cuda::block_combine_chunk(
-      begin, end, [&out, nc](int o) { return out(nc, o); }, 0.f,
+      begin, cuda::chunk_end(begin, len), [&out, nc](int o) { return out(nc, o); }, 0.f,
       [](float a, float b) { return a + b; }, partials);
   if (chunks == 1) {
     if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(sum / len);

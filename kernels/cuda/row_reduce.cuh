@@ -43,6 +43,11 @@ __device__ __forceinline__ float block_combine(float acc, float identity, Combin
                       combine);
 }
 
+// The end of the chunk of a row of len elements that starts at begin.
+__host__ __device__ __forceinline__ int chunk_end(int begin, int len) {
+  return begin + kLongRowChunk < len ? begin + kLongRowChunk : len;
+}
+
 // A block's combination of value(o) for o in [begin, end), at most kLongRowChunk
 // elements (one chunk of a long row): thread 0 gets it. `partials` as block_combine's.
 template <typename Value, typename Combine>
@@ -61,8 +66,8 @@ __device__ __forceinline__ float block_combine_row(int len, Value value, float i
                                                    Combine combine, float* partials) {
   float row = identity;
   for (int begin = 0; begin < len; begin += kLongRowChunk) {
-    const int end = begin + kLongRowChunk < len ? begin + kLongRowChunk : len;
-    const float chunk = block_combine_chunk(begin, end, value, identity, combine, partials);
+    const float chunk =
+        block_combine_chunk(begin, chunk_end(begin, len), value, identity, combine, partials);
     if (threadIdx.x == 0) row = begin == 0 ? chunk : combine(row, chunk);
     __syncthreads();  // warp 0 has read `partials` before the next chunk writes them
   }
