@@ -5,11 +5,8 @@
 // tiny detector fixture, then the classification and detection settings and anchors
 // taken from it). Every failure must be a repshare::Error. Built and run by
 // scripts/fuzz.sh, from the repository root.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -21,37 +18,33 @@
 #include "merge/plan.h"
 #include "tasks/classification.h"
 #include "tasks/detection.h"
+#include "tests/fuzz/scratch_file.h"
 
 namespace {
 
-// Writes the fuzz input to path; false when it cannot.
-bool write_file(const std::string& path, const uint8_t* data, size_t size) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) return false;
-  std::fwrite(data, 1, size, f);
-  std::fclose(f);
-  return true;
-}
+using repshare::ScratchFile;
 
-// A copy of the tiny detector fixture in /dev/shm, whose sidecar the input becomes
-// ("" when the fixture is not found).
-const std::string& sidecar_model() {
-  static const std::string path = [] {
-    const std::string copy = "/dev/shm/repshare_fuzz_" + std::to_string(getpid()) + "_model.onnx";
+// A copy of the tiny detector fixture, whose sidecar the input becomes (null when
+// the fixture is not found).
+const ScratchFile* sidecar_model() {
+  static const ScratchFile copy("_model.onnx");
+  static const bool copied = [] {
     std::ifstream in("tests/fixtures/tiny_detector/model.onnx", std::ios::binary);
-    if (!in.good()) return std::string();
-    std::ofstream(copy, std::ios::binary) << in.rdbuf();
-    return copy;
+    if (!in.good()) return false;
+    std::ofstream(copy.path(), std::ios::binary) << in.rdbuf();
+    return true;
   }();
-  return path;
+  return copied ? &copy : nullptr;
 }
 
 void read_as_sidecar(const uint8_t* data, size_t size) {
   using namespace repshare;
-  const std::string& onnx = sidecar_model();
-  if (onnx.empty() || !write_file(sidecar_path(onnx), data, size)) return;
+  const ScratchFile* onnx = sidecar_model();
+  if (!onnx) return;
+  static const ScratchFile sidecar("_model.json");  // sidecar_path(onnx->path())
+  if (!sidecar.write(data, size)) return;
   try {
-    const Model m = load_model(onnx);
+    const Model m = load_model(onnx->path());
     classify_preprocess_for(m.info);
     detect_preprocess_for(m.info);
     const DetectionConfig config = detection_config_for(m.info);
@@ -88,10 +81,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const Error&) {
   }
-  static const std::string npy = "/dev/shm/repshare_fuzz_" + std::to_string(getpid()) + ".npy";
-  if (!write_file(npy, data, size)) return 0;
+  static const ScratchFile npy(".npy");
+  if (!npy.write(data, size)) return 0;
   try {
-    NpyReader r(npy);
+    NpyReader r(npy.path());
     if (r.rows() * r.cols() <= (1 << 20) && r.cols() > 0) {
       std::vector<double> block(r.rows() * r.cols());
       r.read_block(0, r.rows(), 0, r.cols(), block.data());

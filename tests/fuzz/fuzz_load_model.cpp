@@ -4,35 +4,19 @@
 // a zero input. Every failure must be a repshare::Error; anything else (a crash,
 // a sanitizer report, another exception, a huge allocation) is a finding.
 // Built and run by scripts/fuzz.sh.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdio>
-#include <string>
 
 #include "engine/error.h"
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
-
-namespace {
-
-std::string model_path() {
-  static const std::string path = "/dev/shm/repshare_fuzz_" + std::to_string(getpid()) + ".onnx";
-  return path;
-}
-
-}  // namespace
+#include "tests/fuzz/scratch_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace repshare;
-  {
-    std::FILE* f = std::fopen(model_path().c_str(), "wb");
-    if (!f) return 0;
-    std::fwrite(data, 1, size, f);
-    std::fclose(f);
-  }
+  static const ScratchFile model(".onnx");
+  if (!model.write(data, size)) return 0;
   try {
-    Model m = load_model(model_path());
+    Model m = load_model(model.path());
     // Running is only tried on small graphs: the fuzzer should find crashes, not
     // spend its time in large convolutions.
     int64_t elements = 0;
