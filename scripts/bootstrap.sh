@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine (as root): system packages, the Python venv for
-# exports and references, the Release build in build/, and models/ (real
-# EfficientNet-Lite weights + random-weight B0/D0 exports).
+# exports and references, the Release build in build/, models/ (real
+# EfficientNet-Lite weights + random-weight B0/D0 exports) and out/, the ignored
+# folder the README's commands write to (repshare makes no missing output folders:
+# a mistyped path fails at once instead).
 #
 #   scripts/bootstrap.sh
 set -euo pipefail
@@ -13,3 +15,4 @@ cuda=()
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${cuda[@]}"
 cmake --build build -j"$(nproc)"
 bash scripts/fetch_models.sh
+mkdir -p out
