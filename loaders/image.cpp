@@ -1,15 +1,14 @@
 #include "loaders/image.h"
 
 #include <algorithm>
-#include <cerrno>
+#include <cctype>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 #include "engine/error.h"
+#include "loaders/input_file.h"
 
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
@@ -326,12 +325,36 @@ void check_stb_input(size_t size, const std::string& name) {
         "' is too large (", size, " bytes)");
 }
 
+// Binary PGM/PPM (P5/P6) holds width * height samples after its header. The
+// stb_image this builds with decodes a file cut short without a word, from memory
+// past what it read; a cut file is an error, as a cut JPEG is.
+void check_pnm_complete(const uint8_t* data, size_t size, const std::string& name) {
+  if (size < 2 || data[0] != 'P' || (data[1] != '5' && data[1] != '6')) return;
+  size_t at = 2;
+  uint64_t fields[3] = {};  // width, height, maxval
+  for (uint64_t& field : fields) {
+    for (;;) {  // white space and # comments to the end of their line
+      while (at < size && std::isspace(data[at])) ++at;
+      if (at >= size || data[at] != '#') break;
+      while (at < size && data[at] != '\n') ++at;
+    }
+    if (at >= size || !std::isdigit(data[at])) return;  // stb_image reports a bad header
+    while (at < size && std::isdigit(data[at]) && field < (uint64_t{1} << 32))
+      field = field * 10 + (data[at++] - '0');
+  }
+  // stb_image refuses sides over 2^24 itself; below that the sizes cannot overflow.
+  if (fields[0] > (1u << 24) || fields[1] > (1u << 24)) return;
+  ++at;  // the one white-space character before the samples
+  const uint64_t samples = fields[0] * fields[1] * (data[1] == '6' ? 3 : 1);
+  const uint64_t needed = samples * (fields[2] > 255 ? 2 : 1);
+  const uint64_t have = at < size ? size - at : 0;
+  check(have >= needed, ErrorKind::Malformed, "image '", name, "' is truncated: ", have, " of ",
+        needed, " bytes of pixel data");
+}
+
 std::vector<uint8_t> read_image_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), ErrorKind::Io, "cannot open image '", path, "': ", std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  check(!f.bad(), ErrorKind::Io, "cannot read image '", path, "'");
-  return bytes;
+  const std::string bytes = read_input_file(path, "image");
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
 }  // namespace
@@ -339,6 +362,7 @@ std::vector<uint8_t> read_image_file(const std::string& path) {
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   if (is_jpeg(data, size)) return decode_jpeg(data, size, name);
   check_stb_input(size, name);
+  check_pnm_complete(data, size, name);
   int w = 0, h = 0, channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);
   if (pixels == nullptr) {

@@ -1,20 +1,17 @@
 #include "loaders/labels.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/error.h"
+#include "loaders/input_file.h"
 
 namespace repshare {
 
 namespace {
 
-std::ifstream open_text(const std::string& path, const char* what) {
-  std::ifstream f(path);
-  check(f.good(), ErrorKind::Io, "cannot open ", what, " '", path, "': ", std::strerror(errno));
-  return f;
+std::istringstream open_text(const std::string& path, const char* what) {
+  return std::istringstream(read_input_file(path, what));
 }
 
 std::string trim(const std::string& s) {
@@ -74,7 +71,7 @@ constexpr CocoClass kCoco[kCocoClasses] = {
 }  // namespace
 
 ClassIndex read_class_index_json(const std::string& path) {
-  std::ifstream f = open_text(path, "class index");
+  std::istringstream f = open_text(path, "class index");
   nlohmann::json j;
   try {
     f >> j;
@@ -105,7 +102,7 @@ ClassIndex read_class_index_json(const std::string& path) {
 }
 
 std::vector<std::string> read_label_lines(const std::string& path) {
-  std::ifstream f = open_text(path, "label file");
+  std::istringstream f = open_text(path, "label file");
   std::vector<std::string> names;
   int blank_line = 0;  // first blank line not yet followed by a name
   std::string line;
@@ -124,7 +121,7 @@ std::vector<std::string> read_label_lines(const std::string& path) {
 }
 
 std::vector<LabelledImage> read_labelled_images(const std::string& path, int num_classes) {
-  std::ifstream f = open_text(path, "image list");
+  std::istringstream f = open_text(path, "image list");
   const std::string dir = directory_of(path);
   std::vector<LabelledImage> images;
   std::string line;

@@ -1,24 +1,14 @@
 #include "loaders/onnx_loader.h"
 
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "engine/error.h"
+#include "loaders/input_file.h"
 #include "onnx/onnx.pb.h"
 
 namespace repshare {
 namespace {
-
-std::string read_file(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), ErrorKind::Io, "cannot open ", what, " '", path, "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  check(!f.bad(), ErrorKind::Io, "cannot read ", what, " '", path, "'");
-  return ss.str();
-}
 
 std::string directory_of(const std::string& path) {
   auto slash = path.find_last_of('/');
@@ -87,7 +77,7 @@ void decode_tensor(const onnx::TensorProto& t, const std::string& model_dir, Sha
     check(!location.empty(), ErrorKind::Malformed, what, " is external but names no file");
     check(location.find("..") == std::string::npos && location[0] != '/', ErrorKind::Malformed,
           what, " external location '", location, "' leaves the model's folder");
-    std::string data = read_file(model_dir + "/" + location, "external data file");
+    std::string data = read_input_file(model_dir + "/" + location, "external data file");
     check(offset >= 0 && static_cast<size_t>(offset) <= data.size(), ErrorKind::Malformed, what,
           " external offset ", offset, " is past the end of '", location, "'");
     size_t len = length < 0 ? data.size() - offset : static_cast<size_t>(length);
@@ -174,7 +164,8 @@ Attribute decode_attribute(const onnx::AttributeProto& a, const std::string& mod
 }  // namespace
 
 Graph load_onnx(const std::string& path, const OnnxLoadOptions& options) {
-  std::string bytes = read_file(path, "model");
+  std::string bytes = read_input_file(path, "model");
+  check(!bytes.empty(), ErrorKind::Malformed, "model '", path, "' is empty (0 bytes)");
   onnx::ModelProto model;
   check(bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), ErrorKind::Malformed,
         "model '", path, "' is larger than 2 GiB; use external data");
@@ -268,7 +259,7 @@ Graph load_onnx(const std::string& path, const OnnxLoadOptions& options) {
 }
 
 HostTensor load_tensor_pb(const std::string& path) {
-  std::string bytes = read_file(path, "tensor file");
+  std::string bytes = read_input_file(path, "tensor file");
   onnx::TensorProto t;
   check(t.ParseFromString(bytes), ErrorKind::Malformed, "'", path,
         "' is not a serialized ONNX TensorProto");

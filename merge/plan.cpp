@@ -1,12 +1,11 @@
 #include "merge/plan.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "engine/error.h"
+#include "loaders/input_file.h"
 #include "merge/sharing.h"
 
 namespace repshare {
@@ -118,11 +117,7 @@ Plan parse_plan(const std::string& text, const std::string& base_dir, const std:
 }
 
 Plan load_plan(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), ErrorKind::Io, "cannot open plan '", path, "'");
-  std::stringstream text;
-  text << f.rdbuf();
-  return parse_plan(text.str(), fs::path(path).parent_path().string(), path);
+  return parse_plan(read_input_file(path, "plan"), fs::path(path).parent_path().string(), path);
 }
 
 Plan plan_for_models(const std::vector<std::string>& model_paths) {

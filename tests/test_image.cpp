@@ -210,6 +210,9 @@ TEST(ImageDecode, BadFilesNameTheFile) {
       {"no_eoi.jpg", std::string(jpg.begin(), jpg.end() - 2), eof},
       {"truncated.png", std::string(png.begin(), png.begin() + png.size() / 2), ""},
       {"garbage.png", std::string(2000, '\x5a'), ""},
+      // Binary PNM cut short: this stb_image would decode it from beyond its data.
+      {"no_pixels.ppm", "P6\n10 10\n255\n", "truncated: 0 of 300 bytes"},
+      {"cut.pgm", "P5 # comment\n2 2 65535\n" + std::string(7, '\0'), "truncated: 7 of 8"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -221,6 +224,13 @@ TEST(ImageDecode, BadFilesNameTheFile) {
     EXPECT_NE(msg.find(c.reason), std::string::npos) << msg;
     std::remove(path.c_str());
   }
+  // A complete PNM decodes; a folder is named as one.
+  EXPECT_EQ(
+      decode_image(reinterpret_cast<const uint8_t*>("P5 2 1 255\n\x10\x20"), 13, "a.pgm").pixels[3],
+      0x20);
+  msg = error_of([] { load_image("/tmp"); }, &kind);
+  EXPECT_EQ(kind, ErrorKind::Io);
+  EXPECT_NE(msg.find("image '/tmp' is a folder"), std::string::npos) << msg;
   // tall_cmyk.jpg's rows are all decoded before the missing EOI is noticed: PIL
   // accepts that, and so does this.
   const std::vector<uint8_t> cmyk = read_bytes(kFixtures + "tall_cmyk.jpg");
