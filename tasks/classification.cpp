@@ -9,6 +9,25 @@
 
 namespace repshare {
 
+void read_normalisation(const nlohmann::json& preprocess, const ModelInfo& info, float mean[3],
+                        float std[3]) {
+  for (const char* key : {"mean", "std"}) {
+    if (!preprocess.contains(key)) continue;
+    const nlohmann::json& v = preprocess[key];
+    check(v.is_array() && v.size() == 3, ErrorKind::Malformed, "preprocess entry of model '",
+          info.name, "': ", key, " must be three numbers, one per channel, not ", v.dump());
+    float* out = key[0] == 'm' ? mean : std;
+    for (int c = 0; c < 3; ++c) {
+      check(v[c].is_number(), ErrorKind::Malformed, "preprocess entry of model '", info.name,
+            "': ", key, " ", v.dump(), " holds a value that is not a number");
+      out[c] = v[c].get<float>();
+      check(std::isfinite(out[c]) && (out == mean || out[c] > 0), ErrorKind::Malformed,
+            "preprocess entry of model '", info.name, "': ", key, " ", v.dump(),
+            out == mean ? " is not finite" : " must be positive (each channel is divided by it)");
+    }
+  }
+}
+
 ClassifyPreprocess classify_preprocess_for(const ModelInfo& info) {
   ClassifyPreprocess p;
   if (info.input_shape.rank() == 4) {
@@ -20,13 +39,11 @@ ClassifyPreprocess classify_preprocess_for(const ModelInfo& info) {
     auto j = nlohmann::json::parse(info.sidecar_json);
     if (!j.contains("preprocess")) return p;
     const auto& pp = j["preprocess"];
-    if (pp.contains("resize") && pp["resize"].is_number()) p.resize = pp["resize"].get<int>();
-    if (pp.contains("crop") && pp["crop"].is_number()) p.crop = pp["crop"].get<int>();
+    // get<int>() throws on a value of another type (a string for a size).
+    if (pp.contains("resize")) p.resize = pp["resize"].get<int>();
+    if (pp.contains("crop")) p.crop = pp["crop"].get<int>();
     if (pp.contains("interpolation")) p.interp = parse_interp(pp["interpolation"].get<std::string>());
-    for (int c = 0; c < 3; ++c) {
-      if (pp.contains("mean")) p.mean[c] = pp["mean"][c].get<float>();
-      if (pp.contains("std")) p.std[c] = pp["std"][c].get<float>();
-    }
+    read_normalisation(pp, info, p.mean, p.std);
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::Malformed, "preprocess entry of model '", info.name, "': ", e.what());
   }

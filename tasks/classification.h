@@ -2,6 +2,7 @@
 // top-k over logits.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,12 @@ namespace repshare {
 // torchvision ImageNet defaults (256 / 224 bicubic) for a model without one, with
 // the crop taken from the model's input shape.
 ClassifyPreprocess classify_preprocess_for(const ModelInfo& info);
+
+// A preprocess entry's "mean" and "std" into mean and std where it has them: three
+// finite numbers each, std positive (each channel is divided by it). Throws
+// Malformed naming the model. Shared by the classification and detection entries.
+void read_normalisation(const nlohmann::json& preprocess, const ModelInfo& info, float mean[3],
+                        float std[3]);
 
 // Indices of the k largest values, largest first (ties: lower index first).
 std::vector<int> top_k(const float* values, int count, int k);

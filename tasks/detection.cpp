@@ -29,6 +29,11 @@ std::vector<std::array<int, 2>> feature_sizes(const DetectionConfig& config) {
 std::vector<std::array<float, 4>> generate_anchors(const DetectionConfig& config) {
   check(config.num_scales >= 1 && !config.aspect_ratios.empty(), ErrorKind::Argument,
         "detection config: needs at least one scale and one aspect ratio");
+  check(config.anchor_scale > 0 && std::isfinite(config.anchor_scale), ErrorKind::Argument,
+        "detection config: anchor scale ", config.anchor_scale, " is not positive");
+  for (const auto& r : config.aspect_ratios)
+    check(r[0] > 0 && r[1] > 0 && std::isfinite(r[0]) && std::isfinite(r[1]), ErrorKind::Argument,
+          "detection config: aspect ratio (", r[0], ", ", r[1], ") is not positive");
   const std::vector<std::array<int, 2>> sizes = feature_sizes(config);
   std::vector<std::array<float, 4>> anchors;
   for (const std::array<int, 2>& feat : sizes) {
@@ -114,6 +119,8 @@ DetectionPostprocess::DetectionPostprocess(DetectionConfig config, Backend& back
             config_.max_detections >= 1,
         ErrorKind::Argument,
         "detection config: num_classes, max_detection_points and max_detections must be >= 1");
+  check(config_.iou_threshold > 0 && config_.iou_threshold <= 1, ErrorKind::Argument,
+        "detection config: NMS IoU threshold ", config_.iou_threshold, " is not in (0, 1]");
   check(config_.num_levels() <= kMaxDetectionLevels, ErrorKind::Unsupported, "detection config: ",
         config_.num_levels(), " levels (at most ", kMaxDetectionLevels, ")");
   DetectionSelectParams& sp = select_params_;

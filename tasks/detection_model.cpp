@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "tasks/classification.h"
 #include "tasks/detection.h"
 
 namespace repshare {
@@ -104,13 +105,10 @@ DetectPreprocess detect_preprocess_for(const ModelInfo& info) {
   try {
     if (j.contains("preprocess")) {
       const auto& pp = j["preprocess"];
-      if (pp.contains("resize") && pp["resize"].is_number()) p.target = pp["resize"].get<int>();
+      if (pp.contains("resize")) p.target = pp["resize"].get<int>();
       if (pp.contains("interpolation"))
         p.interp = parse_interp(pp["interpolation"].get<std::string>());
-      for (int c = 0; c < 3; ++c) {
-        if (pp.contains("mean")) p.mean[c] = pp["mean"].at(c).get<float>();
-        if (pp.contains("std")) p.std[c] = pp["std"].at(c).get<float>();
-      }
+      read_normalisation(pp, info, p.mean, p.std);
       if (pp.contains("fill")) {
         check(pp["fill"] == "mean", ErrorKind::Unsupported, "model '", info.name,
               "': preprocess fill ", pp["fill"].dump(), " (only \"mean\" is implemented)");

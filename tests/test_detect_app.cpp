@@ -18,13 +18,15 @@
 #include <string>
 #include <vector>
 
-#include "tests/cli_runner.h"
-#include "tests/exported_models.h"
 #include "engine/backend_registry.h"
 #include "engine/error.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "loaders/image.h"
+#include "tasks/classification.h"
 #include "tasks/coco_eval.h"
 #include "tasks/detection.h"
+#include "tests/cli_runner.h"
+#include "tests/exported_models.h"
 
 namespace repshare {
 namespace {
@@ -130,6 +132,37 @@ TEST(DetectionModel, ConfigAndPreprocessFromTheSidecar) {
   }
   wrong.sidecar_json = R"({"num_classes": "ninety"})";
   EXPECT_THROW(detection_config_for(wrong), Error);
+
+  // Values of the right type that no model can use: named, before any image.
+  const struct {
+    const char* sidecar;
+    const char* message;
+  } unusable[] = {
+      {R"({"preprocess": {"std": [0.5, 0, 0.5]}})", "std [0.5,0,0.5] must be positive"},
+      {R"({"preprocess": {"mean": [0.5, 0.5]}})", "mean must be three numbers"},
+      {R"({"preprocess": {"resize": "big"}})", "type must be number"},
+  };
+  for (const auto& u : unusable) {
+    wrong.sidecar_json = u.sidecar;
+    try {
+      detect_preprocess_for(wrong);
+      ADD_FAILURE() << "expected an error for " << u.sidecar;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Malformed) << e.what();
+      EXPECT_NE(std::string(e.what()).find(u.message), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(classify_preprocess_for(wrong), Error) << u.sidecar;
+  }
+  DetectionConfig bad_iou = detection_config_for(info);
+  bad_iou.iou_threshold = 5;
+  CpuBackend cpu(1);
+  EXPECT_THROW(DetectionPostprocess(bad_iou, cpu), Error);
+  DetectionConfig flat = detection_config_for(info);
+  flat.anchor_scale = 0;
+  EXPECT_THROW(generate_anchors(flat), Error);
+  flat.anchor_scale = 4;
+  flat.aspect_ratios = {{1.0, 0.0}};
+  EXPECT_THROW(generate_anchors(flat), Error);
 }
 
 TEST(DetectionModel, ImageFrameIsEffdetImgInfo) {
