@@ -1,5 +1,7 @@
-// Minimal command-line parsing for the subcommands: --flag value, --switch, and
-// positionals. Unknown or missing flags are errors that name the flag.
+// Minimal command-line parsing for the subcommands: --flag value (or --flag=value),
+// --switch, and positionals. Errors name the flag: an unknown one, a missing or
+// empty value, a value that is another option, a switch given a value, and a
+// single-valued flag given twice.
 #pragma once
 
 #include <map>
@@ -31,6 +33,7 @@ class Args {
   std::set<std::string> switches_;
   mutable std::set<std::string> used_;
   std::vector<std::string> positionals_;
+  std::string dangling_;  // a last argument --name with no value after it
 };
 
 }  // namespace repshare
