@@ -1,7 +1,7 @@
 #include "apps/app_util.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +12,7 @@
 
 #include "engine/backend_registry.h"
 #include "engine/error.h"
+#include "loaders/input_file.h"
 #include "loaders/labels.h"
 
 namespace repshare {
@@ -29,9 +30,15 @@ const char* kBackendUsage =
     "  --cuda-graphs on|off   CUDA: record each network once as a CUDA graph and replay\n"
     "                         it (default on)\n";
 
+// More threads than any edge board has cores (libgomp crashed starting 99,999).
+constexpr int kMaxThreads = 256;
+
 std::unique_ptr<Backend> backend_from_args(Args& args) {
   const std::string name = args.get("backend", "cpu");
-  const int threads = args.get_int("threads", 0);
+  const bool threads_given = !args.get("threads").empty();
+  const int threads = args.get_int("threads", 0);  // 0: all cores
+  check(!threads_given || (threads >= 1 && threads <= kMaxThreads), ErrorKind::Argument,
+        "--threads must be 1 to ", kMaxThreads, ", got ", threads);
   const std::string precision = args.get("precision", "fp32");
   check(precision == "fp32" || precision == "fp16" || precision == "tf32", ErrorKind::Argument,
         "--precision must be fp32, fp16 or tf32, got '", precision, "'");
@@ -49,6 +56,13 @@ const char* precision_name(const Backend& backend) {
   return backend.float_storage() == DType::F16 ? "fp16" : "fp32";
 }
 
+double score_threshold_from_args(Args& args) {
+  const double t = args.get_double("score-threshold", 0.3);
+  check(t >= 0 && t <= 1, ErrorKind::Argument,  // false for NaN too
+        "--score-threshold must be a score from 0 to 1, got ", t);
+  return t;
+}
+
 std::vector<std::string> load_class_names(const std::string& path) {
   if (path.empty()) return {};
   const std::string ext = ".json";
@@ -57,66 +71,47 @@ std::vector<std::string> load_class_names(const std::string& path) {
   return read_label_lines(path);
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  // A device or pipe (/dev/null, /dev/stdout, a FIFO) is written in place: renaming
-  // a file over it would replace the device node.
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    check(!S_ISDIR(st.st_mode), ErrorKind::Io, "'", path, "' is a folder, not a file");
-    std::ofstream f(path, std::ios::binary);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    check(f.good(), ErrorKind::Io, "cannot write '", path, "'");
-    return;
+int run_program(const std::vector<std::string>& argv, std::string* out) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int pipe_fds[2] = {-1, -1};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (out) {
+    check(::pipe(pipe_fds) == 0, ErrorKind::Io, "cannot start '", argv[0],
+          "': ", std::strerror(errno));
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+    posix_spawn_file_actions_addclose(&actions, pipe_fds[1]);
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    check(f.good(), ErrorKind::Io, "cannot write '", path, "'");
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.close();
-    if (!f.good()) {
-      std::remove(tmp.c_str());
-      fail(ErrorKind::Io, "cannot write '", path, "' (disk full?)");
+  pid_t pid = 0;
+  const int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (out) {
+    ::close(pipe_fds[1]);
+    if (spawned == 0) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) out->append(buf, static_cast<size_t>(n));
     }
+    ::close(pipe_fds[0]);
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail(ErrorKind::Io, "cannot rename '", tmp, "' to '", path, "'");
-  }
-}
-
-void check_can_write(const std::string& path) {
-  if (path.empty()) return;
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    check(!S_ISDIR(st.st_mode), ErrorKind::Io, "'", path, "' is a folder, not a file");
-    return;  // a device or pipe, written in place
-  }
-  // The file the writers create first; made and removed again here, or, left over
-  // from an earlier run, only checked.
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-  if (fd >= 0) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return;
-  }
-  const int err = errno;
-  check(err == EEXIST && ::access(tmp.c_str(), W_OK) == 0, ErrorKind::Io, "cannot write '", path,
-        "': ", std::strerror(err));
+  if (spawned != 0) return -1;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::vector<float> read_floats(const std::string& path, size_t count) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  check(f.good(), ErrorKind::Io, "cannot open tensor file '", path, "'");
-  const auto size = static_cast<size_t>(f.tellg());
-  check(size == count * sizeof(float), ErrorKind::Shape, "tensor file '", path, "' has ", size,
-        " bytes; the model input needs ", count, " float32 values (", count * sizeof(float),
-        " bytes)");
+  const std::string bytes = read_input_file(path, "tensor file");
+  check(bytes.size() == count * sizeof(float), ErrorKind::Shape, "tensor file '", path, "' has ",
+        bytes.size(), " bytes; the model input needs ", count, " float32 values (",
+        count * sizeof(float), " bytes)");
   std::vector<float> v(count);
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(size));
-  check(f.good(), ErrorKind::Io, "cannot read '", path, "'");
+  std::memcpy(v.data(), bytes.data(), bytes.size());
   return v;
 }
 

@@ -1,5 +1,5 @@
-// Helpers shared by the subcommands: file output that leaves nothing partial
-// behind, raw float files, and a progress bar.
+// Helpers shared by the subcommands: the backend options, class names, raw float
+// files and a progress bar; output files through loaders/output_file.h.
 #pragma once
 
 #include <chrono>
@@ -10,6 +10,7 @@
 
 #include "apps/args.h"
 #include "engine/backend.h"
+#include "loaders/output_file.h"
 
 namespace repshare {
 
@@ -21,17 +22,19 @@ extern const char* kBackendUsage;
 // "fp32" or "fp16": the --precision a backend runs, for summaries and reports.
 const char* precision_name(const Backend& backend);
 
+// --score-threshold: a detection score from 0 to 1 (default 0.3).
+double score_threshold_from_args(Args& args);
+
 // Class names from a labels file: ImageNet class-index JSON or one name per line.
 // Empty path: no names (callers print indices).
 std::vector<std::string> load_class_names(const std::string& path);
 
-// Writes `bytes` to path.tmp then renames it over path, so a failure never leaves
-// a partial file. Throws Io naming the path.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-// Throws Io naming the path unless write_file_atomic (or write_png) could create
-// it now: commands call it on their output paths before any work, so a missing
-// folder is reported at once, not after an hour of video. Empty: nothing to check.
-void check_can_write(const std::string& path);
+// Runs a program (argv[0], searched on PATH when it has no slash) with argv, without
+// a shell, so that no argument (a user's path) is read as shell syntax; its standard
+// output goes to *out where out is not null (else to this process's), its standard
+// error to this process's. Returns its exit status, or -1 when it could not start or
+// did not exit normally.
+int run_program(const std::vector<std::string>& argv, std::string* out);
 // Reads a raw float32 file, checking it holds exactly `count` values.
 std::vector<float> read_floats(const std::string& path, size_t count);
 

@@ -55,19 +55,22 @@ std::vector<double> onnxruntime_runs(const std::string& model, int threads, int 
   std::string python = py ? py : std::string(REPSHARE_SOURCE_DIR) + "/.venv/bin/python";
   std::string outs;
   for (const auto& o : outputs) outs += (outs.empty() ? "" : ",") + o;
-  std::string cmd = python + " " + REPSHARE_SOURCE_DIR + "/scripts/bench_onnxruntime.py --model '" +
-                    model + "' --threads " + std::to_string(threads) + " --runs " +
-                    std::to_string(runs) + " --warmup " + std::to_string(warmup) +
-                    " --outputs '" + outs + "'" +
-                    (input_npy.empty() ? "" : " --input '" + input_npy + "'");
-  FILE* p = popen(cmd.c_str(), "r");
-  check(p != nullptr, ErrorKind::Io, "cannot start onnxruntime: ", cmd);
+  std::vector<std::string> cmd = {
+      python,      std::string(REPSHARE_SOURCE_DIR) + "/scripts/bench_onnxruntime.py",
+      "--model",   model,
+      "--threads", std::to_string(threads),
+      "--runs",    std::to_string(runs),
+      "--warmup",  std::to_string(warmup),
+      "--outputs", outs};
+  if (!input_npy.empty()) cmd.insert(cmd.end(), {"--input", input_npy});
   std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int rc = pclose(p);
-  check(rc == 0, ErrorKind::Io, "onnxruntime benchmark failed (", cmd,
+  const int rc = run_program(cmd, &out);
+  std::string line;
+  for (const std::string& a : cmd) line += (line.empty() ? "" : " ") + a;
+  check(rc == 0, ErrorKind::Io, "onnxruntime benchmark failed (", line,
         "); set REPSHARE_PYTHON to a python with onnxruntime (scripts/setup.sh)");
+  check(out.find('{') != std::string::npos, ErrorKind::Io, "onnxruntime benchmark (", line,
+        ") printed no result");
   auto j = nlohmann::json::parse(out.substr(out.find('{')));
   *version = j["version"].get<std::string>();
   *input_sum = j["input_sum"].get<double>();
@@ -153,12 +156,15 @@ int cmd_bench(const CommandArgs& argv) {
   const int rounds = args.get_int("rounds", 3);
   const bool vs_ort = args.flag("vs-onnxruntime"), profile = args.flag("profile");
   const bool with_postprocess = args.flag("with-postprocess");
-  const size_t profile_steps = static_cast<size_t>(std::max(0, args.get_int("profile-steps", 10)));
+  const int profile_steps = args.get_int("profile-steps", 10);
+  check(profile_steps >= 0, ErrorKind::Argument, "--profile-steps must not be negative");
   const std::string json_out = args.get("json"), image_path = args.get("image");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out);
-  check(runs > 0 && rounds > 0 && warmup >= 0, ErrorKind::Argument, "bad --runs/--rounds/--warmup");
+  check_can_write(json_out, {model_path, image_path});
+  check(runs > 0, ErrorKind::Argument, "--runs must be positive, got ", runs);
+  check(rounds > 0, ErrorKind::Argument, "--rounds must be positive, got ", rounds);
+  check(warmup >= 0, ErrorKind::Argument, "--warmup must not be negative, got ", warmup);
   // onnxruntime runs fp32 on the CPU: against the fp16 simulation the ratio would
   // measure the simulation's conversions, not the engine.
   check(!vs_ort || backend->float_storage() == DType::F32, ErrorKind::Argument,
@@ -356,7 +362,7 @@ int cmd_bench(const CommandArgs& argv) {
     print_table("kind", "profile_kind_ms", by_kind);
     std::sort(slowest.rbegin(), slowest.rend());
     std::printf("  slowest steps:\n");
-    for (size_t i = 0; i < std::min(profile_steps, slowest.size()); ++i) {
+    for (size_t i = 0; i < std::min(static_cast<size_t>(profile_steps), slowest.size()); ++i) {
       std::printf("    %8.3f ms  %s\n", slowest[i].first, slowest[i].second.c_str());
       j["profile_slowest_steps"].push_back({{"ms", slowest[i].first}, {"step", slowest[i].second}});
     }

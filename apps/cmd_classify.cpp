@@ -26,14 +26,17 @@ int cmd_classify(const CommandArgs& argv) {
   }
   const std::string model_path = args.require("model");
   const std::string tensor_path = args.get("tensor");
-  const auto names = load_class_names(args.get("labels"));
+  const std::string labels_path = args.get("labels");
+  const auto names = load_class_names(labels_path);
   const int k = args.get_int("top", 5);
   const std::string logits_out = args.get("logits-out");
   const bool json = args.flag("json");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(logits_out);
   const auto& images = args.positionals();
+  std::vector<std::string> read = images;
+  read.insert(read.end(), {model_path, tensor_path, labels_path});
+  check_can_write(logits_out, read);
   check(!images.empty() || !tensor_path.empty(), ErrorKind::Argument,
         "give images or --tensor FILE");
   check(images.empty() || tensor_path.empty(), ErrorKind::Argument,

@@ -26,7 +26,8 @@ struct ImageDetections {
   std::vector<Detection> detections;
 };
 
-void draw_detections(const ImageDetections& r, float score_threshold, const std::string& out) {
+// The image with its boxes drawn, as PNG bytes.
+std::string draw_detections(const ImageDetections& r, float score_threshold) {
   Image img = load_image(r.path);
   for (const Detection& d : r.detections) {
     if (d.score < score_threshold) continue;
@@ -35,7 +36,7 @@ void draw_detections(const ImageDetections& r, float score_threshold, const std:
     draw_labelled_box(img, d.x_min, d.y_min, d.x_max, d.y_max, label,
                       palette_color(d.category_id));
   }
-  write_png(img, out);
+  return encode_png(img);
 }
 
 }  // namespace
@@ -55,7 +56,7 @@ int cmd_detect(const CommandArgs& argv) {
     return 0;
   }
   const std::string model_path = args.require("model");
-  const double score_threshold = args.get_double("score-threshold", 0.3);
+  const double score_threshold = score_threshold_from_args(args);
   const bool soft_nms = args.flag("soft-nms");
   const std::string json_out = args.get("json");
   const std::string draw_out = args.get("draw");
@@ -68,13 +69,24 @@ int cmd_detect(const CommandArgs& argv) {
         "give either --draw or --draw-dir, not both");
   check(draw_out.empty() || images.size() == 1, ErrorKind::Argument, "--draw takes one image (",
         images.size(), " given); use --draw-dir for several");
-  check_can_write(json_out);
-  check_can_write(draw_out);
-  if (!draw_dir.empty()) {
-    std::error_code error;
-    std::filesystem::create_directories(draw_dir, error);
-    check(std::filesystem::is_directory(draw_dir), ErrorKind::Io, "cannot create folder '",
-          draw_dir, "'", error ? ": " + error.message() : std::string());
+  std::vector<std::string> inputs = images;
+  inputs.push_back(model_path);
+  check_can_write(json_out, inputs);
+  // Made now, to fail before any work; removed again if the command fails.
+  std::unique_ptr<OutputFolder> folder;
+  if (!draw_dir.empty()) folder.reset(new OutputFolder(draw_dir));
+  // Where each image's boxes are drawn: --draw, or DIR/<image name>.png.
+  std::vector<std::string> drawings;
+  if (!draw_out.empty()) drawings.push_back(draw_out);
+  for (size_t i = 0; !draw_dir.empty() && i < images.size(); ++i) {
+    const std::string name = std::filesystem::path(images[i]).stem().string() + ".png";
+    drawings.push_back((std::filesystem::path(draw_dir) / name).string());
+  }
+  for (size_t i = 0; i < drawings.size(); ++i) {
+    check_can_write(drawings[i], inputs);
+    for (size_t j = 0; j < i; ++j)
+      check(drawings[j] != drawings[i], ErrorKind::Argument, "images '", images[j], "' and '",
+            images[i], "' would both be drawn to '", drawings[i], "'");
   }
 
   const Model model = load_model(model_path);
@@ -110,14 +122,12 @@ int cmd_detect(const CommandArgs& argv) {
     std::printf("note: %s: %s, so its detections are meaningless\n", model.info.name.c_str(),
                 model.info.source.c_str());
 
-  if (!json_out.empty()) write_file_atomic(json_out, all.dump(1) + "\n");
-  if (!draw_out.empty()) draw_detections(results[0], score_threshold, draw_out);
-  if (!draw_dir.empty()) {
-    for (const ImageDetections& r : results) {
-      const std::string name = std::filesystem::path(r.path).stem().string() + ".png";
-      draw_detections(r, score_threshold, (std::filesystem::path(draw_dir) / name).string());
-    }
-  }
+  OutputFiles out;
+  if (!json_out.empty()) out.add(json_out, all.dump(1) + "\n");
+  for (size_t i = 0; i < drawings.size(); ++i)
+    out.add(drawings[i], draw_detections(results[i], score_threshold));
+  out.commit();
+  if (folder) folder->keep();
   return 0;
 }
 

@@ -27,12 +27,13 @@ int cmd_eval(const CommandArgs& argv) {
   const std::string model_path = args.require("model");
   const std::string list_path = args.require("labels");
   const int limit = args.get_int("limit", 0);
+  check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
   const std::string json_out = args.get("json");
   const std::string predictions_out = args.get("predictions");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out);
-  check_can_write(predictions_out);
+  check_can_write(json_out, {model_path, list_path});
+  check_can_write(predictions_out, {model_path, list_path});
 
   Model model = load_model(model_path);
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,
@@ -75,8 +76,10 @@ int cmd_eval(const CommandArgs& argv) {
                             {"seconds", seconds},
                             {"images_per_second", items.size() / seconds}};
   std::printf("%s\n", summary.dump(1).c_str());
-  if (!json_out.empty()) write_file_atomic(json_out, summary.dump(1) + "\n");
-  if (!predictions_out.empty()) write_file_atomic(predictions_out, csv.str());
+  OutputFiles out;
+  if (!json_out.empty()) out.add(json_out, summary.dump(1) + "\n");
+  if (!predictions_out.empty()) out.add(predictions_out, csv.str());
+  out.commit();
   return 0;
 }
 

@@ -52,8 +52,8 @@ int cmd_eval_det(const CommandArgs& argv) {
   const std::string detections_out = args.get("detections");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out);
-  check_can_write(detections_out);
+  check_can_write(json_out, {model_path});
+  check_can_write(detections_out, {model_path});
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
 
   CocoGroundTruth gt = load_yolo_ground_truth(data_dir);
@@ -97,7 +97,8 @@ int cmd_eval_det(const CommandArgs& argv) {
   if (model.info.source.find("random") != std::string::npos)
     summary["note"] = "random weights: AP near 0 is expected; this run checks the pipeline";
   std::printf("%s\n", summary.dump(1).c_str());
-  if (!json_out.empty()) write_file_atomic(json_out, summary.dump(1) + "\n");
+  OutputFiles out;
+  if (!json_out.empty()) out.add(json_out, summary.dump(1) + "\n");
   if (!detections_out.empty()) {
     nlohmann::json results = nlohmann::json::array();
     for (const CocoDetection& d : detections)
@@ -105,8 +106,9 @@ int cmd_eval_det(const CommandArgs& argv) {
                          {"category_id", d.category_id},
                          {"bbox", {d.box.x, d.box.y, d.box.w, d.box.h}},
                          {"score", d.score}});
-    write_file_atomic(detections_out, results.dump() + "\n");
+    out.add(detections_out, results.dump() + "\n");
   }
+  out.commit();
   return 0;
 }
 

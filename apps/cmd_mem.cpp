@@ -62,7 +62,13 @@ int cmd_mem(const CommandArgs& argv) {
   const bool as_json = args.flag("json");
   const bool measure = !args.flag("no-measure");
   const std::string device_mem = args.get("device-mem");
-  const size_t reserve = parse_byte_size(args.get("os-reserve", "0"), "--os-reserve");
+  const std::string os_reserve = args.get("os-reserve");
+  check(os_reserve.empty() || !device_mem.empty(), ErrorKind::Argument,
+        "--os-reserve is taken off --device-mem: give --device-mem too");
+  const size_t reserve = os_reserve.empty() ? 0 : parse_byte_size(os_reserve, "--os-reserve");
+  const size_t device = device_mem.empty() ? 0 : parse_byte_size(device_mem, "--device-mem");
+  check(device_mem.empty() || device > reserve, ErrorKind::Argument, "--os-reserve ",
+        format_bytes(reserve), " leaves nothing of --device-mem ", format_bytes(device));
   auto backend = backend_from_args(args);
   args.finish();
   check(args.positionals().size() == 1, ErrorKind::Argument,
@@ -152,9 +158,6 @@ int cmd_mem(const CommandArgs& argv) {
     }
   }
   if (!device_mem.empty()) {
-    const size_t device = parse_byte_size(device_mem, "--device-mem");
-    check(device > reserve, ErrorKind::Argument, "--os-reserve ", format_bytes(reserve),
-          " leaves nothing of --device-mem ", format_bytes(device));
     const size_t budget = device - reserve;
     json fit = {{"device_bytes", device}, {"reserve_bytes", reserve}, {"budget_bytes", budget}};
     for (const Variant& v : variants)

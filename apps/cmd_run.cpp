@@ -96,7 +96,7 @@ int cmd_run(const CommandArgs& argv) {
   const std::string summary_path = args.get("summary");
   const int limit = args.get_int("limit", 0);
   const int top = args.get_int("top", 5);
-  const double score_threshold = args.get_double("score-threshold", 0.3);
+  const double score_threshold = score_threshold_from_args(args);
   const auto class_names = load_class_names(args.get("labels"));
   auto backend = backend_from_args(args);
   args.finish();
@@ -109,8 +109,10 @@ int cmd_run(const CommandArgs& argv) {
   for (const std::string& f : {out_path, summary_path})
     check(f.empty() || !fs::exists(f) || fs::is_regular_file(f), ErrorKind::Argument, "'", f,
           "' is not a regular file; --out and --summary write files (omit --out for stdout)");
-  check_can_write(out_path);
-  check_can_write(summary_path);
+  std::vector<std::string> inputs = args.positionals();
+  inputs.push_back(plan_path);
+  check_can_write(out_path, inputs);
+  check_can_write(summary_path, inputs);
 
   FrameSource frames(args.positionals(), static_cast<size_t>(limit));
   Plan plan;
@@ -132,6 +134,7 @@ int cmd_run(const CommandArgs& argv) {
   // From before the pipelines exist, as measure_memory() (merge/pipeline.cpp) does.
   const size_t device_before = backend->device_bytes_in_use();
   Pipelines pipelines(plan, models, *backend, share, top);
+  pipelines.check_class_names(class_names.size());
   const size_t rss_built = resident_bytes();
   pipelines.allocate();
   const MemoryReport memory = pipelines.memory();
@@ -223,8 +226,10 @@ int cmd_run(const CommandArgs& argv) {
                  "weights + activations %s)\n", backend->name().c_str(),
                  format_bytes(device_growth).c_str(), format_bytes(memory.arena_bytes()).c_str());
 
-  if (!out_path.empty()) write_file_atomic(out_path, buffered);
-  if (!summary_path.empty()) write_file_atomic(summary_path, summary.dump(1) + "\n");
+  OutputFiles out;
+  if (!out_path.empty()) out.add(out_path, buffered);
+  if (!summary_path.empty()) out.add(summary_path, summary.dump(1) + "\n");
+  out.commit();
   return 0;
 }
 

@@ -1,6 +1,5 @@
 // repshare study: CKA similarity vs merged accuracy for every stage pair of a
 // donor and a receiver (the paper's table and figures).
-#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdio>
@@ -70,13 +69,12 @@ int cmd_study(const CommandArgs& argv) {
   auto backend = backend_from_args(args);
   args.finish();
 
-  ::mkdir(o.out_dir.c_str(), 0755);
-  struct stat st;
-  check(::stat(o.out_dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode), ErrorKind::Io,
-        "cannot create output folder '", o.out_dir, "'");
+  // Made now, to fail before the study's work; removed again if the study fails.
+  OutputFolder folder(o.out_dir);
   auto t0 = std::chrono::steady_clock::now();
   StudyResult r = run_study(o, *backend);
   write_study(r, o);
+  folder.keep();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("study %s -> %s on %zu images in %.0f s: receiver top-1 %.4f\n", r.donor.c_str(),
@@ -96,9 +94,10 @@ int cmd_study(const CommandArgs& argv) {
   if (plots) {
     const char* py = std::getenv("REPSHARE_PYTHON");
     std::string python = py ? py : std::string(REPSHARE_SOURCE_DIR) + "/.venv/bin/python";
-    std::string cmd = python + " " + REPSHARE_SOURCE_DIR + "/scripts/plot_study.py '" + o.out_dir + "'";
-    if (std::system(cmd.c_str()) != 0)
-      std::fprintf(stderr, "study: figures not drawn (needs matplotlib): %s\n", cmd.c_str());
+    const std::string script = std::string(REPSHARE_SOURCE_DIR) + "/scripts/plot_study.py";
+    if (run_program({python, script, o.out_dir}, nullptr) != 0)
+      std::fprintf(stderr, "study: figures not drawn (needs matplotlib): %s %s %s\n",
+                   python.c_str(), script.c_str(), o.out_dir.c_str());
   }
   return 0;
 }

@@ -69,7 +69,11 @@ int main(int argc, char** argv) {
   for (const Command& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
     try {
-      return c.run(CommandArgs(argv + 2, argv + argc));
+      const int status = c.run(CommandArgs(argv + 2, argv + argc));
+      // Results printed to a full disk or a closed pipe are lost: that is a failure.
+      check(std::fflush(stdout) == 0 && !std::ferror(stdout), ErrorKind::Io,
+            "cannot write the results to standard output");
+      return status;
     } catch (const Error& e) {
       std::fprintf(stderr, "repshare %s: error (%s): %s\n", c.name, error_kind_name(e.kind()),
                    e.what());

@@ -1,13 +1,13 @@
 #include "loaders/draw.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "engine/error.h"
+#include "loaders/output_file.h"
 
 // Third-party code: its own warnings are not ours to fix.
 #pragma GCC diagnostic push
@@ -34,16 +34,9 @@ std::string printable(const std::string& text) {
   return s;
 }
 
-struct PngSink {
-  FILE* file = nullptr;
-  bool ok = true;
-};
-
-void write_to_sink(void* context, void* data, int size) {
-  PngSink* sink = static_cast<PngSink*>(context);
-  if (sink->ok && std::fwrite(data, 1, size, sink->file) != static_cast<size_t>(size)) {
-    sink->ok = false;
-  }
+void append_to_string(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                             static_cast<size_t>(size));
 }
 
 }  // namespace
@@ -129,29 +122,19 @@ void draw_labelled_box(Image& img, float x0, float y0, float x1, float y1,
   draw_text(img, std::max(left, 0), text_top, label, ink, color);
 }
 
-void write_png(const Image& img, const std::string& path) {
+std::string encode_png(const Image& img) {
   check(img.width > 0 && img.height > 0 &&
             img.pixels.size() == static_cast<size_t>(img.width) * img.height * 3,
-        ErrorKind::Argument, "write_png '", path, "': image is empty or inconsistent");
-  const std::string temp = path + ".tmp";
-  PngSink sink;
-  sink.file = std::fopen(temp.c_str(), "wb");
-  check(sink.file != nullptr, ErrorKind::Io, "cannot create '", temp, "': ",
-        std::strerror(errno));
-  const int encoded = stbi_write_png_to_func(write_to_sink, &sink, img.width, img.height, 3,
-                                             img.pixels.data(), img.width * 3);
-  const bool closed = std::fclose(sink.file) == 0;
-  if (!encoded || !sink.ok || !closed) {
-    const int err = errno;
-    std::remove(temp.c_str());
-    fail(ErrorKind::Io, "cannot write PNG '", path, "'",
-         encoded ? std::string(": ") + std::strerror(err) : std::string(": encoder failed"));
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(temp.c_str());
-    fail(ErrorKind::Io, "cannot rename '", temp, "' to '", path, "': ", std::strerror(err));
-  }
+        ErrorKind::Argument, "encode_png: image is empty or inconsistent");
+  std::string png;
+  check(stbi_write_png_to_func(append_to_string, &png, img.width, img.height, 3, img.pixels.data(),
+                               img.width * 3) != 0,
+        ErrorKind::Io, "the PNG encoder failed");
+  return png;
+}
+
+void write_png(const Image& img, const std::string& path) {
+  write_file_atomic(path, encode_png(img));
 }
 
 }  // namespace repshare

@@ -37,9 +37,10 @@ void draw_text(Image& img, int x, int y, const std::string& text, Rgb fg, Rgb bg
 void draw_labelled_box(Image& img, float x0, float y0, float x1, float y1,
                        const std::string& label, Rgb color);
 
-// Writes img as PNG. The data go to a temporary file beside `path` that is renamed
-// over it only when complete, so a failure never leaves a partial PNG. Throws Io
-// naming the path.
+// img as the bytes of a PNG file.
+std::string encode_png(const Image& img);
+// Writes img as PNG with write_file_atomic (loaders/output_file.h): a failure never
+// leaves a partial PNG, a device is written in place. Throws Io naming the path.
 void write_png(const Image& img, const std::string& path);
 
 }  // namespace repshare

@@ -129,6 +129,9 @@ size_t parse_byte_size(const std::string& s, const std::string& what) {
   else if (unit == "Gi" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
   check(scale > 0 && value >= 0 && std::isfinite(value), ErrorKind::Argument, what, ": '", s,
         "' is not a size (units: B, kB, MB, GB, KiB, MiB, GiB)");
+  // 2^50 bytes (1 PiB) is beyond any device, and far inside size_t and llround.
+  check(value * scale <= std::ldexp(1.0, 50), ErrorKind::Argument, what, ": '", s,
+        "' is larger than 1 PiB");
   return static_cast<size_t>(std::llround(value * scale));
 }
 

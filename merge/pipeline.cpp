@@ -119,6 +119,16 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
 
 Pipelines::~Pipelines() = default;
 
+void Pipelines::check_class_names(size_t names) const {
+  for (const auto& p : pipes_) {
+    if (names == 0 || p->detection) continue;
+    const int64_t classes = p->output_shapes[0].numel();
+    check(static_cast<int64_t>(names) == classes, ErrorKind::Argument, "labels file has ", names,
+          " names; pipeline '", p->name, "' (model '", p->model->info.name, "') has ", classes,
+          " classes");
+  }
+}
+
 void Pipelines::allocate() {
   check(!allocated_, ErrorKind::Argument, "pipelines allocated twice");
   allocated_ = true;

@@ -46,6 +46,9 @@ class Pipelines {
   Pipelines(const Pipelines&) = delete;
   Pipelines& operator=(const Pipelines&) = delete;
 
+  // Throws Argument naming the pipeline unless every classifier has `names` classes
+  // (a labels file's; 0: none given, nothing to check).
+  void check_class_names(size_t names) const;
   // Commits the weights arenas and allocates every activation arena and host buffer.
   void allocate();
   // Results for every pipeline, in plan order.

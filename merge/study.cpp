@@ -1,6 +1,5 @@
 #include "merge/study.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -16,6 +15,7 @@
 #include "engine/executor.h"
 #include "loaders/image.h"
 #include "loaders/labels.h"
+#include "loaders/output_file.h"
 #include "merge/sharing.h"
 #include "tasks/classification.h"
 
@@ -297,13 +297,14 @@ StudyResult run_study(const StudyOptions& o, Backend& be) {
 }
 
 void write_study(const StudyResult& r, const StudyOptions& o) {
+  OutputFiles out;
   std::ostringstream csv;
   csv << "donor_stage,receiver_stage,S,S_other,acc,flops,size,params,unshared_acc\n";
   for (const auto& p : r.pairs)
     csv << p.donor_stage << "," << p.receiver_stage << "," << p.s << "," << p.s_other << ","
         << p.acc << "," << p.flops << "," << p.size << "," << p.params << "," << r.receiver_acc
         << "\n";
-  write_file_atomic(o.out_dir + "/pairs.csv", csv.str());
+  out.add(o.out_dir + "/pairs.csv", csv.str());
 
   // Rows are the first model's stages, columns the second's, both named.
   auto matrix_csv = [](const std::vector<std::vector<double>>& m,
@@ -319,12 +320,10 @@ void write_study(const StudyResult& r, const StudyOptions& o) {
     }
     return s.str();
   };
-  write_file_atomic(o.out_dir + "/cka_donor.csv",
-                    matrix_csv(r.s_donor, r.donor_stages, r.donor_stages));
-  write_file_atomic(o.out_dir + "/cka_receiver.csv",
-                    matrix_csv(r.s_receiver, r.receiver_stages, r.receiver_stages));
-  write_file_atomic(o.out_dir + "/cka_cross.csv",
-                    matrix_csv(r.s_cross, r.donor_stages, r.receiver_stages));
+  out.add(o.out_dir + "/cka_donor.csv", matrix_csv(r.s_donor, r.donor_stages, r.donor_stages));
+  out.add(o.out_dir + "/cka_receiver.csv",
+          matrix_csv(r.s_receiver, r.receiver_stages, r.receiver_stages));
+  out.add(o.out_dir + "/cka_cross.csv", matrix_csv(r.s_cross, r.donor_stages, r.receiver_stages));
 
   nlohmann::json j;
   j["donor"] = r.donor;
@@ -352,7 +351,8 @@ void write_study(const StudyResult& r, const StudyOptions& o) {
                    {"rule_accuracy", number(r.collapse_rule_accuracy)}};
   j["donor_stages"] = r.donor_stages;
   j["receiver_stages"] = r.receiver_stages;
-  write_file_atomic(o.out_dir + "/summary.json", j.dump(1) + "\n");
+  out.add(o.out_dir + "/summary.json", j.dump(1) + "\n");
+  out.commit();
 }
 
 }  // namespace repshare

@@ -3,14 +3,19 @@
 // command at once with the path named, instead of after an evaluation or an hour of
 // video. Each case also names a model that does not exist: the error must be about
 // the output, which shows the check came first.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "apps/app_util.h"
 #include "engine/error.h"
+#include "loaders/draw.h"
+#include "loaders/output_file.h"
 #include "tests/cli_runner.h"
 
 namespace repshare {
@@ -64,6 +69,187 @@ TEST(CommandOutputs, CheckCanWriteLeavesNoFile) {
   EXPECT_NO_THROW(check_can_write("/dev/null"));
   EXPECT_NO_THROW(check_can_write(""));
   EXPECT_THROW(check_can_write("/nonexistent-repshare-folder/x.json"), Error);
+}
+
+bool exists(const std::string& path) { return std::filesystem::exists(path); }
+
+const std::string kFixtures = std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/";
+const std::string kClassifier = kFixtures + "tiny_tf_efficientnet/model.onnx";
+const std::string kDetector = kFixtures + "tiny_detector/model.onnx";
+const std::string kImage = kFixtures + "images/grey.png";
+
+std::string scratch(const std::string& name) {
+  return "/tmp/repshare_outputs_" + std::to_string(getpid()) + "_" + name;
+}
+
+// A command's outputs are written together: when one cannot be, none is left, not
+// even the ones staged before it; the same path twice is refused.
+TEST(CommandOutputs, OutputFilesLeaveNoneWhenOneFails) {
+  const std::string first = scratch("first.json"), second = scratch("second.csv");
+  {
+    OutputFiles out;
+    out.add(first, "{}\n");
+    EXPECT_TRUE(exists(first + ".tmp"));
+    EXPECT_THROW(out.add("/nonexistent-repshare-folder/x.csv", "a,b\n"), Error);
+  }
+  EXPECT_FALSE(exists(first));
+  EXPECT_FALSE(exists(first + ".tmp"));
+  {
+    OutputFiles out;
+    out.add(first, "{}\n");
+    EXPECT_THROW(out.add(first, "again"), Error);
+  }
+  EXPECT_FALSE(exists(first + ".tmp"));
+  {
+    OutputFiles out;
+    out.add(first, "{}\n");
+    out.add(second, "a,b\n");
+    EXPECT_FALSE(exists(first));  // nothing is in place before commit()
+    out.commit();
+  }
+  std::string line;
+  std::getline(std::ifstream(second), line);
+  EXPECT_EQ(line, "a,b");
+  EXPECT_TRUE(exists(first));
+  EXPECT_FALSE(exists(first + ".tmp") || exists(second + ".tmp"));
+  std::remove(first.c_str());
+  std::remove(second.c_str());
+}
+
+// A device or pipe is written in place, never replaced by a renamed file, and a
+// write it refuses is an error even when the bytes fit the stream's buffer.
+TEST(CommandOutputs, DevicesAreWrittenInPlaceAndTheirErrorsReported) {
+  const std::string fifo = scratch("fifo.png");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK);  // keeps the pipe open
+  ASSERT_GE(reader, 0);
+  Image img;
+  img.reset(8, 4);
+  EXPECT_NO_THROW(write_png(img, fifo));
+  struct stat st;
+  ASSERT_EQ(::stat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  char magic[4] = {};
+  EXPECT_EQ(::read(reader, magic, 4), 4);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  ::close(reader);
+  std::remove(fifo.c_str());
+  const std::string msg = [] {
+    try {
+      write_file_atomic("/dev/full", "{}\n");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  EXPECT_NE(msg.find("cannot write '/dev/full'"), std::string::npos) << msg;
+}
+
+// An output folder made for a command is removed again, with the parents it made,
+// when the command fails before writing into it; kept otherwise; and a folder
+// that was there already is never removed.
+TEST(CommandOutputs, OutputFolderIsRemovedIfTheCommandFails) {
+  const std::string top = scratch("folder"), leaf = top + "/a/b";
+  {
+    OutputFolder folder(leaf);
+    EXPECT_TRUE(std::filesystem::is_directory(leaf));
+  }
+  EXPECT_FALSE(exists(top));
+  {
+    OutputFolder folder(leaf);
+    folder.keep();
+  }
+  EXPECT_TRUE(std::filesystem::is_directory(leaf));
+  { OutputFolder again(leaf); }
+  EXPECT_TRUE(std::filesystem::is_directory(leaf));
+  std::filesystem::remove_all(top);
+  EXPECT_THROW(OutputFolder("/proc/repshare-x"), Error);
+}
+
+// Helper programs (the study's plots, the onnxruntime anchor) run without a shell:
+// a user's path is one argument, whatever it contains.
+TEST(CommandOutputs, RunProgramPassesArgumentsWithoutAShell) {
+  const std::string marker = scratch("injected");
+  std::string out;
+  EXPECT_EQ(run_program({"echo", "q'$(touch " + marker + ")'q"}, &out), 0);
+  EXPECT_EQ(out, "q'$(touch " + marker + ")'q\n");
+  EXPECT_FALSE(exists(marker));
+  EXPECT_EQ(run_program({"false"}, nullptr), 1);
+  EXPECT_EQ(run_program({"/nonexistent-repshare-program"}, &out), -1);
+}
+
+// Command lines that are wrong in a way a parser could let through: each fails with
+// its reason named, an argument error (exit 2), before any work.
+TEST(CommandOutputs, OutOfRangeOptionsAreArgumentErrors) {
+  const struct {
+    std::string args, message;
+  } cases[] = {
+      {"classify --model " + kClassifier + " " + kImage + " --threads 99999",
+       "--threads must be 1 to 256"},
+      {"classify --model " + kClassifier + " " + kImage + " --threads 0",
+       "--threads must be 1 to 256"},
+      {"classify --model " + kClassifier + " " + kImage + " --top 4294967297",
+       "--top is out of range"},
+      {"classify --model " + kClassifier + " " + kImage + " --logits-out --json",
+       "--logits-out needs a value"},
+      {"inspect " + kClassifier + " --json=1", "--json is a switch"},
+      {"inspect " + kClassifier + " --frob", "unknown option --frob"},
+      {"eval --model " + kClassifier + " --labels x.txt --limit -1", "--limit must not be"},
+      {"detect --model " + kDetector + " " + kImage + " --score-threshold nan",
+       "--score-threshold must be a score from 0 to 1"},
+      {"run --models " + kDetector + " " + kImage + " --score-threshold 2",
+       "--score-threshold must be a score from 0 to 1"},
+      {"bench --model " + kClassifier + " --runs 2 --runs 3", "--runs is given more than once"},
+      {"bench --model " + kClassifier + " --profile-steps -3", "--profile-steps must not be"},
+      {"mem " + kClassifier + " --os-reserve 1GiB", "give --device-mem too"},
+      {"mem " + kClassifier + " --device-mem 99999999999999999999GiB", "larger than 1 PiB"},
+  };
+  for (const auto& c : cases) {
+    CommandResult r = run_repshare(c.args);
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+// Outputs that would overwrite an input, or each other, are refused before any work,
+// and a failed command leaves no output folder it made.
+TEST(CommandOutputs, OutputsNeverReplaceInputsOrEachOther) {
+  const std::string image = scratch("victim.png");
+  std::filesystem::copy_file(kImage, image, std::filesystem::copy_options::overwrite_existing);
+  const auto before = std::filesystem::file_size(image);
+  CommandResult same =
+      run_repshare("classify --model " + kClassifier + " " + image + " --logits-out " + image);
+  EXPECT_EQ(same.status, 2) << same.output;
+  EXPECT_NE(same.output.find("it would be overwritten"), std::string::npos) << same.output;
+  EXPECT_EQ(std::filesystem::file_size(image), before);
+
+  const std::string other = scratch("other"), folder = scratch("drawn") + "/boxes";
+  std::filesystem::create_directories(other);
+  // The same name in another folder: both would be drawn to FOLDER/<name>.png.
+  const std::string namesake = other + "/" + std::filesystem::path(image).filename().string();
+  std::filesystem::copy_file(kImage, namesake, std::filesystem::copy_options::overwrite_existing);
+  CommandResult twice = run_repshare("detect --model " + kDetector + " " + image + " " + namesake +
+                                     " --draw-dir " + folder);
+  EXPECT_EQ(twice.status, 2) << twice.output;
+  EXPECT_NE(twice.output.find("would both be drawn to"), std::string::npos) << twice.output;
+  EXPECT_FALSE(exists(scratch("drawn")));
+  CommandResult bad_model =
+      run_repshare("detect --model /nonexistent/d0.onnx " + image + " --draw-dir " + folder);
+  EXPECT_NE(bad_model.status, 0);
+  EXPECT_FALSE(exists(scratch("drawn")));
+  CommandResult study = run_repshare("study --donor /nonexistent/a.onnx --receiver " + kClassifier +
+                                     " --labels x.txt --out " + folder);
+  EXPECT_NE(study.status, 0);
+  EXPECT_NE(study.output.find("/nonexistent/a.onnx"), std::string::npos) << study.output;
+  EXPECT_FALSE(exists(scratch("drawn")));
+  std::filesystem::remove_all(other);
+  std::remove(image.c_str());
+}
+
+// Results that cannot reach standard output (a full disk) fail the command.
+TEST(CommandOutputs, AFullStandardOutputIsAnError) {
+  CommandResult r = run_repshare("inspect " + kClassifier + " > /dev/full");
+  EXPECT_EQ(r.status, 1);
 }
 
 }  // namespace
