@@ -44,8 +44,9 @@ int cmd_classify(const CommandArgs& argv) {
   check(k > 0, ErrorKind::Argument, "--top must be positive");
 
   Model model = load_model(model_path);
-  check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,
-        "' has ", model.info.outputs.size(), " outputs; classify needs one logits output");
+  check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name, "' has ",
+        model.info.outputs.size(), " outputs; classify needs one logits output",
+        missing_sidecar_note(model.info));
   const std::string out_name = model.info.outputs[0];
   Session session(model, *backend, {out_name});
   const int64_t classes = session.output_shape(out_name).numel();

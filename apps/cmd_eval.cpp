@@ -37,7 +37,8 @@ int cmd_eval(const CommandArgs& argv) {
 
   Model model = load_model(model_path);
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,
-        "' is not a classifier (", model.info.outputs.size(), " outputs)");
+        "' is not a classifier (", model.info.outputs.size(), " outputs)",
+        missing_sidecar_note(model.info));
   const std::string out_name = model.info.outputs[0];
   Session session(model, *backend, {out_name});
   const int classes = static_cast<int>(session.output_shape(out_name).numel());

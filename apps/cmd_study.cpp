@@ -17,13 +17,16 @@
 namespace repshare {
 namespace {
 
-std::vector<std::string> split_list(const std::string& s) {
+// --option a,b,c: the names (none when the option is absent); an empty name ("a,,b",
+// ",") is an error, not a silent "all stages".
+std::vector<std::string> split_list(const std::string& s, const char* option) {
   std::vector<std::string> out;
   size_t start = 0;
   while (start <= s.size() && !s.empty()) {
     size_t comma = s.find(',', start);
     if (comma == std::string::npos) comma = s.size();
-    if (comma > start) out.push_back(s.substr(start, comma - start));
+    check(comma > start, ErrorKind::Argument, "--", option, " '", s, "' has an empty stage name");
+    out.push_back(s.substr(start, comma - start));
     start = comma + 1;
   }
   return out;
@@ -56,8 +59,8 @@ int cmd_study(const CommandArgs& argv) {
   const int limit = args.get_int("limit", 0);
   check(limit >= 0, ErrorKind::Argument, "--limit must be >= 0");
   o.limit = static_cast<size_t>(limit);
-  o.donor_stages = split_list(args.get("donor-stages"));
-  o.receiver_stages = split_list(args.get("receiver-stages"));
+  o.donor_stages = split_list(args.get("donor-stages"), "donor-stages");
+  o.receiver_stages = split_list(args.get("receiver-stages"), "receiver-stages");
   const std::string est = args.get("estimator", "biased");
   check(est == "biased" || est == "unbiased", ErrorKind::Argument,
         "--estimator must be biased or unbiased");

@@ -75,10 +75,16 @@ void read_sidecar(const std::string& path, ModelInfo& info) {
 
 }  // namespace
 
+std::string missing_sidecar_note(const ModelInfo& info) {
+  if (!info.sidecar_json.empty()) return "";
+  return " (no sidecar '" + info.sidecar + "' was found beside the model)";
+}
+
 Model load_model(const std::string& onnx_path, PassOptions passes, int64_t input_batch) {
   Model m;
   m.info.name = base_name(onnx_path);
-  read_sidecar(sidecar_path(onnx_path), m.info);
+  m.info.sidecar = sidecar_path(onnx_path);
+  read_sidecar(m.info.sidecar, m.info);
 
   OnnxLoadOptions load;
   if (input_batch > 0) {

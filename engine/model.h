@@ -29,6 +29,7 @@ struct ModelInfo {
   std::vector<std::string> outputs;  // task outputs: logits; or class_p3.., box_p3..
   std::vector<Stage> stages;         // in network order
   std::string sidecar_json;          // the sidecar's text ("" when none), for task code
+  std::string sidecar;               // where the sidecar is or would be (MODEL.json)
 
   const Stage& stage(const std::string& name) const;  // throws naming the model and stages
   int stage_index(const std::string& name) const;     // -1 when absent
@@ -47,5 +48,9 @@ Model load_model(const std::string& onnx_path, PassOptions passes = PassOptions(
 
 // Sidecar path for a model file: "x/m.onnx" -> "x/m.json".
 std::string sidecar_path(const std::string& onnx_path);
+
+// For errors about what a sidecar says (task, outputs, stages): " (no sidecar
+// 'x/m.json' was found beside the model)" where the model has none, else "".
+std::string missing_sidecar_note(const ModelInfo& info);
 
 }  // namespace repshare

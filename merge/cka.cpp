@@ -129,6 +129,10 @@ Gram centered_gram(const NpyReader& x, Backend& backend, size_t memory_bytes) {
   for (size_t c0 = 0; c0 < d; c0 += block) {
     const size_t w = std::min(block, d - c0);
     x.read_block(0, n, c0, c0 + w, xb.data());
+    // One NaN or Inf would make every S NaN, reported as a non-positive HSIC.
+    for (size_t i = 0; i < n * w; ++i)
+      check(std::isfinite(xb[i]), ErrorKind::Malformed, "feature file '", x.path(), "': row ",
+            i / w, ", column ", c0 + i % w, " is ", xb[i], "; CKA needs finite features");
     // Centre each column by its exact mean over all n examples: (HX)(HX)^T = HKH.
     std::vector<double> mean(w, 0.0);
     for (size_t i = 0; i < n; ++i)

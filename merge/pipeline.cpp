@@ -77,12 +77,13 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
       p->detect_pre = detect_preprocess_for(info);
     } else if (info.task == "classification") {
       check(info.outputs.size() == 1, ErrorKind::Argument, where, ": a classifier needs one ",
-            "logits output; the model has ", info.outputs.size());
+            "logits output; the model has ", info.outputs.size(), missing_sidecar_note(info));
       p->outputs = info.outputs;
       p->classify_pre = classify_preprocess_for(info);
     } else {
       fail(ErrorKind::Unsupported, where, ": task '", info.task,
-           "' (run needs \"classification\" or \"detection\" in the model's sidecar)");
+           "' (run needs \"classification\" or \"detection\" in the model's sidecar)",
+           missing_sidecar_note(info));
     }
     for (const std::string& o : p->outputs)
       p->output_shapes.push_back(p->model->graph.values[p->model->graph.find(o)].shape);

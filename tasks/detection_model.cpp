@@ -44,8 +44,9 @@ std::vector<std::string> level_outputs(const ModelInfo& info, const nlohmann::js
   for (const std::string& n : names) {
     check(std::find(info.outputs.begin(), info.outputs.end(), n) != info.outputs.end(),
           ErrorKind::Argument, "model '", info.name, "' has no output '", n,
-          "': a detection model needs class and box outputs per level P", config.min_level,
-          "..P", config.max_level, " (an EfficientDet exported by scripts/export_efficientdet.py)");
+          "': a detection model needs class and box outputs per level P", config.min_level, "..P",
+          config.max_level, " (an EfficientDet exported by scripts/export_efficientdet.py)",
+          missing_sidecar_note(info));
   }
   return names;
 }

@@ -3,6 +3,7 @@
 // streaming Gram against naive loops, and the `repshare cka` command.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -13,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "tests/cli_runner.h"
 #include "engine/backend_registry.h"
 #include "engine/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "loaders/npy.h"
 #include "merge/cka.h"
+#include "tests/cli_runner.h"
 
 namespace repshare {
 namespace {
@@ -302,6 +303,17 @@ TEST(CkaCommand, BadInputsFailNamingTheProblem) {
     for (const std::string& phrase : c.phrases)
       EXPECT_NE(out.find(phrase), std::string::npos) << "'" << phrase << "' not in: " << out;
   }
+  // A NaN is named where it is, not reported as a non-positive HSIC.
+  const std::string nan_file = "/tmp/repshare_cka_nan_" + std::to_string(getpid()) + ".npy";
+  std::vector<float> values(6 * 3, 0.5f);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 5);
+  values[4 * 3 + 1] = std::nanf("");
+  write_npy(nan_file, {6, 3}, values.data());
+  std::string out;
+  EXPECT_EQ(run_cka(nan_file + " " + nan_file, &out), 1) << out;
+  EXPECT_NE(out.find("row 4, column 1 is nan; CKA needs finite features"), std::string::npos)
+      << out;
+  std::remove(nan_file.c_str());
 }
 
 }  // namespace

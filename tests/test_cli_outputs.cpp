@@ -202,6 +202,9 @@ TEST(CommandOutputs, OutOfRangeOptionsAreArgumentErrors) {
       {"bench --model " + kClassifier + " --runs 2 --runs 3", "--runs is given more than once"},
       {"bench --model " + kClassifier + " --profile-steps -3", "--profile-steps must not be"},
       {"mem " + kClassifier + " --os-reserve 1GiB", "give --device-mem too"},
+      {"study --donor a.onnx --receiver b.onnx --labels x --out " + scratch("s") +
+           " --donor-stages ,",
+       "has an empty stage name"},
       {"mem " + kClassifier + " --device-mem 99999999999999999999GiB", "larger than 1 PiB"},
   };
   for (const auto& c : cases) {
@@ -244,6 +247,14 @@ TEST(CommandOutputs, OutputsNeverReplaceInputsOrEachOther) {
   EXPECT_FALSE(exists(scratch("drawn")));
   std::filesystem::remove_all(other);
   std::remove(image.c_str());
+}
+
+// A model without its sidecar (no task, no named outputs) says which file is missing.
+TEST(CommandOutputs, AMissingSidecarIsNamed) {
+  CommandResult r = run_repshare("run --models " + kClassifier + " " + kImage);
+  EXPECT_NE(r.status, 0);
+  const std::string sidecar = kFixtures + "tiny_tf_efficientnet/model.json";
+  EXPECT_NE(r.output.find("no sidecar '" + sidecar + "' was found"), std::string::npos) << r.output;
 }
 
 // Results that cannot reach standard output (a full disk) fail the command.
