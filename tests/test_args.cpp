@@ -12,19 +12,25 @@
 namespace repshare {
 namespace {
 
-// The message of the Argument error f throws ("" when it throws none).
-template <typename F>
-std::string argument_error(F f) {
+Args parse(std::vector<std::string> argv) { return Args(std::move(argv), {"json", "help"}); }
+
+// Parsing argv, then what the command asks of it (use), must throw an Argument error
+// whose message holds `message`.
+void expect_argument_error(const std::vector<std::string>& argv, void (*use)(Args&),
+                           const std::string& message) {
+  std::string what;
   try {
-    f();
+    Args a = parse(argv);
+    use(a);
+    a.finish();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Argument) << e.what();
-    return e.what();
+    what = e.what();
   }
-  return "";
+  EXPECT_NE(what.find(message), std::string::npos) << "'" << message << "' not in '" << what << "'";
 }
 
-Args parse(std::vector<std::string> argv) { return Args(std::move(argv), {"json", "help"}); }
+void nothing(Args&) {}
 
 TEST(Args, ValuesSwitchesAndPositionals) {
   Args a = parse({"in.jpg", "--top", "3", "--json", "--scale=0.5", "--limit", "-2", "b.jpg"});
@@ -41,62 +47,27 @@ TEST(Args, ValuesSwitchesAndPositionals) {
 }
 
 TEST(Args, EveryMistakeNamesItsOption) {
-  EXPECT_NE(argument_error([] { parse({"--json=1"}); }).find("--json is a switch"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--top", ""});
-            }).find("--top has an empty value"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] { parse({"--top="}); }).find("--top has an empty value"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--out", "--json"});
-            }).find("--out needs a value and got the option --json"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--runs", "2", "--runs", "x"}).get("runs");
-            }).find("--runs is given more than once"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--top", "4294967297"}).get_int("top", 5);
-            }).find("--top is out of range"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--top", "3x"}).get_int("top", 5);
-            }).find("--top expects an integer"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--scale", "half"}).get_double("scale", 1);
-            }).find("--scale expects a number"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"--frob", "1"}).finish();
-            }).find("unknown option --frob"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] { parse({"--quiet"}).finish(); }).find("unknown option --quiet"),
-            std::string::npos);
-  EXPECT_NE(
-      argument_error([] { parse({}).require("model"); }).find("missing required option --model"),
-      std::string::npos);
-}
-
-// A last option without its value: "needs a value" when the command takes it,
-// "unknown option" when it does not.
-TEST(Args, AValuelessLastOptionIsMissingItsValueOrUnknown) {
-  EXPECT_NE(argument_error([] {
-              parse({"a.jpg", "--top"}).get_int("top", 5);
-            }).find("--top needs a value"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              parse({"a.jpg", "--model"}).require("model");
-            }).find("--model needs a value"),
-            std::string::npos);
-  EXPECT_NE(argument_error([] {
-              Args a = parse({"a.jpg", "--frob"});
-              a.get("top");
-              a.finish();
-            }).find("unknown option --frob"),
-            std::string::npos);
+  auto top = [](Args& a) { a.get_int("top", 5); };
+  expect_argument_error({"--json=1"}, nothing, "--json is a switch");
+  expect_argument_error({"--top", ""}, top, "--top has an empty value");
+  expect_argument_error({"--top="}, top, "--top has an empty value");
+  expect_argument_error({"--out", "--json"}, nothing,
+                        "--out needs a value and got the option --json");
+  expect_argument_error({"--top", "2", "--top", "x"}, top, "--top is given more than once");
+  expect_argument_error({"--top", "4294967297"}, top, "--top is out of range");
+  expect_argument_error({"--top", "3x"}, top, "--top expects an integer");
+  expect_argument_error(
+      {"--scale", "half"}, [](Args& a) { a.get_double("scale", 1); }, "--scale expects a number");
+  expect_argument_error({"--frob", "1"}, nothing, "unknown option --frob");
+  expect_argument_error({"--quiet"}, nothing, "unknown option --quiet");
+  expect_argument_error(
+      {}, [](Args& a) { a.require("model"); }, "missing required option --model");
+  // A last option without its value: "needs a value" where the command takes it,
+  // "unknown option" where it does not.
+  expect_argument_error({"a.jpg", "--top"}, top, "--top needs a value");
+  expect_argument_error(
+      {"a.jpg", "--model"}, [](Args& a) { a.require("model"); }, "--model needs a value");
+  expect_argument_error({"a.jpg", "--frob"}, top, "unknown option --frob");
 }
 
 }  // namespace
