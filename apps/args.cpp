@@ -12,6 +12,10 @@ Args::Args(std::vector<std::string> argv, std::set<std::string> switches)
     : switches_(std::move(switches)) {
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
+    if (a == "--") {  // the end of options: what follows are positionals ("--x.jpg")
+      positionals_.insert(positionals_.end(), argv.begin() + i + 1, argv.end());
+      break;
+    }
     if (a.size() <= 2 || a.compare(0, 2, "--") != 0) {
       positionals_.push_back(a);
       continue;

@@ -1,6 +1,6 @@
 // Minimal command-line parsing for the subcommands: --flag value (or --flag=value),
-// --switch, and positionals. Errors name the flag: an unknown one, a missing or
-// empty value, a value that is another option, a switch given a value, and a
+// --switch, and positionals (everything after a lone "--" is one). Errors name the flag: an unknown
+// one, a missing or empty value, a value that is another option, a switch given a value, and a
 // single-valued flag given twice.
 #pragma once
 

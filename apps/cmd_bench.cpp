@@ -161,7 +161,9 @@ int cmd_bench(const CommandArgs& argv) {
   const std::string json_out = args.get("json"), image_path = args.get("image");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out, {model_path, image_path});
+  std::vector<std::string> inputs = model_files(model_path);
+  inputs.push_back(image_path);
+  check_can_write(json_out, inputs);
   check(runs > 0, ErrorKind::Argument, "--runs must be positive, got ", runs);
   check(rounds > 0, ErrorKind::Argument, "--rounds must be positive, got ", rounds);
   check(warmup >= 0, ErrorKind::Argument, "--warmup must not be negative, got ", warmup);

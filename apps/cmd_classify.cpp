@@ -35,7 +35,8 @@ int cmd_classify(const CommandArgs& argv) {
   args.finish();
   const auto& images = args.positionals();
   std::vector<std::string> read = images;
-  read.insert(read.end(), {model_path, tensor_path, labels_path});
+  read.insert(read.end(), {tensor_path, labels_path});
+  for (const std::string& f : model_files(model_path)) read.push_back(f);
   check_can_write(logits_out, read);
   check(!images.empty() || !tensor_path.empty(), ErrorKind::Argument,
         "give images or --tensor FILE");

@@ -70,7 +70,7 @@ int cmd_detect(const CommandArgs& argv) {
   check(draw_out.empty() || images.size() == 1, ErrorKind::Argument, "--draw takes one image (",
         images.size(), " given); use --draw-dir for several");
   std::vector<std::string> inputs = images;
-  inputs.push_back(model_path);
+  for (const std::string& f : model_files(model_path)) inputs.push_back(f);
   check_can_write(json_out, inputs);
   // Made now, to fail before any work; removed again if the command fails.
   std::unique_ptr<OutputFolder> folder;

@@ -18,7 +18,7 @@ int cmd_eval(const CommandArgs& argv) {
     std::printf(
         "usage: repshare eval --model M.onnx --labels LIST [options]\n"
         "  LIST: lines 'images/FILE, CLASS' (paths relative to LIST's folder)\n"
-        "  --limit N              only the first N images\n"
+        "  --limit N              only the first N images (0: all)\n"
         "  --json FILE            write the summary as JSON\n"
         "  --predictions FILE     write 'path,label,top1..top5' per image (CSV)\n%s",
         kBackendUsage);
@@ -32,8 +32,10 @@ int cmd_eval(const CommandArgs& argv) {
   const std::string predictions_out = args.get("predictions");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out, {model_path, list_path});
-  check_can_write(predictions_out, {model_path, list_path});
+  std::vector<std::string> inputs = model_files(model_path);
+  inputs.push_back(list_path);
+  check_can_write(json_out, inputs);
+  check_can_write(predictions_out, inputs);
 
   Model model = load_model(model_path);
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,
@@ -45,6 +47,9 @@ int cmd_eval(const CommandArgs& argv) {
   auto items = read_labelled_images(list_path, classes);
   if (limit > 0 && static_cast<size_t>(limit) < items.size()) items.resize(limit);
   check(!items.empty(), ErrorKind::Argument, "'", list_path, "' lists no images");
+  for (const LabelledImage& item : items) inputs.push_back(item.path);
+  check_can_write(json_out, inputs);
+  check_can_write(predictions_out, inputs);
   const ClassifyPreprocess pre = classify_preprocess_for(model.info);
   Preprocessor preprocessor;
 

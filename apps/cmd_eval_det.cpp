@@ -36,10 +36,11 @@ int cmd_eval_det(const CommandArgs& argv) {
     std::printf(
         "usage: repshare eval-det --model D0.onnx --data DIR [options]\n"
         "  DIR: images/*.jpg, labels/<image>.txt (YOLO: CLASS cx cy w h, normalised)\n"
-        "  --limit N              only the first N images (file-name order)\n"
+        "  --limit N              only the first N images (file-name order; 0: all)\n"
         "  --soft-nms             Gaussian soft-NMS instead of hard NMS\n"
         "  --json FILE            write the summary as JSON\n"
-        "  --detections FILE      write the detections as COCO results JSON (pycocotools' loadRes)\n%s"
+        "  --detections FILE      write the detections as COCO results JSON (pycocotools' "
+        "loadRes)\n%s"
         "Reports pycocotools' 12 bbox stats (AP @[.50:.95], AP50, AP75, ...).\n",
         kBackendUsage);
     return 0;
@@ -52,8 +53,10 @@ int cmd_eval_det(const CommandArgs& argv) {
   const std::string detections_out = args.get("detections");
   auto backend = backend_from_args(args);
   args.finish();
-  check_can_write(json_out, {model_path});
-  check_can_write(detections_out, {model_path});
+  std::vector<std::string> inputs = model_files(model_path);
+  inputs.push_back(data_dir);  // its images and labels
+  check_can_write(json_out, inputs);
+  check_can_write(detections_out, inputs);
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
 
   CocoGroundTruth gt = load_yolo_ground_truth(data_dir);

@@ -67,6 +67,7 @@ int cmd_mem(const CommandArgs& argv) {
         "--os-reserve is taken off --device-mem: give --device-mem too");
   const size_t reserve = os_reserve.empty() ? 0 : parse_byte_size(os_reserve, "--os-reserve");
   const size_t device = device_mem.empty() ? 0 : parse_byte_size(device_mem, "--device-mem");
+  check(device_mem.empty() || device > 0, ErrorKind::Argument, "--device-mem must be positive");
   check(device_mem.empty() || device > reserve, ErrorKind::Argument, "--os-reserve ",
         format_bytes(reserve), " leaves nothing of --device-mem ", format_bytes(device));
   auto backend = backend_from_args(args);

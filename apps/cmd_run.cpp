@@ -80,12 +80,11 @@ int cmd_run(const CommandArgs& argv) {
         "  --out FILE             per-frame JSON lines to FILE (written at the end, atomically)\n"
         "                         instead of stdout; the summary then goes to stdout\n"
         "  --summary FILE         the end summary as JSON (atomically)\n"
-        "  --limit N              first N frames only\n"
+        "  --limit N              first N frames only (0: all)\n"
         "  --top K                classes per classifier (default 5)\n"
         "  --score-threshold T    detections printed per frame scoring at least T (default 0.3)\n"
         "  --labels FILE          ImageNet class names (class-index JSON or one per line)\n%s",
-        video_input_available() ? "decoded with FFmpeg"
-                                : "not in this build, which has no FFmpeg",
+        video_input_available() ? "decoded with FFmpeg" : "not in this build, which has no FFmpeg",
         kBackendUsage);
     return 0;
   }
@@ -104,13 +103,11 @@ int cmd_run(const CommandArgs& argv) {
         "give either --plan PLAN.json or --models A.onnx,B.onnx");
   check(!args.positionals().empty(), ErrorKind::Argument, "give frames: images, folders of images or videos");
   check(limit >= 0, ErrorKind::Argument, "--limit must not be negative");
-  // Output is written to FILE.tmp and renamed over FILE, which would replace a
-  // device such as /dev/null with a regular file.
-  for (const std::string& f : {out_path, summary_path})
-    check(f.empty() || !fs::exists(f) || fs::is_regular_file(f), ErrorKind::Argument, "'", f,
-          "' is not a regular file; --out and --summary write files (omit --out for stdout)");
-  std::vector<std::string> inputs = args.positionals();
-  inputs.push_back(plan_path);
+  // Checked again below against every frame and model file; a folder of frames is
+  // left out here, as results may be written beside its images.
+  std::vector<std::string> inputs = {plan_path};
+  for (const std::string& p : args.positionals())
+    if (!fs::is_directory(p)) inputs.push_back(p);
   check_can_write(out_path, inputs);
   check_can_write(summary_path, inputs);
 
@@ -127,6 +124,12 @@ int cmd_run(const CommandArgs& argv) {
     plan = plan_for_models(paths);
   }
   const bool share = !no_share && plan.any_sharing();
+  // Now that the frames and models are known: an output must be none of them either.
+  inputs = frames.files();
+  for (const PipelineSpec& p : plan.pipelines)
+    for (const std::string& f : model_files(p.model)) inputs.push_back(f);
+  check_can_write(out_path, inputs);
+  check_can_write(summary_path, inputs);
   auto models = load_plan_models(plan);
 
   release_free_heap();

@@ -39,7 +39,7 @@ int cmd_study(const CommandArgs& argv) {
   if (args.flag("help")) {
     std::printf(
         "usage: repshare study --donor D.onnx --receiver R.onnx --labels LIST --out DIR [options]\n"
-        "  --limit N                  only the first N images\n"
+        "  --limit N                  only the first N images (0: all)\n"
         "  --donor-stages a,b,...     donor stages to share (default: names both models have)\n"
         "  --receiver-stages a,b,...  receiver stages to cut at (same default)\n"
         "  --estimator biased|unbiased  CKA estimator for S (default biased, the paper's)\n"

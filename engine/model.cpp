@@ -75,6 +75,10 @@ void read_sidecar(const std::string& path, ModelInfo& info) {
 
 }  // namespace
 
+std::vector<std::string> model_files(const std::string& onnx_path) {
+  return {onnx_path, sidecar_path(onnx_path)};
+}
+
 std::string missing_sidecar_note(const ModelInfo& info) {
   if (!info.sidecar_json.empty()) return "";
   return " (no sidecar '" + info.sidecar + "' was found beside the model)";

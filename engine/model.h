@@ -49,6 +49,10 @@ Model load_model(const std::string& onnx_path, PassOptions passes = PassOptions(
 // Sidecar path for a model file: "x/m.onnx" -> "x/m.json".
 std::string sidecar_path(const std::string& onnx_path);
 
+// The files load_model reads for it: the .onnx and its sidecar (outputs must not
+// overwrite either).
+std::vector<std::string> model_files(const std::string& onnx_path);
+
 // For errors about what a sidecar says (task, outputs, stages): " (no sidecar
 // 'x/m.json' was found beside the model)" where the model has none, else "".
 std::string missing_sidecar_note(const ModelInfo& info);

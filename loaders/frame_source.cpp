@@ -58,6 +58,12 @@ FrameSource::FrameSource(const std::vector<std::string>& inputs, size_t limit) :
 
 FrameSource::~FrameSource() = default;
 
+std::vector<std::string> FrameSource::files() const {
+  std::vector<std::string> paths;
+  for (const Input& in : inputs_) paths.push_back(in.path);
+  return paths;
+}
+
 FrameSource::Status FrameSource::next(Frame& frame, std::string* why) {
   while (input_ < inputs_.size() && (limit_ == 0 || delivered_ < limit_)) {
     const Input& in = inputs_[input_];

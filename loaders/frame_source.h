@@ -32,6 +32,8 @@ class FrameSource {
   // Frames expected in all (images, plus what video containers announce), for
   // progress bars; an estimate where a container does not say.
   size_t expected() const { return expected_; }
+  // The image and video files it reads, folders expanded.
+  std::vector<std::string> files() const;
 
  private:
   struct Input {

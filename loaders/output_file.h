@@ -1,14 +1,23 @@
 // Writing a command's output files so that a failure leaves none of them half
 // written: OutputFiles stages each file as PATH.tmp and renames them all over their
 // paths at commit(); destroyed without commit (an error on the way), it removes
-// what it staged. Devices and pipes (/dev/null, /dev/stdout, a FIFO) are written in
-// place at commit(): renaming a file over one would replace the device node.
+// what it staged. A symbolic link is followed: the file it names is replaced, the
+// link stays. Devices and pipes (/dev/null, a FIFO) and this process's streams
+// (/dev/stdout, /dev/fd/N: appended to) are written in place at commit(): renaming
+// a file over one would replace the device node or the link.
 #pragma once
 
 #include <string>
 #include <vector>
 
 namespace repshare {
+
+// Where an output path's bytes go (output_file.cpp's target_of).
+struct OutputTarget {
+  enum class Mode { Staged, InPlace, Append };
+  std::string path;  // the file to replace (links followed), or the path itself
+  Mode mode;
+};
 
 class OutputFiles {
  public:
@@ -27,8 +36,8 @@ class OutputFiles {
 
  private:
   struct Staged {
-    std::string path, bytes;  // bytes only for a device, written at commit()
-    bool device = false;
+    std::string path, bytes;  // bytes only where written in place, at commit()
+    OutputTarget target;
   };
   std::vector<Staged> staged_;
 };
@@ -39,8 +48,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // Throws Io naming the path unless OutputFiles could create it now, and Argument
 // when it is one of `inputs`, the files the command reads (the same file by
 // identity where both exist: another path, a link; else the same path), which it
-// would overwrite. Commands call it on their output paths before any work, so a
-// missing folder is reported at once, not after an hour of video. Empty path:
+// would overwrite, or lies below one that is a folder. Commands call it on their output paths
+// before any work, so a missing folder is reported at once, not after an hour of video. Empty path:
 // nothing to check.
 void check_can_write(const std::string& path, const std::vector<std::string>& inputs = {});
 

@@ -66,7 +66,8 @@ std::vector<int> select_stages(const ModelInfo& m, const ModelInfo& other,
     for (int i = 0; i < static_cast<int>(m.stages.size()); ++i)
       if (other.stage_index(m.stages[i].name) >= 0) out.push_back(i);
     check(!out.empty(), ErrorKind::Argument, "models '", m.name, "' and '", other.name,
-          "' share no stage names; pass --donor-stages and --receiver-stages");
+          "' share no stage names; pass --donor-stages and --receiver-stages",
+          missing_sidecar_note(m), missing_sidecar_note(other));
   } else {
     for (const auto& n : names) {
       m.stage(n);  // throws naming the model and its stages

@@ -9,6 +9,14 @@
 
 namespace repshare {
 
+int read_size(const nlohmann::json& preprocess, const char* key, const ModelInfo& info, int def) {
+  if (!preprocess.contains(key)) return def;
+  const nlohmann::json& v = preprocess[key];
+  check(v.is_number_integer(), ErrorKind::Malformed, "preprocess entry of model '", info.name,
+        "' (", info.sidecar, "): ", key, " must be a whole number, not ", v.dump());
+  return v.get<int>();
+}
+
 void read_normalisation(const nlohmann::json& preprocess, const ModelInfo& info, float mean[3],
                         float std[3]) {
   for (const char* key : {"mean", "std"}) {
@@ -39,9 +47,8 @@ ClassifyPreprocess classify_preprocess_for(const ModelInfo& info) {
     auto j = nlohmann::json::parse(info.sidecar_json);
     if (!j.contains("preprocess")) return p;
     const auto& pp = j["preprocess"];
-    // get<int>() throws on a value of another type (a string for a size).
-    if (pp.contains("resize")) p.resize = pp["resize"].get<int>();
-    if (pp.contains("crop")) p.crop = pp["crop"].get<int>();
+    p.resize = read_size(pp, "resize", info, p.resize);
+    p.crop = read_size(pp, "crop", info, p.crop);
     if (pp.contains("interpolation")) p.interp = parse_interp(pp["interpolation"].get<std::string>());
     read_normalisation(pp, info, p.mean, p.std);
   } catch (const nlohmann::json::exception& e) {

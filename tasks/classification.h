@@ -17,6 +17,10 @@ namespace repshare {
 // the crop taken from the model's input shape.
 ClassifyPreprocess classify_preprocess_for(const ModelInfo& info);
 
+// A preprocess entry's size `key` ("resize", "crop"): a whole number, or def where
+// the entry has none. Throws Malformed naming the model and the key.
+int read_size(const nlohmann::json& preprocess, const char* key, const ModelInfo& info, int def);
+
 // A preprocess entry's "mean" and "std" into mean and std where it has them: three
 // finite numbers each, std positive (each channel is divided by it). Throws
 // Malformed naming the model. Shared by the classification and detection entries.

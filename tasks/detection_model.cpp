@@ -106,7 +106,7 @@ DetectPreprocess detect_preprocess_for(const ModelInfo& info) {
   try {
     if (j.contains("preprocess")) {
       const auto& pp = j["preprocess"];
-      if (pp.contains("resize")) p.target = pp["resize"].get<int>();
+      p.target = read_size(pp, "resize", info, p.target);
       if (pp.contains("interpolation"))
         p.interp = parse_interp(pp["interpolation"].get<std::string>());
       read_normalisation(pp, info, p.mean, p.std);

@@ -44,6 +44,9 @@ TEST(Args, ValuesSwitchesAndPositionals) {
   EXPECT_NO_THROW(a.finish());
   Args repeated = parse({"--model", "a.onnx", "--model", "b.onnx"});
   EXPECT_EQ(repeated.all("model"), (std::vector<std::string>{"a.onnx", "b.onnx"}));
+  Args ended = parse({"--top", "1", "--", "--x.jpg", "--json"});
+  EXPECT_FALSE(ended.flag("json"));
+  EXPECT_EQ(ended.positionals(), (std::vector<std::string>{"--x.jpg", "--json"}));
 }
 
 TEST(Args, EveryMistakeNamesItsOption) {

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "apps/app_util.h"
@@ -145,6 +146,40 @@ TEST(CommandOutputs, DevicesAreWrittenInPlaceAndTheirErrorsReported) {
   EXPECT_NE(msg.find("cannot write '/dev/full'"), std::string::npos) << msg;
 }
 
+// A link is followed: the file it names is replaced and the link stays a link. A
+// process's own stream (/dev/stdout is a link to /proc/self/fd/1) is appended to in
+// place: what was written to it before stays.
+TEST(CommandOutputs, LinksAreFollowedAndStreamsAppendedTo) {
+  const std::string real = scratch("real.json"), link = scratch("link.json");
+  std::ofstream(real) << "old\n";
+  ASSERT_EQ(::symlink(real.c_str(), link.c_str()), 0);
+  write_file_atomic(link, "new\n");
+  struct stat st;
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  std::string line;
+  std::getline(std::ifstream(real), line);
+  EXPECT_EQ(line, "new");
+  EXPECT_FALSE(exists(real + ".tmp") || exists(link + ".tmp"));
+  std::remove(link.c_str());
+
+  const int fd = ::open(real.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(fd, 0);
+  write_file_atomic("/dev/fd/" + std::to_string(fd), "more\n");
+  ::close(fd);
+  std::ifstream in(real);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "new\nmore\n");
+  std::remove(real.c_str());
+
+  // Below an input folder nothing is written.
+  const std::string folder = scratch("inputs");
+  std::filesystem::create_directories(folder);
+  EXPECT_THROW(check_can_write(folder + "/x.json", {folder}), Error);
+  EXPECT_NO_THROW(check_can_write(scratch("beside.json"), {folder}));
+  std::filesystem::remove_all(folder);
+}
+
 // An output folder made for a command is removed again, with the parents it made,
 // when the command fails before writing into it; kept otherwise; and a folder
 // that was there already is never removed.
@@ -255,6 +290,16 @@ TEST(CommandOutputs, AMissingSidecarIsNamed) {
   EXPECT_NE(r.status, 0);
   const std::string sidecar = kFixtures + "tiny_tf_efficientnet/model.json";
   EXPECT_NE(r.output.find("no sidecar '" + sidecar + "' was found"), std::string::npos) << r.output;
+}
+
+// run writes its frame lines to a device as every command does (it once refused).
+TEST(CommandOutputs, RunWritesToDevices) {
+  const std::string summary = scratch("summary.json");
+  CommandResult r = run_repshare("run --models " + kDetector + " " + kImage +
+                                 " --out /dev/null --summary " + summary);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(exists(summary));
+  std::remove(summary.c_str());
 }
 
 // Results that cannot reach standard output (a full disk) fail the command.

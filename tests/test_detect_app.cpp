@@ -140,7 +140,7 @@ TEST(DetectionModel, ConfigAndPreprocessFromTheSidecar) {
   } unusable[] = {
       {R"({"preprocess": {"std": [0.5, 0, 0.5]}})", "std [0.5,0,0.5] must be positive"},
       {R"({"preprocess": {"mean": [0.5, 0.5]}})", "mean must be three numbers"},
-      {R"({"preprocess": {"resize": "big"}})", "type must be number"},
+      {R"({"preprocess": {"resize": "big"}})", "resize must be a whole number, not \"big\""},
   };
   for (const auto& u : unusable) {
     wrong.sidecar_json = u.sidecar;
