@@ -2,7 +2,7 @@
 # Sets up a fresh Debian machine (as root): system packages, the Python venv for
 # exports and references, the Release build in build/, models/ (real
 # EfficientNet-Lite weights + random-weight B0/D0 exports) and out/, the ignored
-# folder the README's commands write to (repshare makes no missing output folders:
+# folder the README's commands write to (repshare makes no folder for an output file:
 # a mistyped path fails at once instead).
 #
 #   scripts/bootstrap.sh
