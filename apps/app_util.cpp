@@ -63,6 +63,11 @@ double score_threshold_from_args(Args& args) {
   return t;
 }
 
+void check_stdout_written() {
+  check(std::fflush(stdout) == 0 && !std::ferror(stdout), ErrorKind::Io,
+        "cannot write the results to standard output");
+}
+
 std::vector<std::string> load_class_names(const std::string& path) {
   if (path.empty()) return {};
   const std::string ext = ".json";

@@ -25,6 +25,11 @@ const char* precision_name(const Backend& backend);
 // --score-threshold: a detection score from 0 to 1 (default 0.3).
 double score_threshold_from_args(Args& args);
 
+// Throws Io unless everything printed to stdout reached it (a full disk, a closed
+// pipe): results that were lost are a failure. main() checks after every command;
+// a command that also writes files checks before committing them.
+void check_stdout_written();
+
 // Class names from a labels file: ImageNet class-index JSON or one name per line.
 // Empty path: no names (callers print indices).
 std::vector<std::string> load_class_names(const std::string& path);

@@ -232,6 +232,7 @@ int cmd_run(const CommandArgs& argv) {
   OutputFiles out;
   if (!out_path.empty()) out.add(out_path, buffered);
   if (!summary_path.empty()) out.add(summary_path, summary.dump(1) + "\n");
+  check_stdout_written();  // the report printed above: lost, then no files either
   out.commit();
   return 0;
 }

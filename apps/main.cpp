@@ -9,6 +9,7 @@
 #include <exception>
 #include <vector>
 
+#include "apps/app_util.h"
 #include "apps/commands.h"
 #include "engine/error.h"
 
@@ -70,9 +71,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
     try {
       const int status = c.run(CommandArgs(argv + 2, argv + argc));
-      // Results printed to a full disk or a closed pipe are lost: that is a failure.
-      check(std::fflush(stdout) == 0 && !std::ferror(stdout), ErrorKind::Io,
-            "cannot write the results to standard output");
+      check_stdout_written();
       return status;
     } catch (const Error& e) {
       std::fprintf(stderr, "repshare %s: error (%s): %s\n", c.name, error_kind_name(e.kind()),

@@ -306,6 +306,12 @@ TEST(CommandOutputs, RunWritesToDevices) {
 TEST(CommandOutputs, AFullStandardOutputIsAnError) {
   CommandResult r = run_repshare("inspect " + kClassifier + " > /dev/full");
   EXPECT_EQ(r.status, 1);
+  // run prints its report to stdout: when that is lost, its files are not written.
+  const std::string summary = scratch("lost_summary.json");
+  r = run_repshare("run --models " + kDetector + " " + kImage + " --summary " + summary +
+                   " > /dev/full");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_FALSE(exists(summary));
 }
 
 }  // namespace
