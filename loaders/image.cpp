@@ -352,9 +352,9 @@ void check_pnm_complete(const uint8_t* data, size_t size, const std::string& nam
         needed, " bytes of pixel data");
 }
 
-std::vector<uint8_t> read_image_file(const std::string& path) {
-  const std::string bytes = read_input_file(path, "image");
-  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+// The file's bytes as the decoders take them (no copy of the file).
+const uint8_t* as_bytes(const std::string& file) {
+  return reinterpret_cast<const uint8_t*>(file.data());
 }
 
 }  // namespace
@@ -380,24 +380,25 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
 }
 
 Image load_image(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_image_file(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  const std::string file = read_input_file(path, "image");
+  return decode_image(as_bytes(file), file.size(), path);
 }
 
 ImageSize read_image_size(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_image_file(path);
+  const std::string file = read_input_file(path, "image");
+  const uint8_t* bytes = as_bytes(file);
   ImageSize size;
-  if (is_jpeg(bytes.data(), bytes.size())) {
+  if (is_jpeg(bytes, file.size())) {
     JpegDecoder jpeg;
-    if (!jpeg.read_header(bytes.data(), bytes.size())) fail_jpeg(path, jpeg);
+    if (!jpeg.read_header(bytes, file.size())) fail_jpeg(path, jpeg);
     size.width = jpeg.width();
     size.height = jpeg.height();
     return size;
   }
-  check_stb_input(bytes.size(), path);
+  check_stb_input(file.size(), path);
   int channels = 0;
-  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &size.width,
-                             &size.height, &channels)) {
+  if (!stbi_info_from_memory(bytes, static_cast<int>(file.size()), &size.width, &size.height,
+                             &channels)) {
     fail(ErrorKind::Malformed, "image '", path, "' cannot be decoded: ", stbi_failure_reason());
   }
   return size;

@@ -16,7 +16,7 @@ namespace repshare {
 struct OutputTarget {
   enum class Mode { Staged, InPlace, Append };
   std::string path;  // the file to replace (links followed), or the path itself
-  Mode mode;
+  Mode mode = Mode::Staged;
 };
 
 class OutputFiles {
