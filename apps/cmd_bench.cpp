@@ -172,7 +172,7 @@ int cmd_bench(const CommandArgs& argv) {
   check(!vs_ort || backend->float_storage() == DType::F32, ErrorKind::Argument,
         "--vs-onnxruntime compares fp32 on the CPU; drop --precision fp16");
 
-  Model model = load_model(model_path);
+  Model model = load_model(model_path, pass_options_for(*backend));
   // A detector's outputs stay where the network left them, as detect and run leave
   // them for the post-processing: downloading D0's 18 MB of logits is not part of
   // its job on a GPU.

@@ -44,7 +44,7 @@ int cmd_classify(const CommandArgs& argv) {
         "give either images or --tensor, not both");
   check(k > 0, ErrorKind::Argument, "--top must be positive");
 
-  Model model = load_model(model_path);
+  Model model = load_model(model_path, pass_options_for(*backend));
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name, "' has ",
         model.info.outputs.size(), " outputs; classify needs one logits output",
         missing_sidecar_note(model.info));

@@ -89,7 +89,7 @@ int cmd_detect(const CommandArgs& argv) {
             images[i], "' would both be drawn to '", drawings[i], "'");
   }
 
-  const Model model = load_model(model_path);
+  const Model model = load_model(model_path, pass_options_for(*backend));
   DetectionConfig config = detection_config_for(model.info);
   config.soft_nms = config.soft_nms || soft_nms;
   Detector detector(model, *backend, config);

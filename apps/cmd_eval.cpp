@@ -37,7 +37,7 @@ int cmd_eval(const CommandArgs& argv) {
   check_can_write(json_out, inputs);
   check_can_write(predictions_out, inputs);
 
-  Model model = load_model(model_path);
+  Model model = load_model(model_path, pass_options_for(*backend));
   check(model.info.outputs.size() == 1, ErrorKind::Argument, "model '", model.info.name,
         "' is not a classifier (", model.info.outputs.size(), " outputs)",
         missing_sidecar_note(model.info));

@@ -62,7 +62,7 @@ int cmd_eval_det(const CommandArgs& argv) {
   CocoGroundTruth gt = load_yolo_ground_truth(data_dir);
   keep_first_images(gt, static_cast<size_t>(limit));
   check(!gt.images.empty(), ErrorKind::Argument, "'", data_dir, "' holds no images");
-  const Model model = load_model(model_path);
+  const Model model = load_model(model_path, pass_options_for(*backend));
   DetectionConfig config = detection_config_for(model.info);
   config.soft_nms = config.soft_nms || soft_nms;
   Detector detector(model, *backend, config);

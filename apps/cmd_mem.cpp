@@ -76,7 +76,7 @@ int cmd_mem(const CommandArgs& argv) {
         "give one model (.onnx) or plan (.json)");
   const std::string input = args.positionals()[0];
   const Plan plan = ends_with(input, ".json") ? load_plan(input) : plan_for_models({input});
-  const auto models = load_plan_models(plan);
+  const auto models = load_plan_models(plan, pass_options_for(*backend));
 
   std::vector<Variant> variants;
   variants.push_back({"no sharing", Pipelines(plan, models, *backend, false).memory()});

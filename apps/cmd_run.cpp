@@ -130,7 +130,7 @@ int cmd_run(const CommandArgs& argv) {
     for (const std::string& f : model_files(p.model)) inputs.push_back(f);
   check_can_write(out_path, inputs);
   check_can_write(summary_path, inputs);
-  auto models = load_plan_models(plan);
+  auto models = load_plan_models(plan, pass_options_for(*backend));
 
   release_free_heap();
   const size_t rss_before = resident_bytes();

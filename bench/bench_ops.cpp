@@ -56,6 +56,47 @@ void run_conv(benchmark::State& state, Conv2dParams p) {
   set_gflops(state, 2.0 * p.c_out * p.h_out * p.w_out * (p.c_in / p.groups) * p.kh * p.kw);
 }
 
+// MBConv's expansion (c_in -> c, 1x1) and its depthwise conv with the means, as the
+// CPU's one call (a few channels per thread: product and depthwise conv in L2) or
+// as Backend's composition (the whole product, then the depthwise conv).
+void run_pointwise_depthwise(benchmark::State& state, int64_t c_in, int64_t hw, int64_t c,
+                             int64_t k, int64_t stride, bool composition) {
+  CpuBackend be(static_cast<int>(state.range(0)));
+  const Conv2dParams pw = conv(c_in, hw, c, 1, 1, false), dw = conv(c, hw, c, k, stride, true);
+  Buffer x({1, c_in, hw, hw}), w_pw({c, c_in, 1, 1}), b_pw({c}), w_dw({c, 1, k, k}), b_dw({c});
+  Buffer y({1, c, dw.h_out, dw.w_out}), mean({1, c, 1, 1});
+  const size_t bytes = composition ? be.Backend::pointwise_depthwise_conv2d_workspace(pw, dw)
+                                   : be.pointwise_depthwise_conv2d_workspace(pw, dw);
+  std::vector<float> ws(bytes / sizeof(float) + 1);
+  for (auto _ : state) {
+    if (composition)
+      be.Backend::pointwise_depthwise_conv2d(pw, dw, x.t, w_pw.t, &b_pw.t, w_dw.t, &b_dw.t, y.t,
+                                             &mean.t, ws.data());
+    else
+      be.pointwise_depthwise_conv2d(pw, dw, x.t, w_pw.t, &b_pw.t, w_dw.t, &b_dw.t, y.t, &mean.t,
+                                    ws.data());
+  }
+  state.counters["workspace MiB"] = static_cast<double>(bytes) / (1 << 20);
+}
+void BM_PointwiseDepthwise16to96At112s2(benchmark::State& s) {
+  run_pointwise_depthwise(s, 16, 112, 96, 3, 2, false);
+}
+void BM_PointwiseDepthwise16to96At112s2Composition(benchmark::State& s) {
+  run_pointwise_depthwise(s, 16, 112, 96, 3, 2, true);
+}
+void BM_PointwiseDepthwise16to96At256s2(benchmark::State& s) {
+  run_pointwise_depthwise(s, 16, 256, 96, 3, 2, false);
+}
+void BM_PointwiseDepthwise16to96At256s2Composition(benchmark::State& s) {
+  run_pointwise_depthwise(s, 16, 256, 96, 3, 2, true);
+}
+void BM_PointwiseDepthwise24to144At56(benchmark::State& s) {
+  run_pointwise_depthwise(s, 24, 56, 144, 3, 1, false);
+}
+void BM_PointwiseDepthwise24to144At56Composition(benchmark::State& s) {
+  run_pointwise_depthwise(s, 24, 56, 144, 3, 1, true);
+}
+
 void BM_ConvPointwise96to24At56(benchmark::State& s) { run_conv(s, conv(96, 56, 24, 1, 1, false)); }
 void BM_ConvPointwise16to96At112(benchmark::State& s) { run_conv(s, conv(16, 112, 96, 1, 1, false)); }
 void BM_ConvPointwise1152to320At7(benchmark::State& s) { run_conv(s, conv(1152, 7, 320, 1, 1, false)); }
@@ -167,6 +208,12 @@ void sgemm_shapes(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 #define BY_THREADS Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime()
+BENCHMARK(BM_PointwiseDepthwise16to96At112s2)->BY_THREADS;
+BENCHMARK(BM_PointwiseDepthwise16to96At112s2Composition)->BY_THREADS;
+BENCHMARK(BM_PointwiseDepthwise16to96At256s2)->BY_THREADS;
+BENCHMARK(BM_PointwiseDepthwise16to96At256s2Composition)->BY_THREADS;
+BENCHMARK(BM_PointwiseDepthwise24to144At56)->BY_THREADS;
+BENCHMARK(BM_PointwiseDepthwise24to144At56Composition)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise96to24At56)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise16to96At112)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise1152to320At7)->BY_THREADS;

@@ -438,6 +438,13 @@ class Backend {
                                           void* workspace);
   virtual size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                                       const Conv2dParams& dw) const;
+  // The largest plane (the 1x1 conv's H x W) engine/passes should fuse into one
+  // pointwise_depthwise_conv2d for this backend (pass_options_for). The default
+  // composition holds the 1x1 conv's input, its whole product and the depthwise
+  // output at once, where two steps held two of them each: on the early blocks'
+  // planes, which set the activation arena's peak, that raises the peak. 8192 is
+  // what CUDA's fused kernel stages in shared memory.
+  virtual int64_t pointwise_depthwise_max_plane() const { return 8192; }
   // separable_conv_chain: separable convs one after another, each reading only its
   //   predecessor's output (EfficientDet's class and box nets: three with their
   //   activation, then the prediction; engine/passes fuse_separable_chain). links[k]

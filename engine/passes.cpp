@@ -707,13 +707,14 @@ int fuse_squeeze_excitation(Graph& g, const PassOptions& opt) {
 // reads: one PointwiseDepthwiseConv node (Backend::pointwise_depthwise_conv2d), so
 // that a backend can apply the 1x1 conv's bias and activation as the depthwise conv
 // reads its product (CUDA: no epilogue launch, and the largest tensor of an MBConv
-// block is written and read once instead of twice each). One node holds the 1x1
-// conv's input, its output (in the workspace) and the depthwise output at once,
-// where two steps held two of them each: on planes over
+// block is written and read once instead of twice each; the CPU: a few channels at
+// a time, so the product is never whole). Where a backend holds the whole product
+// (in the workspace), one node holds the 1x1 conv's input, that product and the
+// depthwise output at once, where two steps held two of them each: on planes over
 // opt.pointwise_depthwise_max_plane (the early blocks, which set the arena's peak:
 // B0's 112x112, D0's 256x256 and 128x128) that would raise the peak, so those stay
-// two nodes. Runs after fuse_separable_conv: depthwise convs a 1x1 conv reads stay
-// in SeparableConvs.
+// two nodes there. Runs after fuse_separable_conv: depthwise convs a 1x1 conv reads
+// stay in SeparableConvs.
 int fuse_pointwise_depthwise(Graph& g, const PassOptions& opt) {
   Uses u = uses_of(g, opt.keep);
   int count = 0;
@@ -771,6 +772,12 @@ int fuse_squeeze_excitation_conv(Graph& g, const PassOptions& opt) {
 
 void infer_shapes(Graph& g) {
   for (const Node& n : g.nodes) create_layer(n)->build(n, g);
+}
+
+PassOptions pass_options_for(const Backend& backend) {
+  PassOptions opt;
+  opt.pointwise_depthwise_max_plane = backend.pointwise_depthwise_max_plane();
+  return opt;
 }
 
 PassStats prepare_graph(Graph& g, const PassOptions& opt) {

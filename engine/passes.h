@@ -10,6 +10,8 @@
 
 namespace repshare {
 
+class Backend;
+
 struct PassOptions {
   bool fold_constants = true;    // run nodes whose inputs are all constants, at load
   bool fuse_pad_conv = true;     // Pad(0 / -inf on H, W) -> Conv's / MaxPool's own pads
@@ -32,8 +34,8 @@ struct PassOptions {
   // SeparableConvChain
   bool fuse_separable_chain = true;
   // 1x1 Conv read only by a depthwise Conv -> PointwiseDepthwiseConv, on planes of at
-  // most pointwise_depthwise_max_plane elements (larger ones would raise the arena's
-  // peak; CUDA's fused kernel stages planes up to 8192 elements in shared memory)
+  // most pointwise_depthwise_max_plane elements (the backend's say:
+  // Backend::pointwise_depthwise_max_plane, through pass_options_for)
   bool fuse_pointwise_depthwise = true;
   int64_t pointwise_depthwise_max_plane = 8192;
   // Tensors that must survive fusion (stage outputs a caller will cut at). Graph
@@ -56,6 +58,10 @@ struct PassStats {
       squeeze_excitation = 0, squeeze_excitation_conv = 0, separable_conv = 0,
       weighted_sum_separable = 0, separable_chain = 0, pointwise_depthwise = 0;
 };
+
+// The default options, with the limits `backend`'s kernels set (the plane size up to
+// which a PointwiseDepthwiseConv costs it no memory).
+PassOptions pass_options_for(const Backend& backend);
 
 // Infers every value's shape (throws naming the node on any mismatch), lowers
 // BatchNormalization to ChannelAffine, folds constants, applies the fusions and

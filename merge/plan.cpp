@@ -140,14 +140,15 @@ Plan without_sharing(Plan plan) {
   return plan;
 }
 
-std::vector<std::shared_ptr<const Model>> load_plan_models(const Plan& plan) {
+std::vector<std::shared_ptr<const Model>> load_plan_models(const Plan& plan,
+                                                           const PassOptions& passes) {
   std::vector<std::shared_ptr<const Model>> models;
   for (const auto& p : plan.pipelines) {
     check(!fs::is_directory(p.model), ErrorKind::Io, "plan '", plan.origin, "', pipeline '", p.name,
           "': model '", p.model, "' is a folder, not a file");
     check(fs::is_regular_file(p.model), ErrorKind::Io, "plan '", plan.origin, "', pipeline '",
           p.name, "': model file '", p.model, "' does not exist");
-    models.push_back(std::make_shared<const Model>(load_model(p.model)));
+    models.push_back(std::make_shared<const Model>(load_model(p.model, passes)));
   }
   check_plan_stages(plan, models);
   return models;

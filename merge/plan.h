@@ -60,8 +60,10 @@ Plan without_sharing(Plan plan);
 // Loads each pipeline's model (Io naming the pipeline and path when the file is
 // missing) and checks every share against them: the stages exist (the message
 // lists the model's stages), and the cut is one the receiver can run from
-// (links_for_cut). Models come back in plan order.
-std::vector<std::shared_ptr<const Model>> load_plan_models(const Plan& plan);
+// (links_for_cut). Models come back in plan order, prepared with `passes`
+// (pass_options_for the backend that runs them).
+std::vector<std::shared_ptr<const Model>> load_plan_models(
+    const Plan& plan, const PassOptions& passes = PassOptions());
 void check_plan_stages(const Plan& plan, const std::vector<std::shared_ptr<const Model>>& models);
 
 }  // namespace repshare

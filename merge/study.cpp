@@ -90,7 +90,8 @@ double spearman(const std::vector<double>& x, const std::vector<double>& y) {
 }
 
 StudyResult run_study(const StudyOptions& o, Backend& be) {
-  Model donor = load_model(o.donor_path), receiver = load_model(o.receiver_path);
+  const PassOptions passes = pass_options_for(be);
+  Model donor = load_model(o.donor_path, passes), receiver = load_model(o.receiver_path, passes);
   check(receiver.info.outputs.size() == 1, ErrorKind::Argument, "receiver '",
         receiver.info.name, "' must be a classifier with one logits output");
   const std::vector<int> dsel = select_stages(donor.info, receiver.info, o.donor_stages);

@@ -240,6 +240,11 @@ TEST(CpuKernels, Conv2dAllPaths) {
       {2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false},
       {1, 16, 37, 41, 24, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
       {1, 96, 6, 6, 200, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},  // split along Cout
+      // at most 32 inputs and 24 outputs or more: the AVX2 kernel where the CPU has no
+      // AVX-512 (a last tile of one row, partial vectors, chunks of 512 columns)
+      {1, 32, 13, 11, 25, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
+      {2, 5, 9, 9, 30, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false},
+      {1, 16, 40, 41, 96, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
       // AVX-512 GEMM: 159 tiles of columns in chunks of unequal width (26/27 tiles)
       {1, 40, 61, 83, 30, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, true},
       // dense via im2col: stem-like s2 with TF-SAME pads, dilation, 1x1 s2, 1x1 with pad
@@ -377,10 +382,10 @@ TEST(CpuKernels, DepthwiseChannelBlocksEqualPlaneByPlane) {
 // through the default (depthwise). Fusing the skip connection changes no result.
 TEST(CpuKernels, Conv2dResidualEqualsConvThenAdd) {
   struct Case { int64_t n, c_in, h, w, c_out, k, groups; };
-  const std::vector<Case> cases = {{1, 40, 33, 35, 22, 1, 1}, {1, 24, 37, 29, 13, 1, 1},
-                                   {2, 17, 9, 7, 29, 1, 1},   {1, 672, 7, 7, 40, 1, 1},
-                                   {1, 5, 21, 23, 7, 3, 1},   {1, 6, 11, 9, 9, 3, 3},
-                                   {1, 13, 15, 15, 13, 3, 13}};
+  const std::vector<Case> cases = {
+      {1, 40, 33, 35, 22, 1, 1}, {1, 24, 37, 29, 13, 1, 1}, {1, 16, 19, 21, 40, 1, 1},
+      {2, 32, 9, 7, 30, 1, 1},   {2, 17, 9, 7, 29, 1, 1},   {1, 672, 7, 7, 40, 1, 1},
+      {1, 5, 21, 23, 7, 3, 1},   {1, 6, 11, 9, 9, 3, 3},    {1, 13, 15, 15, 13, 3, 13}};
   int seed = 80;
   for (const Case& c : cases) {
     Conv2dParams p;
@@ -442,6 +447,94 @@ TEST(CpuKernels, Conv2dChannelMeanEqualsConvThenReduce) {
       EXPECT_EQ(y1, y2) << "c " << c.c << " threads " << threads;
       EXPECT_EQ(m1, m2) << "c " << c.c << " threads " << threads;
     }
+  }
+}
+
+// 1x1 convs the AVX2 kernel (or, where the CPU has it, the AVX-512 one) takes give
+// the same bits on 1, 2 and 3 threads: each output is summed in one order however
+// the product is split (OpenBLAS's sums change with the split).
+TEST(CpuKernels, SmallPointwiseConvBitsDoNotDependOnThreads) {
+  Conv2dParams p;
+  p.c_in = 24, p.c_out = 144, p.h = p.h_out = 57, p.w = p.w_out = 61;
+  p.act.kind = ActKind::Swish;
+  Vec x = random_vec(p.c_in * p.h * p.w, 61), w = random_vec(p.c_out * p.c_in, 62);
+  Vec b = random_vec(p.c_out, 63);
+  Vec first;
+  for (int threads : {1, 2, 3}) {
+    CpuBackend be(threads);
+    Vec ws(be.conv2d_workspace(p) / sizeof(float) + 1), y(p.c_out * p.h * p.w);
+    Tensor tx = view(x, {1, p.c_in, p.h, p.w}), tw = view(w, {p.c_out, p.c_in, 1, 1});
+    Tensor tb = view(b, {p.c_out}), ty = view(y, {1, p.c_out, p.h, p.w});
+    be.conv2d(p, tx, tw, &tb, ty, ws.data());
+    if (first.empty()) first = y;
+    EXPECT_EQ(y, first) << threads << " threads";
+  }
+}
+
+// pointwise_depthwise_conv2d, a few channels per thread at a time, gives the bits of
+// the 1x1 conv and then the depthwise conv with its means (Backend's composition),
+// on both GEMM paths and 1-3 threads: channel counts that are not multiples of the
+// blocks (13, 37, 100), a plane of 16,770 (blocks of 8 channels, as D0's 256x256),
+// a 1x1 map, 7x7 maps (16 channels at a time where the CPU has AVX-512),
+// stride 2 with SAME pads, batches of 2 and 3, no means, K = 320 (OpenBLAS and
+// the composition where the CPU has no AVX-512); the workspace holds a block per
+// thread, not the whole product.
+TEST(CpuKernels, PointwiseDepthwiseChannelBlocksEqualTheComposition) {
+  struct Case {
+    int64_t n, c_in, c, h, w, k, s, pt, pb;
+    bool mean;
+  };
+  const std::vector<Case> cases = {
+      {1, 7, 13, 9, 11, 3, 1, 1, 1, true},    {1, 16, 96, 130, 129, 3, 2, 0, 1, true},
+      {2, 24, 20, 1, 1, 3, 1, 1, 1, true},    {3, 40, 37, 7, 7, 5, 1, 2, 2, true},
+      {1, 24, 100, 14, 14, 5, 2, 1, 2, true}, {2, 5, 37, 20, 17, 5, 2, 1, 2, false},
+      {1, 320, 40, 8, 8, 3, 1, 1, 1, true}};
+  const Activation swish = [] {
+    Activation a;
+    a.kind = ActKind::Swish;
+    return a;
+  }();
+  int seed = 400;
+  for (const Case& c : cases) {
+    Conv2dParams pw, dw;
+    pw.n = c.n, pw.c_in = c.c_in, pw.c_out = c.c, pw.h = pw.h_out = c.h, pw.w = pw.w_out = c.w;
+    pw.act = real_line_activations()[seed % 14];
+    dw.n = c.n, dw.c_in = dw.c_out = dw.groups = c.c, dw.h = c.h, dw.w = c.w, dw.kh = dw.kw = c.k;
+    dw.stride_h = dw.stride_w = c.s;
+    dw.pad_top = dw.pad_left = c.pt, dw.pad_bottom = dw.pad_right = c.pb;
+    dw.h_out = (c.h + c.pt + c.pb - c.k) / c.s + 1;
+    dw.w_out = (c.w + c.pt + c.pb - c.k) / c.s + 1;
+    dw.act = swish;
+    const Shape xs{c.n, c.c_in, c.h, c.w}, ys{c.n, c.c, dw.h_out, dw.w_out}, ms{c.n, c.c, 1, 1};
+    Vec x = random_vec(xs.numel(), ++seed), w_pw = random_vec(c.c * c.c_in, ++seed);
+    Vec b_pw = random_vec(c.c, ++seed), w_dw = random_vec(c.c * c.k * c.k, ++seed);
+    Vec b_dw = random_vec(c.c, ++seed);
+    Tensor tx = view(x, xs), twp = view(w_pw, {c.c, c.c_in, 1, 1}), tbp = view(b_pw, {c.c});
+    Tensor twd = view(w_dw, {c.c, 1, c.k, c.k}), tbd = view(b_dw, {c.c});
+    for (const bool avx512 : {true, false})
+      for (int threads : {1, 2, 3}) {
+        SCOPED_TRACE("case " + std::to_string(seed) + ", threads " + std::to_string(threads) +
+                     ", avx512 " + std::to_string(avx512 && cpu::has_avx512()));
+        const Avx512Allowed isa(avx512);
+        CpuBackend be(threads);
+        const size_t fused_floats = be.pointwise_depthwise_conv2d_workspace(pw, dw) / sizeof(float);
+        Vec ws(fused_floats + 64, 12345.f);  // a guard band that must survive the call
+        Vec ws2(be.Backend::pointwise_depthwise_conv2d_workspace(pw, dw) / sizeof(float));
+        Vec y(ys.numel(), NAN), y2(ys.numel(), NAN), m(ms.numel(), NAN), m2(ms.numel(), NAN);
+        Tensor ty = view(y, ys), ty2 = view(y2, ys), tm = view(m, ms), tm2 = view(m2, ms);
+        be.pointwise_depthwise_conv2d(pw, dw, tx, twp, &tbp, twd, &tbd, ty, c.mean ? &tm : nullptr,
+                                      ws.data());
+        be.Backend::pointwise_depthwise_conv2d(pw, dw, tx, twp, &tbp, twd, &tbd, ty2,
+                                               c.mean ? &tm2 : nullptr, ws2.data());
+        EXPECT_EQ(y, y2);
+        if (c.mean) {
+          EXPECT_EQ(m, m2);
+        }
+        for (size_t i = fused_floats; i < ws.size(); ++i) ASSERT_EQ(ws[i], 12345.f);
+        if (c.h * c.w > 16384) {  // a block of 12 channels per thread, not all 96
+          EXPECT_LT(fused_floats, static_cast<size_t>(c.c * c.h * c.w / 2));
+        }
+      }
   }
 }
 

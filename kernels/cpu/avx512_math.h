@@ -62,27 +62,6 @@ inline __mmask16 lanes(int64_t count) {
   return count >= 16 ? 0xffff : count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1);
 }
 
-// The activations with a 16-lane form (act() below); the others are left to the
-// AVX2 / scalar code of activation_span.
-inline bool has_vector_form(ActKind k) {
-  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Clip ||
-         k == ActKind::Sigmoid || k == ActKind::Swish;
-}
-
-// Calls f(std::integral_constant<ActKind, K>()) with K = a.kind where it has a
-// 16-lane form, else K = None (the caller then applies a itself): the one switch
-// from an activation to the kernels templated on it.
-template <class F>
-inline void with_vector_form(const Activation& a, F&& f) {
-  switch (a.kind) {
-    case ActKind::Relu: return f(std::integral_constant<ActKind, ActKind::Relu>());
-    case ActKind::Clip: return f(std::integral_constant<ActKind, ActKind::Clip>());
-    case ActKind::Sigmoid: return f(std::integral_constant<ActKind, ActKind::Sigmoid>());
-    case ActKind::Swish: return f(std::integral_constant<ActKind, ActKind::Swish>());
-    default: return f(std::integral_constant<ActKind, ActKind::None>());
-  }
-}
-
 // Clip is ReLU6 in EfficientNet-Lite: min in alpha, max in beta.
 template <ActKind K>
 REPSHARE_AVX512 inline __m512 act(__m512 v, const Activation& a) {

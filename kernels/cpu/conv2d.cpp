@@ -18,6 +18,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "engine/error.h"
 #include "kernels/cpu/avx512_math.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -113,12 +114,20 @@ int64_t im2col_floats(const Conv2dParams& p) {
   return p.c_in / p.groups * p.kh * p.kw * p.h_out * p.w_out;
 }
 
-// Whether each group's product goes to the AVX-512 kernels (cpu::avx512_sgemm,
-// bias and activation fused) instead of OpenBLAS. Their scratch (on wide maps,
-// packed weights and B panels) follows the im2col buffer in the workspace.
-bool uses_avx512_sgemm(const Conv2dParams& p) {
-  return cpu::avx512_sgemm_applies(p.c_out / p.groups, p.c_in / p.groups * p.kh * p.kw,
-                                    p.h_out * p.w_out);
+// Which GEMM computes each group's product: the AVX-512 kernels where the CPU has
+// them and they take the shape (cpu::avx512_sgemm; their scratch, on wide maps
+// packed weights and B panels, follows the im2col buffer in the workspace), else
+// for 1x1 convs with few input channels the AVX2 one (cpu::avx2_sgemm), both with
+// bias and activation fused and bits that do not depend on how the product is
+// split; else OpenBLAS, then a pass for bias and activation.
+enum class GemmKernel { Avx512, Avx2, OpenBlas };
+
+GemmKernel gemm_kernel(const Conv2dParams& p) {
+  const int64_t m = p.c_out / p.groups, k = p.c_in / p.groups * p.kh * p.kw;
+  const int64_t n = p.h_out * p.w_out;
+  if (cpu::avx512_sgemm_applies(m, k, n)) return GemmKernel::Avx512;
+  if (p.is_pointwise() && cpu::avx2_sgemm_applies(m, k, n)) return GemmKernel::Avx2;
+  return GemmKernel::OpenBlas;
 }
 
 void add_bias_act(const Activation& act, const float* bias, float* y, int64_t ld, int64_t r0,
@@ -408,6 +417,28 @@ void im2col(const Conv2dParams& p, const float* x, float* col, int threads) {
   }
 }
 
+// Consecutive channels of one image of a depthwise conv, each pointer at the first
+// one's plane, weights, bias and mean (bias and mean may be null).
+struct DepthwiseRange {
+  const float* x;
+  const float* w;
+  const float* bias;
+  float* y;
+  float* mean;
+  int64_t count;
+};
+
+// The channels [c0, c0 + count) of image img.
+DepthwiseRange depthwise_range(const Conv2dParams& p, const float* x, const float* w,
+                               const float* bias, float* y, float* mean, int64_t img, int64_t c0,
+                               int64_t count) {
+  const int64_t plane = img * p.c_in + c0;
+  return {x + plane * p.h * p.w,         w + c0 * p.kh * p.kw,          bias ? bias + c0 : nullptr,
+          y + plane * p.h_out * p.w_out, mean ? mean + plane : nullptr, count};
+}
+
+using Channels16Fn = void (*)(const Conv2dParams&, const DepthwiseRange&, float*);
+
 #if defined(__AVX2__) && defined(__x86_64__)
 // Maps at most 8 wide and 16 high (B0's and Lite0's 7x7 stage, BiFPN's 4x4 and
 // 8x8 levels) where the CPU has AVX-512: 16 channels at a time instead of plane by
@@ -459,12 +490,11 @@ REPSHARE_AVX512 inline void channels16_pixels(const Conv2dParams& p, const float
                               cpu::avx512::act<A>(_mm512_add_ps(acc[i], zero), p.act), 4);
 }
 
-// One block of 16 channels of one image: gathered into the padded buffer, convolved
-// pixel by pixel, scattered back (and averaged per plane where `mean` is asked).
+// One block of at most 16 channels (r.count) of one image: gathered into the padded
+// buffer, convolved pixel by pixel, scattered back (and averaged per plane where
+// r.mean is asked).
 template <int K, int S, ActKind A>
-REPSHARE_AVX512 void channels16_block(const Conv2dParams& p, const float* x, const float* w,
-                                      const float* bias, float* y, float* mean, float* buf,
-                                      int64_t img, int64_t c0) {
+REPSHARE_AVX512 void channels16_block(const Conv2dParams& p, const DepthwiseRange& r, float* buf) {
   const int64_t cols = padded_extent(p).cols;
   const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -473,90 +503,137 @@ REPSHARE_AVX512 void channels16_block(const Conv2dParams& p, const float* x, con
   const __m512i out_stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(hw_out)));
   const __m512i w_stride = _mm512_mullo_epi32(lane, _mm512_set1_epi32(K * K));
   const __m512 zero = _mm512_setzero_ps();
-  const __mmask16 m = cpu::avx512::lanes(p.c_in - c0);
-  const float* xb = x + (img * p.c_in + c0) * hw_in;
+  const __mmask16 m = cpu::avx512::lanes(r.count);
   for (int64_t iy = 0; iy < p.h; ++iy)
     for (int64_t ix = 0; ix < p.w; ++ix)
       _mm512_storeu_ps(buf + ((p.pad_top + iy) * cols + p.pad_left + ix) * 16,
-                       _mm512_mask_i32gather_ps(zero, m, in_stride, xb + iy * p.w + ix, 4));
+                       _mm512_mask_i32gather_ps(zero, m, in_stride, r.x + iy * p.w + ix, 4));
   __m512 wk[K * K];
-  for (int t = 0; t < K * K; ++t)
-    wk[t] = _mm512_mask_i32gather_ps(zero, m, w_stride, w + c0 * K * K + t, 4);
-  const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : zero;
-  float* yb = y + (img * p.c_out + c0) * hw_out;
+  for (int t = 0; t < K * K; ++t) wk[t] = _mm512_mask_i32gather_ps(zero, m, w_stride, r.w + t, 4);
+  const __m512 b = r.bias ? _mm512_maskz_loadu_ps(m, r.bias) : zero;
   int64_t q = 0;
   for (; q + 4 <= hw_out; q += 4)
-    channels16_pixels<K, S, A, 4>(p, buf, cols, wk, b, m, out_stride, q, yb);
-  for (; q < hw_out; ++q)
-    channels16_pixels<K, S, A, 1>(p, buf, cols, wk, b, m, out_stride, q, yb);
+    channels16_pixels<K, S, A, 4>(p, buf, cols, wk, b, m, out_stride, q, r.y);
+  for (; q < hw_out; ++q) channels16_pixels<K, S, A, 1>(p, buf, cols, wk, b, m, out_stride, q, r.y);
   const float norm = 1.f / static_cast<float>(hw_out);
-  for (int64_t c = 0; c < std::min<int64_t>(16, p.c_in - c0); ++c) {
-    float* out = yb + c * hw_out;
-    if (!cpu::avx512::has_vector_form(p.act.kind)) cpu::activation_span(p.act, out, out, hw_out);
-    if (mean) mean[img * p.c_in + c0 + c] = cpu::sum_contiguous(out, hw_out) * norm;
+  for (int64_t c = 0; c < r.count; ++c) {
+    float* out = r.y + c * hw_out;
+    if (!cpu::has_vector_form(p.act.kind)) cpu::activation_span(p.act, out, out, hw_out);
+    if (r.mean) r.mean[c] = cpu::sum_contiguous(out, hw_out) * norm;
   }
 }
 
-// (The region's body holds no vector code: clang outlines OpenMP regions into
-// functions without the AVX-512 target.)
-template <int K, int S, ActKind A>
-void depthwise_channels16(const Conv2dParams& p, const float* x, const float* w,
-                          const float* bias, float* y, float* mean, float* ws, int threads) {
-  const int64_t buf_floats = channels16_floats(p);
-  const int64_t blocks = (p.c_in + 15) / 16;
-#pragma omp parallel num_threads(threads)
-  {
-    float* buf = ws + omp_get_thread_num() * buf_floats;
-    std::memset(buf, 0, static_cast<size_t>(buf_floats) * sizeof(float));  // the border
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < p.n * blocks; ++item)
-      channels16_block<K, S, A>(p, x, w, bias, y, mean, buf, item / blocks, item % blocks * 16);
-  }
-}
-
-template <int K, int S>
-void depthwise_channels16_act(const Conv2dParams& p, const float* x, const float* w,
-                              const float* bias, float* y, float* mean, float* ws, int threads) {
-  // Activations without a 16-lane form run as None, then on each plane.
-  cpu::avx512::with_vector_form(p.act, [&](auto kind) {
-    depthwise_channels16<K, S, decltype(kind)::value>(p, x, w, bias, y, mean, ws, threads);
-  });
-}
-#endif
-
-// Depthwise conv, plane by plane on `threads` threads; with `mean` non-null,
-// mean[plane] = the plane's average, taken as CpuBackend::reduce takes it.
-void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* bias,
-               float* y, float* mean, void* workspace, int threads) {
-#if defined(__AVX2__) && defined(__x86_64__)
-  if (depthwise_channels16_applies(p)) {
-    float* ws = static_cast<float*>(workspace);
+// The block function for p's kernel size, stride and activation (activations
+// without a 16-lane form run as None, then on each plane).
+Channels16Fn pick_channels16(const Conv2dParams& p) {
+  Channels16Fn fn = nullptr;
+  cpu::with_vector_form(p.act, [&](auto kind) {
+    constexpr ActKind A = decltype(kind)::value;
     if (p.kh == 3)
-      return p.stride_w == 1 ? depthwise_channels16_act<3, 1>(p, x, w, bias, y, mean, ws, threads)
-                             : depthwise_channels16_act<3, 2>(p, x, w, bias, y, mean, ws, threads);
-    return p.stride_w == 1 ? depthwise_channels16_act<5, 1>(p, x, w, bias, y, mean, ws, threads)
-                           : depthwise_channels16_act<5, 2>(p, x, w, bias, y, mean, ws, threads);
-  }
+      fn = p.stride_w == 1 ? channels16_block<3, 1, A> : channels16_block<3, 2, A>;
+    else
+      fn = p.stride_w == 1 ? channels16_block<5, 1, A> : channels16_block<5, 2, A>;
+  });
+  return fn;
+}
 #endif
-  const PaddedPlane pp = padded_plane(p);
-  const DepthwisePlaneFn plane_fn = pick_depthwise(p);
-  float* ws = static_cast<float*>(workspace);
-  const int64_t planes = p.n * p.c_in, hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
-  const float norm = 1.f / static_cast<float>(hw_out);
-#pragma omp parallel num_threads(threads)
-  {
-    // The border of each thread's padded plane is zeroed once and never written.
-    float* buf = ws + omp_get_thread_num() * pp.floats();
-    std::memset(buf, 0, static_cast<size_t>(pp.floats()) * sizeof(float));
-#pragma omp for schedule(static)
-    for (int64_t plane = 0; plane < planes; ++plane) {
-      const int64_t c = plane % p.c_in;
-      float* out = y + plane * hw_out;
-      fill_padded_plane(p, pp, x + plane * hw_in, buf);
-      plane_fn(p, pp, buf, w + c * p.kh * p.kw, bias ? bias[c] : 0.f, out);
-      if (mean) mean[plane] = cpu::sum_contiguous(out, hw_out) * norm;
+
+// How a depthwise conv runs: 16 channels at a time (AVX-512, narrow maps) or plane by
+// plane, each thread with its own buffer (the padded copy), whose border is zeroed
+// once and never written.
+struct DepthwiseKernel {
+  Channels16Fn channels16 = nullptr;
+  DepthwisePlaneFn plane = nullptr;
+  PaddedPlane pp;
+  int64_t buffer_floats = 0;
+
+  // Channels a caller splitting the work should keep together.
+  int64_t granule() const { return channels16 ? 16 : 1; }
+
+  // The range's channels on the calling thread; with r.mean, each output plane's
+  // average, taken as CpuBackend::reduce takes it.
+  void run(const Conv2dParams& p, const DepthwiseRange& r, float* buf) const {
+    const int64_t hw_in = p.h * p.w, hw_out = p.h_out * p.w_out;
+    if (channels16) {
+      for (int64_t c = 0; c < r.count; c += 16) {
+        const DepthwiseRange block{
+            r.x + c * hw_in,  r.w + c * p.kh * p.kw,         r.bias ? r.bias + c : nullptr,
+            r.y + c * hw_out, r.mean ? r.mean + c : nullptr, std::min<int64_t>(16, r.count - c)};
+        channels16(p, block, buf);
+      }
+      return;
+    }
+    const float norm = 1.f / static_cast<float>(hw_out);
+    for (int64_t c = 0; c < r.count; ++c) {
+      float* out = r.y + c * hw_out;
+      fill_padded_plane(p, pp, r.x + c * hw_in, buf);
+      plane(p, pp, buf, r.w + c * p.kh * p.kw, r.bias ? r.bias[c] : 0.f, out);
+      if (r.mean) r.mean[c] = cpu::sum_contiguous(out, hw_out) * norm;
     }
   }
+};
+
+DepthwiseKernel depthwise_kernel(const Conv2dParams& p) {
+  DepthwiseKernel k;
+#if defined(__AVX2__) && defined(__x86_64__)
+  if (depthwise_channels16_applies(p)) {
+    k.channels16 = pick_channels16(p);
+    k.buffer_floats = channels16_floats(p);
+    return k;
+  }
+#endif
+  k.pp = padded_plane(p);
+  k.plane = pick_depthwise(p);
+  k.buffer_floats = k.pp.floats();
+  return k;
+}
+
+// Depthwise conv on `threads` threads, in granules of channels; with `mean`
+// non-null, mean[plane] = the plane's average.
+void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+               float* mean, void* workspace, int threads) {
+  const DepthwiseKernel k = depthwise_kernel(p);
+  const int64_t granules = (p.c_in + k.granule() - 1) / k.granule();
+#pragma omp parallel num_threads(threads)
+  {
+    float* buf = static_cast<float*>(workspace) + omp_get_thread_num() * k.buffer_floats;
+    std::memset(buf, 0, static_cast<size_t>(k.buffer_floats) * sizeof(float));
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < p.n * granules; ++item) {
+      const int64_t c0 = item % granules * k.granule();
+      k.run(p,
+            depthwise_range(p, x, w, bias, y, mean, item / granules, c0,
+                            std::min(k.granule(), p.c_in - c0)),
+            buf);
+    }
+  }
+}
+
+// y[m, n] = act(w[m, k] x[k, n] + bias) (+ residual) by `kernel` on `threads`
+// threads; scratch: the AVX-512 kernels' (avx512_sgemm_scratch_floats).
+void gemm_product(GemmKernel kernel, int threads, int64_t m, int64_t k, int64_t n, const float* w,
+                  const float* x, const float* bias, const Activation& act, const float* residual,
+                  float* y, float* scratch) {
+  if (kernel == GemmKernel::Avx512)
+    return cpu::avx512_sgemm(threads, m, k, n, w, x, bias, act, residual, y, scratch);
+  if (kernel == GemmKernel::Avx2)
+    return cpu::avx2_sgemm(threads, m, k, n, w, x, bias, act, residual, y);
+  cpu::SgemmArgs args;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.a = w;
+  args.lda = k;
+  args.b = x;
+  args.ldb = n;
+  args.c = y;
+  args.ldc = n;
+  cpu::parallel_sgemm(threads, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    add_bias_act(act, bias, y, n, r0, r1, c0, c1);
+    if (residual)
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) y[r * n + c] += residual[r * n + c];
+  });
 }
 
 // Dense, grouped and pointwise convs as one GEMM per image and group (after
@@ -568,7 +645,7 @@ void conv2d_gemm(const Conv2dParams& p, const float* xd, const float* wd, const 
   const int64_t cin_g = p.c_in / p.groups, cout_g = p.c_out / p.groups;
   const int64_t k = cin_g * p.kh * p.kw;
   float* col = static_cast<float*>(workspace);
-  const bool avx512 = uses_avx512_sgemm(p);
+  const GemmKernel kernel = gemm_kernel(p);
   float* scratch = col + (p.is_pointwise() ? 0 : im2col_floats(p));
   for (int64_t img = 0; img < p.n; ++img) {
     for (int64_t g = 0; g < p.groups; ++g) {
@@ -578,52 +655,97 @@ void conv2d_gemm(const Conv2dParams& p, const float* xd, const float* wd, const 
         im2col(p, xg, col, threads);
         b_mat = col;
       }
-      const float* bias_g = bd ? bd + g * cout_g : nullptr;
       const int64_t y_offset = (img * p.c_out + g * cout_g) * hw_out;
-      const float* residual_g = residual ? residual + y_offset : nullptr;
-      float* y_g = yd + y_offset;
-      if (avx512) {
-        cpu::avx512_sgemm(threads, cout_g, k, hw_out, wd + g * cout_g * k, b_mat, bias_g, p.act,
-                          residual_g, y_g, scratch);
-        continue;
-      }
-      cpu::SgemmArgs args;
-      args.m = cout_g;
-      args.n = hw_out;
-      args.k = k;
-      args.a = wd + g * cout_g * k;
-      args.lda = k;
-      args.b = b_mat;
-      args.ldb = hw_out;
-      args.c = y_g;
-      args.ldc = hw_out;
-      cpu::parallel_sgemm(threads, args, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-        add_bias_act(p.act, bias_g, y_g, hw_out, r0, r1, c0, c1);
-        if (residual_g)
-          for (int64_t r = r0; r < r1; ++r)
-            for (int64_t c = c0; c < c1; ++c) y_g[r * hw_out + c] += residual_g[r * hw_out + c];
-      });
+      gemm_product(kernel, threads, cout_g, k, hw_out, wd + g * cout_g * k, b_mat,
+                   bd ? bd + g * cout_g : nullptr, p.act, residual ? residual + y_offset : nullptr,
+                   yd + y_offset, scratch);
     }
   }
+}
+
+// Rows [r0, r1) of a pointwise conv's output for one image (x its input planes, y
+// where row r0 goes), on the calling thread, by the kernel conv2d_gemm runs, which
+// must be one whose bits do not depend on the split (not OpenBLAS). `scratch` holds
+// pointwise_rows_scratch_floats(p, r1 - r0) floats.
+void pointwise_rows(const Conv2dParams& p, const float* x, const float* w, const float* bias,
+                    int64_t r0, int64_t r1, float* y, float* scratch) {
+  gemm_product(gemm_kernel(p), 1, r1 - r0, p.c_in, p.h_out * p.w_out, w + r0 * p.c_in, x,
+               bias ? bias + r0 : nullptr, p.act, nullptr, y, scratch);
+}
+
+int64_t pointwise_rows_scratch_floats(const Conv2dParams& p, int64_t rows) {
+  return gemm_kernel(p) == GemmKernel::Avx512
+             ? cpu::avx512_sgemm_scratch_floats(1, rows, p.c_in, p.h_out * p.w_out)
+             : 0;
+}
+
+// How CpuBackend::pointwise_depthwise_conv2d shares out the channels of each image:
+// `blocks` runs of whole granules, block b holding granules [granules * b / blocks,
+// granules * (b + 1) / blocks), so their sizes differ by at most one granule.
+struct ChannelBlocks {
+  int64_t channels = 0, granule = 1, granules = 0, blocks = 1;
+  int64_t first(int64_t b) const { return std::min(channels, granules * b / blocks * granule); }
+  int64_t max_rows() const { return (granules + blocks - 1) / blocks * granule; }
+};
+
+// A block's 1x1 product is at most this many floats (256 KiB, or a granule's
+// planes), so that it is still in L2 when the depthwise conv reads it back.
+constexpr int64_t kBlockProductFloats = 64 * 1024;
+
+ChannelBlocks channel_blocks(const Conv2dParams& pw, const DepthwiseKernel& dw, int threads) {
+  ChannelBlocks b;
+  b.channels = pw.c_out;
+  // Whole tiles of the GEMMs' rows (6 and 12); 16-channel depthwise kernels take
+  // whole blocks of 16.
+  b.granule = dw.granule() == 16 ? 48 : 12;
+  b.granules = (b.channels + b.granule - 1) / b.granule;
+  const int64_t plane = std::max<int64_t>(1, pw.h_out * pw.w_out);
+  const int64_t rows = std::max<int64_t>(b.granule, kBlockProductFloats / plane);
+  // At least one block per thread across the batch.
+  b.blocks = std::max<int64_t>((b.channels + rows - 1) / rows, (threads + pw.n - 1) / pw.n);
+  b.blocks = std::max<int64_t>(1, std::min(b.blocks, b.granules));
+  return b;
+}
+
+// One thread's share of the workspace: the block's 1x1 product, the depthwise
+// kernel's buffer and the GEMM's scratch, each 64-byte aligned.
+struct BlockWorkspace {
+  int64_t product = 0, buffer = 0, scratch = 0;
+  int64_t floats() const { return product + buffer + scratch; }
+};
+
+BlockWorkspace block_workspace(const Conv2dParams& pw, const DepthwiseKernel& dw,
+                               const ChannelBlocks& blocks) {
+  auto aligned = [](int64_t floats) { return (floats + 15) / 16 * 16; };
+  BlockWorkspace w;
+  w.product = aligned(blocks.max_rows() * pw.h_out * pw.w_out);
+  w.buffer = aligned(dw.buffer_floats);
+  w.scratch = aligned(pointwise_rows_scratch_floats(pw, blocks.max_rows()));
+  return w;
+}
+
+// The channel blocks take a plain 1x1 conv feeding a depthwise one whose product
+// a kernel with split-independent bits computes (the blocks then give the bits of
+// the whole conv); anything else runs the default composition (OpenBLAS: 1x1 convs
+// with over 32 input channels on CPUs without AVX-512, which EfficientNet and
+// EfficientDet have on planes of 64x64 and smaller only).
+bool blocks_apply(const Conv2dParams& pw, const Conv2dParams& dw) {
+  return pw.is_pointwise() && dw.is_depthwise() && pw.n == dw.n && pw.c_out == dw.c_in &&
+         pw.h_out == dw.h && pw.w_out == dw.w && gemm_kernel(pw) != GemmKernel::OpenBlas;
 }
 
 }  // namespace
 
 size_t CpuBackend::conv2d_workspace(const Conv2dParams& p) const {
   // The same order as conv2d(): a 1-channel 1x1 conv is depthwise there too.
-  if (p.is_depthwise()) {
-#if defined(__AVX2__) && defined(__x86_64__)
-    if (depthwise_channels16_applies(p))
-      return static_cast<size_t>(threads_ * channels16_floats(p)) * sizeof(float);
-#endif
-    return static_cast<size_t>(threads_ * padded_plane(p).floats()) * sizeof(float);
-  }
+  if (p.is_depthwise())
+    return static_cast<size_t>(threads_ * depthwise_kernel(p).buffer_floats) * sizeof(float);
   const int64_t col = p.is_pointwise() ? 0 : im2col_floats(p);
   const int64_t scratch =
-      uses_avx512_sgemm(p) ? cpu::avx512_sgemm_scratch_floats(threads_, p.c_out / p.groups,
-                                                              p.c_in / p.groups * p.kh * p.kw,
-                                                              p.h_out * p.w_out)
-                           : 0;
+      gemm_kernel(p) == GemmKernel::Avx512
+          ? cpu::avx512_sgemm_scratch_floats(threads_, p.c_out / p.groups,
+                                             p.c_in / p.groups * p.kh * p.kw, p.h_out * p.w_out)
+          : 0;
   return static_cast<size_t>(col + scratch) * sizeof(float);
 }
 
@@ -649,6 +771,54 @@ void CpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, con
   if (!p.is_depthwise()) return Backend::conv2d_channel_mean(p, x, w, bias, y, mean, workspace);
   depthwise(p, x.f32(), w.f32(), bias ? bias->f32() : nullptr, y.f32(), mean.f32(), workspace,
             threads_);
+}
+
+size_t CpuBackend::pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
+                                                        const Conv2dParams& dw) const {
+  if (!blocks_apply(pw, dw)) return Backend::pointwise_depthwise_conv2d_workspace(pw, dw);
+  const DepthwiseKernel kernel = depthwise_kernel(dw);
+  const BlockWorkspace w = block_workspace(pw, kernel, channel_blocks(pw, kernel, threads_));
+  return static_cast<size_t>(threads_ * w.floats()) * sizeof(float);
+}
+
+void CpuBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw,
+                                            const Tensor& x, const Tensor& w_pw, const Tensor* b_pw,
+                                            const Tensor& w_dw, const Tensor* b_dw, Tensor& y,
+                                            Tensor* mean, void* workspace) {
+  if (!blocks_apply(pw, dw))
+    return Backend::pointwise_depthwise_conv2d(pw, dw, x, w_pw, b_pw, w_dw, b_dw, y, mean,
+                                               workspace);
+  check(workspace != nullptr, ErrorKind::Backend,
+        "pointwise_depthwise_conv2d: needs pointwise_depthwise_conv2d_workspace() bytes of "
+        "workspace and got none");
+  const DepthwiseKernel kernel = depthwise_kernel(dw);
+  const ChannelBlocks blocks = channel_blocks(pw, kernel, threads_);
+  const BlockWorkspace layout = block_workspace(pw, kernel, blocks);
+  const int64_t hw_in = pw.h * pw.w, hw_out = dw.h_out * dw.w_out;
+  const float* xd = x.f32();
+  const float* wd = w_dw.f32();
+  const float* bd = b_dw ? b_dw->f32() : nullptr;
+  float* yd = y.f32();
+  float* md = mean ? mean->f32() : nullptr;
+#pragma omp parallel num_threads(threads_)
+  {
+    float* product = static_cast<float*>(workspace) + omp_get_thread_num() * layout.floats();
+    float* buffer = product + layout.product;
+    float* scratch = buffer + layout.buffer;
+    std::memset(buffer, 0, static_cast<size_t>(kernel.buffer_floats) * sizeof(float));
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < pw.n * blocks.blocks; ++item) {
+      const int64_t img = item / blocks.blocks, b = item % blocks.blocks;
+      const int64_t c0 = blocks.first(b), c1 = blocks.first(b + 1);
+      pointwise_rows(pw, xd + img * pw.c_in * hw_in, w_pw.f32(), b_pw ? b_pw->f32() : nullptr, c0,
+                     c1, product, scratch);
+      const int64_t plane = img * dw.c_in + c0;  // the block's first output plane
+      kernel.run(dw,
+                 DepthwiseRange{product, wd + c0 * dw.kh * dw.kw, bd ? bd + c0 : nullptr,
+                                yd + plane * hw_out, md ? md + plane : nullptr, c1 - c0},
+                 buffer);
+    }
+  }
 }
 
 }  // namespace repshare

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/backend.h"
 
@@ -19,6 +20,33 @@ namespace cpu {
 // rest. Sigmoid/Swish use a polynomial exp with ~1e-7 relative error.
 void activation_span(const Activation& act, const float* x, float* y, int64_t n,
                      float bias = 0.f);
+
+// The activations the GEMM epilogues (sgemm_avx2.cpp, sgemm_avx512.cpp) and the
+// 16-channel depthwise kernels apply in registers; the others are left to
+// activation_span after the store.
+inline bool has_vector_form(ActKind k) {
+  return k == ActKind::None || k == ActKind::Relu || k == ActKind::Clip || k == ActKind::Sigmoid ||
+         k == ActKind::Swish;
+}
+
+// Calls f(std::integral_constant<ActKind, K>()) with K = a.kind where it has a
+// vector form, else K = None (the caller then applies a itself): the one switch
+// from an activation to the kernels templated on it.
+template <class F>
+inline void with_vector_form(const Activation& a, F&& f) {
+  switch (a.kind) {
+    case ActKind::Relu:
+      return f(std::integral_constant<ActKind, ActKind::Relu>());
+    case ActKind::Clip:
+      return f(std::integral_constant<ActKind, ActKind::Clip>());
+    case ActKind::Sigmoid:
+      return f(std::integral_constant<ActKind, ActKind::Sigmoid>());
+    case ActKind::Swish:
+      return f(std::integral_constant<ActKind, ActKind::Swish>());
+    default:
+      return f(std::integral_constant<ActKind, ActKind::None>());
+  }
+}
 
 // fp32 <-> fp16 over n values on up to `threads` threads, bit for bit
 // engine/half.h's float_to_half / half_to_float (vectorised with F16C on x86).
@@ -113,6 +141,15 @@ void parallel_sgemm(int threads, const SgemmArgs& g, Epilogue&& epilogue) {
     }
   }
 }
+
+// Row-major C[m, n] = act(A[m, k] B[k, n] + bias[m]) (+ residual, m x n like C, act
+// then None; bias and residual may be null) by sgemm_avx2.cpp's kernel: 1x1 convs
+// with at most 32 input channels and at least 24 outputs where the CPU has no
+// AVX-512 (avx2_sgemm_applies says which; the kernel takes any shape). Each output
+// is summed from its bias in k order, so its bits do not depend on the split.
+bool avx2_sgemm_applies(int64_t m, int64_t k, int64_t n);
+void avx2_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, const float* b,
+                const float* bias, const Activation& act, const float* residual, float* c);
 
 // Whether the AVX-512 kernels run: this CPU has AVX-512 (F and DQ) and they are
 // allowed. They are chosen at run time; the build itself targets AVX2.

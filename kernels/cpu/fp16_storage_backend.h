@@ -33,6 +33,21 @@ class Fp16StorageCpuBackend : public CpuBackend {
   bool conv2d_stores_f32(const Conv2dParams&) const override { return true; }
   void conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                            const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) override;
+  // The default composition: the conv2d and conv2d_channel_mean here, each rounding
+  // its output to fp16 (the CPU backend's channel blocks read fp32 tensors).
+  void pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw, const Tensor& x,
+                                  const Tensor& w_pw, const Tensor* b_pw, const Tensor& w_dw,
+                                  const Tensor* b_dw, Tensor& y, Tensor* mean,
+                                  void* workspace) override {
+    Backend::pointwise_depthwise_conv2d(pw, dw, x, w_pw, b_pw, w_dw, b_dw, y, mean, workspace);
+  }
+  size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
+                                              const Conv2dParams& dw) const override {
+    return Backend::pointwise_depthwise_conv2d_workspace(pw, dw);
+  }
+  int64_t pointwise_depthwise_max_plane() const override {
+    return Backend::pointwise_depthwise_max_plane();
+  }
   void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
                           const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
                           const Tensor* b_expand, const Tensor& target, Tensor& y,

@@ -201,7 +201,7 @@ REPSHARE_AVX512 void run_tiles(int threads, int64_t m, int64_t k, int64_t n, con
         else
           row_block_tiles<K, 4>(k, n, n0, n1, tiles, packed + m0 * k, panel, bias_block, act,
                                 residual_block, rows, c_block);
-        if (!avx512::has_vector_form(act.kind))
+        if (!has_vector_form(act.kind))
           for (int i = 0; i < rows; ++i)
             activation_span(act, c_block + i * n + n0, c_block + i * n + n0, n1 - n0);
       }
@@ -293,7 +293,7 @@ REPSHARE_AVX512 void run_narrow(int threads, int64_t m, int64_t k, int64_t n, co
           narrow_tile<K, 1>(k, n, a_rows, b + col, bias_block, act, residual_tile, rows, last, c_tile);
       }
     }
-    if (!avx512::has_vector_form(act.kind))
+    if (!has_vector_form(act.kind))
       for (int i = 0; i < rows; ++i) activation_span(act, c + (m0 + i) * n, c + (m0 + i) * n, n);
   }
 }
@@ -363,7 +363,7 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
         "avx512 sgemm: a residual is added to outputs without an activation only");
   // Activations without a 16-lane form run as None, then on the stored tiles.
   if (uses_narrow_tiles(k, n)) {
-    avx512::with_vector_form(act, [&](auto kind) {
+    with_vector_form(act, [&](auto kind) {
       run_narrow<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c);
     });
     return;
@@ -371,7 +371,7 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
   // A in panels of 12 rows (pack_row_block), then the B panels of each thread.
   float* packed = scratch;
   float* panels = scratch + (m + kTileRows - 1) / kTileRows * kTileRows * k;
-  avx512::with_vector_form(act, [&](auto kind) {
+  with_vector_form(act, [&](auto kind) {
     run_tiles<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c, packed,
                                      panels);
   });
