@@ -5,8 +5,8 @@
 // the existing record and notes the extra user, so it is stored and counted once.
 //
 // The activation arena is planned by plan_activations() from tensor lifetimes
-// before the first run (greedy by size, as TFLite's and ggml's allocators do) and
-// reused by every run.
+// before the first run (greedy, by size as TFLite's and ggml's allocators do and by
+// conflicting bytes, keeping the better plan) and reused by every run.
 #pragma once
 
 #include <cstddef>
