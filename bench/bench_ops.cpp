@@ -59,8 +59,8 @@ void run_conv(benchmark::State& state, Conv2dParams p) {
 // MBConv's expansion (c_in -> c, 1x1) and its depthwise conv with the means, as the
 // CPU's one call (a few channels per thread: product and depthwise conv in L2) or
 // as Backend's composition (the whole product, then the depthwise conv).
-void run_pointwise_depthwise(benchmark::State& state, int64_t c_in, int64_t hw, int64_t c,
-                             int64_t k, int64_t stride, bool composition) {
+void BM_PointwiseDepthwise(benchmark::State& state, int64_t c_in, int64_t hw, int64_t c, int64_t k,
+                           int64_t stride, bool composition) {
   CpuBackend be(static_cast<int>(state.range(0)));
   const Conv2dParams pw = conv(c_in, hw, c, 1, 1, false), dw = conv(c, hw, c, k, stride, true);
   Buffer x({1, c_in, hw, hw}), w_pw({c, c_in, 1, 1}), b_pw({c}), w_dw({c, 1, k, k}), b_dw({c});
@@ -78,25 +78,6 @@ void run_pointwise_depthwise(benchmark::State& state, int64_t c_in, int64_t hw, 
   }
   state.counters["workspace MiB"] = static_cast<double>(bytes) / (1 << 20);
 }
-void BM_PointwiseDepthwise16to96At112s2(benchmark::State& s) {
-  run_pointwise_depthwise(s, 16, 112, 96, 3, 2, false);
-}
-void BM_PointwiseDepthwise16to96At112s2Composition(benchmark::State& s) {
-  run_pointwise_depthwise(s, 16, 112, 96, 3, 2, true);
-}
-void BM_PointwiseDepthwise16to96At256s2(benchmark::State& s) {
-  run_pointwise_depthwise(s, 16, 256, 96, 3, 2, false);
-}
-void BM_PointwiseDepthwise16to96At256s2Composition(benchmark::State& s) {
-  run_pointwise_depthwise(s, 16, 256, 96, 3, 2, true);
-}
-void BM_PointwiseDepthwise24to144At56(benchmark::State& s) {
-  run_pointwise_depthwise(s, 24, 56, 144, 3, 1, false);
-}
-void BM_PointwiseDepthwise24to144At56Composition(benchmark::State& s) {
-  run_pointwise_depthwise(s, 24, 56, 144, 3, 1, true);
-}
-
 void BM_ConvPointwise96to24At56(benchmark::State& s) { run_conv(s, conv(96, 56, 24, 1, 1, false)); }
 void BM_ConvPointwise16to96At112(benchmark::State& s) { run_conv(s, conv(16, 112, 96, 1, 1, false)); }
 void BM_ConvPointwise1152to320At7(benchmark::State& s) { run_conv(s, conv(1152, 7, 320, 1, 1, false)); }
@@ -208,12 +189,16 @@ void sgemm_shapes(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 #define BY_THREADS Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime()
-BENCHMARK(BM_PointwiseDepthwise16to96At112s2)->BY_THREADS;
-BENCHMARK(BM_PointwiseDepthwise16to96At112s2Composition)->BY_THREADS;
-BENCHMARK(BM_PointwiseDepthwise16to96At256s2)->BY_THREADS;
-BENCHMARK(BM_PointwiseDepthwise16to96At256s2Composition)->BY_THREADS;
-BENCHMARK(BM_PointwiseDepthwise24to144At56)->BY_THREADS;
-BENCHMARK(BM_PointwiseDepthwise24to144At56Composition)->BY_THREADS;
+// B0's and D0's first expansions (3x3 stride 2 after 112x112 and 256x256), B0's second.
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 16to96At112s2, 16, 112, 96, 3, 2, false)->BY_THREADS;
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 16to96At112s2Composition, 16, 112, 96, 3, 2, true)
+    ->BY_THREADS;
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 16to96At256s2, 16, 256, 96, 3, 2, false)->BY_THREADS;
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 16to96At256s2Composition, 16, 256, 96, 3, 2, true)
+    ->BY_THREADS;
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 24to144At56, 24, 56, 144, 3, 1, false)->BY_THREADS;
+BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 24to144At56Composition, 24, 56, 144, 3, 1, true)
+    ->BY_THREADS;
 BENCHMARK(BM_ConvPointwise96to24At56)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise16to96At112)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise1152to320At7)->BY_THREADS;
