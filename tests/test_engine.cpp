@@ -883,12 +883,13 @@ TEST(Passes, ClassifierPoolAndFlattenFoldIntoTheirNeighbours) {
   }
 }
 
-// An MBConv block: with `expansion`, x [1, 4, 9, 11] -> 1x1 conv to 6 (swish) ->
-// "expanded" -> depthwise 3x3 (pads 1, swish) -> a, else a = x [1, 6, 9, 11]; then
-// a's mean -> 1x1 conv to 3 (swish) -> 1x1 conv to 6 (sigmoid) -> the gate, Mul(a,
-// gate) -> 1x1 projection to 5 with a bias, plus the residual r [1, 5, 9, 11] when
+// An MBConv block: with `expansion`, x [1, c_in, h, w] -> 1x1 conv to c (swish) ->
+// "expanded" -> depthwise 3x3 (pads 1, swish) -> a, else a = x [1, c, h, w]; then
+// a's mean -> 1x1 conv to 3 (swish) -> 1x1 conv to c (sigmoid) -> the gate, Mul(a,
+// gate) -> 1x1 projection to 5 with a bias, plus the residual r [1, 5, h, w] when
 // `residual` -> y.
-Graph mbconv_graph(bool residual, bool expansion) {
+Graph mbconv_graph(bool residual, bool expansion, int64_t c_in = 4, int64_t c = 6, int64_t h = 9,
+                   int64_t w = 11) {
   Graph g;
   g.name = "mbconv";
   g.opset = 13;
@@ -898,16 +899,18 @@ Graph mbconv_graph(bool residual, bool expansion) {
   auto node = [&](const std::string& op, const std::string& name, std::vector<int> inputs) {
     return g.make_node(op, name, std::move(inputs), name + "_out");
   };
-  int a = add_input(g, "x", Shape{1, expansion ? 4 : 6, 9, 11});
+  int a = add_input(g, "x", Shape{1, expansion ? c_in : c, h, w});
   if (expansion) {
-    Node expand = node("Conv", "expand", {a, constant("w_x", Shape{6, 4, 1, 1}, 0.5f),
-                                          constant("b_x", Shape{6}, 0.2f)});
+    Node expand =
+        node("Conv", "expand",
+             {a, constant("w_x", Shape{c, c_in, 1, 1}, 0.5f), constant("b_x", Shape{c}, 0.2f)});
     expand.outputs = {g.add_value("expanded")};
     attach_activation(expand, Activation{ActKind::Swish});
-    Node dw = node("Conv", "dw", {expand.outputs[0], constant("w_dw", Shape{6, 1, 3, 3}, 0.3f),
-                                  constant("b_dw", Shape{6}, -0.1f)});
+    Node dw = node("Conv", "dw",
+                   {expand.outputs[0], constant("w_dw", Shape{c, 1, 3, 3}, 0.3f),
+                    constant("b_dw", Shape{c}, -0.1f)});
     dw.attrs["group"].kind = Attribute::Kind::Int;
-    dw.attrs["group"].i = 6;
+    dw.attrs["group"].i = c;
     dw.attrs["pads"].kind = Attribute::Kind::Ints;
     dw.attrs["pads"].ints = {1, 1, 1, 1};
     attach_activation(dw, Activation{ActKind::Swish});
@@ -915,17 +918,19 @@ Graph mbconv_graph(bool residual, bool expansion) {
     a = dw.outputs[0];
   }
   Node pool = node("GlobalAveragePool", "pool", {a});
-  Node reduce = node("Conv", "reduce", {pool.outputs[0], constant("w_r", Shape{3, 6, 1, 1}, 0.6f),
-                                        constant("b_r", Shape{3}, 0.1f)});
+  Node reduce = node(
+      "Conv", "reduce",
+      {pool.outputs[0], constant("w_r", Shape{3, c, 1, 1}, 0.6f), constant("b_r", Shape{3}, 0.1f)});
   attach_activation(reduce, Activation{ActKind::Swish});
-  Node expand = node("Conv", "se_expand", {reduce.outputs[0],
-                                           constant("w_e", Shape{6, 3, 1, 1}, 0.8f),
-                                           constant("b_e", Shape{6}, -0.1f)});
+  Node expand = node("Conv", "se_expand",
+                     {reduce.outputs[0], constant("w_e", Shape{c, 3, 1, 1}, 0.8f),
+                      constant("b_e", Shape{c}, -0.1f)});
   attach_activation(expand, Activation{ActKind::Sigmoid});
   Node gate = node("Mul", "gate", {a, expand.outputs[0]});
-  Node project = node("Conv", "project", {gate.outputs[0], constant("w_p", Shape{5, 6, 1, 1}, 0.4f),
-                                          constant("b_p", Shape{5}, 0.3f)});
-  if (residual) project.inputs.push_back(add_input(g, "r", Shape{1, 5, 9, 11}));
+  Node project = node(
+      "Conv", "project",
+      {gate.outputs[0], constant("w_p", Shape{5, c, 1, 1}, 0.4f), constant("b_p", Shape{5}, 0.3f)});
+  if (residual) project.inputs.push_back(add_input(g, "r", Shape{1, 5, h, w}));
   project.outputs = {g.add_value("y")};
   for (const Node& n : {pool, reduce, expand, gate, project}) g.nodes.push_back(n);
   g.outputs.push_back(g.find("y"));
@@ -1008,6 +1013,35 @@ TEST(Passes, PointwiseThenDepthwiseConvBecomesOneNode) {
         {"x", "r"});
     EXPECT_GT(flops, 0);
   }
+}
+
+// Each backend says up to which plane the expansion and its depthwise conv become one
+// node (pass_options_for): the CPU, which runs it a few channels at a time, takes any
+// plane, and there the fused node's arena is smaller than the two nodes'; a backend
+// running the composition (the fp16 simulation, as CUDA) holds the input, the whole
+// product and the output at once, so fusing would raise its arena, and it keeps
+// Backend's limit. An expansion the AVX2 GEMM takes (24 -> 48 on 100 x 120), with
+// its squeeze-excitation and projection.
+TEST(Passes, PointwiseDepthwisePlaneLimitIsTheBackends) {
+  auto arena = [](Backend& be, int64_t max_plane) {
+    Graph g = mbconv_graph(false, true, 24, 48, 100, 120);
+    PassOptions opt;
+    opt.pointwise_depthwise_max_plane = max_plane;
+    const PassStats stats = prepare_graph(g, opt);
+    EXPECT_EQ(stats.pointwise_depthwise, max_plane >= 100 * 120 ? 1 : 0);
+    WeightsArena w(be);
+    Executor ex(g, be, w, {"x"}, {"y"});
+    return ex.activation_bytes();
+  };
+  CpuBackend cpu(2);
+  Fp16StorageCpuBackend fp16(2);
+  EXPECT_EQ(pass_options_for(fp16).pointwise_depthwise_max_plane,
+            PassOptions().pointwise_depthwise_max_plane);
+  EXPECT_LT(arena(fp16, 100 * 120 - 1), arena(fp16, 100 * 120));
+#ifdef __AVX2__
+  EXPECT_GE(pass_options_for(cpu).pointwise_depthwise_max_plane, 100 * 120);
+  EXPECT_LT(arena(cpu, 100 * 120), arena(cpu, 100 * 120 - 1));
+#endif
 }
 
 // A CPU backend that says it has several queues, so that executors plan and

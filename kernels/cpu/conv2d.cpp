@@ -773,6 +773,14 @@ void CpuBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, con
             threads_);
 }
 
+int64_t CpuBackend::pointwise_depthwise_max_plane() const {
+#ifdef __AVX2__
+  return INT64_MAX;
+#else
+  return Backend::pointwise_depthwise_max_plane();
+#endif
+}
+
 size_t CpuBackend::pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                                         const Conv2dParams& dw) const {
   if (!blocks_apply(pw, dw)) return Backend::pointwise_depthwise_conv2d_workspace(pw, dw);

@@ -51,14 +51,17 @@ class CpuBackend : public Backend {
   size_t conv2d_workspace(const Conv2dParams& p) const override;
   // A few channels at a time per thread: their 1x1 product into the thread's
   // workspace (still in L2), then their depthwise conv. The workspace holds those
-  // channels' planes, not the whole product, so planes of any size are fused.
+  // channels' planes, not the whole product, so planes of any size are fused where
+  // the blocks run: 1x1 convs that the AVX2 or AVX-512 GEMMs take (every expansion
+  // of EfficientNet and EfficientDet on x86-64). Builds without AVX2 (the aarch64
+  // edge build) run the composition, and fuse planes up to Backend's limit.
   void pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2dParams& dw, const Tensor& x,
                                   const Tensor& w_pw, const Tensor* b_pw, const Tensor& w_dw,
                                   const Tensor* b_dw, Tensor& y, Tensor* mean,
                                   void* workspace) override;
   size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                               const Conv2dParams& dw) const override;
-  int64_t pointwise_depthwise_max_plane() const override { return INT64_MAX; }
+  int64_t pointwise_depthwise_max_plane() const override;
   void activation(const Activation& a, const Tensor& x, Tensor& y) override;
   void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
   void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,
