@@ -21,10 +21,18 @@ void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t) {
   check(i < n.outputs.size() && n.outputs[i] >= 0, ErrorKind::Malformed, n.label(),
         " is missing output ", i);
   Value& v = g.values[n.outputs[i]];
-  s.numel();  // overflow / absurd-size check before anything is planned
+  numel_for(n, s);  // overflow / absurd-size check before anything is planned
   v.shape = s;
   v.dtype = t;
   v.shape_known = true;
+}
+
+int64_t numel_for(const Node& n, const Shape& s) {
+  try {
+    return s.numel();
+  } catch (const Error& e) {
+    fail(e.kind(), n.label(), ": ", e.what());
+  }
 }
 
 void require_f32(const Graph& g, const Node& n, size_t i) {

@@ -54,6 +54,8 @@ const Value& input_value(const Graph& g, const Node& n, size_t i);  // checks pr
 bool has_input(const Node& n, size_t i);
 int optional_input(const Node& n, size_t i);  // input i, or -1 where it is missing
 void set_output(Graph& g, const Node& n, size_t i, const Shape& s, DType t = DType::F32);
+// s.numel(), its error (a negative or absurd, overflowing size) naming the node.
+int64_t numel_for(const Node& n, const Shape& s);
 // Requires float32 input i (the engine computes in fp32).
 void require_f32(const Graph& g, const Node& n, size_t i);
 // The activation a fusion pass attached to a node (attributes "activation",

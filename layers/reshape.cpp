@@ -31,7 +31,7 @@ void ReshapeLayer::build(const Node& n, Graph& g) {
     check(sv.is_constant(), ErrorKind::Unsupported, n.label(), ": shape must be a constant");
     auto spec = sv.as_ints();
     const bool allowzero = n.attr_int("allowzero", 0) != 0;
-    int64_t infer_at = -1, known = 1;
+    int64_t infer_at = -1;
     for (size_t i = 0; i < spec.size(); ++i) {
       int64_t d = spec[i];
       if (d == 0 && !allowzero) {
@@ -44,11 +44,14 @@ void ReshapeLayer::build(const Node& n, Graph& g) {
         infer_at = static_cast<int64_t>(i);
       } else {
         check(d >= 0, ErrorKind::Shape, n.label(), ": bad dimension ", d);
-        known *= d;
       }
       out.dims.push_back(d);
     }
     if (infer_at >= 0) {
+      int64_t known = 1;  // the product of the given dimensions, which may be absurd
+      for (int64_t i = 0; i < static_cast<int64_t>(out.rank()); ++i)
+        check(i == infer_at || !__builtin_mul_overflow(known, out[i], &known), ErrorKind::Shape,
+              n.label(), ": shape ", out.str(), " is too large");
       check(known > 0 && x.numel() % known == 0, ErrorKind::Shape, n.label(), ": cannot reshape ",
             x.str(), " with a -1");
       out[infer_at] = x.numel() / known;
@@ -87,7 +90,7 @@ void ReshapeLayer::build(const Node& n, Graph& g) {
           ": the mask output");
     out = x;
   }
-  check(out.numel() == x.numel(), ErrorKind::Shape, n.label(), ": cannot reshape ", x.str(),
+  check(numel_for(n, out) == x.numel(), ErrorKind::Shape, n.label(), ": cannot reshape ", x.str(),
         " into ", out.str());
   set_output(g, n, 0, out, xv.dtype);
   // Reshaping a constant is itself constant: pass the bytes through (this is how

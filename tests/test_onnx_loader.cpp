@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -224,6 +225,34 @@ TEST_F(LoaderTest, HugePadsAreRefused) {
   EXPECT_EQ(e.first, ErrorKind::Malformed);
   EXPECT_NE(e.second.find("pads value 4611686018427387904 is out of range"), std::string::npos)
       << e.second;
+}
+
+// A Reshape to an absurd shape: the product of its given dimensions overflowed int64
+// before the size check (signed overflow, undefined; found by scripts/fuzz.sh), and the
+// check's error did not name the node. Both refused by name, with a -1 and without.
+TEST_F(LoaderTest, AbsurdReshapeIsRefusedByName) {
+  for (const std::vector<int64_t>& dims :
+       {std::vector<int64_t>{3, 5, INT64_MAX}, std::vector<int64_t>{-1, 15, INT64_MAX / 8}}) {
+    auto m = tiny_conv_model();
+    onnx::GraphProto* g = m.mutable_graph();
+    onnx::TensorProto* shape = g->add_initializer();
+    shape->set_name("shape");
+    shape->set_data_type(onnx::TensorProto::INT64);
+    shape->add_dims(static_cast<int64_t>(dims.size()));
+    for (int64_t d : dims) shape->add_int64_data(d);
+    onnx::NodeProto* reshape = g->add_node();
+    reshape->set_op_type("Reshape");
+    reshape->set_name("flat");
+    reshape->add_input("y");
+    reshape->add_input("shape");
+    reshape->add_output("z");
+    g->mutable_output(0)->set_name("z");
+    write(m);
+    auto e = load_error();
+    EXPECT_EQ(e.first, ErrorKind::Shape);
+    EXPECT_NE(e.second.find("Reshape node 'flat'"), std::string::npos) << e.second;
+    EXPECT_NE(e.second.find("is too large"), std::string::npos) << e.second;
+  }
 }
 
 TEST_F(LoaderTest, ShapeMismatchIsNamed) {
