@@ -1,7 +1,6 @@
 #include "engine/graph.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "engine/error.h"
 
@@ -84,14 +83,15 @@ int Graph::add_constant(const std::string& n, Shape shape, DType dtype,
 }
 
 int Graph::add_constant_f32(const std::string& n, Shape shape, const std::vector<float>& f) {
-  auto bytes = std::make_shared<std::vector<uint8_t>>(f.size() * sizeof(float));
-  std::memcpy(bytes->data(), f.data(), bytes->size());
+  // Copied as a byte range: memcpy from an empty vector's null data() is undefined.
+  const auto* begin = reinterpret_cast<const uint8_t*>(f.data());
+  auto bytes = std::make_shared<std::vector<uint8_t>>(begin, begin + f.size() * sizeof(float));
   return add_constant(n, std::move(shape), DType::F32, std::move(bytes));
 }
 
 int Graph::add_constant_i64(const std::string& n, Shape shape, const std::vector<int64_t>& v) {
-  auto bytes = std::make_shared<std::vector<uint8_t>>(v.size() * sizeof(int64_t));
-  std::memcpy(bytes->data(), v.data(), bytes->size());
+  const auto* begin = reinterpret_cast<const uint8_t*>(v.data());
+  auto bytes = std::make_shared<std::vector<uint8_t>>(begin, begin + v.size() * sizeof(int64_t));
   return add_constant(n, std::move(shape), DType::I64, std::move(bytes));
 }
 
