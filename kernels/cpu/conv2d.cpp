@@ -1,14 +1,17 @@
 // Convolution, three ways:
 //  - pointwise (1x1, stride 1, no pad, one group): one SGEMM per image,
 //    Y[Cout, HW] = W[Cout, Cin] * X[Cin, HW], bias + activation in the epilogue
-//    (cpu::avx512_sgemm where the CPU has AVX-512, else OpenBLAS and a second
-//    pass);
+//    (cpu::avx512_sgemm where the CPU has AVX-512, else cpu::avx2_sgemm for at
+//    most 32 inputs, else OpenBLAS and a second pass: gemm_kernel);
 //  - depthwise (groups == Cin == Cout): direct AVX2 loops (AVX-512 for rows 9-16
 //    wide, and 17-32 wide with 5x5 kernels, where the CPU has it) over a
 //    zero-padded copy of each input plane, so the inner loops need no bounds
 //    checks; on maps at most 8 wide, where the CPU has AVX-512, 16 channels at a
 //    time instead; optionally each output plane's mean (conv2d_channel_mean);
 //  - everything else: im2col into the workspace, then one SGEMM per group.
+// And an MBConv expansion with its depthwise conv (pointwise_depthwise_conv2d), a
+// block of channels per thread at a time where the 1x1 GEMM's bits do not depend on
+// the split.
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
