@@ -326,7 +326,7 @@ int cmd_bench(const CommandArgs& argv) {
               session.weights().total_bytes() / 1048576.0);
   if (profile) {
     std::vector<double> per_step;
-    for (int i = 0; i < runs; ++i) session.executor().run_profiled(per_step);
+    for (int i = 0; i < runs; ++i) session.run_profiled(per_step);
     std::map<std::string, double> by_op, by_kind;
     const auto names = session.executor().step_names();
     std::vector<std::pair<double, std::string>> slowest;

@@ -120,7 +120,11 @@ ActivationPlan plan_activations(const std::vector<Lifetime>& tensors,
     std::vector<Placed> placed, conflicts;
     size_t peak = 0;
     for (size_t idx : order) {
-      const size_t size = align_up(std::max<size_t>(tensors[idx].bytes, 1), alignment);
+      if (tensors[idx].bytes == 0) {  // nothing to hold: no bytes of anyone's taken
+        offsets[idx] = 0;
+        continue;
+      }
+      const size_t size = align_up(tensors[idx].bytes, alignment);
       conflicts.clear();
       for (const auto& p : placed)
         if (conflict[p.index * n + idx]) conflicts.push_back(p);

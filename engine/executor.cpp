@@ -29,8 +29,9 @@ class ConvertLayer : public Layer {
 }  // namespace
 
 Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
-                   const std::vector<std::string>& supplied, const std::vector<std::string>& wanted)
-    : graph_(graph), backend_(backend), weights_(weights) {
+                   const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
+                   Inputs inputs)
+    : graph_(graph), backend_(backend), weights_(weights), inputs_(inputs) {
   const size_t nv = graph_.values.size();
   const DType storage = backend_.float_storage();
   auto stored = [storage](DType d) { return d == DType::F32 ? storage : d; };
@@ -207,8 +208,10 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     }
   }
 
-  // Wanted tensors stay alive to the end. Supplied ones too: the caller fills them
-  // once and may run() again (same input, same output), so no step may reuse them.
+  // Wanted tensors stay alive to the end (the caller reads them after the steps).
+  // Supplied ones are written before the first step; kept ones live to the end
+  // too, so no step may reuse them; bound ones take no memory here (a zero-byte
+  // tensor is placed nowhere).
   const int end = static_cast<int>(steps_.size());
   for (int v : wanted_) {
     const int t = edge_[v] >= 0 ? edge_[v] : v;
@@ -217,7 +220,8 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
   for (int v : supplied_) {
     Lifetime& l = lifetime_of(edge_[v] >= 0 ? edge_[v] : v);
     l.first = -1;
-    l.last = end;
+    if (inputs_ == Inputs::Kept) l.last = end;
+    if (inputs_ == Inputs::Bound) l.bytes = 0;
   }
   plan_queues_and_arena();
 }
@@ -314,6 +318,8 @@ void Executor::allocate() {
     if (lifetime_index_[t] >= 0) tensors_[t].data = base + plan_.offsets[lifetime_index_[t]];
     if (weight_record_[t] >= 0) tensors_[t].data = weights_.data(weight_record_[t]);
   }
+  if (inputs_ == Inputs::Bound)
+    for (int v : supplied_) tensors_[edge_[v] >= 0 ? edge_[v] : v].data = nullptr;
   workspace_ptrs_.assign(steps_.size(), nullptr);
   for (size_t s = 0; s < steps_.size(); ++s)
     if (steps_[s].workspace >= 0) workspace_ptrs_[s] = base + plan_.offsets[steps_[s].workspace];
@@ -342,8 +348,17 @@ const Tensor& Executor::output(const std::string& name) const {
   return tensors_[edge_[id] >= 0 ? edge_[id] : id];
 }
 
-void Executor::run() {
+void Executor::check_runnable() const {
   check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
+  for (int v : supplied_) {
+    const Tensor& t = tensors_[edge_[v] >= 0 ? edge_[v] : v];
+    check(t.data || t.numel() == 0, ErrorKind::Argument, "executor of '", graph_.name,
+          "': supplied tensor '", graph_.values[v].name, "' was never bound");
+  }
+}
+
+void Executor::run() {
+  check_runnable();
   // The first run goes step by step: libraries set themselves up on first use
   // (cuBLAS and cuDNN state, lazily loaded CUDA kernels), which a capture must
   // not contain. The second records, and later runs replay the recording.
@@ -402,7 +417,7 @@ std::vector<StepAccess> Executor::step_accesses() const {
 }
 
 void Executor::run_profiled(std::vector<double>& seconds_per_step) {
-  check(allocated_, ErrorKind::Argument, "executor of '", graph_.name, "' run before allocate()");
+  check_runnable();
   seconds_per_step.resize(steps_.size(), 0.0);
   const std::unique_ptr<StepTimer> timer = backend_.step_timer(steps_.size());
   backend_.run_inference([&] {

@@ -12,7 +12,7 @@
 // weights are converted as they are registered, and conversion steps at the edges
 // keep what callers see in F32: input(), bind() and output() are F32 tensors.
 //
-//   Executor ex(graph, backend, weights, {"input"}, {"logits"});
+//   Executor ex(graph, backend, weights, {"input"}, {"logits"}, Executor::Inputs::EachRun);
 //   weights.commit();
 //   ex.allocate();
 //   fill(ex.input("input"));  ex.run();  read(ex.output("logits"));
@@ -32,8 +32,21 @@ namespace repshare {
 
 class Executor {
  public:
+  // How the caller provides the supplied tensors, which decides their memory.
+  enum class Inputs {
+    // Filled through input() once, and run() may be repeated on them: they keep
+    // their memory to the end.
+    Kept,
+    // Filled through input() before every run(): the steps after a tensor's last
+    // reader may reuse its memory (D0's 3 MiB image, once the stem has read it).
+    EachRun,
+    // bind() points them at memory owned elsewhere before the first run(): they
+    // have none in the arena.
+    Bound,
+  };
   Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
-           const std::vector<std::string>& supplied, const std::vector<std::string>& wanted);
+           const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
+           Inputs inputs = Inputs::Kept);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -41,7 +54,8 @@ class Executor {
   // Allocates the activation arena; the weights arena must be committed.
   void allocate();
 
-  // A supplied tensor's storage in this executor's arena (backend memory).
+  // A supplied tensor's storage in this executor's arena (backend memory); with
+  // Inputs::Bound, what bind() gave it (null before).
   Tensor& input(const std::string& name);
   // Points a supplied tensor at memory owned elsewhere (e.g. a donor model's
   // stage output in its own arena) instead of copying it in. A new pointer drops
@@ -90,6 +104,7 @@ class Executor {
   };
 
   int value_id(const std::string& name, const char* role) const;
+  void check_runnable() const;  // allocated, and every bound input bound
   // All steps in order; on queues_ with waits when recording with several queues.
   void run_steps(bool on_queues);
   // queues_, mark_of_ and plan_ (the arena, for the steps as queues_ runs them).
@@ -108,6 +123,7 @@ class Executor {
   std::vector<int> lifetime_index_;    // per tensor: index into lifetimes_, -1 if none
   std::vector<Lifetime> lifetimes_;
   std::vector<int> supplied_, wanted_;
+  Inputs inputs_;
   std::vector<Step> steps_;
   ActivationPlan plan_;
   void* arena_ = nullptr;

@@ -9,7 +9,9 @@ Session::Session(const Model& model, Backend& backend, std::vector<std::string> 
     : backend_(backend), weights_(backend), wanted_(std::move(wanted)) {
   if (wanted_.empty()) wanted_ = model.info.outputs;
   input_name_ = model.info.input;
-  executor_.reset(new Executor(model.graph, backend, weights_, {input_name_}, wanted_));
+  // run() uploads the input every time.
+  executor_.reset(new Executor(model.graph, backend, weights_, {input_name_}, wanted_,
+                               Executor::Inputs::EachRun));
   weights_.commit();
   executor_->allocate();
   input_shape_ = executor_->input(input_name_).shape;
@@ -22,9 +24,18 @@ Session::Session(const Model& model, Backend& backend, std::vector<std::string> 
   }
 }
 
-void Session::run() {
+void Session::upload_input() {
   Tensor& in = executor_->input(input_name_);
   backend_.upload(in.data, input_.data(), input_.size() * sizeof(float));
+}
+
+void Session::run_profiled(std::vector<double>& seconds_per_step) {
+  upload_input();
+  executor_->run_profiled(seconds_per_step);
+}
+
+void Session::run() {
+  upload_input();
   executor_->run();
   for (size_t i = 0; i < wanted_.size(); ++i) {
     if (outputs_[i].empty()) continue;  // stays on the backend

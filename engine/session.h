@@ -32,6 +32,9 @@ class Session {
   float* host_input() { return input_.data(); }
   const Shape& input_shape() const { return input_shape_; }
   void run();
+  // The input uploaded and every step timed (Executor::run_profiled); the outputs
+  // are not downloaded.
+  void run_profiled(std::vector<double>& seconds_per_step);
   const float* host_output(const std::string& name) const;
   const Shape& output_shape(const std::string& name) const;
   const std::vector<std::string>& wanted() const { return wanted_; }
@@ -42,6 +45,7 @@ class Session {
 
  private:
   int index(const std::string& name) const;
+  void upload_input();  // before every run: the executor may reuse its memory
   Backend& backend_;
   WeightsArena weights_;
   std::unique_ptr<Executor> executor_;

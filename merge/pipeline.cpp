@@ -107,8 +107,8 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
     if (p->donor >= 0) continue;
     std::vector<std::string> wanted = p->outputs;
     for (int s : p->kept_stages) wanted.push_back(p->model->info.stages[s].tensor);
-    p->full.reset(
-        new Executor(p->model->graph, backend_, *p->arena, {p->model->info.input}, wanted));
+    p->full.reset(new Executor(p->model->graph, backend_, *p->arena, {p->model->info.input}, wanted,
+                               Executor::Inputs::EachRun));  // run_front uploads every frame
   }
   for (const auto& p : pipes_) {
     if (p->donor < 0) continue;

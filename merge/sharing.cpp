@@ -62,11 +62,13 @@ ReceiverSuffix::ReceiverSuffix(const Model& donor, const Model& receiver, int do
     Graph adapter = build_adapter_graph(ds.shape, target, options);
     adapter.name = "adapter:" + donor.info.name + "/" + ds.name + "->" + receiver.info.name +
                    "/" + rs.name;
-    adapters_.emplace_back(new Executor(adapter, backend, weights, {"donor"}, {"adapted"}));
+    adapters_.emplace_back(
+        new Executor(adapter, backend, weights, {"donor"}, {"adapted"}, Executor::Inputs::Bound));
     receiver_tensors_.push_back(rs.tensor);
   }
   if (wanted.empty()) wanted = receiver.info.outputs;
-  receiver_.reset(new Executor(receiver.graph, backend, weights, receiver_tensors_, wanted));
+  receiver_.reset(new Executor(receiver.graph, backend, weights, receiver_tensors_, wanted,
+                               Executor::Inputs::Bound));
 }
 
 void ReceiverSuffix::allocate(const std::vector<const Tensor*>& donor_stage_outputs) {

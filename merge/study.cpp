@@ -131,8 +131,10 @@ StudyResult run_study(const StudyOptions& o, Backend& be) {
   if (donor_classifies) dwanted.push_back(donor.info.outputs[0]);
   for (int j : rsel) rwanted.push_back(receiver.info.stages[j].tensor);
   rwanted.push_back(logits);
-  Executor dex(donor.graph, be, weights, {donor.info.input}, dwanted);
-  Executor rex(receiver.graph, be, weights, {receiver.info.input}, rwanted);
+  // Both inputs are uploaded for every image.
+  Executor dex(donor.graph, be, weights, {donor.info.input}, dwanted, Executor::Inputs::EachRun);
+  Executor rex(receiver.graph, be, weights, {receiver.info.input}, rwanted,
+               Executor::Inputs::EachRun);
   std::vector<std::unique_ptr<ReceiverSuffix>> suffixes;
   for (const auto& p : r.pairs)
     suffixes.emplace_back(

@@ -216,13 +216,21 @@ TEST(BackendModels, ProfiledRunTimesEveryStep) {
     Session s(m, *be);
     std::fill(s.host_input(), s.host_input() + s.input_shape().numel(), 0.5f);
     s.run();
+    const std::string out = s.wanted()[0];
+    const std::vector<float> expected(s.host_output(out),
+                                      s.host_output(out) + s.output_shape(out).numel());
     std::vector<double> per_step;
-    for (int run = 0; run < 2; ++run) s.executor().run_profiled(per_step);
+    for (int run = 0; run < 2; ++run) s.run_profiled(per_step);
     ASSERT_EQ(per_step.size(), s.executor().num_steps());
     for (size_t i = 0; i < per_step.size(); ++i) {
       EXPECT_GT(per_step[i], 0.0) << "step " << i;
       EXPECT_LT(per_step[i], 10.0) << "step " << i;
     }
+    // Each profiled run computed from the input again (the steps may reuse its memory).
+    std::vector<float> profiled(expected.size());
+    be->download(profiled.data(), s.executor().output(out).data, profiled.size() * sizeof(float));
+    be->synchronize();
+    EXPECT_EQ(profiled, expected);
   }
 }
 

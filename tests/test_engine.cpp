@@ -92,6 +92,14 @@ TEST(ActivationPlanner, MeetsTheBoundWhereLargestFirstLeavesAHole) {
       }
 }
 
+// A tensor of no bytes (a bound input, an empty tensor) takes none of the arena.
+TEST(ActivationPlanner, ZeroByteTensorsTakeNoMemory) {
+  const std::vector<Lifetime> ts = {{0, -1, 3}, {1000, 0, 3}, {0, 1, 2}};
+  const ActivationPlan p = plan_activations(ts);
+  EXPECT_EQ(p.lower_bound, align_up(1000, kArenaAlignment));
+  EXPECT_EQ(p.peak, p.lower_bound);
+}
+
 TEST(WeightsArena, StoresASharedWeightOnce) {
   CpuBackend cpu(1);
   WeightsArena arena(cpu);
@@ -299,6 +307,63 @@ TEST(Executor, RecordsOnceAndReplaysWithNewInputs) {
   }
   EXPECT_TRUE(ex.recorded());
   EXPECT_EQ(rec.recordings, 1);
+}
+
+// An input filled before every run gives its memory to the steps after its last
+// reader: two_conv_graph's x (read by conv1 only) shares bytes with y, one tensor
+// fewer than a kept x (the rest is conv2's im2col workspace). Runs on new inputs,
+// step by step and recorded, compute what a kept input does.
+TEST(Executor, InputsFilledEachRunGiveTheirMemoryToLaterSteps) {
+  Graph g = two_conv_graph();
+  prepare_graph(g);
+  const size_t tensor = align_up(4 * 36 * sizeof(float), kArenaAlignment);
+  RecordingCpuBackend rec;
+  WeightsArena w(rec);
+  Executor each_run(g, rec, w, {"x"}, {"y"}, Executor::Inputs::EachRun);
+  Executor kept(g, rec, w, {"x"}, {"y"});
+  EXPECT_EQ(each_run.activation_bytes(), kept.activation_bytes() - tensor);
+  w.commit();
+  each_run.allocate();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<float> x(4 * 36);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (5 + round)) % 17) - 0.8f;
+    std::copy(x.begin(), x.end(), each_run.input("x").f32());
+    each_run.run();
+    EXPECT_EQ(each_run.recorded(), round > 0);
+    size_t steps, stored;
+    const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
+    const Tensor& y = each_run.output("y");
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], want[i]) << "round " << round;
+  }
+}
+
+// Bound inputs have no memory in the arena, and a run before bind() names them.
+TEST(Executor, BoundInputsTakeNoArenaMemory) {
+  Graph g = two_conv_graph();
+  PassOptions opt;
+  opt.keep = {"a"};
+  prepare_graph(g, opt);
+  CpuBackend cpu(1);
+  WeightsArena w(cpu);
+  Executor bound(g, cpu, w, {"a"}, {"y"}, Executor::Inputs::Bound);
+  Executor kept(g, cpu, w, {"a"}, {"y"});
+  EXPECT_EQ(bound.activation_bytes(),
+            kept.activation_bytes() - align_up(4 * 36 * sizeof(float), kArenaAlignment));
+  w.commit();
+  bound.allocate();
+  EXPECT_EQ(bound.input("a").data, nullptr);
+  try {
+    bound.run();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("supplied tensor 'a' was never bound"), std::string::npos)
+        << e.what();
+  }
+  std::vector<float> a(4 * 36, 0.f);
+  bound.bind("a", a.data());
+  bound.run();
+  const Tensor& y = bound.output("y");
+  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.f32()[i], 0.f);
 }
 
 TEST(Executor, BindingANewPointerRecordsAgain) {
