@@ -8,6 +8,8 @@
 #include "apps/commands.h"
 #include "engine/analysis.h"
 #include "engine/error.h"
+#include "engine/passes.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "loaders/onnx_loader.h"
 
 namespace repshare {
@@ -17,13 +19,15 @@ int cmd_inspect(const CommandArgs& argv) {
   if (args.flag("help")) {
     std::printf(
         "usage: repshare inspect MODEL.onnx [--json] [--no-fusion]\n"
-        "Lists the model's ONNX ops, its stages (from MODEL.json when present) with\n"
-        "parameters, FLOPs (2 x MACs of conv/gemm) and output shapes, and the\n"
-        "single-tensor cut points a sharing plan can use as stages.\n");
+        "Lists the model's ONNX ops and its engine ops (after the CPU backend's\n"
+        "load-time passes; --no-fusion: without fusions), its stages (from MODEL.json\n"
+        "when present) with parameters, FLOPs (2 x MACs of conv/gemm) and output\n"
+        "shapes, and the single-tensor cut points a sharing plan can use as stages.\n");
     return 0;
   }
   const bool json = args.flag("json");
-  PassOptions passes;
+  // The graph the CPU backend runs (other backends may fuse less; no device needed).
+  PassOptions passes = pass_options_for(CpuBackend(1));
   if (args.flag("no-fusion")) passes.set_fusions(false);
   args.finish();
   check(args.positionals().size() == 1, ErrorKind::Argument, "expected one model file");

@@ -2,18 +2,24 @@
 // committed EfficientNet fixture (a 48x48 tf_efficientnet-shaped network with
 // random weights): outputs agree with the raw-tensor path, and bad input (an
 // unreadable image, a wrongly sized tensor, a missing model, a malformed list)
-// gives a named error, a non-zero exit and no output file.
+// gives a named error, a non-zero exit and no output file. And `repshare inspect`'s
+// engine ops.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "engine/model.h"
+#include "engine/passes.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "loaders/onnx_loader.h"
 #include "tests/cli_runner.h"
+#include "tests/exported_models.h"
 
 namespace repshare {
 namespace {
@@ -151,6 +157,27 @@ TEST(EvalCommand, CountsAccuracyAndRejectsAMalformedList) {
   EXPECT_NE(bad.output.find("line 1"), std::string::npos) << bad.output;
   EXPECT_FALSE(exists(summary));
   std::remove(list.c_str());
+}
+
+// inspect lists the engine ops of the graph the CPU backend runs: in AVX2 builds B0's
+// early MBConv expansions (planes of 112 x 112) fuse with their depthwise convs there,
+// which the passes' defaults (other backends) leave as two nodes.
+TEST(InspectCommand, EngineOpsAreTheCpuBackends) {
+  std::vector<std::string> models = {kModel};
+  const std::string b0 = exported_model("timm_b0_rand0");
+  if (!b0.empty()) models.push_back(b0);
+  for (const std::string& path : models) {
+    SCOPED_TRACE(path);
+    CommandResult r = run_repshare("inspect " + path + " --json");
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto ops = nlohmann::json::parse(r.output)["engine_ops"];
+    const Model m = load_model(path, pass_options_for(CpuBackend(1)));
+    std::map<std::string, int> want;
+    for (const Node& n : m.graph.nodes) ++want[n.op_type];
+    const auto got = ops.get<std::map<std::string, int>>();
+    EXPECT_EQ(got, want);
+  }
+  if (b0.empty()) GTEST_SKIP() << "timm_b0_rand0.onnx not found: checked the fixture only";
 }
 
 }  // namespace
