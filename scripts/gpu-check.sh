@@ -178,7 +178,9 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # and caches left alone, one metric: each kernel's duration);
 # scripts/ncu_kernel_times.py sums the log by kernel name into the bench folder.
 ncu_kernel_times() {
-  local m=$1 precision=$2 log="$xml_dir/ncu_${precision}_$1.csv"
+  # Two locals: a local's value cannot use one assigned in the same statement.
+  local m=$1 precision=$2
+  local log="$xml_dir/ncu_${precision}_$1.csv"
   LC_ALL=C ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
     --csv --log-file "$log" "$build/repshare" bench --backend cuda --precision "$precision" \
     --cuda-graphs off --model "$models/$m.onnx" --runs 1 --rounds 1 --warmup 0 &&
