@@ -69,7 +69,12 @@ void jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
 
 // PIL's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS): it refuses larger
 // images, and the RGB buffer stays under 540 MB.
-constexpr uint64_t kMaxJpegPixels = 2 * 89478485ull;
+constexpr uint64_t kMaxPixels = 2 * 89478485ull;
+
+void check_pixel_limit(uint64_t width, uint64_t height, const std::string& name) {
+  check(width == 0 || height <= kMaxPixels / width, ErrorKind::Shape, "image '", name, "' is ",
+        width, "x", height, ": more than ", kMaxPixels, " pixels (PIL's decompression-bomb limit)");
+}
 
 class JpegDecoder {
  public:
@@ -152,9 +157,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   JpegDecoder jpeg;
   if (!jpeg.read_header(data, size)) fail_jpeg(name, jpeg);
   // libjpeg itself refuses a zero width or height.
-  const uint64_t pixels = static_cast<uint64_t>(jpeg.width()) * jpeg.height();
-  check(pixels <= kMaxJpegPixels, ErrorKind::Shape, "image '", name, "' is ", jpeg.width(), "x",
-        jpeg.height(), ": more than ", kMaxJpegPixels, " pixels (PIL's decompression-bomb limit)");
+  check_pixel_limit(jpeg.width(), jpeg.height(), name);
   Image img;
   img.reset(jpeg.width(), jpeg.height());
   if (!jpeg.read_pixels(img)) fail_jpeg(name, jpeg);
@@ -344,12 +347,54 @@ void check_pnm_complete(const uint8_t* data, size_t size, const std::string& nam
   }
   // stb_image refuses sides over 2^24 itself; below that the sizes cannot overflow.
   if (fields[0] > (1u << 24) || fields[1] > (1u << 24)) return;
+  check_pixel_limit(fields[0], fields[1], name);
   ++at;  // the one white-space character before the samples
   const uint64_t samples = fields[0] * fields[1] * (data[1] == '6' ? 3 : 1);
   const uint64_t needed = samples * (fields[2] > 255 ? 2 : 1);
   const uint64_t have = at < size ? size - at : 0;
   check(have >= needed, ErrorKind::Malformed, "image '", name, "' is truncated: ", have, " of ",
         needed, " bytes of pixel data");
+}
+
+// PNG is its signature, then chunks of [length, type, data, CRC]. This stb_image
+// sizes its buffers by what a file claims before reading it: a 5 KB file whose IDAT
+// chunk claimed 2 GiB had it allocate 2 GiB (scripts/fuzz.sh), and a header claiming
+// 20000 x 20000 pixels over a few bytes of data would have it allocate the image. So
+// a chunk that runs past the end of the file is refused here, as are more pixels than
+// PIL's limit or than the file's compressed data can hold (deflate expands at most
+// 1032 times).
+void check_png_complete(const uint8_t* data, size_t size, const std::string& name) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size < 8 || std::memcmp(data, kSignature, 8) != 0) return;
+  auto be32 = [data](size_t at) {
+    return uint64_t{data[at]} << 24 | uint64_t{data[at + 1]} << 16 | uint64_t{data[at + 2]} << 8 |
+           uint64_t{data[at + 3]};
+  };
+  uint64_t width = 0, height = 0, bits_per_pixel = 0, compressed = 0;
+  for (size_t at = 8; size - at >= 8;) {
+    const uint64_t length = be32(at);
+    const std::string type(reinterpret_cast<const char*>(data + at + 4), 4);
+    // The chunk's data and CRC must fit (IEND's CRC, which nothing reads, may be cut).
+    const uint64_t after_header = size - at - 8, crc = type == "IEND" ? 0 : 4;
+    check(length + crc <= after_header, ErrorKind::Malformed, "image '", name,
+          "' is truncated: its chunk '", type, "' at byte ", at, " claims ", length,
+          " bytes and a CRC; ", after_header, " bytes remain");
+    if (type == "IHDR" && length >= 13) {
+      width = be32(at + 8);
+      height = be32(at + 12);
+      const int depth = data[at + 16], color = data[at + 17];
+      const int channels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type; 0: not PNG's
+      bits_per_pixel = color <= 6 ? uint64_t(depth) * channels[color] : 0;
+      check_pixel_limit(width, height, name);
+    }
+    if (type == "IDAT") compressed += length;
+    if (type == "IEND") break;
+    at += 12 + length;
+  }
+  const uint64_t pixel_bytes = (width * height * bits_per_pixel + 7) / 8;
+  check(pixel_bytes <= 1032 * compressed || compressed == 0, ErrorKind::Malformed, "image '", name,
+        "' is truncated: its ", width, "x", height, " pixels take ", pixel_bytes,
+        " bytes, more than its ", compressed, " bytes of compressed data can hold");
 }
 
 // The file's bytes as the decoders take them (no copy of the file).
@@ -362,6 +407,7 @@ const uint8_t* as_bytes(const std::string& file) {
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   if (is_jpeg(data, size)) return decode_jpeg(data, size, name);
   check_stb_input(size, name);
+  check_png_complete(data, size, name);
   check_pnm_complete(data, size, name);
   int w = 0, h = 0, channels = 0;
   stbi_uc* pixels = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &channels, 3);

@@ -37,8 +37,9 @@ struct Image {
 // their first bytes. JPEG pixels are PIL's exactly (the same libjpeg, set up the
 // same way). Grey, grey+alpha and CMYK images are converted and alpha is
 // dropped, as PIL's convert("RGB") does. Throws Io for a missing/unreadable file,
-// Malformed for an empty, truncated or corrupt one and Shape for a JPEG over
-// PIL's decompression-bomb limit, naming the file.
+// Malformed for an empty, truncated or corrupt one (a PNG chunk or header claiming
+// more than the file holds among them) and Shape for an image over PIL's
+// decompression-bomb limit, naming the file.
 Image load_image(const std::string& path);
 // Same from bytes in memory; `name` is used in error messages.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);

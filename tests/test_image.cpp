@@ -77,6 +77,20 @@ size_t find_marker(const std::vector<uint8_t>& jpg, uint8_t code) {
   return 0;
 }
 
+// The byte where a PNG's first chunk of `type` starts (its length), or 0.
+size_t find_png_chunk(const std::vector<uint8_t>& png, const char* type) {
+  for (size_t at = 8; at + 8 <= png.size();) {
+    if (std::memcmp(&png[at + 4], type, 4) == 0) return at;
+    at += 12 + (size_t{png[at]} << 24 | size_t{png[at + 1]} << 16 | size_t{png[at + 2]} << 8 |
+                png[at + 3]);
+  }
+  return 0;
+}
+
+void put_be32(std::vector<uint8_t>& bytes, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+
 template <typename Fn>
 std::string error_of(Fn fn, ErrorKind* kind = nullptr) {
   try {
@@ -270,6 +284,49 @@ TEST(ImageDecode, HugeJpegIsRefusedBeforeAllocating) {
   const std::string msg = error_of([&] { decode_image(jpg.data(), jpg.size(), "bomb.jpg"); }, &kind);
   EXPECT_EQ(kind, ErrorKind::Shape);
   EXPECT_NE(msg.find("'bomb.jpg' is 16384x16384: more than 178956970 pixels"), std::string::npos) << msg;
+}
+
+// PNG chunks and headers that claim more than the file holds are refused before
+// stb_image sizes a buffer by them: an IDAT chunk claiming 2 GiB in a few KB (which
+// had it allocate 2 GiB: scripts/fuzz.sh), 12000 x 12000 pixels over the file's few KB
+// of compressed data, and a header over PIL's limit.
+TEST(ImageDecode, PngClaimsBeyondTheFileAreRefusedBeforeAllocating) {
+  const std::vector<uint8_t> png = read_bytes(kFixtures + "wide.png");
+  const size_t idat = find_png_chunk(png, "IDAT"), ihdr = find_png_chunk(png, "IHDR");
+  ASSERT_GT(idat, 0u);
+  ASSERT_EQ(ihdr, 8u);
+  struct Case {
+    const char* name;
+    size_t at;
+    uint32_t width_or_length, height;
+    ErrorKind kind;
+    std::string reason;
+  } cases[] = {
+      {"long_idat.png", idat, 0x7FFFFFF0u, 0, ErrorKind::Malformed,
+       "is truncated: its chunk 'IDAT' at byte " + std::to_string(idat) + " claims 2147483632"},
+      {"wide_header.png", ihdr, 12000, 12000, ErrorKind::Malformed,
+       "is truncated: its 12000x12000 pixels take 432000000 bytes, more than its"},
+      {"bomb.png", ihdr, 16384, 16384, ErrorKind::Shape,
+       "is 16384x16384: more than 178956970 pixels"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<uint8_t> bytes = png;
+    if (c.at == ihdr) {
+      put_be32(bytes, ihdr + 8, c.width_or_length);
+      put_be32(bytes, ihdr + 12, c.height);
+    } else {
+      put_be32(bytes, c.at, c.width_or_length);
+    }
+    ErrorKind kind{};
+    const std::string msg =
+        error_of([&] { decode_image(bytes.data(), bytes.size(), c.name); }, &kind);
+    EXPECT_EQ(kind, c.kind) << msg;
+    EXPECT_NE(msg.find("image '" + std::string(c.name) + "' " + c.reason), std::string::npos)
+        << msg;
+  }
+  // The file as it is still decodes.
+  EXPECT_GT(decode_image(png.data(), png.size(), "wide.png").width, 0);
 }
 
 TEST(ImageResize, MatchesPilExactly) {
