@@ -204,23 +204,6 @@ TEST(Executor, RunsOnlyWhatTheSuppliedCutNeeds) {
   for (size_t i = 0; i < full.size(); ++i) EXPECT_FLOAT_EQ(full[i], cut[i]);
 }
 
-TEST(Executor, BindReadsASuppliedTensorInPlace) {
-  Graph g = two_conv_graph();
-  PassOptions opt;
-  opt.keep = {"a"};
-  prepare_graph(g, opt);
-  CpuBackend cpu(1);
-  WeightsArena w(cpu);
-  Executor ex(g, cpu, w, {"a"}, {"y"});
-  w.commit();
-  ex.allocate();
-  std::vector<float> a(4 * 36, 0.f);
-  ex.bind("a", a.data());
-  ex.run();
-  const Tensor& y = ex.output("y");
-  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.f32()[i], 0.f);  // no bias: zeros in, zeros out
-}
-
 // A CPU backend that records like CUDA graphs do: during record() each call is
 // kept with the pointers and parameters it had (not run); replay() makes the
 // same calls again. It records only the ops two_conv_graph uses.
@@ -285,6 +268,22 @@ class RecordingCpuBackend : public CpuBackend {
   Recording* recording_ = nullptr;
 };
 
+// Three runs of two_conv_graph's ex on new x: step by step first (libraries set up
+// outside any capture), then recorded; each computes what a fresh executor does.
+void expect_runs_on_new_inputs(const Graph& g, Executor& ex) {
+  for (int round = 0; round < 3; ++round) {
+    std::vector<float> x(4 * 36);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (3 + round)) % 17) - 0.8f;
+    std::copy(x.begin(), x.end(), ex.input("x").f32());
+    ex.run();
+    EXPECT_EQ(ex.recorded(), round > 0);
+    size_t steps, stored;
+    const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
+    const Tensor& y = ex.output("y");
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], want[i]) << "round " << round;
+  }
+}
+
 TEST(Executor, RecordsOnceAndReplaysWithNewInputs) {
   Graph g = two_conv_graph();
   prepare_graph(g);
@@ -293,18 +292,7 @@ TEST(Executor, RecordsOnceAndReplaysWithNewInputs) {
   Executor ex(g, rec, w, {"x"}, {"y"});
   w.commit();
   ex.allocate();
-  for (int round = 0; round < 3; ++round) {
-    std::vector<float> x(4 * 36);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (3 + round)) % 17) - 0.8f;
-    std::copy(x.begin(), x.end(), ex.input("x").f32());
-    ex.run();
-    // Step by step first (libraries set up outside any capture), then recorded.
-    EXPECT_EQ(ex.recorded(), round > 0);
-    size_t steps, stored;
-    const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
-    const Tensor& y = ex.output("y");
-    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], want[i]) << "round " << round;
-  }
+  expect_runs_on_new_inputs(g, ex);
   EXPECT_TRUE(ex.recorded());
   EXPECT_EQ(rec.recordings, 1);
 }
@@ -324,21 +312,12 @@ TEST(Executor, InputsFilledEachRunGiveTheirMemoryToLaterSteps) {
   EXPECT_EQ(each_run.activation_bytes(), kept.activation_bytes() - tensor);
   w.commit();
   each_run.allocate();
-  for (int round = 0; round < 3; ++round) {
-    std::vector<float> x(4 * 36);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * ((i * (5 + round)) % 17) - 0.8f;
-    std::copy(x.begin(), x.end(), each_run.input("x").f32());
-    each_run.run();
-    EXPECT_EQ(each_run.recorded(), round > 0);
-    size_t steps, stored;
-    const std::vector<float> want = run(g, {"x"}, {x}, &steps, &stored);
-    const Tensor& y = each_run.output("y");
-    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], want[i]) << "round " << round;
-  }
+  expect_runs_on_new_inputs(g, each_run);
 }
 
-// Bound inputs have no memory in the arena, and a run before bind() names them.
-TEST(Executor, BoundInputsTakeNoArenaMemory) {
+// A bound input is read in place and has no memory in the arena; a run before
+// bind() names it.
+TEST(Executor, BindReadsASuppliedTensorInPlace) {
   Graph g = two_conv_graph();
   PassOptions opt;
   opt.keep = {"a"};
@@ -363,7 +342,7 @@ TEST(Executor, BoundInputsTakeNoArenaMemory) {
   bound.bind("a", a.data());
   bound.run();
   const Tensor& y = bound.output("y");
-  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.f32()[i], 0.f);
+  for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.f32()[i], 0.f);  // no bias: zeros out
 }
 
 TEST(Executor, BindingANewPointerRecordsAgain) {
