@@ -1,13 +1,15 @@
 // repshare bench: latency of one model (median and p90 of repeated runs after
 // warm-up), throughput and memory; optionally against onnxruntime on the same file
 // with the same threads in the same run, and a per-op profile.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <unistd.h>
 
 #include "apps/app_util.h"
 #include "apps/commands.h"
@@ -34,11 +36,11 @@ double percentile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - lo);
 }
 
-std::vector<double> time_runs(Session& s, int runs) {
+std::vector<double> time_runs(int runs, const std::function<void()>& run) {
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
     auto t0 = std::chrono::steady_clock::now();
-    s.run();
+    run();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                      .count());
   }
@@ -133,6 +135,9 @@ int cmd_bench(const CommandArgs& argv) {
   if (args.flag("help")) {
     std::printf(
         "usage: repshare bench --model M.onnx [options]\n"
+        "Times whole runs (input uploaded, network, a classifier's outputs downloaded);\n"
+        "on a GPU also the network alone on an input already on the device, as GPU\n"
+        "benchmarks time a model.\n"
         "  --runs N               timed runs per round (default 30)\n"
         "  --rounds R             alternating rounds with onnxruntime (default 3)\n"
         "  --image FILE           time on this image, preprocessed as classify/detect do\n"
@@ -216,8 +221,23 @@ int cmd_bench(const CommandArgs& argv) {
   for (int64_t i = 0; i < input_size; ++i) input_sum += session.host_input()[i];
   const int threads = backend->name() == "cpu" ? static_cast<CpuBackend&>(*backend).threads() : 0;
 
+  // On a device, also the network alone, as GPU benchmarks time a model
+  // (Session::run_on_device_input, from a copy of the input kept on the device):
+  // session.run() uploads the input from host memory first (D0's 3 MiB) and
+  // downloads a classifier's outputs.
+  const bool on_device = backend->name() != "cpu";
+  struct DeviceCopy {
+    Backend& backend;
+    void* data = nullptr;
+    ~DeviceCopy() { backend.free(data); }
+  } device_input{*backend};
+  if (on_device) {
+    const size_t bytes = session.input_shape().numel() * sizeof(float);
+    device_input.data = backend->alloc(bytes);
+    backend->upload(device_input.data, session.host_input(), bytes);
+  }
   for (int i = 0; i < warmup; ++i) session.run();
-  std::vector<double> ours, ort, post, with_post;
+  std::vector<double> ours, network, ort, post, with_post;
   std::string ort_version;
   for (int r = 0; r < rounds; ++r) {
     // Each onnxruntime round starts with `warmup` untimed runs in its own process;
@@ -225,8 +245,12 @@ int cmd_bench(const CommandArgs& argv) {
     // round starts with the same number (the first round follows the warm-up).
     if (r > 0 && vs_ort)
       for (int i = 0; i < warmup; ++i) session.run();
-    auto t = time_runs(session, runs);
+    auto t = time_runs(runs, [&] { session.run(); });
     ours.insert(ours.end(), t.begin(), t.end());
+    if (on_device) {
+      t = time_runs(runs, [&] { session.run_on_device_input(device_input.data); });
+      network.insert(network.end(), t.begin(), t.end());
+    }
     if (vs_ort) {
       double ort_input_sum = 0;
       auto o = onnxruntime_runs(model_path, threads, runs, warmup, model.info.outputs,
@@ -256,6 +280,10 @@ int cmd_bench(const CommandArgs& argv) {
       {"activation_lower_bound_bytes", session.executor().activation_lower_bound()},
       {"weights_bytes", session.weights().total_bytes()},
       {"recorded_graph", session.executor().recorded()}};
+  if (on_device) {
+    j["network_median_ms"] = percentile(network, 0.5);
+    j["network_p90_ms"] = percentile(network, 0.9);
+  }
   if (!session.executor().recording_error().empty())
     j["recording_error"] = session.executor().recording_error();
   // How a recording puts the steps on the backend's queues (CUDA streams).
@@ -297,6 +325,11 @@ int cmd_bench(const CommandArgs& argv) {
   std::printf("  repshare     median %8.2f ms  p90 %8.2f ms  (%zu runs)  %.1f inferences/s\n",
               percentile(ours, 0.5), percentile(ours, 0.9), ours.size(),
               1000.0 * batch / percentile(ours, 0.5));
+  if (on_device)
+    std::printf(
+        "  network      median %8.2f ms  p90 %8.2f ms  (input already on the device, "
+        "outputs left there)\n",
+        percentile(network, 0.5), percentile(network, 0.9));
   if (head) {
     j["postprocess_median_ms"] = percentile(post, 0.5);
     j["with_postprocess_median_ms"] = percentile(with_post, 0.5);

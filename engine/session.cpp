@@ -34,6 +34,13 @@ void Session::run_profiled(std::vector<double>& seconds_per_step) {
   executor_->run_profiled(seconds_per_step);
 }
 
+void Session::run_on_device_input(const void* device_input) {
+  Tensor& in = executor_->input(input_name_);
+  backend_.copy(in.data, device_input, in.bytes());
+  executor_->run();
+  backend_.synchronize();
+}
+
 void Session::run() {
   upload_input();
   executor_->run();

@@ -35,6 +35,11 @@ class Session {
   // The input uploaded and every step timed (Executor::run_profiled); the outputs
   // are not downloaded.
   void run_profiled(std::vector<double>& seconds_per_step);
+  // The network alone, as GPU benchmarks time a model (PyTorch's on an input already
+  // on the device, its outputs left there): the input copied into place from
+  // `device_input` (backend memory of the input's bytes), the steps, a
+  // synchronisation. Outputs are not downloaded.
+  void run_on_device_input(const void* device_input);
   const float* host_output(const std::string& name) const;
   const Shape& output_shape(const std::string& name) const;
   const std::vector<std::string>& wanted() const { return wanted_; }
