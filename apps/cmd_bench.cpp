@@ -226,16 +226,9 @@ int cmd_bench(const CommandArgs& argv) {
   // session.run() uploads the input from host memory first (D0's 3 MiB) and
   // downloads a classifier's outputs.
   const bool on_device = backend->name() != "cpu";
-  struct DeviceCopy {
-    Backend& backend;
-    void* data = nullptr;
-    ~DeviceCopy() { backend.free(data); }
-  } device_input{*backend};
-  if (on_device) {
-    const size_t bytes = session.input_shape().numel() * sizeof(float);
-    device_input.data = backend->alloc(bytes);
-    backend->upload(device_input.data, session.host_input(), bytes);
-  }
+  const size_t input_bytes = on_device ? session.input_shape().numel() * sizeof(float) : 0;
+  const BackendBuffer device_input(*backend, input_bytes);
+  backend->upload(device_input.data, session.host_input(), input_bytes);
   for (int i = 0; i < warmup; ++i) session.run();
   std::vector<double> ours, network, ort, post, with_post;
   std::string ort_version;

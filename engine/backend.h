@@ -526,4 +526,19 @@ class Backend {
   size_t chain_between_bytes(const std::vector<SeparableConvParams>& links) const;
 };
 
+// Backend memory held for a scope (a buffer outside the arenas: CKA's Gram blocks,
+// bench's device copy of an input).
+struct BackendBuffer {
+  BackendBuffer(Backend& b, size_t bytes) : backend(b), data(b.alloc(bytes)) {}
+  ~BackendBuffer() { backend.free(data); }
+  BackendBuffer(const BackendBuffer&) = delete;
+  BackendBuffer& operator=(const BackendBuffer&) = delete;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data);
+  }
+  Backend& backend;
+  void* data;
+};
+
 }  // namespace repshare

@@ -103,19 +103,6 @@ double cka_unbiased(const Gram& k, const Gram& l, size_t batch_size) {
 
 }  // namespace
 
-namespace {
-// Backend memory for the duration of one Gram computation.
-struct BackendBuffer {
-  BackendBuffer(Backend& b, size_t bytes) : backend(b), data(b.alloc(bytes)) {}
-  ~BackendBuffer() { backend.free(data); }
-  BackendBuffer(const BackendBuffer&) = delete;
-  BackendBuffer& operator=(const BackendBuffer&) = delete;
-  double* f64() const { return static_cast<double*>(data); }
-  Backend& backend;
-  void* data;
-};
-}  // namespace
-
 Gram centered_gram(const NpyReader& x, Backend& backend, size_t memory_bytes) {
   const size_t n = x.rows(), d = x.cols();
   Gram g;
@@ -124,6 +111,7 @@ Gram centered_gram(const NpyReader& x, Backend& backend, size_t memory_bytes) {
   if (n == 0 || d == 0) return g;
   const size_t block = std::max<size_t>(1, std::min(d, memory_bytes / (n * sizeof(double))));
   std::vector<double> xb(n * block);
+  // Backend memory for the duration of this Gram computation.
   BackendBuffer k(backend, n * n * sizeof(double)), xdev(backend, n * block * sizeof(double));
   backend.upload(k.data, g.k.data(), n * n * sizeof(double));
   for (size_t c0 = 0; c0 < d; c0 += block) {
@@ -141,7 +129,8 @@ Gram centered_gram(const NpyReader& x, Backend& backend, size_t memory_bytes) {
     for (size_t i = 0; i < n; ++i)
       for (size_t j = 0; j < w; ++j) xb[i * w + j] -= mean[j];
     backend.upload(xdev.data, xb.data(), n * w * sizeof(double));
-    backend.gram_accumulate(static_cast<int64_t>(n), static_cast<int64_t>(w), xdev.f64(), k.f64());
+    backend.gram_accumulate(static_cast<int64_t>(n), static_cast<int64_t>(w), xdev.as<double>(),
+                            k.as<double>());
     // xb is refilled next: the upload must have read it (pageable copies are
     // staged before they return on CUDA; a synchronize makes it explicit).
     backend.synchronize();

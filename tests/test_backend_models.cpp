@@ -201,24 +201,37 @@ void compare_merged_plan(DType storage, double bar) {
 TEST(BackendModels, MergedPlanCudaMatchesCpu) { compare_merged_plan(DType::F32, 1e-4); }
 TEST(BackendModels, MergedPlanCudaFp16MatchesCpu) { compare_merged_plan(DType::F16, 3e-2); }
 
-// `bench --profile`: every step of a run gets a time from the backend's step timer
-// (on CUDA device events, which need no synchronisation between steps), on the CPU
-// and, where there is one, on the GPU. Steps run kernel by kernel, never recorded.
-TEST(BackendModels, ProfiledRunTimesEveryStep) {
+// The CPU backend and, where there is a GPU, the CUDA one.
+std::vector<std::unique_ptr<Backend>> cpu_and_gpu_backends() {
   std::vector<std::unique_ptr<Backend>> backends;
   backends.push_back(make_backend("cpu", 1));
   std::string why;
   if (cuda_available(&why)) backends.push_back(make_backend("cuda"));
-  const Model m =
-      load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
-  for (const auto& be : backends) {
+  return backends;
+}
+
+Model tiny_detector() {
+  return load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
+}
+
+// The session's first wanted output, as its last run() downloaded it.
+std::vector<float> first_output(const Session& s) {
+  const std::string& out = s.wanted()[0];
+  return std::vector<float>(s.host_output(out), s.host_output(out) + s.output_shape(out).numel());
+}
+
+// `bench --profile`: every step of a run gets a time from the backend's step timer
+// (on CUDA device events, which need no synchronisation between steps), on the CPU
+// and, where there is one, on the GPU. Steps run kernel by kernel, never recorded.
+TEST(BackendModels, ProfiledRunTimesEveryStep) {
+  const Model m = tiny_detector();
+  for (const auto& be : cpu_and_gpu_backends()) {
     SCOPED_TRACE(be->name());
     Session s(m, *be);
     std::fill(s.host_input(), s.host_input() + s.input_shape().numel(), 0.5f);
     s.run();
     const std::string out = s.wanted()[0];
-    const std::vector<float> expected(s.host_output(out),
-                                      s.host_output(out) + s.output_shape(out).numel());
+    const std::vector<float> expected = first_output(s);
     std::vector<double> per_step;
     for (int run = 0; run < 2; ++run) s.run_profiled(per_step);
     ASSERT_EQ(per_step.size(), s.executor().num_steps());
@@ -239,32 +252,24 @@ TEST(BackendModels, ProfiledRunTimesEveryStep) {
 // run after run (the steps may reuse the input's memory: it is copied in every time),
 // and recorded on a backend that records.
 TEST(BackendModels, RunOnADeviceInputEqualsRun) {
-  std::vector<std::unique_ptr<Backend>> backends;
-  backends.push_back(make_backend("cpu", 1));
-  std::string why;
-  if (cuda_available(&why)) backends.push_back(make_backend("cuda"));
-  const Model m =
-      load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
-  for (const auto& be : backends) {
+  const Model m = tiny_detector();
+  for (const auto& be : cpu_and_gpu_backends()) {
     SCOPED_TRACE(be->name());
     Session s(m, *be);
     const int64_t n = s.input_shape().numel();
     for (int64_t i = 0; i < n; ++i) s.host_input()[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
     s.run();
-    const std::string out = s.wanted()[0];
-    const std::vector<float> expected(s.host_output(out),
-                                      s.host_output(out) + s.output_shape(out).numel());
-    void* device_input = be->alloc(n * sizeof(float));
-    be->upload(device_input, s.host_input(), n * sizeof(float));
+    const std::vector<float> expected = first_output(s);
+    const BackendBuffer device_input(*be, n * sizeof(float));
+    be->upload(device_input.data, s.host_input(), n * sizeof(float));
     std::fill(s.host_input(), s.host_input() + n, 0.f);  // what run() would read now
     std::vector<float> got(expected.size());
     for (int run = 0; run < 3; ++run) {
-      s.run_on_device_input(device_input);
-      be->download(got.data(), s.executor().output(out).data, got.size() * sizeof(float));
+      s.run_on_device_input(device_input.data);
+      be->download(got.data(), s.executor().output(s.wanted()[0]).data, got.size() * sizeof(float));
       EXPECT_EQ(got, expected) << "run " << run;
     }
     EXPECT_EQ(s.executor().recorded(), be->name() != "cpu");
-    be->free(device_input);
   }
 }
 
@@ -289,8 +294,7 @@ TEST(BackendModels, StepTimerThatFailsLeavesNoEvents) {
 // shorter than with one workspace, where every cuBLAS call waits for the last. The
 // shape the backend reads back from CUDA is the one the emulator counted.
 TEST(BackendModels, HeadBranchGemmsOverlapInTheRecordedGraph) {
-  const Model m =
-      load_model(std::string(REPSHARE_SOURCE_DIR) + "/tests/fixtures/tiny_detector/model.onnx");
+  const Model m = tiny_detector();
   auto recorded_graph = [&m](const char* overlap) {
     std::unique_ptr<Backend> cuda;
     {
