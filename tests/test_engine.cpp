@@ -15,6 +15,7 @@
 #include "engine/model.h"
 #include "engine/passes.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/fp16_storage_backend.h"
 #include "layers/layers.h"
 #include "tests/exported_models.h"
@@ -1156,6 +1157,12 @@ struct D0Schedule {
 };
 template <class Base>
 D0Schedule d0_schedule(const Model& m, int queues, double allowance) {
+  // The kernels' workspaces, and so what fits in the arena, depend on the ISA: the
+  // AVX2 ones on every machine, so that the sizes compared are the same everywhere.
+  cpu::allow_avx512(false);
+  struct Restore {
+    ~Restore() { cpu::allow_avx512(true); }
+  } restore;
   Queued<Base> one(1), be(queues, allowance);
   WeightsArena w1(one), w(be);
   Executor sequential(m.graph, one, w1, {m.info.input}, m.info.outputs);
