@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "engine/error.h"
 
@@ -68,6 +69,14 @@ class HostStepTimer : public StepTimer {
 std::unique_ptr<StepTimer> Backend::step_timer(size_t steps) {
   return std::unique_ptr<StepTimer>(new HostStepTimer(*this, steps));
 }
+
+void* Backend::alloc_host(size_t bytes) {
+  void* p = std::calloc(bytes == 0 ? 1 : bytes, 1);
+  if (!p) fail(ErrorKind::Backend, "out of host memory allocating ", bytes, " bytes");
+  return p;
+}
+
+void Backend::free_host(void* p) { std::free(p); }
 
 void Backend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, const Tensor& w,
                                   const Tensor* bias, Tensor& y, Tensor& mean, void* workspace) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -302,6 +303,14 @@ class Backend {
   // Memory. alloc() is used only while planning, never in the run loop.
   virtual void* alloc(size_t bytes) = 0;
   virtual void free(void* p) = 0;
+  // Host memory for what crosses to the backend every run (a session's input and
+  // outputs: HostArray). CUDA's is pinned: the GPU copies it at full bus speed with
+  // no staging copy on the host. Zero-filled.
+  virtual void* alloc_host(size_t bytes);
+  virtual void free_host(void* p);
+  // upload() may return before the copy is done: from alloc_host() memory on CUDA it
+  // does, so src must stay unchanged until the next download() or synchronize().
+  // download() returns with dst filled.
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
@@ -348,8 +357,9 @@ class Backend {
   //   y_max) decoded from box_outputs[l] ([1, A*4, H, W]) against anchors [A_all, 4]
   //   (y_min, x_min, y_max, x_max), clipped when p.clip; scores [k] (sigmoid) and
   //   classes [k] (int64, 0-based; -1 in the rows after the last candidate when
-  //   fewer than k logits are numbers). workspace holds
-  //   detection_select_workspace(p) bytes.
+  //   fewer than k logits are numbers). The class and box outputs are F32 or in
+  //   float_storage() (a network's outputs kept in storage), all of one dtype.
+  //   workspace holds detection_select_workspace(p) bytes.
   // nms: per-class hard NMS over the first p.count candidates, visited best first
   //   (rows of class -1 are skipped): a candidate is kept unless a kept one of its
   //   class overlaps it with IoU > threshold. keep [max_keep] int64: indices of the
@@ -539,6 +549,42 @@ struct BackendBuffer {
   }
   Backend& backend;
   void* data;
+};
+
+// Host staging held for a scope, from Backend::alloc_host: a session's or a
+// pipeline's input and downloaded outputs.
+template <typename T>
+class HostArray {
+ public:
+  HostArray() = default;
+  HostArray(Backend& b, size_t count)
+      : backend_(count > 0 ? &b : nullptr),
+        data_(count > 0 ? static_cast<T*>(b.alloc_host(count * sizeof(T))) : nullptr),
+        size_(count) {}
+  ~HostArray() {
+    if (backend_) backend_->free_host(data_);
+  }
+  HostArray(HostArray&& o) noexcept : backend_(o.backend_), data_(o.data_), size_(o.size_) {
+    o.backend_ = nullptr;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  HostArray& operator=(HostArray&& o) noexcept {
+    std::swap(backend_, o.backend_);
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  size_t bytes() const { return size_ * sizeof(T); }
+
+ private:
+  Backend* backend_ = nullptr;
+  T* data_ = nullptr;
+  size_t size_ = 0;
 };
 
 }  // namespace repshare

@@ -30,7 +30,7 @@ class ConvertLayer : public Layer {
 
 Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
                    const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
-                   Inputs inputs)
+                   Inputs inputs, const std::vector<std::string>& wanted_in_storage)
     : graph_(graph), backend_(backend), weights_(weights), inputs_(inputs) {
   const size_t nv = graph_.values.size();
   const DType storage = backend_.float_storage();
@@ -144,6 +144,14 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       for (int v : graph_.nodes[k].inputs)
         if (v >= 0) read_by_step[v] = true;
   for (int v : wanted_) is_wanted[v] = true;
+  // Wanted in the backend's storage: no F32 edge.
+  std::vector<bool> in_storage(nv, false);
+  for (const auto& w : wanted_in_storage) {
+    const int v = value_id(w, "wanted in storage");
+    check(is_wanted[v], ErrorKind::Argument, "tensor '", w, "' of model '", graph_.name,
+          "' is to be kept in storage but is not wanted");
+    in_storage[v] = true;
+  }
 
   for (size_t k = 0; k < graph_.nodes.size(); ++k) {
     if (!needed_node[k]) continue;
@@ -175,7 +183,7 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       tensors_[v].dtype = stored(graph_.values[v].dtype);
       // An output only the caller reads is stored as the caller reads it where the
       // layer can write it so: no convert step after it, no copy in storage.
-      if (o == 0 && is_wanted[v] && !read_by_step[v] &&
+      if (o == 0 && is_wanted[v] && !in_storage[v] && !read_by_step[v] &&
           tensors_[v].dtype != graph_.values[v].dtype &&
           step.layer->stores_output_f32(backend_))
         tensors_[v].dtype = graph_.values[v].dtype;
@@ -190,9 +198,11 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       lifetimes_.push_back(Lifetime{ws, s, s});
     }
     steps_.push_back(std::move(step));
-    // Wanted outputs of this step in another storage: converted to F32 right away.
+    // Wanted outputs of this step in another storage: converted to F32 right away,
+    // unless the caller takes them in storage.
     for (int v : n.outputs)
-      if (v >= 0 && edge_[v] < 0 && tensors_[v].dtype != graph_.values[v].dtype && is_wanted[v])
+      if (v >= 0 && edge_[v] < 0 && tensors_[v].dtype != graph_.values[v].dtype &&
+          is_wanted[v] && !in_storage[v])
         add_convert_step(v, add_edge(v), v);
   }
   // Wanted constants (outputs that folded away) are served from the weights arena,

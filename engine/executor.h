@@ -10,7 +10,8 @@
 //
 // Float tensors are kept in the backend's float_storage(). When that is F16, the
 // weights are converted as they are registered, and conversion steps at the edges
-// keep what callers see in F32: input(), bind() and output() are F32 tensors.
+// keep what callers see in F32: input(), bind() and output() are F32 tensors,
+// except the outputs a caller asks to get in storage (wanted_in_storage).
 //
 //   Executor ex(graph, backend, weights, {"input"}, {"logits"}, Executor::Inputs::EachRun);
 //   weights.commit();
@@ -44,9 +45,13 @@ class Executor {
     // have none in the arena.
     Bound,
   };
+  // wanted_in_storage: wanted tensors the caller hands to backend kernels rather than
+  // reads itself (detection heads' outputs, which post-processing reads where they
+  // are): output() gives them in the backend's float storage, with no step converting
+  // them to F32 (in fp16 mode half the memory).
   Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
            const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
-           Inputs inputs = Inputs::Kept);
+           Inputs inputs = Inputs::Kept, const std::vector<std::string>& wanted_in_storage = {});
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;

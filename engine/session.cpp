@@ -10,23 +10,26 @@ Session::Session(const Model& model, Backend& backend, std::vector<std::string> 
   if (wanted_.empty()) wanted_ = model.info.outputs;
   input_name_ = model.info.input;
   // run() uploads the input every time.
+  const bool downloaded = outputs == Outputs::Downloaded;
   executor_.reset(new Executor(model.graph, backend, weights_, {input_name_}, wanted_,
-                               Executor::Inputs::EachRun));
+                               Executor::Inputs::EachRun,
+                               downloaded ? std::vector<std::string>() : wanted_));
   weights_.commit();
   executor_->allocate();
   input_shape_ = executor_->input(input_name_).shape;
-  input_.assign(input_shape_.numel(), 0.f);
+  input_ = HostArray<float>(backend, input_shape_.numel());
   for (const auto& w : wanted_) {
     const Tensor& t = executor_->output(w);
-    check(t.dtype == DType::F32, ErrorKind::Unsupported, "output '", w, "' is not float32");
-    outputs_.emplace_back(outputs == Outputs::Downloaded ? t.numel() : 0);
+    check(!downloaded || t.dtype == DType::F32, ErrorKind::Unsupported, "output '", w,
+          "' is not float32");
+    outputs_.emplace_back(backend, downloaded ? t.numel() : 0);
     output_shapes_.push_back(t.shape);
   }
 }
 
 void Session::upload_input() {
   Tensor& in = executor_->input(input_name_);
-  backend_.upload(in.data, input_.data(), input_.size() * sizeof(float));
+  backend_.upload(in.data, input_.data(), input_.bytes());
 }
 
 void Session::run_profiled(std::vector<double>& seconds_per_step) {
@@ -47,7 +50,7 @@ void Session::run() {
   for (size_t i = 0; i < wanted_.size(); ++i) {
     if (outputs_[i].empty()) continue;  // stays on the backend
     backend_.download(outputs_[i].data(), executor_->output(wanted_[i]).data,
-                      outputs_[i].size() * sizeof(float));
+                      outputs_[i].bytes());
   }
   backend_.synchronize();
 }

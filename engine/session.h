@@ -4,7 +4,7 @@
 //
 //   Model m = load_model("b0.onnx");
 //   Session s(m, backend);              // plans and allocates everything once
-//   preprocess(image, s.host_input());  // host memory
+//   preprocess(image, s.host_input());  // host memory (pinned on a GPU)
 //   s.run();                            // upload, kernels, download
 //   const float* logits = s.host_output("logits");
 #pragma once
@@ -22,7 +22,8 @@ namespace repshare {
 class Session {
  public:
   // Downloaded: host_output() has each wanted tensor after a run. StayOnBackend:
-  // they are only kept, for code that reads them where they are
+  // they are only kept, in the backend's float storage (Executor's
+  // wanted_in_storage), for backend kernels that read them where they are
   // (executor().output(name)), as detection post-processing does.
   enum class Outputs { Downloaded, StayOnBackend };
   // wanted: tensors to keep after each run (default: the model's task outputs).
@@ -56,9 +57,9 @@ class Session {
   std::unique_ptr<Executor> executor_;
   std::string input_name_;
   Shape input_shape_;
-  std::vector<float> input_;
+  HostArray<float> input_;  // Backend::alloc_host: pinned on CUDA
   std::vector<std::string> wanted_;
-  std::vector<std::vector<float>> outputs_;
+  std::vector<HostArray<float>> outputs_;
   std::vector<Shape> output_shapes_;
 };
 

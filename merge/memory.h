@@ -42,7 +42,7 @@ struct PipelineMemory {
   size_t weights_borrowed = 0;  // bytes of weights it reads that another model owns
   std::vector<StageWeights> stages;
   std::vector<ArenaMemory> arenas;
-  size_t host_buffers = 0;      // input staging and downloaded outputs (host)
+  size_t host_buffers = 0;      // input staging and downloaded outputs (host; pinned on CUDA)
   size_t activations() const;
   size_t activation_lower_bound() const;
   size_t total() const { return weights_owned + activations() + host_buffers; }

@@ -37,8 +37,8 @@ struct Pipelines::Pipe {
   // are post-processed where they are (DetectionHead).
   std::vector<std::string> outputs;
   std::vector<Shape> output_shapes;
-  std::vector<std::vector<float>> host_outputs;
-  std::vector<float> host_input;
+  std::vector<HostArray<float>> host_outputs;  // Backend::alloc_host: pinned on CUDA
+  HostArray<float> host_input;
   ClassifyPreprocess classify_pre;
   DetectPreprocess detect_pre;
   std::unique_ptr<DetectionHead> head;
@@ -46,6 +46,11 @@ struct Pipelines::Pipe {
   ImageFrame frame;  // a detector's last letterbox, for its and its receivers' boxes
 
   const Executor& network() const { return suffix ? suffix->receiver() : *full; }
+  // The outputs its network keeps in the backend's float storage: a detector's,
+  // which its DetectionHead reads where they are. A classifier's are downloaded.
+  std::vector<std::string> outputs_in_storage() const {
+    return detection ? outputs : std::vector<std::string>();
+  }
   const Tensor& output(const std::string& n) const {
     return suffix ? suffix->output(n) : full->output(n);
   }
@@ -107,14 +112,15 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
     if (p->donor >= 0) continue;
     std::vector<std::string> wanted = p->outputs;
     for (int s : p->kept_stages) wanted.push_back(p->model->info.stages[s].tensor);
+    // run_front uploads every frame; a detector's head reads its outputs in storage.
     p->full.reset(new Executor(p->model->graph, backend_, *p->arena, {p->model->info.input}, wanted,
-                               Executor::Inputs::EachRun));  // run_front uploads every frame
+                               Executor::Inputs::EachRun, p->outputs_in_storage()));
   }
   for (const auto& p : pipes_) {
     if (p->donor < 0) continue;
     p->suffix.reset(new ReceiverSuffix(*models_[p->donor], *p->model, p->donor_stage,
                                        p->receiver_stage, p->adapter, backend_, *p->arena,
-                                       p->outputs));
+                                       p->outputs, p->outputs_in_storage()));
   }
 }
 
@@ -137,7 +143,7 @@ void Pipelines::allocate() {
   for (auto& p : pipes_) {
     if (p->donor >= 0) continue;
     p->full->allocate();
-    p->host_input.assign(p->full->input(p->model->info.input).numel(), 0.f);
+    p->host_input = HostArray<float>(backend_, p->full->input(p->model->info.input).numel());
   }
   for (auto& p : pipes_) {
     if (p->donor >= 0) {
@@ -147,7 +153,7 @@ void Pipelines::allocate() {
       p->suffix->allocate(stage_outputs);
     }
     if (!p->detection)
-      for (const Shape& s : p->output_shapes) p->host_outputs.emplace_back(s.numel(), 0.f);
+      for (const Shape& s : p->output_shapes) p->host_outputs.emplace_back(backend_, s.numel());
   }
 }
 
@@ -158,7 +164,7 @@ void Pipelines::run_front(Pipe& p, const Image& img, PipelineResult& r) {
   else
     p.preprocessor.classify(img, p.classify_pre, p.host_input.data());
   Tensor& in = p.full->input(p.model->info.input);
-  backend_.upload(in.data, p.host_input.data(), p.host_input.size() * sizeof(float));
+  backend_.upload(in.data, p.host_input.data(), p.host_input.bytes());
   p.full->run();
   finish(p, r);
   r.seconds = seconds_since(t0);
@@ -176,7 +182,7 @@ void Pipelines::finish(Pipe& p, PipelineResult& r) {
   if (!p.detection) {
     for (size_t o = 0; o < p.outputs.size(); ++o)
       backend_.download(p.host_outputs[o].data(), p.output(p.outputs[o]).data,
-                        p.host_outputs[o].size() * sizeof(float));
+                        p.host_outputs[o].bytes());
     backend_.synchronize();
     r.task = "classification";
     r.classes = top_k_softmax(p.host_outputs[0].data(),

@@ -52,7 +52,8 @@ std::vector<StageLink> links_for_cut(const Model& donor, const Model& receiver, 
 ReceiverSuffix::ReceiverSuffix(const Model& donor, const Model& receiver, int donor_stage,
                                int receiver_stage, const AdapterOptions& options,
                                Backend& backend, WeightsArena& weights,
-                               std::vector<std::string> wanted)
+                               std::vector<std::string> wanted,
+                               const std::vector<std::string>& wanted_in_storage)
     : links_(links_for_cut(donor, receiver, donor_stage, receiver_stage)) {
   for (const auto& l : links_) {
     const Stage& ds = donor.info.stages[l.donor_stage];
@@ -68,7 +69,7 @@ ReceiverSuffix::ReceiverSuffix(const Model& donor, const Model& receiver, int do
   }
   if (wanted.empty()) wanted = receiver.info.outputs;
   receiver_.reset(new Executor(receiver.graph, backend, weights, receiver_tensors_, wanted,
-                               Executor::Inputs::Bound));
+                               Executor::Inputs::Bound, wanted_in_storage));
 }
 
 void ReceiverSuffix::allocate(const std::vector<const Tensor*>& donor_stage_outputs) {

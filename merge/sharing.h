@@ -37,7 +37,8 @@ class ReceiverSuffix {
  public:
   ReceiverSuffix(const Model& donor, const Model& receiver, int donor_stage, int receiver_stage,
                  const AdapterOptions& adapters, Backend& backend, WeightsArena& weights,
-                 std::vector<std::string> wanted = {});
+                 std::vector<std::string> wanted = {},
+                 const std::vector<std::string>& wanted_in_storage = {});
   // After the arena is committed: allocates, and binds each adapter to the donor's
   // stage outputs (backend memory that stays put, e.g. a donor executor's outputs).
   void allocate(const std::vector<const Tensor*>& donor_stage_outputs);

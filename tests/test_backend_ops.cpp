@@ -63,7 +63,8 @@ Floats random_floats(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
 size_t count(const Shape& s) { return static_cast<size_t>(s.numel()); }
 
 // A float tensor in one backend's memory, freed with it: in the backend's float
-// storage unless the entry point takes F32 in every mode (detection, nms, convert).
+// storage unless the entry point takes F32 in every mode (detection's anchors and
+// results, nms, convert).
 // Host values are float either way, converted on upload and download.
 class DeviceTensor {
  public:
@@ -1065,10 +1066,9 @@ OpCase detection_select_case(const std::string& name, std::vector<std::array<int
             std::vector<const Tensor*> cls_t, box_t;
             for (size_t l = 0; l < levels.size(); ++l) {
               const int64_t h = levels[l][0], w = levels[l][1];
-              cls.emplace_back(
-                  new DeviceTensor(be, Shape{1, anchors * classes, h, w}, logits[l], DType::F32));
-              box.emplace_back(
-                  new DeviceTensor(be, Shape{1, anchors * 4, h, w}, deltas[l], DType::F32));
+              // In the backend's float storage, as a network keeps a detector's outputs.
+              cls.emplace_back(new DeviceTensor(be, Shape{1, anchors * classes, h, w}, logits[l]));
+              box.emplace_back(new DeviceTensor(be, Shape{1, anchors * 4, h, w}, deltas[l]));
               cls_t.push_back(&cls.back()->t);
               box_t.push_back(&box.back()->t);
             }

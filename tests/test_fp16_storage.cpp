@@ -64,6 +64,45 @@ TEST(Fp16Storage, CallersSeeFloat32WhileTheNetworkIsStoredAsFloat16) {
         << full.weights().records()[i].tensor;
 }
 
+// Outputs a caller hands to backend kernels (a detector's, for post-processing)
+// can stay in the storage: fp16, no convert step, half the bytes, the same values
+// as the F32 outputs rounded to fp16.
+TEST(Fp16Storage, OutputsWantedInStorageStayFloat16) {
+  Model m = toy();
+  Fp16StorageCpuBackend half(1);
+  WeightsArena wa(half), wb(half);
+  Executor f32(m.graph, half, wa, {"input"}, {"s1", "logits"});
+  Executor kept(m.graph, half, wb, {"input"}, {"s1", "logits"}, Executor::Inputs::Kept,
+                {"s1", "logits"});
+  EXPECT_EQ(kept.output("s1").dtype, DType::F16);
+  EXPECT_EQ(kept.output("logits").dtype, DType::F16);
+  const std::vector<std::string> names = kept.step_names();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "convert s1"), 0);
+  EXPECT_EQ(names.size() + 1, f32.step_names().size());  // "convert s1" only
+  wa.commit();
+  wb.commit();
+  f32.allocate();
+  kept.allocate();
+  const int64_t n = f32.input("input").numel();
+  fill(f32.input("input").f32(), n, 3);
+  std::copy(f32.input("input").f32(), f32.input("input").f32() + n, kept.input("input").f32());
+  f32.run();
+  kept.run();
+  for (const char* name : {"s1", "logits"}) {
+    const Tensor& a = f32.output(name);
+    const Tensor& b = kept.output(name);
+    ASSERT_EQ(a.numel(), b.numel());
+    const uint16_t* h = static_cast<const uint16_t*>(b.data);
+    // s1 is converted from the same fp16 tensor; the logits conv stores F32 in
+    // one and rounds to fp16 in the other.
+    for (int64_t i = 0; i < a.numel(); ++i)
+      EXPECT_EQ(h[i], float_to_half(a.f32()[i])) << name << " element " << i;
+  }
+  WeightsArena wc(half);
+  EXPECT_THROW(Executor(m.graph, half, wc, {"input"}, {"logits"}, Executor::Inputs::Kept, {"s1"}),
+               Error);
+}
+
 TEST(Fp16Storage, OutputsAreTheFloat32OnesWithinHalfPrecision) {
   Model m = toy();
   CpuBackend cpu(1);

@@ -41,6 +41,11 @@ void CpuBackend::detection_select(const DetectionSelectParams& p,
                                   const Tensor* const* box_outputs, const Tensor& anchors,
                                   Tensor& boxes, Tensor& scores, Tensor& classes,
                                   void* workspace) {
+  for (int l = 0; l < p.levels; ++l)
+    check(class_outputs[l]->dtype == DType::F32 && box_outputs[l]->dtype == DType::F32,
+          ErrorKind::Unsupported, "cpu detection_select: ",
+          dtype_name(class_outputs[l]->dtype), " class and ", dtype_name(box_outputs[l]->dtype),
+          " box outputs (float32 only)");
   const int64_t k = p.k;
   float* out_boxes = boxes.f32();
   float* out_scores = scores.f32();

@@ -75,6 +75,21 @@ void Fp16StorageCpuBackend::squeeze_excitation(const SqueezeExcitationParams& p,
                                  c.in(b_expand), c.in(target), c.out(y), workspace);
 }
 
+void Fp16StorageCpuBackend::detection_select(const DetectionSelectParams& p,
+                                             const Tensor* const* class_outputs,
+                                             const Tensor* const* box_outputs,
+                                             const Tensor& anchors, Tensor& boxes, Tensor& scores,
+                                             Tensor& classes, void* workspace) {
+  Widened c(scratch_, threads());
+  const Tensor* cls[kMaxDetectionLevels];
+  const Tensor* box[kMaxDetectionLevels];
+  for (int l = 0; l < p.levels; ++l) {
+    cls[l] = c.in(class_outputs[l]);
+    box[l] = c.in(box_outputs[l]);
+  }
+  CpuBackend::detection_select(p, cls, box, anchors, boxes, scores, classes, workspace);
+}
+
 void Fp16StorageCpuBackend::activation(const Activation& a, const Tensor& x, Tensor& y) {
   Widened c(scratch_, threads());
   CpuBackend::activation(a, c.in(x), c.out(y));

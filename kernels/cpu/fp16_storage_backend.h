@@ -67,8 +67,12 @@ class Fp16StorageCpuBackend : public CpuBackend {
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
-  // detection_select, nms, gram_accumulate and convert take F32 (or float64, int64)
-  // tensors in every mode: the CPU's own.
+  // A detector's outputs in fp16 storage (Executor's wanted_in_storage) widened.
+  void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,
+                        const Tensor* const* box_outputs, const Tensor& anchors, Tensor& boxes,
+                        Tensor& scores, Tensor& classes, void* workspace) override;
+  // nms, gram_accumulate and convert take F32 (or float64, int64) tensors in every
+  // mode: the CPU's own.
 
  private:
   // The fp32 copies of one kernel call's fp16 tensors, in the backend's scratch:
@@ -91,8 +95,9 @@ class Fp16StorageCpuBackend : public CpuBackend {
     Tensor& widen(const Tensor& t);
     std::vector<std::vector<float>>& scratch_;
     int threads_;
-    std::array<Tensor, 8> views_;
-    std::array<Tensor*, 8> narrow_to_;  // per view: the fp16 output it goes back to
+    // At most a detector's class and box outputs (detection_select).
+    std::array<Tensor, 2 * kMaxDetectionLevels> views_;
+    std::array<Tensor*, 2 * kMaxDetectionLevels> narrow_to_;  // per view: its fp16 output
     size_t used_ = 0;
   };
   std::vector<std::vector<float>> scratch_;

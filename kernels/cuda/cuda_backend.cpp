@@ -206,8 +206,27 @@ void CudaBackend::free(void* p) {
     std::fprintf(stderr, "repshare: cuda backend: cudaFree failed: %s\n", cudaGetErrorString(e));
 }
 
+void* CudaBackend::alloc_host(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocHost(&p, bytes == 0 ? 1 : bytes);
+  if (e != cudaSuccess)
+    fail(ErrorKind::Backend, "cuda backend: cudaMallocHost of ", bytes, " bytes failed: ",
+         cudaGetErrorString(e));
+  std::memset(p, 0, bytes);
+  return p;
+}
+
+void CudaBackend::free_host(void* p) {
+  if (!p) return;
+  const cudaError_t e = cudaFreeHost(p);
+  if (e != cudaSuccess)
+    std::fprintf(stderr, "repshare: cuda backend: cudaFreeHost failed: %s\n",
+                 cudaGetErrorString(e));
+}
+
 // From pageable memory cudaMemcpyAsync returns once src is staged, so the caller
-// may reuse src at once; kernels queued later on the stream see the data.
+// may reuse src at once; from pinned memory (alloc_host) the GPU reads src when
+// the stream reaches the copy. Kernels queued later on the stream see the data.
 void CudaBackend::upload(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));

@@ -56,6 +56,8 @@ class CudaBackend : public Backend {
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;
+  void* alloc_host(size_t bytes) override;  // pinned
+  void free_host(void* p) override;
   void upload(void* dst, const void* src, size_t bytes) override;
   void download(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;

@@ -8,17 +8,20 @@
 
 #include "kernels/cpu/detection_math.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
 
 namespace repshare {
 namespace {
 
-// Every level's class and box maps, passed by value. Memory index g of the class
-// maps laid end to end lies in level l when first_logit[l] <= g < first_logit[l+1];
-// anchor a in level l when first_anchor[l] <= a < first_anchor[l+1].
+// Every level's class and box maps, passed by value, in the network's float
+// storage T (float, or __half in fp16 mode). Memory index g of the class maps laid
+// end to end lies in level l when first_logit[l] <= g < first_logit[l+1]; anchor a
+// in level l when first_anchor[l] <= a < first_anchor[l+1].
+template <typename T>
 struct Levels {
-  const float* cls[kMaxDetectionLevels];
-  const float* box[kMaxDetectionLevels];
+  const T* cls[kMaxDetectionLevels];
+  const T* box[kMaxDetectionLevels];
   int first_logit[kMaxDetectionLevels + 1];
   int first_anchor[kMaxDetectionLevels + 1];
   int positions[kMaxDetectionLevels];
@@ -26,18 +29,21 @@ struct Levels {
   int anchors_per_location, classes;
 };
 
-__device__ __forceinline__ int level_of_logit(const Levels& lv, int g) {
+template <typename T>
+__device__ __forceinline__ int level_of_logit(const Levels<T>& lv, int g) {
   int l = 0;
   while (g >= lv.first_logit[l + 1]) ++l;
   return l;
 }
 
-__device__ __forceinline__ uint32_t key_at(const Levels& lv, int g, int l) {
-  const float v = lv.cls[l][g - lv.first_logit[l]];
+template <typename T>
+__device__ __forceinline__ uint32_t key_at(const Levels<T>& lv, int g, int l) {
+  const float v = cuda::as_float(lv.cls[l][g - lv.first_logit[l]]);
   return logit_key(v, __float_as_uint(v));
 }
 
-__device__ __forceinline__ uint32_t flat_index_at(const Levels& lv, int g, int l) {
+template <typename T>
+__device__ __forceinline__ uint32_t flat_index_at(const Levels<T>& lv, int g, int l) {
   return static_cast<uint32_t>(flat_logit_index(g - lv.first_logit[l], lv.positions[l],
                                                 lv.anchors_per_location, lv.classes,
                                                 lv.first_anchor[l]));
@@ -64,7 +70,8 @@ struct SelectState {
   uint32_t filled;    // slots the select kernel has written
 };
 
-__global__ void key_histogram_kernel(Levels lv, int total, int shift, SelectState* s) {
+template <typename T>
+__global__ void key_histogram_kernel(Levels<T> lv, int total, int shift, SelectState* s) {
   __shared__ uint32_t hist[256];
   for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
   __syncthreads();
@@ -98,7 +105,8 @@ __global__ void key_scan_kernel(SelectState* s, int shift, int k) {
   for (int b = 0; b < 256; ++b) s->hist[b] = 0;
 }
 
-__global__ void index_histogram_kernel(Levels lv, int total, int shift, SelectState* s) {
+template <typename T>
+__global__ void index_histogram_kernel(Levels<T> lv, int total, int shift, SelectState* s) {
   if (s->count == 0 || s->all_ties) return;  // uniform across the grid
   __shared__ uint32_t hist[256];
   for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
@@ -128,7 +136,8 @@ __global__ void index_scan_kernel(SelectState* s, int shift) {
 }
 
 // Writes the selected (key, flat index) pairs in arbitrary slot order.
-__global__ void select_kernel(Levels lv, int total, SelectState* s, uint32_t* keys,
+template <typename T>
+__global__ void select_kernel(Levels<T> lv, int total, SelectState* s, uint32_t* keys,
                               uint32_t* indices) {
   const uint32_t count = s->count, threshold = s->key_prefix, last_index = s->index_prefix;
   const bool all_ties = s->all_ties != 0;
@@ -180,7 +189,8 @@ __global__ void rank_kernel(const SelectState* s, const uint32_t* keys, const ui
   }
 }
 
-__global__ void decode_kernel(Levels lv, const float* anchors, const SelectState* s,
+template <typename T>
+__global__ void decode_kernel(Levels<T> lv, const float* anchors, const SelectState* s,
                               const uint32_t* sorted_keys, const uint32_t* sorted_indices, int k,
                               bool clip, float clip_w, float clip_h, float* boxes, float* scores,
                               int64_t* classes) {
@@ -196,9 +206,10 @@ __global__ void decode_kernel(Levels lv, const float* anchors, const SelectState
   while (anchor >= lv.first_anchor[l + 1]) ++l;
   const int in_level = anchor - lv.first_anchor[l], positions = lv.positions[l];
   const int pos = in_level / lv.anchors_per_location, a = in_level % lv.anchors_per_location;
-  const float* deltas = lv.box[l] + static_cast<size_t>(a) * 4 * positions + pos;
-  decode_box(anchors + static_cast<size_t>(anchor) * 4, deltas[0], deltas[positions],
-             deltas[2 * positions], deltas[3 * positions], clip, clip_w, clip_h, boxes + r * 4);
+  const T* deltas = lv.box[l] + static_cast<size_t>(a) * 4 * positions + pos;
+  decode_box(anchors + static_cast<size_t>(anchor) * 4, cuda::as_float(deltas[0]),
+             cuda::as_float(deltas[positions]), cuda::as_float(deltas[2 * positions]),
+             cuda::as_float(deltas[3 * positions]), clip, clip_w, clip_h, boxes + r * 4);
   scores[r] = detection_score(logit_of_key(sorted_keys[r]));
   classes[r] = static_cast<int64_t>(flat % static_cast<uint32_t>(lv.classes));
 }
@@ -286,52 +297,61 @@ void CudaBackend::detection_select(const DetectionSelectParams& p,
                                    void* workspace) {
   check(p.levels >= 1 && p.levels <= kMaxDetectionLevels, ErrorKind::Unsupported,
         "cuda detection_select: ", p.levels, " levels");
-  Levels lv = {};
-  lv.count = p.levels;
-  lv.anchors_per_location = cuda::to_int(p.anchors_per_location, "detection_select", "anchors");
-  lv.classes = cuda::to_int(p.classes, "detection_select", "classes");
-  int64_t logits = 0, anchor_count = 0;
-  for (int l = 0; l < p.levels; ++l) {
-    lv.cls[l] = class_outputs[l]->f32();
-    lv.box[l] = box_outputs[l]->f32();
-    lv.positions[l] = cuda::to_int(p.positions[l], "detection_select", "positions");
-    lv.first_logit[l] = cuda::to_int(logits, "detection_select", "logits");
-    lv.first_anchor[l] = cuda::to_int(anchor_count, "detection_select", "anchors");
-    logits += p.positions[l] * p.anchors_per_location * p.classes;
-    anchor_count += p.positions[l] * p.anchors_per_location;
-  }
-  // Flat indices travel as 32-bit keys' companions: every logit must have one.
-  const int total = cuda::to_int(logits, "detection_select", "logits");
-  lv.first_logit[p.levels] = total;
-  lv.first_anchor[p.levels] = cuda::to_int(anchor_count, "detection_select", "anchors");
-  const int k = cuda::to_int(p.k, "detection_select", "k");
-  if (k == 0) return;
+  const DType storage = class_outputs[0]->dtype;
+  for (int l = 0; l < p.levels; ++l)
+    check(class_outputs[l]->dtype == storage && box_outputs[l]->dtype == storage,
+          ErrorKind::Unsupported, "cuda detection_select: class and box outputs of one dtype ",
+          "needed; level ", l, " has ", dtype_name(class_outputs[l]->dtype), " and ",
+          dtype_name(box_outputs[l]->dtype), " after ", dtype_name(storage));
+  cuda::with_storage(storage, "detection_select", [&](auto tag) {
+    using T = decltype(tag);
+    Levels<T> lv = {};
+    lv.count = p.levels;
+    lv.anchors_per_location = cuda::to_int(p.anchors_per_location, "detection_select", "anchors");
+    lv.classes = cuda::to_int(p.classes, "detection_select", "classes");
+    int64_t logits = 0, anchor_count = 0;
+    for (int l = 0; l < p.levels; ++l) {
+      lv.cls[l] = cuda::data<const T>(*class_outputs[l]);
+      lv.box[l] = cuda::data<const T>(*box_outputs[l]);
+      lv.positions[l] = cuda::to_int(p.positions[l], "detection_select", "positions");
+      lv.first_logit[l] = cuda::to_int(logits, "detection_select", "logits");
+      lv.first_anchor[l] = cuda::to_int(anchor_count, "detection_select", "anchors");
+      logits += p.positions[l] * p.anchors_per_location * p.classes;
+      anchor_count += p.positions[l] * p.anchors_per_location;
+    }
+    // Flat indices travel as 32-bit keys' companions: every logit must have one.
+    const int total = cuda::to_int(logits, "detection_select", "logits");
+    lv.first_logit[p.levels] = total;
+    lv.first_anchor[p.levels] = cuda::to_int(anchor_count, "detection_select", "anchors");
+    const int k = cuda::to_int(p.k, "detection_select", "k");
+    if (k == 0) return;
 
-  const SelectWorkspace w = select_workspace(workspace, p.k);
-  REPSHARE_CUDA(cudaMemsetAsync(w.state, 0, sizeof(SelectState), stream_));
-  // Enough blocks to fill the GPU; each thread strides over the rest.
-  const unsigned grid = std::min(cuda::blocks_for(total), 1024u);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    key_histogram_kernel<<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
-    after_launch("key_histogram_kernel");
-    key_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift, k);
-    after_launch("key_scan_kernel");
-  }
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    index_histogram_kernel<<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
-    after_launch("index_histogram_kernel");
-    index_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift);
-    after_launch("index_scan_kernel");
-  }
-  select_kernel<<<grid, cuda::kBlock, 0, stream_>>>(lv, total, w.state, w.keys, w.indices);
-  after_launch("select_kernel");
-  rank_kernel<<<cuda::blocks_for(k), cuda::kBlock, 0, stream_>>>(w.state, w.keys, w.indices,
-                                                                  w.sorted_keys, w.sorted_indices);
-  after_launch("rank_kernel");
-  decode_kernel<<<cuda::blocks_for(k), cuda::kBlock, 0, stream_>>>(
-      lv, anchors.f32(), w.state, w.sorted_keys, w.sorted_indices, k, p.clip, p.clip_w, p.clip_h,
-      boxes.f32(), scores.f32(), classes.i64());
-  after_launch("decode_kernel");
+    const SelectWorkspace w = select_workspace(workspace, p.k);
+    REPSHARE_CUDA(cudaMemsetAsync(w.state, 0, sizeof(SelectState), stream_));
+    // Enough blocks to fill the GPU; each thread strides over the rest.
+    const unsigned grid = std::min(cuda::blocks_for(total), 1024u);
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      key_histogram_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
+      after_launch("key_histogram_kernel");
+      key_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift, k);
+      after_launch("key_scan_kernel");
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      index_histogram_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
+      after_launch("index_histogram_kernel");
+      index_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift);
+      after_launch("index_scan_kernel");
+    }
+    select_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, w.state, w.keys, w.indices);
+    after_launch("select_kernel");
+    rank_kernel<<<cuda::blocks_for(k), cuda::kBlock, 0, stream_>>>(
+        w.state, w.keys, w.indices, w.sorted_keys, w.sorted_indices);
+    after_launch("rank_kernel");
+    decode_kernel<T><<<cuda::blocks_for(k), cuda::kBlock, 0, stream_>>>(
+        lv, anchors.f32(), w.state, w.sorted_keys, w.sorted_indices, k, p.clip, p.clip_w,
+        p.clip_h, boxes.f32(), scores.f32(), classes.i64());
+    after_launch("decode_kernel");
+  });
 }
 
 size_t CudaBackend::nms_workspace(const NmsParams& p) const {

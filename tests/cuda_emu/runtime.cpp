@@ -108,24 +108,29 @@ constexpr size_t kContextBytes = size_t(500) << 20;  // what a context takes the
 constexpr size_t kCublasHandleBytes = size_t(2) << 20;
 bool context_made = false;
 size_t bytes_in_use = 0;
-std::map<uintptr_t, size_t> blocks;  // cudaMalloc'd address -> bytes
+using Blocks = std::map<uintptr_t, size_t>;  // allocated address -> bytes
+Blocks blocks;                               // cudaMalloc's
+Blocks pinned_blocks;                        // cudaMallocHost's
 
 void make_context() {
   if (!context_made) bytes_in_use += kContextBytes;
   context_made = true;
 }
 
-// The allocation holding [p, p + bytes), or blocks.end().
-std::map<uintptr_t, size_t>::const_iterator block_of(const void* p, size_t bytes) {
+// The allocation of `in` holding [p, p + bytes), or in.end().
+Blocks::const_iterator block_of(const void* p, size_t bytes, const Blocks& in = blocks) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  auto it = blocks.upper_bound(a);
-  if (it == blocks.begin()) return blocks.end();
+  auto it = in.upper_bound(a);
+  if (it == in.begin()) return in.end();
   --it;
-  if (a + bytes > it->first + it->second) return blocks.end();
+  if (a + bytes > it->first + it->second) return in.end();
   return it;
 }
 
 bool is_device(const void* p, size_t bytes) { return block_of(p, bytes) != blocks.end(); }
+bool is_pinned(const void* p, size_t bytes) {
+  return block_of(p, bytes, pinned_blocks) != pinned_blocks.end();
+}
 
 // ---- errors and capture ---------------------------------------------------
 
@@ -660,6 +665,45 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
+// Pinned host memory: what the GPU copies from without staging, so an upload from
+// it reads the bytes when its stream runs (cudaMemcpyAsync), not when queued.
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  make_context();
+  *p = nullptr;
+  if (forbidden_while_capturing("cudaMallocHost")) return cudaErrorStreamCaptureUnsupported;
+  void* m = nullptr;
+  if (posix_memalign(&m, 4096, bytes == 0 ? 1 : bytes) != 0)
+    return record_error(cudaErrorMemoryAllocation);
+  std::memset(m, 0xff, bytes);  // as cudaMalloc's: whoever relies on its contents fails
+  pinned_blocks[reinterpret_cast<uintptr_t>(m)] = bytes;
+  *p = m;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* p) {
+  make_context();
+  if (forbidden_while_capturing("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
+  run_pending();  // cudaFreeHost waits for the device
+  if (!p) return cudaSuccess;
+  auto it = pinned_blocks.find(reinterpret_cast<uintptr_t>(p));
+  if (it == pinned_blocks.end()) return record_error(cudaErrorInvalidValue);
+  pinned_blocks.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  make_context();
+  *a = cudaPointerAttributes();
+  a->type = is_device(p, 1)   ? cudaMemoryTypeDevice
+            : is_pinned(p, 1) ? cudaMemoryTypeHost
+                              : cudaMemoryTypeUnregistered;
+  a->device = a->type == cudaMemoryTypeUnregistered ? -1 : 0;
+  a->devicePointer = a->type == cudaMemoryTypeUnregistered ? nullptr : const_cast<void*>(p);
+  a->hostPointer = a->type == cudaMemoryTypeDevice ? nullptr : const_cast<void*>(p);
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   make_context();
   *free_bytes = kTotalBytes - bytes_in_use;
@@ -708,7 +752,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
                  bytes, static_cast<int>(kind), src, dst);
     return record_error(cudaErrorInvalidValue);
   }
-  if (kind == cudaMemcpyHostToDevice && !(stream && stream->capturing)) {
+  if (kind == cudaMemcpyHostToDevice && !(stream && stream->capturing) &&
+      !is_pinned(src, bytes)) {
     // From pageable memory the source is staged before the call returns: the
     // caller may reuse it at once.
     std::vector<unsigned char> staged(static_cast<const unsigned char*>(src),
