@@ -30,7 +30,7 @@ class ConvertLayer : public Layer {
 
 Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
                    const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
-                   Inputs inputs, const std::vector<std::string>& wanted_in_storage)
+                   Inputs inputs, const std::vector<std::string>& in_storage_names)
     : graph_(graph), backend_(backend), weights_(weights), inputs_(inputs) {
   const size_t nv = graph_.values.size();
   const DType storage = backend_.float_storage();
@@ -130,10 +130,20 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
     steps_.push_back(std::move(step));
   };
 
+  // Exchanged with the caller in the backend's storage: no F32 edge.
+  std::vector<bool> in_storage(nv, false);
+  for (const auto& name : in_storage_names) {
+    const int v = value_id(name, "in storage");
+    check(is_supplied[v] || std::find(wanted_.begin(), wanted_.end(), v) != wanted_.end(),
+          ErrorKind::Argument, "tensor '", name, "' of model '", graph_.name,
+          "' is to be kept in storage but is neither supplied nor wanted");
+    in_storage[v] = true;
+  }
+
   // Supplied tensors are filled by the caller in F32; in another storage the first
   // steps convert them.
   for (int v : supplied_) {
-    if (tensors_[v].dtype == graph_.values[v].dtype) continue;
+    if (tensors_[v].dtype == graph_.values[v].dtype || in_storage[v]) continue;
     add_convert_step(add_edge(v), v, v);
   }
 
@@ -144,14 +154,6 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
       for (int v : graph_.nodes[k].inputs)
         if (v >= 0) read_by_step[v] = true;
   for (int v : wanted_) is_wanted[v] = true;
-  // Wanted in the backend's storage: no F32 edge.
-  std::vector<bool> in_storage(nv, false);
-  for (const auto& w : wanted_in_storage) {
-    const int v = value_id(w, "wanted in storage");
-    check(is_wanted[v], ErrorKind::Argument, "tensor '", w, "' of model '", graph_.name,
-          "' is to be kept in storage but is not wanted");
-    in_storage[v] = true;
-  }
 
   for (size_t k = 0; k < graph_.nodes.size(); ++k) {
     if (!needed_node[k]) continue;

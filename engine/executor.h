@@ -11,7 +11,7 @@
 // Float tensors are kept in the backend's float_storage(). When that is F16, the
 // weights are converted as they are registered, and conversion steps at the edges
 // keep what callers see in F32: input(), bind() and output() are F32 tensors,
-// except the outputs a caller asks to get in storage (wanted_in_storage).
+// except those a caller asks to exchange in storage (in_storage).
 //
 //   Executor ex(graph, backend, weights, {"input"}, {"logits"}, Executor::Inputs::EachRun);
 //   weights.commit();
@@ -45,13 +45,15 @@ class Executor {
     // have none in the arena.
     Bound,
   };
-  // wanted_in_storage: wanted tensors the caller hands to backend kernels rather than
-  // reads itself (detection heads' outputs, which post-processing reads where they
-  // are): output() gives them in the backend's float storage, with no step converting
-  // them to F32 (in fp16 mode half the memory).
+  // in_storage: supplied or wanted tensors the caller exchanges with backend kernels
+  // rather than host code (a detector's outputs, which post-processing reads where
+  // they are; a donor's stage output bound to an adapter, and the adapter's output
+  // bound to a receiver): input() and output() give them in the backend's float
+  // storage, with no step converting them from or to F32 (in fp16 mode half the
+  // memory, and no conversion kernels).
   Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
            const std::vector<std::string>& supplied, const std::vector<std::string>& wanted,
-           Inputs inputs = Inputs::Kept, const std::vector<std::string>& wanted_in_storage = {});
+           Inputs inputs = Inputs::Kept, const std::vector<std::string>& in_storage = {});
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;

@@ -23,7 +23,7 @@ class Session {
  public:
   // Downloaded: host_output() has each wanted tensor after a run. StayOnBackend:
   // they are only kept, in the backend's float storage (Executor's
-  // wanted_in_storage), for backend kernels that read them where they are
+  // in_storage), for backend kernels that read them where they are
   // (executor().output(name)), as detection post-processing does.
   enum class Outputs { Downloaded, StayOnBackend };
   // wanted: tensors to keep after each run (default: the model's task outputs).

@@ -110,17 +110,22 @@ Pipelines::Pipelines(const Plan& plan, std::vector<std::shared_ptr<const Model>>
   // the donor, which computes from the image either way.
   for (const auto& p : pipes_) {
     if (p->donor >= 0) continue;
-    std::vector<std::string> wanted = p->outputs;
-    for (int s : p->kept_stages) wanted.push_back(p->model->info.stages[s].tensor);
-    // run_front uploads every frame; a detector's head reads its outputs in storage.
+    // Receivers' adapters read the kept stages, and a detector's head its outputs,
+    // where they are, in the backend's storage; run_front uploads every frame.
+    std::vector<std::string> wanted = p->outputs, in_storage = p->outputs_in_storage();
+    for (int s : p->kept_stages) {
+      wanted.push_back(p->model->info.stages[s].tensor);
+      in_storage.push_back(p->model->info.stages[s].tensor);
+    }
     p->full.reset(new Executor(p->model->graph, backend_, *p->arena, {p->model->info.input}, wanted,
-                               Executor::Inputs::EachRun, p->outputs_in_storage()));
+                               Executor::Inputs::EachRun, in_storage));
   }
   for (const auto& p : pipes_) {
     if (p->donor < 0) continue;
+    const SuffixStorage storage{/*donor_stages=*/true, p->outputs_in_storage()};
     p->suffix.reset(new ReceiverSuffix(*models_[p->donor], *p->model, p->donor_stage,
                                        p->receiver_stage, p->adapter, backend_, *p->arena,
-                                       p->outputs, p->outputs_in_storage()));
+                                       p->outputs, storage));
   }
 }
 

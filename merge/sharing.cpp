@@ -52,9 +52,9 @@ std::vector<StageLink> links_for_cut(const Model& donor, const Model& receiver, 
 ReceiverSuffix::ReceiverSuffix(const Model& donor, const Model& receiver, int donor_stage,
                                int receiver_stage, const AdapterOptions& options,
                                Backend& backend, WeightsArena& weights,
-                               std::vector<std::string> wanted,
-                               const std::vector<std::string>& wanted_in_storage)
-    : links_(links_for_cut(donor, receiver, donor_stage, receiver_stage)) {
+                               std::vector<std::string> wanted, const SuffixStorage& storage)
+    : links_(links_for_cut(donor, receiver, donor_stage, receiver_stage)),
+      donor_dtype_(storage.donor_stages ? backend.float_storage() : DType::F32) {
   for (const auto& l : links_) {
     const Stage& ds = donor.info.stages[l.donor_stage];
     const Stage& rs = receiver.info.stages[l.receiver_stage];
@@ -63,13 +63,17 @@ ReceiverSuffix::ReceiverSuffix(const Model& donor, const Model& receiver, int do
     Graph adapter = build_adapter_graph(ds.shape, target, options);
     adapter.name = "adapter:" + donor.info.name + "/" + ds.name + "->" + receiver.info.name +
                    "/" + rs.name;
-    adapters_.emplace_back(
-        new Executor(adapter, backend, weights, {"donor"}, {"adapted"}, Executor::Inputs::Bound));
+    std::vector<std::string> adapter_in_storage{"adapted"};
+    if (storage.donor_stages) adapter_in_storage.push_back("donor");
+    adapters_.emplace_back(new Executor(adapter, backend, weights, {"donor"}, {"adapted"},
+                                        Executor::Inputs::Bound, adapter_in_storage));
     receiver_tensors_.push_back(rs.tensor);
   }
   if (wanted.empty()) wanted = receiver.info.outputs;
+  std::vector<std::string> receiver_in_storage = receiver_tensors_;
+  for (const auto& o : storage.outputs) receiver_in_storage.push_back(o);
   receiver_.reset(new Executor(receiver.graph, backend, weights, receiver_tensors_, wanted,
-                               Executor::Inputs::Bound, wanted_in_storage));
+                               Executor::Inputs::Bound, receiver_in_storage));
 }
 
 void ReceiverSuffix::allocate(const std::vector<const Tensor*>& donor_stage_outputs) {
@@ -77,8 +81,12 @@ void ReceiverSuffix::allocate(const std::vector<const Tensor*>& donor_stage_outp
     const Tensor* src = donor_stage_outputs.at(links_[a].donor_stage);
     check(src != nullptr, ErrorKind::Argument, "donor stage ", links_[a].donor_stage,
           " output was not provided");
+    check(src->dtype == donor_dtype_, ErrorKind::Argument, "donor stage ", links_[a].donor_stage,
+          " output is ", dtype_name(src->dtype), "; its adapter reads ", dtype_name(donor_dtype_));
+  }
+  for (size_t a = 0; a < adapters_.size(); ++a) {
     adapters_[a]->allocate();
-    adapters_[a]->bind("donor", src->data);
+    adapters_[a]->bind("donor", donor_stage_outputs[links_[a].donor_stage]->data);
   }
   receiver_->allocate();
   for (size_t a = 0; a < adapters_.size(); ++a)

@@ -31,16 +31,27 @@ struct StageLink {
 std::vector<StageLink> links_for_cut(const Model& donor, const Model& receiver, int donor_stage,
                                      int receiver_stage);
 
+// How a suffix exchanges tensors with the code around it, in the backend's float
+// storage or in F32 (Executor's in_storage).
+struct SuffixStorage {
+  // The donor's stage outputs the adapters read: in storage where the donor's
+  // executor keeps them so (a pipeline's), F32 where the caller also reads them
+  // itself (the study's CKA). The adapters' outputs, which only the receiver reads,
+  // are always in storage.
+  bool donor_stages = false;
+  std::vector<std::string> outputs;  // wanted outputs kept in storage (a detector's)
+};
+
 // The receiver's suffix after a cut, with its adapters. Its weights go into the
 // caller's arena (shared with the donor's; identical tensors are stored once).
 class ReceiverSuffix {
  public:
   ReceiverSuffix(const Model& donor, const Model& receiver, int donor_stage, int receiver_stage,
                  const AdapterOptions& adapters, Backend& backend, WeightsArena& weights,
-                 std::vector<std::string> wanted = {},
-                 const std::vector<std::string>& wanted_in_storage = {});
+                 std::vector<std::string> wanted = {}, const SuffixStorage& storage = {});
   // After the arena is committed: allocates, and binds each adapter to the donor's
-  // stage outputs (backend memory that stays put, e.g. a donor executor's outputs).
+  // stage outputs (backend memory that stays put, e.g. a donor executor's outputs,
+  // in the dtype the SuffixStorage said).
   void allocate(const std::vector<const Tensor*>& donor_stage_outputs);
   void run();
   const Tensor& output(const std::string& name) const { return receiver_->output(name); }
@@ -50,6 +61,7 @@ class ReceiverSuffix {
 
  private:
   std::vector<StageLink> links_;
+  DType donor_dtype_;  // of the donor stage outputs the adapters read
   std::vector<std::unique_ptr<Executor>> adapters_;
   std::unique_ptr<Executor> receiver_;
   std::vector<std::string> receiver_tensors_;

@@ -181,7 +181,7 @@ void DetectionPostprocess::check_outputs(const std::vector<Tensor>& outputs, int
   for (size_t l = 0; l < outputs.size(); ++l) {
     const Shape expected{1, config_.anchors_per_location() * per_anchor, feature_sizes_[l][0],
                          feature_sizes_[l][1]};
-    // float16 in fp16 mode: the network keeps them in its storage (wanted_in_storage).
+    // float16 in fp16 mode: the network keeps them in its storage (Executor in_storage).
     check((outputs[l].dtype == DType::F32 || outputs[l].dtype == DType::F16) &&
               outputs[l].data != nullptr,
           ErrorKind::Shape, what, " output of P", config_.min_level + l,

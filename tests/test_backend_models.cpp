@@ -181,8 +181,14 @@ void compare_merged_plan(DType storage, double bar) {
     WeightsArena weights(be);
     std::vector<std::string> stages;
     for (const auto& s : donor.info.stages) stages.push_back(s.tensor);
-    Executor dex(donor.graph, be, weights, {donor.info.input}, stages);
-    ReceiverSuffix suffix(donor, receiver, i, j, AdapterOptions(), be, weights);
+    // As a pipeline runs it: the donor's stages stay in its storage, where the
+    // suffix's adapters read them (fp16 in fp16 mode).
+    Executor dex(donor.graph, be, weights, {donor.info.input}, stages, Executor::Inputs::Kept,
+                 stages);
+    SuffixStorage storage_edges;
+    storage_edges.donor_stages = true;
+    ReceiverSuffix suffix(donor, receiver, i, j, AdapterOptions(), be, weights, {},
+                          storage_edges);
     weights.commit();
     dex.allocate();
     std::vector<const Tensor*> outs;

@@ -170,6 +170,52 @@ TEST(Fp16Storage, ReceiverSuffixRunsOnADonorStageInFloat16) {
   EXPECT_EQ(weights.records().size(), 3u);  // shared fp16 weights are stored once
 }
 
+// A pipeline keeps a donor's shared stages in fp16 and its suffix reads them so: no
+// F32 copy of the stage, no conversion steps around the adapter or at the cut, and
+// the same bits (the F32 round trip widened fp16 values and rounded them back).
+// A stage in the other dtype than the suffix reads is refused at allocate().
+TEST(Fp16Storage, SuffixReadsTheDonorStageInStorageWithTheSameBits) {
+  Model donor = toy_model("donor", 1.f, Shape{1, 3, 8, 8},
+                          {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
+  Model receiver = toy_model("receiver", 0.5f, Shape{1, 3, 8, 8},
+                             {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 10);
+  Fp16StorageCpuBackend half(1);
+  WeightsArena weights(half);
+  // s2 reads s1 after the conv that makes it: an F32 s1 needs a convert step.
+  Executor f32_stages(donor.graph, half, weights, {"input"}, {"s1", "s2"});
+  Executor stored_stages(donor.graph, half, weights, {"input"}, {"s1", "s2"},
+                         Executor::Inputs::Kept, {"s1"});
+  ReceiverSuffix f32_suffix(donor, receiver, 1, 1, AdapterOptions(), half, weights);
+  SuffixStorage storage;
+  storage.donor_stages = true;
+  ReceiverSuffix stored_suffix(donor, receiver, 1, 1, AdapterOptions(), half, weights, {},
+                               storage);
+  weights.commit();
+  f32_stages.allocate();
+  stored_stages.allocate();
+  EXPECT_EQ(stored_stages.output("s1").dtype, DType::F16);
+  EXPECT_THROW(stored_suffix.allocate({nullptr, &f32_stages.output("s1")}), Error);
+  f32_suffix.allocate({nullptr, &f32_stages.output("s1")});
+  stored_suffix.allocate({nullptr, &stored_stages.output("s1")});
+  for (Executor* d : {&f32_stages, &stored_stages}) fill(d->input("input").f32(), 192, 4);
+  for (Executor* d : {&f32_stages, &stored_stages}) d->run();
+  f32_suffix.run();
+  stored_suffix.run();
+  const Tensor& a = f32_suffix.output("logits");
+  const Tensor& b = stored_suffix.output("logits");
+  ASSERT_EQ(a.numel(), 10);
+  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.f32()[i], b.f32()[i]) << i;
+  // The donor converts its stage, the adapter its input; the receiver its cut in both.
+  auto converts = [](const Executor& e) {
+    const auto names = e.step_names();
+    return std::count_if(names.begin(), names.end(),
+                         [](const std::string& n) { return n.rfind("convert ", 0) == 0; });
+  };
+  EXPECT_EQ(converts(f32_stages), converts(stored_stages) + 1);
+  EXPECT_EQ(converts(stored_suffix.receiver()), converts(f32_suffix.receiver()));
+  EXPECT_LT(stored_suffix.activation_bytes(), f32_suffix.activation_bytes());
+}
+
 // `--backend cpu --precision fp16` is the simulation; its fp32 scratch grows in
 // the first run and is reused after (nothing allocated in later runs).
 TEST(Fp16Storage, CpuFp16IsTheSimulationAndStopsGrowingAfterOneRun) {
