@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <csetjmp>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -105,6 +106,20 @@ class JpegDecoder {
   }
   int width() const { return static_cast<int>(cinfo_.image_width); }
   int height() const { return static_cast<int>(cinfo_.image_height); }
+  // The fewest 8x8 blocks a component has. Every block of a component takes at least
+  // one bit of entropy-coded data (a DC code; a baseline block also an AC code), and
+  // a progressive file's first scan codes one component's DCs, so a file shorter than
+  // this / 8 bytes runs out before the last row: truncated, which is refused anyway.
+  // Checking it first keeps a small file from making libjpeg size its buffers by a
+  // header (a progressive image's coefficients: 6 bytes a pixel in 4:4:4).
+  uint64_t fewest_component_blocks() const {
+    uint64_t fewest = UINT64_MAX;
+    for (int c = 0; c < cinfo_.num_components; ++c) {
+      const jpeg_component_info& comp = cinfo_.comp_info[c];
+      fewest = std::min<uint64_t>(fewest, uint64_t{comp.width_in_blocks} * comp.height_in_blocks);
+    }
+    return fewest;
+  }
 
   // Decodes every row into img, sized width() x height() by the caller.
   bool read_pixels(Image& img) {
@@ -158,6 +173,10 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   if (!jpeg.read_header(data, size)) fail_jpeg(name, jpeg);
   // libjpeg itself refuses a zero width or height.
   check_pixel_limit(jpeg.width(), jpeg.height(), name);
+  const uint64_t least_bytes = jpeg.fewest_component_blocks() / 8;
+  check(size >= least_bytes, ErrorKind::Malformed, "image '", name, "' is truncated: its ",
+        jpeg.width(), "x", jpeg.height(), " pixels take at least ", least_bytes,
+        " bytes of JPEG data, more than its ", size, " bytes");
   Image img;
   img.reset(jpeg.width(), jpeg.height());
   if (!jpeg.read_pixels(img)) fail_jpeg(name, jpeg);

@@ -329,6 +329,33 @@ TEST(ImageDecode, PngClaimsBeyondTheFileAreRefusedBeforeAllocating) {
   EXPECT_GT(decode_image(png.data(), png.size(), "wide.png").width, 0);
 }
 
+// A JPEG header claiming more pixels than the file's bytes can code is refused
+// before anything is sized by it: libjpeg would allocate a progressive image's
+// coefficients (6 bytes a pixel) and the decoder the RGB buffer, then fail at the
+// end of the data. Baseline and progressive, 4000x4000 in 4 KB.
+TEST(ImageDecode, JpegClaimsBeyondTheFileAreRefusedBeforeAllocating) {
+  for (const char* file : {"wide.jpg", "wide_progressive.jpg"}) {
+    SCOPED_TRACE(file);
+    std::vector<uint8_t> jpeg = read_bytes(kFixtures + file);
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < jpeg.size() && !sof; ++i)
+      if (jpeg[i] == 0xFF && (jpeg[i + 1] == 0xC0 || jpeg[i + 1] == 0xC2)) sof = i;
+    ASSERT_GT(sof, 0u);
+    EXPECT_GT(decode_image(jpeg.data(), jpeg.size(), file).width, 0);
+    for (size_t at : {sof + 5, sof + 7}) {  // height, then width: 4000 each
+      jpeg[at] = 4000 >> 8;
+      jpeg[at + 1] = 4000 & 255;
+    }
+    ErrorKind kind{};
+    const std::string msg =
+        error_of([&] { decode_image(jpeg.data(), jpeg.size(), "claims.jpg"); }, &kind);
+    EXPECT_EQ(kind, ErrorKind::Malformed) << msg;
+    EXPECT_NE(msg.find("image 'claims.jpg' is truncated: its 4000x4000 pixels take at least "),
+              std::string::npos)
+        << msg;
+  }
+}
+
 TEST(ImageResize, MatchesPilExactly) {
   Resampler resampler;  // reused across sizes and filters, as the preprocessor does
   const Image src = load_image(kFixtures + "wide.png");
