@@ -67,7 +67,7 @@ class Fp16StorageCpuBackend : public CpuBackend {
   void weighted_sum(const WeightedSumParams& p, const Tensor* const* xs, Tensor& y) override;
   void channel_gather(const ChannelGatherParams& p, const Tensor& x, const Tensor& index,
                       Tensor& y) override;
-  // A detector's outputs in fp16 storage (Executor's wanted_in_storage) widened.
+  // A detector's outputs in fp16 storage (Executor's in_storage) widened.
   void detection_select(const DetectionSelectParams& p, const Tensor* const* class_outputs,
                         const Tensor* const* box_outputs, const Tensor& anchors, Tensor& boxes,
                         Tensor& scores, Tensor& classes, void* workspace) override;
