@@ -531,10 +531,8 @@ TEST(CpuKernels, PointwiseDepthwiseChannelBlocksEqualTheComposition) {
           EXPECT_EQ(m, m2);
         }
         for (size_t i = fused_floats; i < ws.size(); ++i) ASSERT_EQ(ws[i], 12345.f);
-        // A block of 12 channels per thread and its GEMM's scratch (with AVX-512
-        // larger: 0.41x the expansion per thread here), never the whole expansion.
-        if (c.h * c.w > 16384) {
-          EXPECT_LT(fused_floats, static_cast<size_t>(c.c * c.h * c.w));
+        if (c.h * c.w > 16384) {  // a block of 12 channels per thread, not all 96
+          EXPECT_LT(fused_floats, static_cast<size_t>(c.c * c.h * c.w / 2));
         }
       }
   }

@@ -160,9 +160,9 @@ void allow_avx512(bool on);
 
 // Row-major C[m, n] = act(A[m, k] B[k, n] + bias[m]) (bias may be null) by the
 // AVX-512 kernels of sgemm_avx512.cpp (packed tiles on wide maps, A and B read in
-// place on narrow ones), where avx512_sgemm_applies(): this CPU has AVX-512.
-// `scratch` holds avx512_sgemm_scratch_floats(threads, m, k, n) floats (packed A
-// and B panels; none on narrow maps).
+// place on narrow ones and for 12 rows or fewer), where avx512_sgemm_applies(): this
+// CPU has AVX-512. `scratch` holds avx512_sgemm_scratch_floats(threads, m, k, n)
+// floats (packed A and B panels; none where nothing is packed).
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n);
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n);
 // With `residual` (m x n like C; act must then be None), C = A B + bias + residual,

@@ -6,8 +6,8 @@
 //    over the whole of K; B is packed a chunk of columns at a time into contiguous
 //    32-wide tiles, sized to stay in L2 while every row block passes over it; row
 //    block by row block, so C is written in long runs;
-//  - narrow maps (14x14 and below; uses_narrow_tiles): a 6 x 64 tile, A and B
-//    read in place.
+//  - narrow maps (14x14 and below; uses_narrow_tiles), and at most 12 rows of C
+//    on wide ones: a 6 x 64 tile, A and B read in place.
 // Other shapes (large K on 16x16 to 27x27 maps) stay with OpenBLAS.
 // Against OpenBLAS and its epilogue on B0's, Lite0's and D0's 1x1 shapes (2
 // threads, docs/results/cpu_speed.md): 1.1-1.9x at N >= 768 (packed), 1.05-2x
@@ -320,22 +320,32 @@ namespace {
 // Where the packed tiles beat OpenBLAS on B0's and D0's 1x1 shapes
 // (docs/results/cpu_speed.md): every K at N >= 768 (28x28 maps and up), K <= 192
 // at N >= 256.
-bool uses_packed_tiles(int64_t k, int64_t n) {
+bool wide_shape(int64_t k, int64_t n) {
   return k <= 2048 && (n >= 768 || (n >= 256 && k <= 192));
 }
-// The narrow kernel beat both below that (14x14 maps and smaller: 0.5-0.95x the
-// time of OpenBLAS and its epilogue, 0.8-0.9x the packed tiles at N = 196) while
-// B fits in 1 MiB: every row block reads all of it, from L2 only while it stays
-// there (D0's 1152 -> 320 conv on 16x16, B 1.1 MiB, took 1.33x OpenBLAS's time).
-bool uses_narrow_tiles(int64_t k, int64_t n) {
-  return !uses_packed_tiles(k, n) && k * n <= 256 * 1024;
+// Packing B pays for itself over the row blocks that pass over each panel. One row
+// block (12 rows or fewer: pointwise_depthwise_conv2d's channel blocks) feeds each
+// packed element to 12 rows at most, and there the narrow tiles reading B in place
+// took 0.78-0.98x the time, with no scratch (BM_PointwiseDepthwise, medians of 5,
+// old and new alternated 3 times, 1 and 2 threads, 2026-11-28: 16to96 at 112x112
+// s2 0.78-0.90x, at 256x256 s2 0.83-0.95x, 24to144 at 56x56 0.86-0.98x).
+bool uses_packed_tiles(int64_t m, int64_t k, int64_t n) {
+  return m > kTileRows && wide_shape(k, n);
+}
+// The narrow kernel beat both below the wide shapes (14x14 maps and smaller:
+// 0.5-0.95x the time of OpenBLAS and its epilogue, 0.8-0.9x the packed tiles at
+// N = 196) while B fits in 1 MiB: every row block reads all of it, from L2 only
+// while it stays there (D0's 1152 -> 320 conv on 16x16, B 1.1 MiB, took 1.33x
+// OpenBLAS's time); and on wide shapes with one row block (above).
+bool uses_narrow_tiles(int64_t m, int64_t k, int64_t n) {
+  return !uses_packed_tiles(m, k, n) && (k * n <= 256 * 1024 || wide_shape(k, n));
 }
 }  // namespace
 
 bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 #if defined(__x86_64__)
   return has_avx512() && m >= 1 && k >= 1 && n >= 1 &&
-         (uses_packed_tiles(k, n) || uses_narrow_tiles(k, n));
+         (uses_packed_tiles(m, k, n) || uses_narrow_tiles(m, k, n));
 #else
   (void)m, (void)k, (void)n;
   return false;
@@ -343,7 +353,7 @@ bool avx512_sgemm_applies(int64_t m, int64_t k, int64_t n) {
 }
 
 int64_t avx512_sgemm_scratch_floats(int threads, int64_t m, int64_t k, int64_t n) {
-  if (!uses_packed_tiles(k, n)) return 0;
+  if (!uses_packed_tiles(m, k, n)) return 0;
   const int64_t a = (m + kTileRows - 1) / kTileRows * kTileRows * k;
 #if defined(__x86_64__)
   return a + threads * k * split_for(threads, k, n).max_chunk_cols;
@@ -362,7 +372,7 @@ void avx512_sgemm(int threads, int64_t m, int64_t k, int64_t n, const float* a, 
   check(!residual || act.kind == ActKind::None, ErrorKind::Unsupported,
         "avx512 sgemm: a residual is added to outputs without an activation only");
   // Activations without a 16-lane form run as None, then on the stored tiles.
-  if (uses_narrow_tiles(k, n)) {
+  if (uses_narrow_tiles(m, k, n)) {
     with_vector_form(act, [&](auto kind) {
       run_narrow<decltype(kind)::value>(threads, m, k, n, a, b, bias, act, residual, c);
     });
