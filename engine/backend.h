@@ -455,6 +455,12 @@ class Backend {
   // planes, which set the activation arena's peak, that raises the peak. 8192 is
   // what CUDA's fused kernel stages in shared memory.
   virtual int64_t pointwise_depthwise_max_plane() const { return 8192; }
+  // Where a depthwise conv could fuse with the 1x1 conv before it or the one after
+  // it: whether pointwise_depthwise_conv2d (the expansion) is the better of the two
+  // (the CPU: it never holds the expansion whole, and its separable_conv2d is the
+  // default composition, which saves nothing). CUDA saves a launch either way and
+  // keeps the separable conv.
+  virtual bool prefers_pointwise_depthwise() const { return false; }
   // separable_conv_chain: separable convs one after another, each reading only its
   //   predecessor's output (EfficientDet's class and box nets: three with their
   //   activation, then the prediction; engine/passes fuse_separable_chain). links[k]

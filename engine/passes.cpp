@@ -570,13 +570,29 @@ int fuse_residual_add(Graph& g, const PassOptions& opt) {
   return count;
 }
 
+// Whether pw (a pointwise Conv, no residual) and dw (a depthwise Conv, no residual,
+// reading only pw's output, which nothing else reads) make one PointwiseDepthwiseConv
+// (fuse_pointwise_depthwise below).
+bool pointwise_depthwise_pair(const Graph& g, const Uses& u, const Node& pw, const Node& dw,
+                              const PassOptions& opt) {
+  if (!is_pointwise_conv(g, pw) || has_input(pw, 3)) return false;
+  const Shape& x = g.values[pw.inputs[0]].shape;
+  if (x[2] * x[3] > opt.pointwise_depthwise_max_plane) return false;
+  const int c = sole_consumer(u, pw.outputs[0]);
+  return c >= 0 && &g.nodes[c] == &dw && is_depthwise_conv(g, dw) &&
+         dw.inputs[0] == pw.outputs[0] && !has_input(dw, 3) && reads_once(dw, pw.outputs[0]);
+}
+
 // A depthwise Conv (no channel means, no residual) whose output only a pointwise
 // Conv reads: one SeparableConv node (Backend::separable_conv2d), so that a backend
 // can make the depthwise outputs as the pointwise conv reads them instead of storing
 // and reloading them (CUDA: one launch instead of two). EfficientDet's BiFPN and
-// heads are made of these pairs, as are MobileNet-style blocks without SE.
+// heads are made of these pairs, as are MobileNet-style blocks without SE, where
+// with opt.prefer_pointwise_depthwise a depthwise conv after an expansion is left to
+// fuse with the expansion instead.
 int fuse_separable_conv(Graph& g, const PassOptions& opt) {
   Uses u = uses_of(g, opt.keep);
+  const std::vector<int> producer = g.producers();
   int count = 0;
   for (size_t k = 0; k < g.nodes.size(); ++k) {
     Node& dw = g.nodes[k];
@@ -585,6 +601,10 @@ int fuse_separable_conv(Graph& g, const PassOptions& opt) {
     if (c < 0) continue;
     Node& pw = g.nodes[c];
     if (!is_pointwise_conv(g, pw) || pw.inputs[0] != dw.outputs[0]) continue;
+    const int expansion = producer[dw.inputs[0]];
+    if (opt.prefer_pointwise_depthwise && expansion >= 0 &&
+        pointwise_depthwise_pair(g, u, g.nodes[expansion], dw, opt))
+      continue;
     g.nodes[c] = SeparableConvLayer::fuse(dw, pw);
     dw.op_type.clear();
     ++count;
@@ -719,15 +739,10 @@ int fuse_pointwise_depthwise(Graph& g, const PassOptions& opt) {
   Uses u = uses_of(g, opt.keep);
   int count = 0;
   for (Node& pw : g.nodes) {
-    if (!is_pointwise_conv(g, pw) || has_input(pw, 3)) continue;
-    const Shape& x = g.values[pw.inputs[0]].shape;
-    if (x[2] * x[3] > opt.pointwise_depthwise_max_plane) continue;
+    if (!is_pointwise_conv(g, pw)) continue;
     const int c = sole_consumer(u, pw.outputs[0]);
-    if (c < 0) continue;
+    if (c < 0 || !pointwise_depthwise_pair(g, u, pw, g.nodes[c], opt)) continue;
     Node& dw = g.nodes[c];
-    if (!is_depthwise_conv(g, dw) || dw.inputs[0] != pw.outputs[0] || has_input(dw, 3) ||
-        !reads_once(dw, pw.outputs[0]))
-      continue;
     dw = PointwiseDepthwiseConvLayer::fuse(pw, dw);
     pw.op_type.clear();
     ++count;
@@ -777,6 +792,7 @@ void infer_shapes(Graph& g) {
 PassOptions pass_options_for(const Backend& backend) {
   PassOptions opt;
   opt.pointwise_depthwise_max_plane = backend.pointwise_depthwise_max_plane();
+  opt.prefer_pointwise_depthwise = backend.prefers_pointwise_depthwise();
   return opt;
 }
 

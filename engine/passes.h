@@ -38,6 +38,10 @@ struct PassOptions {
   // Backend::pointwise_depthwise_max_plane, through pass_options_for)
   bool fuse_pointwise_depthwise = true;
   int64_t pointwise_depthwise_max_plane = 8192;
+  // A depthwise conv between an expansion and a projection (MobileNet-style blocks
+  // without SE: EfficientNet-Lite) fuses with the expansion, not the projection
+  // (Backend::prefers_pointwise_depthwise, through pass_options_for).
+  bool prefer_pointwise_depthwise = false;
   // Tensors that must survive fusion (stage outputs a caller will cut at). Graph
   // outputs always survive.
   std::set<std::string> keep;

@@ -1089,6 +1089,66 @@ TEST(Passes, PointwiseDepthwisePlaneLimitIsTheBackends) {
 #endif
 }
 
+// A MobileNet-style block without squeeze-excitation (EfficientNet-Lite's): the
+// depthwise conv fuses with the projection by default (SeparableConv) and with the
+// expansion where the backend prefers that (the CPU, whose channel blocks never hold
+// the expansion whole): a smaller arena there, the same bits.
+TEST(Passes, DepthwiseAfterAnExpansionFusesWithItWhereTheBackendPrefers) {
+  auto lite_block = [] {
+    Graph g;
+    g.name = "lite_block";
+    g.opset = 13;
+    const int x = add_input(g, "x", Shape{1, 24, 100, 120});
+    auto conv = [&](const std::string& name, int in, Shape w, int64_t group, ActKind act) {
+      Node n = g.make_node("Conv", name,
+                           {in, cos_constant(g, "w_" + name, w, 0.4f, 0.9f),
+                            cos_constant(g, "b_" + name, Shape{w[0]}, 0.1f, 0.9f)},
+                           name == "project" ? "y" : name + "_out");
+      if (group > 1) {
+        n.attrs["group"].kind = Attribute::Kind::Int;
+        n.attrs["group"].i = group;
+        n.attrs["pads"].kind = Attribute::Kind::Ints;
+        n.attrs["pads"].ints = {1, 1, 1, 1};
+      }
+      if (act != ActKind::None) attach_activation(n, Activation{act});
+      g.nodes.push_back(n);
+      return n.outputs[0];
+    };
+    const int e = conv("expand", x, Shape{48, 24, 1, 1}, 1, ActKind::Relu);
+    const int d = conv("dw", e, Shape{48, 1, 3, 3}, 48, ActKind::Relu);
+    g.outputs.push_back(conv("project", d, Shape{16, 48, 1, 1}, 1, ActKind::None));
+    return g;
+  };
+  CpuBackend cpu(2);
+  Fp16StorageCpuBackend fp16(2);
+  EXPECT_FALSE(pass_options_for(fp16).prefer_pointwise_depthwise);
+  std::vector<float> outputs[2];
+  size_t arenas[2];
+  for (const bool prefer : {false, true}) {
+    Graph g = lite_block();
+    PassOptions opt = pass_options_for(cpu);
+    opt.prefer_pointwise_depthwise = prefer;
+    const PassStats stats = prepare_graph(g, opt);
+    EXPECT_EQ(stats.separable_conv, prefer ? 0 : 1);
+    EXPECT_EQ(stats.pointwise_depthwise, prefer ? 1 : 0);
+    WeightsArena w(cpu);
+    Executor ex(g, cpu, w, {"x"}, {"y"});
+    w.commit();
+    ex.allocate();
+    Tensor& in = ex.input("x");
+    for (int64_t i = 0; i < in.numel(); ++i) in.f32()[i] = std::cos(0.37f * static_cast<float>(i));
+    ex.run();
+    const Tensor& y = ex.output("y");
+    outputs[prefer] = std::vector<float>(y.f32(), y.f32() + y.numel());
+    arenas[prefer] = ex.activation_bytes();
+  }
+  EXPECT_EQ(outputs[0], outputs[1]);
+#ifdef __AVX2__
+  EXPECT_TRUE(pass_options_for(cpu).prefer_pointwise_depthwise);
+  EXPECT_LT(arenas[1], arenas[0]);
+#endif
+}
+
 // A CPU backend that says it has several queues, so that executors plan and
 // schedule for them (the CPU itself runs every call at once, in order).
 template <class Base>

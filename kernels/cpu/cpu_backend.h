@@ -62,6 +62,7 @@ class CpuBackend : public Backend {
   size_t pointwise_depthwise_conv2d_workspace(const Conv2dParams& pw,
                                               const Conv2dParams& dw) const override;
   int64_t pointwise_depthwise_max_plane() const override;
+  bool prefers_pointwise_depthwise() const override;
   void activation(const Activation& a, const Tensor& x, Tensor& y) override;
   void binary(const BroadcastParams& p, const Tensor& a, const Tensor& b, Tensor& y) override;
   void channel_affine(const ChannelAffineParams& p, const Tensor& x, const Tensor& scale,

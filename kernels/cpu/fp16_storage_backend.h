@@ -48,6 +48,9 @@ class Fp16StorageCpuBackend : public CpuBackend {
   int64_t pointwise_depthwise_max_plane() const override {
     return Backend::pointwise_depthwise_max_plane();
   }
+  bool prefers_pointwise_depthwise() const override {
+    return Backend::prefers_pointwise_depthwise();
+  }
   void squeeze_excitation(const SqueezeExcitationParams& p, const Tensor& mean,
                           const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
                           const Tensor* b_expand, const Tensor& target, Tensor& y,
