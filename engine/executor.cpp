@@ -131,10 +131,11 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
   };
 
   // Exchanged with the caller in the backend's storage: no F32 edge.
-  std::vector<bool> in_storage(nv, false);
+  std::vector<bool> is_wanted(nv, false), in_storage(nv, false);
+  for (int v : wanted_) is_wanted[v] = true;
   for (const auto& name : in_storage_names) {
     const int v = value_id(name, "in storage");
-    check(is_supplied[v] || std::find(wanted_.begin(), wanted_.end(), v) != wanted_.end(),
+    check(is_supplied[v] || is_wanted[v],
           ErrorKind::Argument, "tensor '", name, "' of model '", graph_.name,
           "' is to be kept in storage but is neither supplied nor wanted");
     in_storage[v] = true;
@@ -148,12 +149,11 @@ Executor::Executor(const Graph& graph, Backend& backend, WeightsArena& weights,
   }
 
   // Values a step reads (in the backend's storage), and the ones the caller reads.
-  std::vector<bool> read_by_step(nv, false), is_wanted(nv, false);
+  std::vector<bool> read_by_step(nv, false);
   for (size_t k = 0; k < graph_.nodes.size(); ++k)
     if (needed_node[k])
       for (int v : graph_.nodes[k].inputs)
         if (v >= 0) read_by_step[v] = true;
-  for (int v : wanted_) is_wanted[v] = true;
 
   for (size_t k = 0; k < graph_.nodes.size(); ++k) {
     if (!needed_node[k]) continue;

@@ -145,11 +145,14 @@ TEST(Fp16Storage, ActivationArenaIsAboutHalf) {
   EXPECT_LT(b.activation_bytes(), a.activation_bytes() * 6 / 10);
 }
 
+// Three stages on an 8x8 input, for the sharing tests.
+Model three_stages(const std::string& name, float scale, int64_t classes) {
+  return toy_model(name, scale, Shape{1, 3, 8, 8},
+                   {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, classes);
+}
+
 TEST(Fp16Storage, ReceiverSuffixRunsOnADonorStageInFloat16) {
-  Model donor = toy_model("donor", 1.f, Shape{1, 3, 8, 8},
-                          {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
-  Model receiver = toy_model("receiver", 1.f, Shape{1, 3, 8, 8},
-                             {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
+  Model donor = three_stages("donor", 1.f, 0), receiver = three_stages("receiver", 1.f, 0);
   Fp16StorageCpuBackend half(1);
   WeightsArena weights(half);
   Executor d(donor.graph, half, weights, {"input"}, {"stem", "s1", "s2", "logits"});
@@ -175,10 +178,7 @@ TEST(Fp16Storage, ReceiverSuffixRunsOnADonorStageInFloat16) {
 // the same bits (the F32 round trip widened fp16 values and rounded them back).
 // A stage in the other dtype than the suffix reads is refused at allocate().
 TEST(Fp16Storage, SuffixReadsTheDonorStageInStorageWithTheSameBits) {
-  Model donor = toy_model("donor", 1.f, Shape{1, 3, 8, 8},
-                          {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 0);
-  Model receiver = toy_model("receiver", 0.5f, Shape{1, 3, 8, 8},
-                             {{"stem", 4, 3, 1}, {"s1", 6, 3, 1}, {"s2", 5, 3, 1}}, 10);
+  Model donor = three_stages("donor", 1.f, 0), receiver = three_stages("receiver", 0.5f, 10);
   Fp16StorageCpuBackend half(1);
   WeightsArena weights(half);
   // s2 reads s1 after the conv that makes it: an F32 s1 needs a convert step.

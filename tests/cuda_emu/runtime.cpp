@@ -652,17 +652,27 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return cudaSuccess;
 }
 
-cudaError_t cudaFree(void* p) {
+// cudaFree and cudaFreeHost: wait for the device, then free p, an allocation of
+// `in`; *bytes its size (0 for null).
+static cudaError_t free_block(Blocks& in, void* p, const char* what, size_t* bytes) {
   make_context();
-  if (forbidden_while_capturing("cudaFree")) return cudaErrorStreamCaptureUnsupported;
-  run_pending();  // cudaFree waits for the device
+  *bytes = 0;
+  if (forbidden_while_capturing(what)) return cudaErrorStreamCaptureUnsupported;
+  run_pending();
   if (!p) return cudaSuccess;
-  auto it = blocks.find(reinterpret_cast<uintptr_t>(p));
-  if (it == blocks.end()) return record_error(cudaErrorInvalidValue);
-  bytes_in_use -= it->second;
-  blocks.erase(it);
+  auto it = in.find(reinterpret_cast<uintptr_t>(p));
+  if (it == in.end()) return record_error(cudaErrorInvalidValue);
+  *bytes = it->second;
+  in.erase(it);
   std::free(p);
   return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  size_t bytes = 0;
+  const cudaError_t e = free_block(blocks, p, "cudaFree", &bytes);
+  bytes_in_use -= bytes;
+  return e;
 }
 
 // Pinned host memory: what the GPU copies from without staging, so an upload from
@@ -681,15 +691,8 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
 }
 
 cudaError_t cudaFreeHost(void* p) {
-  make_context();
-  if (forbidden_while_capturing("cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
-  run_pending();  // cudaFreeHost waits for the device
-  if (!p) return cudaSuccess;
-  auto it = pinned_blocks.find(reinterpret_cast<uintptr_t>(p));
-  if (it == pinned_blocks.end()) return record_error(cudaErrorInvalidValue);
-  pinned_blocks.erase(it);
-  std::free(p);
-  return cudaSuccess;
+  size_t bytes = 0;
+  return free_block(pinned_blocks, p, "cudaFreeHost", &bytes);
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
