@@ -310,9 +310,14 @@ class Backend {
   virtual void free_host(void* p);
   // upload() may return before the copy is done: from alloc_host() memory on CUDA it
   // does, so src must stay unchanged until the next download() or synchronize().
-  // download() returns with dst filled.
+  // download() returns with dst filled. download_queued() may return before: dst
+  // (alloc_host() memory) is filled by the next synchronize(), so that a session's
+  // outputs cost the host one wait, not one per output.
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download_queued(void* dst, const void* src, size_t bytes) {
+    download(dst, src, bytes);
+  }
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
   virtual void synchronize() {}
 
@@ -558,7 +563,7 @@ struct BackendBuffer {
 };
 
 // Host staging held for a scope, from Backend::alloc_host: a session's or a
-// pipeline's input and downloaded outputs.
+// pipeline's input and downloaded outputs, detection candidates.
 template <typename T>
 class HostArray {
  public:
@@ -583,6 +588,8 @@ class HostArray {
   }
   T* data() { return data_; }
   const T* data() const { return data_; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   size_t bytes() const { return size_ * sizeof(T); }

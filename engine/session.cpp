@@ -44,15 +44,19 @@ void Session::run_on_device_input(const void* device_input) {
   backend_.synchronize();
 }
 
-void Session::run() {
+void Session::run_queued() {
   upload_input();
   executor_->run();
+}
+
+void Session::run() {
+  run_queued();
   for (size_t i = 0; i < wanted_.size(); ++i) {
     if (outputs_[i].empty()) continue;  // stays on the backend
-    backend_.download(outputs_[i].data(), executor_->output(wanted_[i]).data,
-                      outputs_[i].bytes());
+    backend_.download_queued(outputs_[i].data(), executor_->output(wanted_[i]).data,
+                             outputs_[i].bytes());
   }
-  backend_.synchronize();
+  backend_.synchronize();  // one wait for every output
 }
 
 int Session::index(const std::string& name) const {

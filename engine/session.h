@@ -33,6 +33,11 @@ class Session {
   float* host_input() { return input_.data(); }
   const Shape& input_shape() const { return input_shape_; }
   void run();
+  // run() without its downloads and its wait: the input's upload and the steps are
+  // queued on the backend, to be followed there by work that reads the outputs
+  // where they stay (a detector's post-processing), which ends with the one wait.
+  // host_input() must stay unchanged until the backend's next synchronize().
+  void run_queued();
   // The input uploaded and every step timed (Executor::run_profiled); the outputs
   // are not downloaded.
   void run_profiled(std::vector<double>& seconds_per_step);

@@ -186,8 +186,8 @@ void Pipelines::finish(Pipe& p, PipelineResult& r) {
   r.name = p.name;
   if (!p.detection) {
     for (size_t o = 0; o < p.outputs.size(); ++o)
-      backend_.download(p.host_outputs[o].data(), p.output(p.outputs[o]).data,
-                        p.host_outputs[o].bytes());
+      backend_.download_queued(p.host_outputs[o].data(), p.output(p.outputs[o]).data,
+                               p.host_outputs[o].bytes());
     backend_.synchronize();
     r.task = "classification";
     r.classes = top_k_softmax(p.host_outputs[0].data(),

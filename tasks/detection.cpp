@@ -153,16 +153,17 @@ DetectionPostprocess::DetectionPostprocess(DetectionConfig config, Backend& back
   const size_t nms_at = offset;
   offset = align_up(offset + backend_.nms_workspace(nms_params_), kArenaAlignment);
   buffer_bytes_ = offset;
+  // Host arrays first: no destructor frees buffer_ if one of them throws.
+  host_boxes_ = HostArray<float>(backend_, static_cast<size_t>(4 * sp.k));
+  host_scores_ = HostArray<float>(backend_, static_cast<size_t>(sp.k));
+  host_classes_ = HostArray<int64_t>(backend_, static_cast<size_t>(sp.k));
+  host_keep_ = HostArray<int64_t>(backend_, static_cast<size_t>(keep_t_.numel()));
   buffer_ = backend_.alloc(buffer_bytes_);
   char* base = static_cast<char*>(buffer_);
   for (Tensor* t : {&anchors_t_, &boxes_t_, &scores_t_, &classes_t_, &keep_t_})
     t->data = base + reinterpret_cast<size_t>(t->data);
   select_workspace_ = base + select_at;
   nms_workspace_ = base + nms_at;
-  host_boxes_.resize(static_cast<size_t>(4 * sp.k));
-  host_scores_.resize(static_cast<size_t>(sp.k));
-  host_classes_.resize(static_cast<size_t>(sp.k));
-  host_keep_.resize(static_cast<size_t>(keep_t_.numel()));
   try {
     backend_.upload(anchors_t_.data, anchors_.data(), anchors_t_.bytes());
   } catch (...) {  // no destructor runs for a constructor that throws
@@ -218,9 +219,9 @@ void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
 }
 
 void DetectionPostprocess::download_candidates() {
-  backend_.download(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
-  backend_.download(host_scores_.data(), scores_t_.data, scores_t_.bytes());
-  backend_.download(host_classes_.data(), classes_t_.data, classes_t_.bytes());
+  backend_.download_queued(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
+  backend_.download_queued(host_scores_.data(), scores_t_.data, scores_t_.bytes());
+  backend_.download_queued(host_classes_.data(), classes_t_.data, classes_t_.bytes());
   backend_.synchronize();
 }
 
@@ -263,7 +264,7 @@ std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& clas
     return detections;
   }
   backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
-  backend_.download(host_keep_.data(), keep_t_.data, keep_t_.bytes());
+  backend_.download_queued(host_keep_.data(), keep_t_.data, keep_t_.bytes());
   download_candidates();  // synchronizes
   for (size_t j = 0; j < host_keep_.size() && host_keep_[j] >= 0; ++j) {
     const size_t i = static_cast<size_t>(host_keep_[j]);

@@ -145,7 +145,7 @@ class DetectionPostprocess {
   // Runs detection_select into the candidate buffers.
   void select(const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
               const ImageFrame* frame);
-  // Copies the candidate buffers into the host_* vectors below (and waits).
+  // Copies the candidate buffers into the host_* arrays below (and waits).
   void download_candidates();
   // The downloaded candidates up to the first empty row (class -1).
   DetectionCandidates host_candidates() const;
@@ -162,9 +162,10 @@ class DetectionPostprocess {
   Tensor anchors_t_, boxes_t_, scores_t_, classes_t_, keep_t_;
   void* select_workspace_ = nullptr;
   void* nms_workspace_ = nullptr;
-  // Host copies of the candidates and the keep list, sized once.
-  std::vector<float> host_boxes_, host_scores_;
-  std::vector<int64_t> host_classes_, host_keep_;
+  // Host copies of the candidates and the keep list, sized once (Backend::alloc_host:
+  // pinned on CUDA, so they are downloaded with one wait).
+  HostArray<float> host_boxes_, host_scores_;
+  HostArray<int64_t> host_classes_, host_keep_;
 };
 
 // The post-processing end of a detection model: which outputs hold each level's

@@ -165,7 +165,7 @@ std::vector<Detection> Detector::detect(const Image& img) {
   check(img.width > 0 && img.height > 0, ErrorKind::Malformed, "image of size ", img.width, "x",
         img.height, " has no pixels");
   const ImageFrame frame = image_frame(preprocessor_.detect(img, preprocess_, session_.host_input()));
-  session_.run();
+  session_.run_queued();  // the head's downloads wait for the network too
   return head_.run(session_.executor(), &frame);
 }
 

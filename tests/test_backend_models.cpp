@@ -16,6 +16,7 @@
 #include "engine/session.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "merge/sharing.h"
+#include "tasks/detection.h"
 #include "tests/exported_models.h"
 #include "tests/scoped_env.h"
 #ifdef REPSHARE_WITH_CUDA
@@ -344,6 +345,40 @@ TEST(BackendModels, StepTimerThatFailsLeavesNoEvents) {
   EXPECT_EQ(cuda_emu::live_events(), before);
   EXPECT_EQ(cuda->step_timer(4) ? cuda_emu::live_events() : 0, before + 8);  // then freed
   EXPECT_EQ(cuda_emu::live_events(), before);
+}
+
+// The host waits for the GPU once a run: a session queues every output's download
+// into pinned memory and waits after the last (the tiny detector has ten outputs),
+// and a detector's network run is followed on the GPU by its post-processing, whose
+// candidates and keep list come back with that one wait. A copy into pageable
+// memory would be a wait of its own.
+TEST(BackendModels, ARunWaitsForTheGpuOnce) {
+  const Model m = tiny_detector();
+  std::unique_ptr<Backend> cuda = make_backend("cuda");
+  Session s(m, *cuda);
+  ASSERT_GT(s.wanted().size(), 1u);
+  std::fill(s.host_input(), s.host_input() + s.input_shape().numel(), 0.25f);
+  s.run();
+  const std::vector<float> first = first_output(s);
+  size_t before = cuda_emu::host_waits();
+  s.run();  // recorded
+  EXPECT_EQ(cuda_emu::host_waits() - before, 1u);
+  EXPECT_EQ(first_output(s), first);  // the queued downloads had landed by the wait
+
+  Image img;
+  img.reset(40, 24);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 37);
+  Detector d(m, *cuda, detection_config_for(m.info));
+  const std::vector<Detection> once = d.detect(img);
+  before = cuda_emu::host_waits();
+  const std::vector<Detection> again = d.detect(img);
+  EXPECT_EQ(cuda_emu::host_waits() - before, 1u);
+  ASSERT_EQ(again.size(), once.size());
+  ASSERT_FALSE(once.empty());
+  for (size_t i = 0; i < once.size(); ++i) {
+    EXPECT_EQ(again[i].score, once[i].score) << i;
+    EXPECT_EQ(again[i].x_min, once[i].x_min) << i;
+  }
 }
 
 // The recorded graph of a detector whose head branches run on streams of their own:

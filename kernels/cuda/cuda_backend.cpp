@@ -232,10 +232,16 @@ void CudaBackend::upload(void* dst, const void* src, size_t bytes) {
   REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
-void CudaBackend::download(void* dst, const void* src, size_t bytes) {
+// Into pinned memory the copy runs when the stream reaches it; into pageable memory
+// cudaMemcpyAsync returns once it is done. Either way the next synchronize() sees it.
+void CudaBackend::download_queued(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   REPSHARE_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  REPSHARE_CUDA(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::download(void* dst, const void* src, size_t bytes) {
+  download_queued(dst, src, bytes);
+  synchronize();
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {

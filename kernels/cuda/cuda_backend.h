@@ -60,6 +60,7 @@ class CudaBackend : public Backend {
   void free_host(void* p) override;
   void upload(void* dst, const void* src, size_t bytes) override;
   void download(void* dst, const void* src, size_t bytes) override;
+  void download_queued(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void synchronize() override;
   // CUDA graphs: the stream's launches captured (not run) into a graph that

@@ -41,6 +41,10 @@ void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes
 size_t live_events();
 void fail_event_creates_after(int successes);
 
+// How often the host has waited for the GPU: stream and event synchronisations and
+// copies into pageable host memory (which CUDA returns from only once done).
+size_t host_waits();
+
 // The graph instantiated last: its nodes, and the longest chain of them each
 // waiting for the one before (at batch 1 what a replay's time follows: each such
 // node waits out the one before it, however little work it has).

@@ -568,6 +568,8 @@ void enqueue_kernel(const char* name, dim3 grid, dim3 block, size_t shared_bytes
   record_error(e);
 }
 
+size_t waits = 0;  // host_waits
+size_t host_waits() { return waits; }
 int event_creates_left = -1;  // fail_event_creates_after
 size_t live_events() { return all_events.size(); }
 void fail_event_creates_after(int successes) { event_creates_left = successes; }
@@ -736,6 +738,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     forbidden_while_capturing("cudaStreamSynchronize");
     return cudaErrorStreamCaptureUnsupported;
   }
+  ++waits;
   run_pending();
   return cudaSuccess;
 }
@@ -755,6 +758,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
                  bytes, static_cast<int>(kind), src, dst);
     return record_error(cudaErrorInvalidValue);
   }
+  // Into pageable memory CUDA returns once the copy is done: the host waits. (Here
+  // the copy still runs at the next synchronisation, which is stricter.)
+  if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) ++waits;
   if (kind == cudaMemcpyHostToDevice && !(stream && stream->capturing) &&
       !is_pinned(src, bytes)) {
     // From pageable memory the source is staged before the call returns: the
@@ -854,6 +860,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     forbidden_while_capturing("cudaEventSynchronize");
     return cudaErrorStreamCaptureUnsupported;
   }
+  ++waits;
   run_pending();
   return cudaSuccess;
 }
