@@ -1529,6 +1529,9 @@ std::vector<OpCase> all_cases() {
   c.push_back(nms_case("empty", 0, 3, 5));
   c.push_back(nms_case("all_background", 40, 3, 10, 1));
   c.push_back(nms_case("keep100_of_2000", 2000, 3, 100));
+  // one candidate; two whole mask words, every candidate kept that survives.
+  c.push_back(nms_case("one", 1, 1, 3));
+  c.push_back(nms_case("two_whole_words", 128, 2, 128));
   c.push_back(convert_case("f32_to_f16", DType::F32, DType::F16, 10007));
   c.push_back(convert_case("f16_to_f32", DType::F16, DType::F32, 10007));
   return c;

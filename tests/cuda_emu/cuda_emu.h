@@ -72,6 +72,9 @@ inline unsigned __float_as_uint(float f) {
   return v;
 }
 
+// 1 + the index of the lowest set bit, 0 for none.
+inline int __ffsll(long long v) { return __builtin_ffsll(v); }
+
 using std::max;
 using std::min;
 
