@@ -57,8 +57,8 @@ __device__ __forceinline__ float logit_of_key(uint32_t key) {
 // The select's progress, in the workspace. The k-th best key is found 8 bits a
 // pass from the top (key_prefix under key_mask); `want` is how many candidates
 // are still to be taken among keys sharing the prefix. If fewer keys equal the
-// k-th than are left to take, four more passes find the largest flat index
-// among them to take (index_prefix).
+// k-th than are left to take, more passes find the largest flat index among them
+// to take (index_prefix), from the highest byte a flat index can have.
 struct SelectState {
   uint32_t hist[256];
   uint32_t key_prefix, key_mask;
@@ -68,10 +68,66 @@ struct SelectState {
   uint32_t bin_size;  // keys in the bin the last key pass chose
   uint32_t all_ties;  // every key equal to the k-th is taken: no index passes
   uint32_t filled;    // slots the select kernel has written
+  uint32_t blocks_done;  // of the pass running now (last_block_of_pass)
 };
 
+// Adds a block's histogram to the pass's, then tells whether this block was the
+// pass's last to finish: that one chooses the bin (one thread), so a pass is one
+// launch, not a histogram launch and a one-thread scan launch.
+__device__ bool last_block_of_pass(const uint32_t* block_hist, SelectState* s) {
+  __shared__ bool last;
+  __syncthreads();  // block_hist complete
+  for (int b = threadIdx.x; b < 256; b += blockDim.x)
+    if (block_hist[b]) atomicAdd(&s->hist[b], block_hist[b]);
+  __threadfence();  // this block's adds are visible to whichever block ends the pass
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&s->blocks_done, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (last) __threadfence();  // and that block reads the others' adds after them
+  return last;
+}
+
+// One thread of the pass's last block: picks the bin holding the `want`-th best key,
+// from the top, and clears the histogram for the next pass. The histogram is read
+// through volatile: the other blocks' adds are in L2, not in this SM's L1.
+__device__ void choose_key_bin(SelectState* s, int shift, int k) {
+  const volatile uint32_t* hist = s->hist;
+  if (shift == 24) {  // first pass: every non-NaN logit is in the histogram
+    uint32_t numbers = 0;
+    for (int b = 0; b < 256; ++b) numbers += hist[b];
+    s->count = min(static_cast<uint32_t>(k), numbers);
+    s->want = s->count;
+  }
+  if (s->count > 0) {
+    uint32_t above = 0;
+    int b = 255;
+    for (; b > 0 && above + hist[b] < s->want; --b) above += hist[b];
+    s->want -= above;
+    s->bin_size = hist[b];
+    s->key_prefix |= static_cast<uint32_t>(b) << shift;
+    s->key_mask |= 255u << shift;
+    if (shift == 0) s->all_ties = s->want == s->bin_size;
+  }
+  for (int b = 0; b < 256; ++b) s->hist[b] = 0;
+  s->blocks_done = 0;
+}
+
+// One thread of the pass's last block: the bin holding the `want`-th smallest flat
+// index among the ties.
+__device__ void choose_index_bin(SelectState* s, int shift) {
+  const volatile uint32_t* hist = s->hist;
+  uint32_t below = 0;
+  int b = 0;
+  for (; b < 255 && below + hist[b] < s->want; ++b) below += hist[b];
+  s->want -= below;
+  s->index_prefix |= static_cast<uint32_t>(b) << shift;
+  s->index_mask |= 255u << shift;
+  for (int i = 0; i < 256; ++i) s->hist[i] = 0;
+  s->blocks_done = 0;
+}
+
 template <typename T>
-__global__ void key_histogram_kernel(Levels<T> lv, int total, int shift, SelectState* s) {
+__global__ void key_pass_kernel(Levels<T> lv, int total, int shift, int k, SelectState* s) {
   __shared__ uint32_t hist[256];
   for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
   __syncthreads();
@@ -92,33 +148,11 @@ __global__ void key_histogram_kernel(Levels<T> lv, int total, int shift, SelectS
     ++run;
   }
   if (run > 0) atomicAdd(&hist[run_bin], run);
-  __syncthreads();
-  for (int b = threadIdx.x; b < 256; b += blockDim.x)
-    if (hist[b]) atomicAdd(&s->hist[b], hist[b]);
-}
-
-// One thread: picks the bin holding the `want`-th best key, from the top.
-__global__ void key_scan_kernel(SelectState* s, int shift, int k) {
-  if (shift == 24) {  // first pass: every non-NaN logit is in the histogram
-    uint32_t numbers = 0;
-    for (int b = 0; b < 256; ++b) numbers += s->hist[b];
-    s->want = s->count = min(static_cast<uint32_t>(k), numbers);
-  }
-  if (s->count > 0) {
-    uint32_t above = 0;
-    int b = 255;
-    for (; b > 0 && above + s->hist[b] < s->want; --b) above += s->hist[b];
-    s->want -= above;
-    s->bin_size = s->hist[b];
-    s->key_prefix |= static_cast<uint32_t>(b) << shift;
-    s->key_mask |= 255u << shift;
-    if (shift == 0) s->all_ties = s->want == s->bin_size;
-  }
-  for (int b = 0; b < 256; ++b) s->hist[b] = 0;
+  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_key_bin(s, shift, k);
 }
 
 template <typename T>
-__global__ void index_histogram_kernel(Levels<T> lv, int total, int shift, SelectState* s) {
+__global__ void index_pass_kernel(Levels<T> lv, int total, int shift, SelectState* s) {
   if (s->count == 0 || s->all_ties) return;  // uniform across the grid
   __shared__ uint32_t hist[256];
   for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
@@ -130,21 +164,7 @@ __global__ void index_histogram_kernel(Levels<T> lv, int total, int shift, Selec
     const uint32_t index = flat_index_at(lv, g, l);
     if ((index & mask) == prefix) atomicAdd(&hist[(index >> shift) & 255u], 1u);
   }
-  __syncthreads();
-  for (int b = threadIdx.x; b < 256; b += blockDim.x)
-    if (hist[b]) atomicAdd(&s->hist[b], hist[b]);
-}
-
-// One thread: the bin holding the `want`-th smallest flat index among the ties.
-__global__ void index_scan_kernel(SelectState* s, int shift) {
-  if (s->count == 0 || s->all_ties) return;
-  uint32_t below = 0;
-  int b = 0;
-  for (; b < 255 && below + s->hist[b] < s->want; ++b) below += s->hist[b];
-  s->want -= below;
-  s->index_prefix |= static_cast<uint32_t>(b) << shift;
-  s->index_mask |= 255u << shift;
-  for (int i = 0; i < 256; ++i) s->hist[i] = 0;
+  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_index_bin(s, shift);
 }
 
 // Writes the selected (key, flat index) pairs in arbitrary slot order.
@@ -360,16 +380,16 @@ void CudaBackend::detection_select(const DetectionSelectParams& p,
     // Enough blocks to fill the GPU; each thread strides over the rest.
     const unsigned grid = std::min(cuda::blocks_for(total), 1024u);
     for (int shift = 24; shift >= 0; shift -= 8) {
-      key_histogram_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
-      after_launch("key_histogram_kernel");
-      key_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift, k);
-      after_launch("key_scan_kernel");
+      key_pass_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, k, w.state);
+      after_launch("key_pass_kernel");
     }
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      index_histogram_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
-      after_launch("index_histogram_kernel");
-      index_scan_kernel<<<1, 1, 0, stream_>>>(w.state, shift);
-      after_launch("index_scan_kernel");
+    // Flat indices are below `total`: bytes above its highest are 0 in every one.
+    int top_index_shift = 0;
+    while (top_index_shift < 24 && ((total - 1) >> (top_index_shift + 8)) != 0)
+      top_index_shift += 8;
+    for (int shift = top_index_shift; shift >= 0; shift -= 8) {
+      index_pass_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, w.state);
+      after_launch("index_pass_kernel");
     }
     select_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, w.state, w.keys, w.indices);
     after_launch("select_kernel");
