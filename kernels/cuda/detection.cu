@@ -5,6 +5,7 @@
 // The per-candidate arithmetic is kernels/cpu/detection_math.h, shared with the
 // CPU reference (kernels/cpu/detection.cpp).
 #include <algorithm>
+#include <climits>
 
 #include "kernels/cpu/detection_math.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -72,9 +73,10 @@ struct SelectState {
 };
 
 // Adds a block's histogram to the pass's, then tells whether this block was the
-// pass's last to finish: that one chooses the bin (one thread), so a pass is one
-// launch, not a histogram launch and a one-thread scan launch.
-__device__ bool last_block_of_pass(const uint32_t* block_hist, SelectState* s) {
+// pass's last to finish. That one gets the whole histogram back in block_hist (and
+// clears the pass's for the next pass), and one of its threads chooses the bin from
+// there: a pass is one launch, not a histogram launch and a one-thread scan launch.
+__device__ bool last_block_of_pass(uint32_t* block_hist, SelectState* s) {
   __shared__ bool last;
   __syncthreads();  // block_hist complete
   for (int b = threadIdx.x; b < 256; b += blockDim.x)
@@ -83,15 +85,22 @@ __device__ bool last_block_of_pass(const uint32_t* block_hist, SelectState* s) {
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&s->blocks_done, 1u) == gridDim.x - 1;
   __syncthreads();
-  if (last) __threadfence();  // and that block reads the others' adds after them
-  return last;
+  if (!last) return false;  // uniform: `last` is the block's
+  __threadfence();  // the other blocks' adds are read after their counts
+  // Through volatile: the adds are in L2, not in this SM's L1. One read per bin,
+  // all threads at once, rather than the choosing thread's dependent reads.
+  const volatile uint32_t* pass_hist = s->hist;
+  for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+    block_hist[b] = pass_hist[b];
+    s->hist[b] = 0;
+  }
+  __syncthreads();
+  return true;
 }
 
-// One thread of the pass's last block: picks the bin holding the `want`-th best key,
-// from the top, and clears the histogram for the next pass. The histogram is read
-// through volatile: the other blocks' adds are in L2, not in this SM's L1.
-__device__ void choose_key_bin(SelectState* s, int shift, int k) {
-  const volatile uint32_t* hist = s->hist;
+// The pass's last block, one thread: picks the bin of the whole histogram `hist`
+// holding the `want`-th best key, from the top.
+__device__ void choose_key_bin(const uint32_t* hist, SelectState* s, int shift, int k) {
   if (shift == 24) {  // first pass: every non-NaN logit is in the histogram
     uint32_t numbers = 0;
     for (int b = 0; b < 256; ++b) numbers += hist[b];
@@ -108,21 +117,18 @@ __device__ void choose_key_bin(SelectState* s, int shift, int k) {
     s->key_mask |= 255u << shift;
     if (shift == 0) s->all_ties = s->want == s->bin_size;
   }
-  for (int b = 0; b < 256; ++b) s->hist[b] = 0;
   s->blocks_done = 0;
 }
 
-// One thread of the pass's last block: the bin holding the `want`-th smallest flat
+// The pass's last block, one thread: the bin holding the `want`-th smallest flat
 // index among the ties.
-__device__ void choose_index_bin(SelectState* s, int shift) {
-  const volatile uint32_t* hist = s->hist;
+__device__ void choose_index_bin(const uint32_t* hist, SelectState* s, int shift) {
   uint32_t below = 0;
   int b = 0;
   for (; b < 255 && below + hist[b] < s->want; ++b) below += hist[b];
   s->want -= below;
   s->index_prefix |= static_cast<uint32_t>(b) << shift;
   s->index_mask |= 255u << shift;
-  for (int i = 0; i < 256; ++i) s->hist[i] = 0;
   s->blocks_done = 0;
 }
 
@@ -148,7 +154,7 @@ __global__ void key_pass_kernel(Levels<T> lv, int total, int shift, int k, Selec
     ++run;
   }
   if (run > 0) atomicAdd(&hist[run_bin], run);
-  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_key_bin(s, shift, k);
+  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_key_bin(hist, s, shift, k);
 }
 
 template <typename T>
@@ -164,7 +170,7 @@ __global__ void index_pass_kernel(Levels<T> lv, int total, int shift, SelectStat
     const uint32_t index = flat_index_at(lv, g, l);
     if ((index & mask) == prefix) atomicAdd(&hist[(index >> shift) & 255u], 1u);
   }
-  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_index_bin(s, shift);
+  if (last_block_of_pass(hist, s) && threadIdx.x == 0) choose_index_bin(hist, s, shift);
 }
 
 // Writes the selected (key, flat index) pairs in arbitrary slot order.
@@ -368,8 +374,12 @@ void CudaBackend::detection_select(const DetectionSelectParams& p,
       logits += p.positions[l] * p.anchors_per_location * p.classes;
       anchor_count += p.positions[l] * p.anchors_per_location;
     }
-    // Flat indices travel as 32-bit keys' companions: every logit must have one.
-    const int total = cuda::to_int(logits, "detection_select", "logits");
+    // Flat indices travel as 32-bit keys' companions: every logit must have one, and
+    // the grid-stride loops step up to 1024 x kBlock past the last in int.
+    check(logits <= INT_MAX - 1024 * cuda::kBlock, ErrorKind::Unsupported,
+          "cuda detection_select: ", logits, " logits (at most ", INT_MAX - 1024 * cuda::kBlock,
+          ")");
+    const int total = static_cast<int>(logits);
     lv.first_logit[p.levels] = total;
     lv.first_anchor[p.levels] = cuda::to_int(anchor_count, "detection_select", "anchors");
     const int k = cuda::to_int(p.k, "detection_select", "k");
@@ -378,7 +388,7 @@ void CudaBackend::detection_select(const DetectionSelectParams& p,
     const SelectWorkspace w = select_workspace(workspace, p.k);
     REPSHARE_CUDA(cudaMemsetAsync(w.state, 0, sizeof(SelectState), stream_));
     // Enough blocks to fill the GPU; each thread strides over the rest.
-    const unsigned grid = std::min(cuda::blocks_for(total), 1024u);
+    const unsigned grid = std::max(1u, std::min(cuda::blocks_for(total), 1024u));
     for (int shift = 24; shift >= 0; shift -= 8) {
       key_pass_kernel<T><<<grid, cuda::kBlock, 0, stream_>>>(lv, total, shift, k, w.state);
       after_launch("key_pass_kernel");
