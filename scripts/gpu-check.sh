@@ -261,6 +261,17 @@ for m in timm_b0_rand0 tf_efficientdet_d0_rand0; do
   [ "$m" = timm_b0_rand0 ] &&
     step "bench_repshare_tf32_$m" 90 "$build/repshare" bench --backend cuda --precision tf32 \
       --model "$models/$m.onnx" --runs 100 --rounds 3 --json "$bench_dir/repshare_tf32_$m.json"
+  # cuBLAS workspaces of 32 MiB, NVIDIA's size for Hopper, against the default 4 MiB
+  # (Jetson's): cuBLAS may choose other kernels (split-K) with room for them. B0 runs
+  # on one stream (32 MiB in all); D0 fp16 as its best variant below, on 10 streams.
+  for precision in fp32 fp16; do
+    concurrency=0
+    [ "$m" = tf_efficientdet_d0_rand0 ] && { [ $precision = fp16 ] || continue; concurrency=0.05; }
+    step "bench_ws32_${precision}_$m" 60 env REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB=32 \
+      REPSHARE_CUDA_CONCURRENCY_MEMORY=$concurrency "$build/repshare" bench --backend cuda \
+      --precision "$precision" --model "$models/$m.onnx" --runs 100 --rounds 3 \
+      --json "$bench_dir/repshare_ws32_${precision}_$m.json"
+  done
   # The fused-pointwise experiment, timed beside the default in the same run.
   for precision in fp32 fp16; do
     step "bench_fused_pw_${precision}_$m" 60 env REPSHARE_CUDA_POINTWISE=fused \
@@ -478,8 +489,8 @@ def target(what, ours, name, anchor_ms, anchor, limit):
 
 targets = []
 b0 = "timm_b0_rand0"
-b0_fp32 = fastest(f"repshare_{b0}", f"repshare_fusedpw_fp32_{b0}")
-b0_fp16 = fastest(f"repshare_fp16_{b0}", f"repshare_fusedpw_fp16_{b0}")
+b0_fp32 = fastest(f"repshare_{b0}", f"repshare_fusedpw_fp32_{b0}", f"repshare_ws32_fp32_{b0}")
+b0_fp16 = fastest(f"repshare_fp16_{b0}", f"repshare_fusedpw_fp16_{b0}", f"repshare_ws32_fp16_{b0}")
 targets.append(target("B0 fp32 <= 0.25x PyTorch eager", *b0_fp32, torch_ms("b0", "eager_fp32"),
                       "eager_fp32", 0.25))
 targets.append(target("B0 fp32 <= 1.0x torch.compile reduce-overhead", *b0_fp32,
@@ -495,7 +506,7 @@ targets.append(target("B0 fp16 faster than B0 fp32", *b0_fp16, b0_fp32[0], "reps
 d0 = "tf_efficientdet_d0_rand0"
 d0_fp16 = fastest(f"repshare_fp16_{d0}", f"repshare_fusedpw_fp16_{d0}",
                   f"repshare_concurrent_fp16_{d0}", f"repshare_concurrent_fusedpw_fp16_{d0}",
-                  f"repshare_concurrent_smallpw_fp16_{d0}")
+                  f"repshare_concurrent_smallpw_fp16_{d0}", f"repshare_ws32_fp16_{d0}")
 targets.append(target("D0 network fp16 < 1 ms", *d0_fp16, 1.0, "1 ms", 1.0))
 report = {"machine": facts, "steps": steps, "tests": tests, "bench": bench, "targets": targets}
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
@@ -530,6 +541,8 @@ for name, b in bench.items():
                    ", small 1x1 convs fused (experiment)" if "smallpw_" in name else "")
         if "ordered_" in name:
             variant += ", one cuBLAS workspace: GEMMs one after another"
+        if "ws32_" in name:
+            variant += ", cuBLAS workspaces of 32 MiB"
         if b.get("steps"):
             at_once = b.get("longest_chain_steps", b["steps"]) < b["steps"]
             variant += (f', steps at once on {b.get("queues")} streams, arena '

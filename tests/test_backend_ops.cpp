@@ -2112,6 +2112,8 @@ TEST(BackendRegistry, CudaSettingsOutOfRangeAreArgumentErrors) {
       {"REPSHARE_CUDA_STREAMS", "0"},
       {"REPSHARE_CUDA_STREAMS", "8 streams"},
       {"REPSHARE_CUDA_CONCURRENCY_MEMORY", "-0.5"},
+      {"REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB", "0"},
+      {"REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB", "32MiB"},
       {"REPSHARE_CUDA_POINTWISE", "fast"}};
   for (const auto& b : bad) {
     const ScopedEnv env(b.first, b.second);
@@ -2127,6 +2129,24 @@ TEST(BackendRegistry, CudaSettingsOutOfRangeAreArgumentErrors) {
     const ScopedEnv env("REPSHARE_CUDA_POINTWISE", ok);
     EXPECT_NO_THROW(make_backend("cuda", 0)) << ok;
   }
+}
+
+// REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB sizes each stream's cuBLAS workspace, and the
+// memory report counts it with the handle.
+TEST(BackendRegistry, CublasWorkspaceSizeIsASetting) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+#ifdef REPSHARE_WITH_CUDA
+  auto cublas_bytes = [](const char* mib) {
+    const ScopedEnv env("REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB", mib);
+    std::unique_ptr<Backend> gpu = make_backend("cuda", 0);
+    return dynamic_cast<const CudaBackend&>(*gpu).cublas_bytes();
+  };
+  const size_t small = cublas_bytes("4"), large = cublas_bytes("12");
+  const size_t mib = size_t(1) << 20;
+  EXPECT_GE(large, small + 7 * mib);  // 8 MiB more, give or take the allocator's rounding
+  EXPECT_LE(large, small + 10 * mib);
+#endif
 }
 
 TEST(BackendRegistry, CudaBackendReportsItsContextMemory) {

@@ -18,11 +18,6 @@
 namespace repshare {
 
 namespace {
-// cuBLAS would otherwise allocate its workspace lazily inside the first GEMM of a
-// run; giving it one up front keeps cudaMalloc out of the run loop and its bytes in
-// cublas_bytes(). 4 MiB is NVIDIA's recommendation for fp32 on pre-Hopper GPUs and
-// enough for the sgemm shapes of these models.
-constexpr size_t kCublasWorkspaceBytes = size_t(4) << 20;
 
 size_t bytes_in_use_now() {
   size_t free_bytes = 0, total_bytes = 0;
@@ -103,6 +98,19 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
           "activation arena may grow (0 to 100), got '", env, "'");
     concurrency_memory_ = f;
   }
+  // cuBLAS would otherwise allocate its workspace lazily inside the first GEMM of a
+  // run; giving it one up front keeps cudaMalloc out of the run loop and its bytes in
+  // cublas_bytes(). 4 MiB a stream by default, NVIDIA's recommendation for pre-Hopper
+  // GPUs (Jetson boards); for Hopper it recommends 32 MiB, with which cuBLAS may
+  // choose other kernels (split-K), so this is a setting for gpu-check to time.
+  if (const char* env = std::getenv("REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB")) {
+    char* end = nullptr;
+    const long mib = std::strtol(env, &end, 10);
+    check(end != env && *end == '\0' && mib >= 1 && mib <= 256, ErrorKind::Argument,
+          "cuda backend: REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB must be a number of MiB from 1 to "
+          "256, got '", env, "'");
+    cublas_workspace_bytes_ = static_cast<size_t>(mib) << 20;
+  }
   const char* pointwise = std::getenv("REPSHARE_CUDA_POINTWISE");
   const std::string kind = pointwise ? pointwise : "";
   check(kind.empty() || kind == "default" || kind == "fused" || kind == "small",
@@ -139,9 +147,9 @@ CudaBackend::CudaBackend(int device, DType float_storage, bool tf32_products)
 #if CUBLAS_VER_MAJOR >= 11
   library_overlap_ = !overlap_off;
   cublas_workspaces_.assign(1, nullptr);
-  REPSHARE_CUDA(cudaMalloc(&cublas_workspaces_[0], kCublasWorkspaceBytes));
+  REPSHARE_CUDA(cudaMalloc(&cublas_workspaces_[0], cublas_workspace_bytes_));
   REPSHARE_CUBLAS(
-      cublasSetWorkspace(cublas_, cublas_workspaces_[0], kCublasWorkspaceBytes));
+      cublasSetWorkspace(cublas_, cublas_workspaces_[0], cublas_workspace_bytes_));
 #else  // CUDA 10.2's cuBLAS (JetPack 4) has no cublasSetWorkspace and manages its own
   check(!overlap || overlap_off, ErrorKind::Unsupported, "cuda backend: ",
         "REPSHARE_CUDA_LIBRARY_OVERLAP needs cuBLAS 11 or later (a workspace per stream)");
@@ -414,7 +422,7 @@ void CudaBackend::prepare_queues(int count) {
   const size_t before = bytes_in_use_now();
   while (static_cast<int>(cublas_workspaces_.size()) < std::min(count, queues())) {
     void* w = nullptr;
-    REPSHARE_CUDA(cudaMalloc(&w, kCublasWorkspaceBytes));
+    REPSHARE_CUDA(cudaMalloc(&w, cublas_workspace_bytes_));
     cublas_workspaces_.push_back(w);
   }
   const size_t after = bytes_in_use_now();
@@ -436,7 +444,7 @@ void CudaBackend::before_library_call(Library library) {
         "cuda backend: a library call on stream ", own, " of ", cublas_workspaces_.size(),
         " prepared (prepare_queues)");
   void* workspace = cublas_workspaces_[own];
-  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, workspace, kCublasWorkspaceBytes));
+  REPSHARE_CUBLAS(cublasSetWorkspace(cublas_, workspace, cublas_workspace_bytes_));
 #endif
 #ifdef REPSHARE_WITH_CUDNN
   REPSHARE_CUDNN(cudnnSetStream(cudnn_, stream_));

@@ -208,6 +208,7 @@ class CudaBackend : public Backend {
   void wait_for_queue(int queue);          // the current queue waits for its work so far
   cublasContext* cublas_ = nullptr;
   std::vector<void*> cublas_workspaces_;  // [0], and one per further queue prepared
+  size_t cublas_workspace_bytes_ = size_t(4) << 20;  // each (REPSHARE_CUDA_CUBLAS_WORKSPACE_MIB)
   size_t queue_workspace_bytes_ = 0;      // what the further ones took
   bool library_overlap_ = false;
   bool waits_for_library(Library library) const;  // must not overlap other such calls
