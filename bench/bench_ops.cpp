@@ -81,6 +81,9 @@ void BM_PointwiseDepthwise(benchmark::State& state, int64_t c_in, int64_t hw, in
 void BM_ConvPointwise96to24At56(benchmark::State& s) { run_conv(s, conv(96, 56, 24, 1, 1, false)); }
 void BM_ConvPointwise16to96At112(benchmark::State& s) { run_conv(s, conv(16, 112, 96, 1, 1, false)); }
 void BM_ConvPointwise1152to320At7(benchmark::State& s) { run_conv(s, conv(1152, 7, 320, 1, 1, false)); }
+// Lite0's blocks 9 and 10 projection (narrow tiles, 19 row blocks of 6) and its head.
+void BM_ConvPointwise672to112At14(benchmark::State& s) { run_conv(s, conv(672, 14, 112, 1, 1, false)); }
+void BM_ConvPointwise320to1280At7(benchmark::State& s) { run_conv(s, conv(320, 7, 1280, 1, 1, false)); }
 void BM_ConvSqueezeExcite96to4At1(benchmark::State& s) { run_conv(s, conv(96, 1, 4, 1, 1, false)); }
 void BM_ConvDepthwise3x3s1At112x32(benchmark::State& s) { run_conv(s, conv(32, 112, 32, 3, 1, true)); }
 void BM_ConvDepthwise3x3s2At112x96(benchmark::State& s) { run_conv(s, conv(96, 112, 96, 3, 2, true)); }
@@ -202,6 +205,8 @@ BENCHMARK_CAPTURE(BM_PointwiseDepthwise, 24to144At56Composition, 24, 56, 144, 3,
 BENCHMARK(BM_ConvPointwise96to24At56)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise16to96At112)->BY_THREADS;
 BENCHMARK(BM_ConvPointwise1152to320At7)->BY_THREADS;
+BENCHMARK(BM_ConvPointwise672to112At14)->BY_THREADS;
+BENCHMARK(BM_ConvPointwise320to1280At7)->BY_THREADS;
 BENCHMARK(BM_ConvSqueezeExcite96to4At1)->BY_THREADS;
 BENCHMARK(BM_ConvDepthwise3x3s1At112x32)->BY_THREADS;
 BENCHMARK(BM_ConvDepthwise3x3s2At112x96)->BY_THREADS;
