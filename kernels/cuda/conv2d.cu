@@ -667,6 +667,10 @@ void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& 
   using Outputs = DepthwiseOutputs<T, Input>;
   const Outputs out{conv32(p), p.act, x, cuda::data<T>(w),
                     bias ? cuda::data<T>(*bias) : nullptr, cuda::data<T>(y)};
+  // The split kernel's blocks take chunks of a plane and never stage one (a staged
+  // input's stage() fills a block's shared memory with its whole plane).
+  check(!split || staged_bytes == 0, ErrorKind::Backend,
+        "cuda depthwise means: a staged input cannot be split between blocks");
   if (split)
     launch_plane_mean_split<T, Outputs>(be, out, p.n * p.c_out, *split, mean);
   else
