@@ -193,9 +193,9 @@ void DetectionPostprocess::check_outputs(const std::vector<Tensor>& outputs, int
   }
 }
 
-void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
-                                  const std::vector<Tensor>& box_outputs,
-                                  const ImageFrame* frame) {
+DetectionSelectParams DetectionPostprocess::select_params(
+    const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
+    const ImageFrame* frame) const {
   check_outputs(class_outputs, config_.num_classes, "class");
   check_outputs(box_outputs, 4, "box");
   DetectionSelectParams p = select_params_;
@@ -208,6 +208,12 @@ void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
     p.clip_w = frame->width / frame->scale;
     p.clip_h = frame->height / frame->scale;
   }
+  return p;
+}
+
+void DetectionPostprocess::select(const DetectionSelectParams& p,
+                                  const std::vector<Tensor>& class_outputs,
+                                  const std::vector<Tensor>& box_outputs) {
   const Tensor* cls[kMaxDetectionLevels];
   const Tensor* box[kMaxDetectionLevels];
   for (size_t l = 0; l < class_outputs.size(); ++l) {
@@ -216,6 +222,17 @@ void DetectionPostprocess::select(const std::vector<Tensor>& class_outputs,
   }
   backend_.detection_select(p, cls, box, anchors_t_, boxes_t_, scores_t_, classes_t_,
                             select_workspace_);
+}
+
+void DetectionPostprocess::queue_hard_nms(const DetectionSelectParams& p,
+                                          const std::vector<Tensor>& class_outputs,
+                                          const std::vector<Tensor>& box_outputs) {
+  select(p, class_outputs, box_outputs);
+  backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
+  backend_.download_queued(host_keep_.data(), keep_t_.data, keep_t_.bytes());
+  backend_.download_queued(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
+  backend_.download_queued(host_scores_.data(), scores_t_.data, scores_t_.bytes());
+  backend_.download_queued(host_classes_.data(), classes_t_.data, classes_t_.bytes());
 }
 
 void DetectionPostprocess::download_candidates() {
@@ -239,7 +256,7 @@ DetectionCandidates DetectionPostprocess::host_candidates() const {
 DetectionCandidates DetectionPostprocess::select_candidates(
     const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
     const ImageFrame* frame) {
-  select(class_outputs, box_outputs, frame);
+  select(select_params(class_outputs, box_outputs, frame), class_outputs, box_outputs);
   download_candidates();
   return host_candidates();
 }
@@ -247,7 +264,7 @@ DetectionCandidates DetectionPostprocess::select_candidates(
 std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& class_outputs,
                                                  const std::vector<Tensor>& box_outputs,
                                                  const ImageFrame* frame) {
-  select(class_outputs, box_outputs, frame);
+  const DetectionSelectParams p = select_params(class_outputs, box_outputs, frame);
   const float scale = frame ? frame->scale : 1.0f;
   std::vector<Detection> detections;
   auto add = [&](size_t i, float score) {
@@ -256,6 +273,7 @@ std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& clas
                           detection_category_id(static_cast<int>(host_classes_[i]))});
   };
   if (config_.soft_nms) {
+    select(p, class_outputs, box_outputs);
     download_candidates();
     const SoftNmsResult soft = batched_soft_nms(host_candidates(), config_.soft_nms_sigma,
                                                 config_.soft_nms_score_threshold);
@@ -263,9 +281,26 @@ std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& clas
     for (size_t j = 0; j < keep; ++j) add(static_cast<size_t>(soft.indices[j]), soft.scores[j]);
     return detections;
   }
-  backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
-  backend_.download_queued(host_keep_.data(), keep_t_.data, keep_t_.bytes());
-  download_candidates();  // synchronizes
+  RecordingKey key;
+  for (const auto* outputs : {&class_outputs, &box_outputs})
+    for (const Tensor& t : *outputs) key.outputs.push_back(t.data);
+  key.clip = p.clip;
+  key.clip_w = p.clip_w;
+  key.clip_h = p.clip_h;
+  if (key == last_run_ && !(key == recorded_for_)) {  // the second run with these
+    recorded_for_ = key;
+    recorded_.reset();
+    try {  // null where the backend does not record
+      recorded_ = backend_.record([&] { queue_hard_nms(p, class_outputs, box_outputs); });
+    } catch (const Error&) {  // call by call, as the first run, and not tried again
+    }
+  }
+  if (recorded_ && key == recorded_for_)
+    recorded_->replay();
+  else
+    queue_hard_nms(p, class_outputs, box_outputs);
+  last_run_ = key;
+  backend_.synchronize();
   for (size_t j = 0; j < host_keep_.size() && host_keep_[j] >= 0; ++j) {
     const size_t i = static_cast<size_t>(host_keep_[j]);
     add(i, host_scores_[i]);

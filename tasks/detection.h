@@ -124,6 +124,9 @@ class DetectionPostprocess {
   const std::vector<std::array<float, 4>>& anchors() const { return anchors_; }
   // Backend memory of the buffers above.
   size_t backend_bytes() const { return buffer_bytes_; }
+  // Whether run()'s backend work is recorded for the last outputs and frame it had
+  // (see recorded_ below).
+  bool recorded() const { return recorded_ && recorded_for_ == last_run_; }
 
   // class_outputs[l]: [1, A*num_classes, H_l, W_l], box_outputs[l]: [1, A*4, H_l, W_l],
   // float32 in the backend's memory, levels min_level..max_level in order.
@@ -142,9 +145,17 @@ class DetectionPostprocess {
  private:
   void check_outputs(const std::vector<Tensor>& outputs, int64_t per_anchor,
                      const char* what) const;
-  // Runs detection_select into the candidate buffers.
-  void select(const std::vector<Tensor>& class_outputs, const std::vector<Tensor>& box_outputs,
-              const ImageFrame* frame);
+  // Checks the outputs and the frame; the select's parameters for them.
+  DetectionSelectParams select_params(const std::vector<Tensor>& class_outputs,
+                                      const std::vector<Tensor>& box_outputs,
+                                      const ImageFrame* frame) const;
+  // Queues detection_select into the candidate buffers.
+  void select(const DetectionSelectParams& p, const std::vector<Tensor>& class_outputs,
+              const std::vector<Tensor>& box_outputs);
+  // Queues hard NMS's backend work for them: select, nms, and the downloads of the
+  // keep list and the candidates (waited for by the caller).
+  void queue_hard_nms(const DetectionSelectParams& p, const std::vector<Tensor>& class_outputs,
+                      const std::vector<Tensor>& box_outputs);
   // Copies the candidate buffers into the host_* arrays below (and waits).
   void download_candidates();
   // The downloaded candidates up to the first empty row (class -1).
@@ -166,6 +177,20 @@ class DetectionPostprocess {
   // pinned on CUDA, so they are downloaded with one wait).
   HostArray<float> host_boxes_, host_scores_;
   HostArray<int64_t> host_classes_, host_keep_;
+  // queue_hard_nms recorded (CUDA: one graph launch for its 13 launches and 4
+  // copies), for the outputs and select parameters in `recorded_for_`: a video's
+  // frames share them. The first run with new ones goes call by call (kernels load
+  // lazily, which a capture must not contain), the next tries to record, once.
+  struct RecordingKey {
+    std::vector<const void*> outputs;
+    bool clip = false;
+    float clip_w = 0, clip_h = 0;
+    bool operator==(const RecordingKey& o) const {
+      return outputs == o.outputs && clip == o.clip && clip_w == o.clip_w && clip_h == o.clip_h;
+    }
+  };
+  RecordingKey last_run_, recorded_for_;
+  std::unique_ptr<RecordedWork> recorded_;
 };
 
 // The post-processing end of a detection model: which outputs hold each level's

@@ -381,6 +381,47 @@ TEST(BackendModels, ARunWaitsForTheGpuOnce) {
   }
 }
 
+// A detector's post-processing on the GPU (top-k, NMS and the copies back: 13
+// launches and 4 copies) is recorded on its second run with the same outputs and
+// image frame, and replayed after; another frame size goes call by call, then is
+// recorded in turn. Every run detects what a fresh detector does.
+TEST(BackendModels, DetectionPostprocessingIsRecordedAndReplayed) {
+  const Model m = tiny_detector();
+  std::unique_ptr<Backend> cuda = make_backend("cuda");
+  auto image = [](int w, int h) {
+    Image img;
+    img.reset(w, h);
+    for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 37);
+    return img;
+  };
+  auto same = [](const std::vector<Detection>& a, const std::vector<Detection>& b) {
+    if (a.size() != b.size() || a.empty()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i].x_min != b[i].x_min || a[i].y_min != b[i].y_min || a[i].x_max != b[i].x_max ||
+          a[i].y_max != b[i].y_max || a[i].score != b[i].score ||
+          a[i].category_id != b[i].category_id)
+        return false;
+    return true;
+  };
+  const Image wide = image(40, 24), tall = image(24, 40);
+  auto fresh = [&](const Image& img) {
+    Detector f(m, *cuda, detection_config_for(m.info));
+    return f.detect(img);
+  };
+  const std::vector<Detection> want_wide = fresh(wide), want_tall = fresh(tall);
+  Detector d(m, *cuda, detection_config_for(m.info));
+  const DetectionPostprocess& post = d.head().postprocess();
+  for (int run = 0; run < 3; ++run) {
+    EXPECT_TRUE(same(d.detect(wide), want_wide)) << "run " << run;
+    EXPECT_EQ(post.recorded(), run > 0) << "run " << run;
+  }
+  EXPECT_TRUE(same(d.detect(tall), want_tall));
+  EXPECT_FALSE(post.recorded());
+  EXPECT_TRUE(same(d.detect(tall), want_tall));
+  EXPECT_TRUE(post.recorded());
+  EXPECT_TRUE(same(d.detect(wide), want_wide));
+}
+
 // The recorded graph of a detector whose head branches run on streams of their own:
 // with a cuBLAS workspace per stream (the default) the branches' GEMMs are free to
 // overlap, so the longest chain of graph nodes, each waiting for the one before, is
