@@ -230,15 +230,17 @@ void DetectionPostprocess::queue_hard_nms(const DetectionSelectParams& p,
   select(p, class_outputs, box_outputs);
   backend_.nms(nms_params_, boxes_t_, classes_t_, keep_t_, nms_workspace_);
   backend_.download_queued(host_keep_.data(), keep_t_.data, keep_t_.bytes());
+  queue_candidate_downloads();
+}
+
+void DetectionPostprocess::queue_candidate_downloads() {
   backend_.download_queued(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
   backend_.download_queued(host_scores_.data(), scores_t_.data, scores_t_.bytes());
   backend_.download_queued(host_classes_.data(), classes_t_.data, classes_t_.bytes());
 }
 
 void DetectionPostprocess::download_candidates() {
-  backend_.download_queued(host_boxes_.data(), boxes_t_.data, boxes_t_.bytes());
-  backend_.download_queued(host_scores_.data(), scores_t_.data, scores_t_.bytes());
-  backend_.download_queued(host_classes_.data(), classes_t_.data, classes_t_.bytes());
+  queue_candidate_downloads();
   backend_.synchronize();
 }
 

@@ -156,7 +156,8 @@ class DetectionPostprocess {
   // keep list and the candidates (waited for by the caller).
   void queue_hard_nms(const DetectionSelectParams& p, const std::vector<Tensor>& class_outputs,
                       const std::vector<Tensor>& box_outputs);
-  // Copies the candidate buffers into the host_* arrays below (and waits).
+  // Copies the candidate buffers into the host_* arrays below: queued, and waited for.
+  void queue_candidate_downloads();
   void download_candidates();
   // The downloaded candidates up to the first empty row (class -1).
   DetectionCandidates host_candidates() const;
