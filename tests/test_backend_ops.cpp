@@ -1380,6 +1380,13 @@ std::vector<OpCase> all_cases() {
   g = gemm(1, 1, 1000, 1280, false, true, 1, 1000);
   g.beta = 1.f;
   c.push_back(gemm_case("classifier", g, false));
+  // One output row, which CUDA computes in a kernel of its own: B not transposed, an
+  // odd k, alpha, beta, a scalar bias and an activation; and no bias at all.
+  g = gemm(1, 1, 37, 45, true, false, 1, 1, sigmoid);
+  g.alpha = 0.5f;
+  g.beta = 2.f;
+  c.push_back(gemm_case("row_nn_scalar_bias", g, false));
+  c.push_back(gemm_case("row_no_bias", gemm(1, 1, 9, 70, false, true, 0, 0, relu), false));
   c.push_back(gemm_case("k1", gemm(1, 13, 7, 1, false, false, 0, 0), false));
   g = gemm(1, 13, 7, 0, false, false, 13, 1);  // no products: beta * bias alone
   g.beta = 1.5f;

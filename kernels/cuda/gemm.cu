@@ -1,8 +1,10 @@
-// Batched GEMM through cuBLAS, then bias and activation in one epilogue kernel.
+// Batched GEMM through cuBLAS, then bias and activation in one epilogue kernel; a
+// single output row (a classifier at batch 1) in one kernel of its own.
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_storage.cuh"
 #include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/row_reduce.cuh"
 
 namespace repshare {
 namespace {
@@ -22,6 +24,32 @@ __global__ void gemm_epilogue_kernel(Activation act, const T* __restrict__ bias,
     v += beta * cuda::as_float(
                     bias[(bias_rows == 1 ? 0 : row) * bias_cols + (bias_cols == 1 ? 0 : col)]);
   *out = cuda::stored<T>(apply_activation(act, v));
+}
+
+// One output row (m = 1, batch 1: a classifier's logits):
+// y[j] = act(alpha * a . op(B)[:, j] + beta * bias(0, j)) in one launch, where cuBLAS
+// and the epilogue took two, one after the other. A warp per output: its lanes
+// stride along k (B's row j where B is transposed, as a classifier's weights are,
+// so the reads are coalesced; else its column j), then a shuffle sum.
+template <typename T>
+__global__ void gemm_row_kernel(Activation act, const T* __restrict__ a,
+                                const T* __restrict__ b, bool trans_b,
+                                const T* __restrict__ bias, int bias_cols, float alpha,
+                                float beta, int n, int k, T* __restrict__ y) {
+  const int j = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+  if (j >= n) return;  // a whole warp: blockDim is a multiple of 32
+  float s = 0.f;
+  for (int kk = lane; kk < k; kk += 32) {
+    const T bv =
+        trans_b ? b[static_cast<size_t>(j) * k + kk] : b[static_cast<size_t>(kk) * n + j];
+    s += cuda::as_float(a[kk]) * cuda::as_float(bv);
+  }
+  s = cuda::warp_combine(s, [](float x, float z) { return x + z; });
+  if (lane == 0) {
+    float v = alpha * s;
+    if (bias) v += beta * cuda::as_float(bias[bias_cols == 1 ? 0 : j]);
+    y[j] = cuda::stored<T>(apply_activation(act, v));
+  }
 }
 
 }  // namespace
@@ -61,6 +89,20 @@ void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, co
   const int ld_b = p.trans_b ? k : n;
   const int ld_a = p.trans_a ? m : k;
   const size_t element = dtype_size(y.dtype);
+  const bool has_bias = bias && p.bias_rows > 0 && p.bias_cols > 0;
+  if (batch == 1 && m == 1 && k > 0) {
+    const int bias_cols = cuda::to_int(p.bias_cols, op, "bias_cols");
+    cuda::with_storage(y.dtype, op, [&](auto tag) {
+      using T = decltype(tag);
+      const int threads = cuda::to_int(32 * p.n, op, "threads (a warp per output)");
+      gemm_row_kernel<T><<<cuda::blocks_for(threads), cuda::kBlock, 0, stream_>>>(
+          p.act, cuda::data<T>(a), cuda::data<T>(b), p.trans_b,
+          has_bias ? cuda::data<T>(*bias) : nullptr, bias_cols, p.alpha, p.beta, n, k,
+          cuda::data<T>(y));
+    });
+    after_launch("gemm_row_kernel");
+    return;
+  }
   if (k == 0) {
     // An empty product is 0; cuBLAS would also scale by beta = 0, but says nothing
     // about reading A and B, so the zeros are written here.
@@ -74,7 +116,6 @@ void CudaBackend::gemm(const GemmParams& p, const Tensor& a, const Tensor& b, co
                                y.data, n, p.c_batch_stride, batch);
     after_library_call();
   }
-  const bool has_bias = bias && p.bias_rows > 0 && p.bias_cols > 0;
   if (has_bias || p.act.kind != ActKind::None) {
     const int bias_rows = cuda::to_int(p.bias_rows, op, "bias_rows");
     const int bias_cols = cuda::to_int(p.bias_cols, op, "bias_cols");
