@@ -283,9 +283,11 @@ std::vector<Detection> DetectionPostprocess::run(const std::vector<Tensor>& clas
     for (size_t j = 0; j < keep; ++j) add(static_cast<size_t>(soft.indices[j]), soft.scores[j]);
     return detections;
   }
-  RecordingKey key;
-  for (const auto* outputs : {&class_outputs, &box_outputs})
-    for (const Tensor& t : *outputs) key.outputs.push_back(t.data);
+  RecordingKey key;  // check_outputs: each holds config_.num_levels() <= kMaxDetectionLevels
+  for (size_t l = 0; l < class_outputs.size(); ++l) {
+    key.outputs[l] = class_outputs[l].data;
+    key.outputs[kMaxDetectionLevels + l] = box_outputs[l].data;
+  }
   key.clip = p.clip;
   key.clip_w = p.clip_w;
   key.clip_h = p.clip_h;

@@ -183,7 +183,7 @@ class DetectionPostprocess {
   // frames share them. The first run with new ones goes call by call (kernels load
   // lazily, which a capture must not contain), the next tries to record, once.
   struct RecordingKey {
-    std::vector<const void*> outputs;
+    std::array<const void*, 2 * kMaxDetectionLevels> outputs{};  // class, then box
     bool clip = false;
     float clip_w = 0, clip_h = 0;
     bool operator==(const RecordingKey& o) const {
