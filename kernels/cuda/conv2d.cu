@@ -89,8 +89,10 @@ __device__ __forceinline__ float stored_epilogue(Activation act, T v, const T* b
 // ActivatedPlanes applies the previous 1x1 conv's epilogue to its product
 // (separable_conv_chain); StagedPlanes reads shared memory, where stage() put it.
 // The channel-mean kernels, a block per plane, call stage(nc, buffer) first.
+// kComputesValues: whether a value costs more than a load (separable_depthwise_band_kernel).
 template <typename T>
 struct StoredPlanes {
+  static constexpr bool kComputesValues = false;
   const T* x;
   int plane;  // h * w
   __device__ __forceinline__ void stage(int, float*) {}
@@ -105,6 +107,7 @@ struct StoredPlanes {
 // output, with no block per plane to share a staged copy (separable_conv_chain).
 template <typename T>
 struct ActivatedPlanes {
+  static constexpr bool kComputesValues = true;
   const T* product;
   const T* bias;  // [channels], or null
   Activation act;
@@ -132,6 +135,7 @@ struct StagedPlanes {
 
 template <typename T>
 struct SummedPlanes {
+  static constexpr bool kComputesValues = true;
   cuda::FusionInputs<T> sum;
   int plane;
   __device__ __forceinline__ float operator()(int nc, int at) const {
@@ -202,6 +206,58 @@ __global__ void separable_depthwise_kernel(Conv32 p, Activation act, Input x,
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < mid_total) store_depthwise_at<T, T>(p, act, x, w, bias, nullptr, mid, i);
   if (i < start.total) start.fill(i);
+}
+
+// The input rows [begin, end) that output rows [oy0, oy1) of a depthwise conv read.
+struct InputRows {
+  int begin, end;
+};
+
+__host__ __device__ __forceinline__ InputRows input_rows_of(const Conv32& p, int oy0, int oy1) {
+  const int first = oy0 * p.stride_h - p.pad_top;
+  const int last = (oy1 - 1) * p.stride_h - p.pad_top + (p.kh - 1) * p.dil_h;
+  InputRows r{first > 0 ? first : 0, last + 1 < p.h ? last + 1 : p.h};
+  if (r.end < r.begin) r.end = r.begin;
+  return r;
+}
+
+// Input offsets [first, ..) of one plane, staged in shared memory.
+struct BandRows {
+  const float* staged;
+  int first;
+  __device__ __forceinline__ float operator()(int, int at) const { return staged[at - first]; }
+};
+
+// separable_depthwise_kernel for an Input that computes its values (a BiFPN fusion's
+// weighted sum of resampled inputs, a 1x1 product with its epilogue): a thread per
+// output computed each value once per tap that reads it, nine times for a 3x3 conv,
+// and a max-pooled fusion input's value is itself nine loads. Here a block takes a
+// band of output rows of one plane (blockIdx.x the plane, blockIdx.y the band),
+// computes the input rows the band reads into shared memory once, then its outputs
+// from there: the values and their order are separable_depthwise_kernel's, and so
+// are the bits. The grid's threads then fill start.
+template <typename T, typename Y, typename Input>
+__global__ void separable_depthwise_band_kernel(Conv32 p, Activation act, Input x,
+                                                const T* __restrict__ w,
+                                                const T* __restrict__ bias, T* __restrict__ mid,
+                                                int band_rows, cuda::ConvStart<T, Y> start) {
+  extern __shared__ float staged[];
+  const int nc = blockIdx.x;
+  const int oy0 = blockIdx.y * band_rows;
+  const int oy1 = min(oy0 + band_rows, p.h_out);
+  const InputRows rows = input_rows_of(p, oy0, oy1);
+  const BandRows band{staged, rows.begin * p.w};
+  for (int i = threadIdx.x; i < (rows.end - rows.begin) * p.w; i += blockDim.x)
+    staged[i] = x(nc, band.first + i);
+  __syncthreads();
+  T* out = mid + (static_cast<size_t>(nc) * p.h_out + oy0) * p.w_out;
+  for (int o = threadIdx.x; o < (oy1 - oy0) * p.w_out; o += blockDim.x)
+    out[o] = cuda::stored<T>(
+        depthwise_output(p, act, band, w, bias, nc, oy0 + o / p.w_out, o % p.w_out));
+  const int threads = gridDim.x * gridDim.y * blockDim.x;
+  for (int i = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
+       i < start.total; i += threads)
+    start.fill(i);
 }
 
 // conv2d_channel_mean in the kernel that stores y: a block per plane stores its
@@ -677,7 +733,34 @@ void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& 
     launch_plane_mean<T, Outputs>(be, out, p.n * p.c_out, staged_bytes, mean);
 }
 
-// separable_depthwise_kernel: dw over x, read through Input, into mid; where
+// separable_depthwise_band_kernel's output rows per block: about kBandOutputs
+// outputs (D0's 64x64 planes: bands of 8 rows, 10 staged, 512 blocks for 64
+// channels), fewer where the input rows they read would exceed kBandBytes of shared
+// memory; 0 (separable_depthwise_kernel then) where one row's exceed it or the bands
+// would exceed the grid's y.
+constexpr int kBandOutputs = 512;
+constexpr size_t kBandBytes = 48 * 1024;  // a block's without opting in
+
+size_t band_bytes(const Conv32& q, int rows) {
+  const int64_t staged = static_cast<int64_t>(rows - 1) * q.stride_h + (q.kh - 1) * q.dil_h + 1;
+  return static_cast<size_t>(std::min<int64_t>(staged, q.h) * q.w) * sizeof(float);
+}
+
+int band_rows(const Conv32& q) {
+  int rows = std::min(std::max(1, kBandOutputs / std::max(1, q.w_out)), std::max(1, q.h_out));
+  while (rows > 1 && band_bytes(q, rows) > kBandBytes) rows /= 2;
+  const int bands = (q.h_out + rows - 1) / rows;
+  return band_bytes(q, rows) <= kBandBytes && bands <= 65535 ? rows : 0;
+}
+
+// A block per plane and band of `rows` output rows.
+dim3 band_grid(const Conv32& q, int rows) {
+  return dim3(static_cast<unsigned>(q.n * q.c_out),
+              static_cast<unsigned>((q.h_out + rows - 1) / rows));
+}
+
+// separable_depthwise_kernel, or for an Input that computes its values,
+// separable_depthwise_band_kernel: dw over x, read through Input, into mid; where
 // fill_bias is not null, y filled with it too.
 template <typename T, typename Y, typename Input>
 void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const Input& x,
@@ -691,10 +774,19 @@ void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const I
       fill_bias ? cuda::to_int(y.numel(), "separable_conv2d", "y numel") : 0};
   const int threads = std::max(mid_total, start.total);
   if (threads == 0) return;
+  const T* w = cuda::data<T>(w_dw);
+  const T* b = b_dw ? cuda::data<T>(*b_dw) : nullptr;
+  const int rows = Input::kComputesValues ? band_rows(q) : 0;
+  if (rows > 0 && mid_total > 0) {
+    separable_depthwise_band_kernel<T, Y, Input>
+        <<<band_grid(q, rows), cuda::kBlock, band_bytes(q, rows), be.stream()>>>(
+            q, dw.act, x, w, b, cuda::data<T>(mid), rows, start);
+    be.after_launch("separable_depthwise_band_kernel");
+    return;
+  }
   separable_depthwise_kernel<T, Y, Input><<<cuda::blocks_for(threads), cuda::kBlock, 0,
-                                            be.stream()>>>(
-      q, dw.act, x, cuda::data<T>(w_dw), b_dw ? cuda::data<T>(*b_dw) : nullptr,
-      cuda::data<T>(mid), mid_total, start);
+                                            be.stream()>>>(q, dw.act, x, w, b, cuda::data<T>(mid),
+                                                           mid_total, start);
   be.after_launch("separable_depthwise_kernel");
 }
 
