@@ -1212,6 +1212,13 @@ std::vector<OpCase> all_cases() {
   c.push_back(separable_chain_case(
       "residual", separable_chain(1, 8, 6, 5, {{3, 1, 11, swish, true}, {3, 1, 8, none, true}},
                                   true)));
+  // Rows wide enough that CUDA's depthwise kernels reading a product take a plane in
+  // bands of rows (separable_depthwise_band_kernel), the last band partial.
+  c.push_back(separable_chain_case(
+      "wide_bands", separable_chain(1, 3, 25, 150,
+                                    {{3, 1, 3, swish, true}, {3, 2, 3, relu, true},
+                                     {5, 1, 4, none, true}},
+                                    false)));
 
   c.push_back(conv_mean_case("depthwise3_plane1024", with_pads(conv(1, 5, 32, 32, 5, 3, 1, 5, swish), 1, 1, 1, 1)));
   // Planes above 1024 outputs. Few (D0's 32 of 256x256): on CUDA a block per chunk of
@@ -1281,6 +1288,8 @@ std::vector<OpCase> all_cases() {
   c.push_back(squeeze_excitation_case("plane257_activation", 1, 13, 5, 1, 257, true));
   c.push_back(squeeze_excitation_case("folded_weights", 1, 1152, 48, 320, 1, true));
   c.push_back(squeeze_excitation_case("folded_weights_partial_slice", 1, 100, 7, 13, 1, false));
+  // CUDA: a slice's 8,320 elements on 3 blocks, of the last slice's 4,680 on 2 (one idle)
+  c.push_back(squeeze_excitation_case("folded_weights_parts", 1, 100, 7, 130, 1, true));
   c.push_back(squeeze_excitation_case("no_bias", 3, 40, 10, 3, 5, false));
   // pointwise_depthwise_conv2d: MBConv's expansion then depthwise conv with its means,
   // on short planes (a warp's row) and long ones (a block per plane: 300 planes of
@@ -1979,7 +1988,8 @@ TEST(BackendOpsContract, PointwiseDepthwiseConvHasTheBitsOfItsTwoConvs) {
 // A backend applying each link's 1x1 bias and activation as the next link reads its
 // product gives the composition's bits: the head's chain (last 1x1 starting from its
 // bias, y F32 where the backend stores it so), a strided one without biases ending
-// in an activation, and one ending with a residual; in fp32 and fp16.
+// in an activation, one ending with a residual, and one with rows wide enough for
+// CUDA to take its planes in bands; in fp32 and fp16.
 TEST(BackendOpsContract, SeparableConvChainHasTheBitsOfItsLinks) {
   const Activation none, swish = act(ActKind::Swish), relu = act(ActKind::Relu);
   const std::vector<SeparableChain> cases = {
@@ -1987,7 +1997,10 @@ TEST(BackendOpsContract, SeparableConvChainHasTheBitsOfItsLinks) {
                       {{3, 1, 13, swish, true}, {3, 1, 13, swish, true}, {3, 1, 27, none, true}},
                       false, true),
       separable_chain(2, 6, 11, 10, {{5, 2, 9, relu, false}, {3, 1, 7, swish, false}}, false),
-      separable_chain(1, 8, 6, 5, {{3, 1, 11, swish, true}, {3, 1, 8, none, true}}, true)};
+      separable_chain(1, 8, 6, 5, {{3, 1, 11, swish, true}, {3, 1, 8, none, true}}, true),
+      separable_chain(1, 3, 25, 150,
+                      {{3, 1, 3, swish, true}, {3, 2, 3, relu, true}, {5, 1, 4, none, true}},
+                      false)};
   expect_composition_bits(cases);
 }
 

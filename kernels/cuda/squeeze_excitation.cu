@@ -7,6 +7,8 @@
 // block computes the hidden layer again and gates a slice of the channels; with the
 // 1x1 conv that reads the gated tensor (squeeze_excitation_conv2d), further blocks
 // start that conv's output from its bias plus residual for cuBLAS to add to.
+#include <algorithm>
+
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/conv_start.cuh"
@@ -34,7 +36,7 @@ __device__ void se_hidden(const Se32& p, const T* __restrict__ mean, const T* __
   for (int j = threadIdx.x / 32; j < p.c_se; j += warps) {
     const T* row = w_reduce + static_cast<size_t>(j) * p.c;
     float s = 0.f;
-#pragma unroll 8  // loads in flight; the sum keeps its order
+#pragma unroll 16  // loads in flight (B0's 1152 channels: 36 per lane); the order kept
     for (int k = lane; k < p.c; k += 32) s += cuda::as_float(row[k]) * m[k];
     s = cuda::warp_combine(s, [](float a, float b) { return a + b; });
     if (lane == 0) {
@@ -52,7 +54,7 @@ __device__ float se_gate_of(const Se32& p, const T* __restrict__ w_expand,
                             const T* __restrict__ b_expand, const float* hidden, int ch) {
   const T* row = w_expand + static_cast<size_t>(ch) * p.c_se;
   float s = b_expand ? cuda::as_float(b_expand[ch]) : 0.f;
-#pragma unroll 8
+#pragma unroll 16
   for (int k = 0; k < p.c_se; ++k) s += cuda::as_float(row[k]) * hidden[k];
   return apply_activation(p.act_expand, s);
 }
@@ -79,22 +81,34 @@ __global__ void __launch_bounds__(kSeBlock)
     gate[img * p.c + ch] = se_gate_of(p, w_expand, b_expand, hidden, ch);
 }
 
-// Batch 1, target [outer, c, inner]: block b gates channels [b * kSeSlice, +kSeSlice)
-// of every row, with the same gate arithmetic as se_gate_kernel + se_apply_kernel.
-// Consecutive threads take consecutive elements of a channel's inner run (or, inner
-// 1, consecutive channels): coalesced. The blocks after those fill start.y, an
-// element per thread.
+// Batch 1, target [outer, c, inner]: a slice of kSeSlice channels [s * kSeSlice,
+// +kSeSlice) of every row, with the same gate arithmetic as se_gate_kernel +
+// se_apply_kernel, is gated by `parts` blocks (se_parts), kSeUnroll elements per
+// thread each, loaded before any is stored: a thread walking its elements one by
+// one waited for each load in turn (D0's 1152 channels by 192 rows: 12 per thread,
+// 18 blocks). Consecutive threads take consecutive elements of a channel's inner run
+// (or, inner 1, consecutive channels): coalesced. The blocks after those fill
+// start.y, an element per thread.
 constexpr int kSeSlice = 64;
+constexpr int kSeUnroll = 4;
+
+// Blocks per slice: each gates at most kSeBlock * kSeUnroll of a slice's elements
+// and computes the hidden layer again (c * c_se weights read from L2).
+int se_parts(const Se32& p) {
+  const int64_t slice = static_cast<int64_t>(p.outer) * std::min(kSeSlice, p.c) * p.inner;
+  const int64_t per_block = static_cast<int64_t>(kSeBlock) * kSeUnroll;
+  return static_cast<int>(std::max<int64_t>(1, (slice + per_block - 1) / per_block));
+}
 
 template <typename T, typename Y>
 __global__ void __launch_bounds__(kSeBlock)
     se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
                    const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
                    const T* __restrict__ b_expand, const T* __restrict__ target,
-                   T* __restrict__ y, cuda::ConvStart<T, Y> start) {
+                   T* __restrict__ y, int parts, cuda::ConvStart<T, Y> start) {
   const int slices = (p.c + kSeSlice - 1) / kSeSlice;
-  if (static_cast<int>(blockIdx.x) >= slices) {  // whole blocks: no barrier is left waiting
-    const int i = (blockIdx.x - slices) * blockDim.x + threadIdx.x;
+  if (static_cast<int>(blockIdx.x) >= slices * parts) {  // whole blocks: no barrier waits
+    const int i = (blockIdx.x - slices * parts) * blockDim.x + threadIdx.x;
     if (i < start.total) start.fill(i);
     return;
   }
@@ -103,17 +117,29 @@ __global__ void __launch_bounds__(kSeBlock)
   float* hidden = shared + p.c;   // [c_se]
   float* gate = hidden + p.c_se;  // [kSeSlice]
   se_hidden(p, mean, w_reduce, b_reduce, m, hidden);
-  const int ch0 = blockIdx.x * kSeSlice;
+  const int ch0 = blockIdx.x / parts * kSeSlice;
   const int width = min(kSeSlice, p.c - ch0);
   for (int k = threadIdx.x; k < width; k += blockDim.x)
     gate[k] = se_gate_of(p, w_expand, b_expand, hidden, ch0 + k);
   __syncthreads();
   const int run = width * p.inner;  // one row's elements in this slice
-  for (int e = threadIdx.x; e < p.outer * run; e += blockDim.x) {
-    const int row = e / run, k = (e % run) / p.inner, j = e % p.inner;
-    const size_t at = (static_cast<size_t>(row) * p.c + ch0 + k) * p.inner + j;
-    y[at] = cuda::stored<T>(cuda::as_float(target[at]) * gate[k]);
+  const int total = p.outer * run;
+  const int first = static_cast<int>(blockIdx.x) % parts * kSeUnroll * kSeBlock +
+                    static_cast<int>(threadIdx.x);
+  size_t at[kSeUnroll];
+  float v[kSeUnroll];
+#pragma unroll
+  for (int u = 0; u < kSeUnroll; ++u) {
+    const int e = first + u * kSeBlock;
+    if (e < total) {
+      const int row = e / run, k = (e % run) / p.inner, j = e % p.inner;
+      at[u] = (static_cast<size_t>(row) * p.c + ch0 + k) * p.inner + j;
+      v[u] = cuda::as_float(target[at[u]]) * gate[k];
+    }
   }
+#pragma unroll
+  for (int u = 0; u < kSeUnroll; ++u)
+    if (first + u * kSeBlock < total) y[at[u]] = cuda::stored<T>(v[u]);
 }
 
 template <typename T>
@@ -170,20 +196,22 @@ Se32 se32(const SqueezeExcitationParams& p, size_t* shared) {
   return q;
 }
 
-// se_rows_kernel: a block per kSeSlice channels, then the blocks filling start.y.
+// se_rows_kernel: se_parts blocks per kSeSlice channels, then the blocks filling
+// start.y.
 template <typename T, typename Y>
 void launch_se_rows(CUstream_st* stream, const Se32& q, size_t shared, const Tensor& mean,
                     const Tensor& w_reduce, const Tensor* b_reduce, const Tensor& w_expand,
                     const Tensor* b_expand, const Tensor& target, Tensor& y,
                     const cuda::ConvStart<T, Y>& start) {
-  const unsigned slices = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice);
+  const int parts = se_parts(q);
+  const unsigned gating = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice * parts);
   const unsigned fill_blocks = static_cast<unsigned>((start.total + kSeBlock - 1) / kSeBlock);
-  se_rows_kernel<T, Y><<<slices + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
+  se_rows_kernel<T, Y><<<gating + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
                          stream>>>(
       q, cuda::data<T>(mean), cuda::data<T>(w_reduce),
       b_reduce ? cuda::data<T>(*b_reduce) : nullptr, cuda::data<T>(w_expand),
       b_expand ? cuda::data<T>(*b_expand) : nullptr, cuda::data<T>(target), cuda::data<T>(y),
-      start);
+      parts, start);
 }
 
 }  // namespace
