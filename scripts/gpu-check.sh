@@ -174,7 +174,7 @@ export build out nvcc deps xml_dir
 # wrap the binary (compute-sanitizer) see one process.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
-# ncu_kernel_times MODEL PRECISION: one inference, kernel by kernel, under ncu (clocks
+# ncu_kernel_times MODEL PRECISION: bench's two runs, kernel by kernel, under ncu (clocks
 # and caches left alone, one metric: each kernel's duration);
 # scripts/ncu_kernel_times.py sums the log by kernel name into the bench folder.
 ncu_kernel_times() {
@@ -587,16 +587,22 @@ for name, b in bench.items():
     if not name.startswith("kernels_") or "by_kernel" not in b:
         continue
     graph = "repshare_" + ("" if b["precision"] == "fp32" else b["precision"] + "_") + b["model"]
-    md += ["", f'## Kernels: {b["model"]} {b["precision"]} (Nsight Compute, one inference kernel '
+    # bench --runs 1 runs the network twice: run(), then on an input kept on the device.
+    md += ["", f'## Kernels: {b["model"]} {b["precision"]} (Nsight Compute, two runs kernel '
                f'by kernel: {b["kernels"]} kernels, {b["kernel_ms"]:.3f} ms)', ""]
     if median_ms(graph):
-        md += [f'Kernel time is {100 * b["kernel_ms"] / median_ms(graph):.0f}% of the CUDA '
-               f'graph\'s median ({median_ms(graph):.3f} ms, {graph}); the rest is time between '
-               f'kernels (each timed alone by ncu, caches kept).', ""]
+        md += [f'Kernel time per run is {50 * b["kernel_ms"] / median_ms(graph):.0f}% of the '
+               f'CUDA graph\'s median ({median_ms(graph):.3f} ms, {graph}): ncu times each kernel '
+               f'alone (caches kept), while a graph\'s kernels overlap their neighbours\' '
+               f'start and end, and D0\'s branches run at once on streams.', ""]
     md += ["| kernel | launches | ms | share |", "| --- | --- | --- | --- |"]
     for k in b["by_kernel"][:20]:
         md.append(f'| {k["name"][:90]} | {k["launches"]} | {k["ms"]:.4f} | '
                   f'{100 * k["ms"] / b["kernel_ms"]:.1f}% |')
+    md += ["", "Slowest launches (every launch is in report.json):", "",
+           "| kernel | grid | block | us |", "| --- | --- | --- | --- |"]
+    for k in sorted(b.get("launches", []), key=lambda l: -l["us"])[:20]:
+        md.append(f'| {k["name"][-110:]} | {k["grid"]} | {k["block"]} | {k["us"]:.1f} |')
 def mib(x):
     return f"{x / 2**20:.2f} MiB"
 for name, b in bench.items():

@@ -5,8 +5,10 @@
     scripts/ncu_kernel_times.py LOG.csv OUT.json --model M --precision P
 
 LOG.csv is ncu's log: its own "==PROF==" lines, then the CSV report (one row per
-kernel and metric). OUT.json gets the number of kernels, their summed time and, per
-kernel name (cuBLAS's own kernels included), the launches and time, slowest first.
+kernel and metric). OUT.json gets the number of kernels, their summed time, per
+kernel name (cuBLAS's own kernels included) the launches and time, slowest first,
+and each launch in order with its grid and block (which of a kernel's launches is
+the slow one: the sums cannot tell).
 Exits non-zero, naming what is missing, when the log has no durations.
 """
 import argparse
@@ -20,7 +22,7 @@ NS_PER_UNIT = {"nsecond": 1.0, "ns": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 
 
 
 def kernel_durations(lines):
-    """(kernel name, ns) per profiled kernel, in launch order."""
+    """(kernel name, ns, grid, block) per profiled kernel, in launch order."""
     rows = list(csv.DictReader(line for line in lines if line.startswith('"')))
     if not rows:
         raise ValueError("no CSV rows (did ncu profile any kernel?)")
@@ -35,7 +37,8 @@ def kernel_durations(lines):
         if unit not in NS_PER_UNIT:
             raise ValueError(f"unknown duration unit '{unit}' for {r['Kernel Name']}")
         value = float(r["Metric Value"].replace(",", ""))  # thousands separators
-        out.append((r["Kernel Name"], value * NS_PER_UNIT[unit]))
+        out.append((r["Kernel Name"], value * NS_PER_UNIT[unit], r.get("Grid Size", ""),
+                    r.get("Block Size", "")))
     if not out:
         raise ValueError("no gpu__time_duration.sum rows")
     return out
@@ -43,12 +46,17 @@ def kernel_durations(lines):
 
 def summarize(durations):
     by_name = {}
-    for name, ns in durations:
+    for name, ns, _, _ in durations:
         entry = by_name.setdefault(name, {"name": name, "launches": 0, "ms": 0.0})
         entry["launches"] += 1
         entry["ms"] += ns * 1e-6
-    return {"kernels": len(durations), "kernel_ms": sum(ns for _, ns in durations) * 1e-6,
-            "by_kernel": sorted(by_name.values(), key=lambda e: -e["ms"])}
+    # A launch's name up to its parameter list: the template arguments tell the
+    # variants apart, the parameters repeat.
+    launches = [{"name": name.split("(")[0], "grid": grid, "block": block,
+                 "us": round(ns * 1e-3, 3)} for name, ns, grid, block in durations]
+    return {"kernels": len(durations), "kernel_ms": sum(d[1] for d in durations) * 1e-6,
+            "by_kernel": sorted(by_name.values(), key=lambda e: -e["ms"]),
+            "launches": launches}
 
 
 def main():

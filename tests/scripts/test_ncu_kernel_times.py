@@ -52,6 +52,17 @@ class NcuKernelTimes(unittest.TestCase):
         self.assertEqual(s["by_kernel"][1]["launches"], 2)
         self.assertAlmostEqual(s["by_kernel"][1]["ms"], 0.004)
         self.assertEqual((s["model"], s["precision"]), ("m", "fp16"))
+        self.assertEqual(s["launches"][1], {"name": "nvjet_sm90_hsh_64x8_64x16_2x1_v_bz_TNN",
+                                            "grid": "(64, 1, 1)", "block": "(256, 1, 1)",
+                                            "us": 5.5})
+        self.assertEqual([l["us"] for l in s["launches"]], [2.048, 5.5, 1.952])
+
+    def test_a_launch_is_named_without_its_parameters(self):
+        kernel = "void k<float>(repshare::Conv32, const T1 *)"
+        p, s = run(HEADER + "\n" + row(0, kernel, "nsecond", "1000") + "\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(s["launches"][0]["name"], "void k<float>")
+        self.assertEqual(s["by_kernel"][0]["name"], kernel)
 
     def test_a_log_without_durations_fails_and_writes_nothing(self):
         for text, says in [("==PROF== Disconnected from process 77\n", "no CSV rows"),
