@@ -281,12 +281,14 @@ struct DepthwiseOutputs {
   T* y;
   int plane() const { return p.h_out * p.w_out; }
   __device__ __forceinline__ void stage(int nc, float* buffer) { x.stage(nc, buffer); }
-  // Stores output o (row-major in its plane) of plane nc; returns the stored value.
-  __device__ __forceinline__ float operator()(int nc, int o) const {
-    const T v =
-        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out));
-    y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = v;
-    return cuda::as_float(v);
+  // Output o (row-major in its plane) of plane nc as it is stored; keep() stores it
+  // (row_reduce.cuh's for_each_value computes several before storing any).
+  __device__ __forceinline__ float value(int nc, int o) const {
+    return cuda::as_float(
+        cuda::stored<T>(depthwise_output(p, act, x, w, bias, nc, o / p.w_out, o % p.w_out)));
+  }
+  __device__ __forceinline__ void keep(int nc, int o, float v) const {
+    y[static_cast<size_t>(nc) * p.h_out * p.w_out + o] = cuda::stored<T>(v);
   }
 };
 
@@ -298,11 +300,11 @@ struct EpilogueOutputs {
   int len, channels;
   int plane() const { return len; }
   __device__ __forceinline__ void stage(int, float*) {}
-  __device__ __forceinline__ float operator()(int nc, int o) const {
-    T* at = y + static_cast<size_t>(nc) * len + o;
-    const float v = stored_epilogue(act, *at, bias, nc % channels);
-    *at = cuda::stored<T>(v);
-    return v;
+  __device__ __forceinline__ float value(int nc, int o) const {
+    return stored_epilogue(act, y[static_cast<size_t>(nc) * len + o], bias, nc % channels);
+  }
+  __device__ __forceinline__ void keep(int nc, int o, float v) const {
+    y[static_cast<size_t>(nc) * len + o] = cuda::stored<T>(v);
   }
 };
 
@@ -314,7 +316,12 @@ __global__ void plane_mean_kernel(Outputs out, int len, T* __restrict__ mean) {
   extern __shared__ float staged[];
   const int nc = blockIdx.x;
   out.stage(nc, staged);
-  for (int o = threadIdx.x; o < len; o += blockDim.x) plane[o] = out(nc, o);
+  cuda::for_each_value(
+      threadIdx.x, len, blockDim.x, [&out, nc](int o) { return out.value(nc, o); },
+      [&out, nc](int o, float v) {
+        out.keep(nc, o, v);
+        plane[o] = v;
+      });
   __syncthreads();
   if (threadIdx.x >= 32) return;  // whole warps: warp 0's shuffles below are safe
   const int lane = threadIdx.x;
@@ -332,7 +339,8 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   const int nc = blockIdx.x;
   out.stage(nc, staged);
   const float sum = cuda::block_combine_row(
-      len, [&out, nc](int o) { return out(nc, o); }, 0.f,
+      len, [&out, nc](int o) { return out.value(nc, o); },
+      [&out, nc](int o, float v) { out.keep(nc, o, v); }, 0.f,
       [](float a, float b) { return a + b; }, partials);
   if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(sum / len);
 }
@@ -360,7 +368,8 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   const int nc = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
   const int begin = chunk * cuda::kLongRowChunk;
   const float sum = cuda::block_combine_chunk(
-      begin, cuda::chunk_end(begin, len), [&out, nc](int o) { return out(nc, o); }, 0.f,
+      begin, cuda::chunk_end(begin, len), [&out, nc](int o) { return out.value(nc, o); },
+      [&out, nc](int o, float v) { out.keep(nc, o, v); }, 0.f,
       [](float a, float b) { return a + b; }, partials);
   if (chunks == 1) {
     if (threadIdx.x == 0) mean[nc] = cuda::stored<T>(sum / len);

@@ -44,8 +44,8 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
   __shared__ float partials[32];
   const T* row = x + static_cast<size_t>(blockIdx.x) * len;
   const float acc = cuda::block_combine_row(
-      len, [row](int j) { return cuda::as_float(row[j]); }, reduce_init(kind),
-      [kind](float a, float b) { return reduce_step(kind, a, b); }, partials);
+      len, [row](int j) { return cuda::as_float(row[j]); }, cuda::KeepNothing(),
+      reduce_init(kind), [kind](float a, float b) { return reduce_step(kind, a, b); }, partials);
   if (threadIdx.x == 0) y[blockIdx.x] = cuda::stored<T>(reduce_finish(kind, acc, len));
 }
 
