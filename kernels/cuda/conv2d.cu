@@ -127,7 +127,9 @@ struct StagedPlanes {
   float* shared;
   __device__ __forceinline__ void stage(int nc, float* buffer) {
     shared = buffer;
-    for (int i = threadIdx.x; i < in.plane; i += blockDim.x) shared[i] = in(nc, i);
+    cuda::for_each_value(
+        threadIdx.x, in.plane, blockDim.x, [this, nc](int i) { return in(nc, i); },
+        [buffer](int i, float v) { buffer[i] = v; });
     __syncthreads();
   }
   __device__ __forceinline__ float operator()(int, int at) const { return shared[at]; }
@@ -247,8 +249,11 @@ __global__ void separable_depthwise_band_kernel(Conv32 p, Activation act, Input 
   const int oy1 = min(oy0 + band_rows, p.h_out);
   const InputRows rows = input_rows_of(p, oy0, oy1);
   const BandRows band{staged, rows.begin * p.w};
-  for (int i = threadIdx.x; i < (rows.end - rows.begin) * p.w; i += blockDim.x)
-    staged[i] = x(nc, band.first + i);
+  float* const rows_in = staged;
+  cuda::for_each_value(
+      threadIdx.x, (rows.end - rows.begin) * p.w, blockDim.x,
+      [&x, nc, &band](int i) { return x(nc, band.first + i); },
+      [rows_in](int i, float v) { rows_in[i] = v; });
   __syncthreads();
   T* out = mid + (static_cast<size_t>(nc) * p.h_out + oy0) * p.w_out;
   for (int o = threadIdx.x; o < (oy1 - oy0) * p.w_out; o += blockDim.x)
