@@ -1245,6 +1245,9 @@ std::vector<OpCase> all_cases() {
   rect.stride_h = 2;
   rect.pad_top = 1;
   c.push_back(conv_case("dense_3x5_rect", rect, true));
+  // Exactly 32 taps per output (2 channels of 4x4, padded on every side): CUDA's direct
+  // kernel loads them all before summing.
+  c.push_back(conv_case("dense4x4_32_taps", with_pads(conv(1, 2, 9, 10, 5, 4, 1, 1, relu), 1, 2, 2, 1), true));
   // More than 32 taps per output (CUDA: im2col + GEMM + epilogue; fewer, as in the
   // stems above, take its direct kernel).
   c.push_back(conv_case("dense3_s2_k63_n2", with_pads(conv(2, 7, 11, 9, 10, 3, 2, 1, swish), 0, 0, 1, 1), true));
