@@ -15,11 +15,15 @@ struct ConvStart {
   const T* residual;  // y's shape, or null
   Y* y;               // [.., channels, inner]
   int channels, inner, total;  // total 0: nothing to start
-  __device__ __forceinline__ void fill(int i) const {
+  // Element i's start; store() writes it (a kernel filling several elements per thread
+  // computes them all before storing any, cuda::for_each_value).
+  __device__ __forceinline__ float value(int i) const {
     float v = bias ? as_float(bias[(i / inner) % channels]) : 0.f;
     if (residual) v += as_float(residual[i]);
-    y[i] = stored<Y>(v);
+    return v;
   }
+  __device__ __forceinline__ void store(int i, float v) const { y[i] = stored<Y>(v); }
+  __device__ __forceinline__ void fill(int i) const { store(i, value(i)); }
 };
 
 }  // namespace cuda

@@ -63,12 +63,14 @@ __device__ float se_gate_of(const Se32& p, const T* __restrict__ w_expand,
 // warp (c_se / warps, c / 32 each) and the channels per thread (c_se each); with
 // 1024 threads rather than 256 B0's 1152-channel squeeze-excitation waits on a
 // quarter of them. The bits do not depend on it (a warp per hidden unit, a thread
-// per gate).
+// per gate). Launch bounds of one block per SM: the gating blocks are fewer than the
+// SMs (B0's: 18 to 54 for 132), and ptxas otherwise fits two blocks of 1024 in 32
+// registers a thread, too few for the unrolled loops' loads in flight.
 constexpr int kSeBlock = 1024;
 
 // gate[img, :] for img = blockIdx.x.
 template <typename T>
-__global__ void __launch_bounds__(kSeBlock)
+__global__ void __launch_bounds__(kSeBlock, 1)
     se_gate_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
                    const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
                    const T* __restrict__ b_expand, float* __restrict__ gate) {
@@ -84,32 +86,39 @@ __global__ void __launch_bounds__(kSeBlock)
 // Batch 1, target [outer, c, inner]: a slice of kSeSlice channels [s * kSeSlice,
 // +kSeSlice) of every row, with the same gate arithmetic as se_gate_kernel +
 // se_apply_kernel, is gated by `parts` blocks (se_parts), kSeUnroll elements per
-// thread each, loaded before any is stored: a thread walking its elements one by
-// one waited for each load in turn (D0's 1152 channels by 192 rows: 12 per thread,
-// 18 blocks). Consecutive threads take consecutive elements of a channel's inner run
-// (or, inner 1, consecutive channels): coalesced. The blocks after those fill
-// start.y, an element per thread.
+// thread each, loaded before any is stored (cuda::for_each_value): a thread walking
+// its elements one by one waited for each load in turn (D0's 1152 channels by 192
+// rows: 12 per thread, 18 blocks). Consecutive threads take consecutive elements of a
+// channel's inner run (or, inner 1, consecutive channels): coalesced. The blocks
+// after those fill start.y, kSeUnroll elements per thread too.
 constexpr int kSeSlice = 64;
-constexpr int kSeUnroll = 4;
+constexpr int kSeUnroll = cuda::kValuesAtOnce;
+constexpr int kSeBlockElements = kSeBlock * kSeUnroll;
 
-// Blocks per slice: each gates at most kSeBlock * kSeUnroll of a slice's elements
-// and computes the hidden layer again (c * c_se weights read from L2).
+// Blocks per slice: each gates at most kSeBlockElements of a slice's elements and
+// computes the hidden layer again (c * c_se weights read from L2).
 int se_parts(const Se32& p) {
   const int64_t slice = static_cast<int64_t>(p.outer) * std::min(kSeSlice, p.c) * p.inner;
-  const int64_t per_block = static_cast<int64_t>(kSeBlock) * kSeUnroll;
-  return static_cast<int>(std::max<int64_t>(1, (slice + per_block - 1) / per_block));
+  return static_cast<int>(
+      std::max<int64_t>(1, (slice + kSeBlockElements - 1) / kSeBlockElements));
 }
 
 template <typename T, typename Y>
-__global__ void __launch_bounds__(kSeBlock)
+__global__ void __launch_bounds__(kSeBlock, 1)
     se_rows_kernel(Se32 p, const T* __restrict__ mean, const T* __restrict__ w_reduce,
                    const T* __restrict__ b_reduce, const T* __restrict__ w_expand,
                    const T* __restrict__ b_expand, const T* __restrict__ target,
                    T* __restrict__ y, int parts, cuda::ConvStart<T, Y> start) {
-  const int slices = (p.c + kSeSlice - 1) / kSeSlice;
-  if (static_cast<int>(blockIdx.x) >= slices * parts) {  // whole blocks: no barrier waits
-    const int i = (blockIdx.x - slices * parts) * blockDim.x + threadIdx.x;
-    if (i < start.total) start.fill(i);
+  const int block = blockIdx.x, gating = (p.c + kSeSlice - 1) / kSeSlice * parts;
+  // The elements [base, base + kSeBlockElements) of this block's part (or, past the
+  // gating blocks, of start), thread t taking base + t, + kSeBlock, ...
+  const int base = (block < gating ? block % parts : block - gating) * kSeBlockElements;
+  const int first = base + static_cast<int>(threadIdx.x);
+  if (block >= gating) {  // whole blocks: no barrier waits
+    cuda::for_each_value(
+        first, min(start.total, base + kSeBlockElements), kSeBlock,
+        [&start](int i) { return start.value(i); },
+        [&start](int i, float v) { start.store(i, v); });
     return;
   }
   extern __shared__ float shared[];
@@ -117,29 +126,21 @@ __global__ void __launch_bounds__(kSeBlock)
   float* hidden = shared + p.c;   // [c_se]
   float* gate = hidden + p.c_se;  // [kSeSlice]
   se_hidden(p, mean, w_reduce, b_reduce, m, hidden);
-  const int ch0 = blockIdx.x / parts * kSeSlice;
+  const int ch0 = block / parts * kSeSlice;
   const int width = min(kSeSlice, p.c - ch0);
   for (int k = threadIdx.x; k < width; k += blockDim.x)
     gate[k] = se_gate_of(p, w_expand, b_expand, hidden, ch0 + k);
   __syncthreads();
   const int run = width * p.inner;  // one row's elements in this slice
-  const int total = p.outer * run;
-  const int first = static_cast<int>(blockIdx.x) % parts * kSeUnroll * kSeBlock +
-                    static_cast<int>(threadIdx.x);
-  size_t at[kSeUnroll];
-  float v[kSeUnroll];
-#pragma unroll
-  for (int u = 0; u < kSeUnroll; ++u) {
-    const int e = first + u * kSeBlock;
-    if (e < total) {
-      const int row = e / run, k = (e % run) / p.inner, j = e % p.inner;
-      at[u] = (static_cast<size_t>(row) * p.c + ch0 + k) * p.inner + j;
-      v[u] = cuda::as_float(target[at[u]]) * gate[k];
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < kSeUnroll; ++u)
-    if (first + u * kSeBlock < total) y[at[u]] = cuda::stored<T>(v[u]);
+  // Element e of the slice: its offset in target and y, and its channel in the slice.
+  auto at = [&p, run, ch0](int e) {
+    return (static_cast<size_t>(e / run) * p.c + ch0 + e % run / p.inner) * p.inner +
+           e % p.inner;
+  };
+  cuda::for_each_value(
+      first, min(p.outer * run, base + kSeBlockElements), kSeBlock,
+      [&](int e) { return cuda::as_float(target[at(e)]) * gate[e % run / p.inner]; },
+      [&](int e, float v) { y[at(e)] = cuda::stored<T>(v); });
 }
 
 template <typename T>
@@ -205,7 +206,8 @@ void launch_se_rows(CUstream_st* stream, const Se32& q, size_t shared, const Ten
                     const cuda::ConvStart<T, Y>& start) {
   const int parts = se_parts(q);
   const unsigned gating = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice * parts);
-  const unsigned fill_blocks = static_cast<unsigned>((start.total + kSeBlock - 1) / kSeBlock);
+  const unsigned fill_blocks =
+      static_cast<unsigned>((start.total + kSeBlockElements - 1) / kSeBlockElements);
   se_rows_kernel<T, Y><<<gating + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
                          stream>>>(
       q, cuda::data<T>(mean), cuda::data<T>(w_reduce),
