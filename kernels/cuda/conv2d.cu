@@ -489,31 +489,25 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
                                                         : cuda::stored<T>(0.f);
 }
 
-// y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, kEpilogueUnroll
-// elements per thread (consecutive threads on consecutive elements for each), all
-// loaded before any is stored. An element per thread kept 4 KB of fp16 in flight per
-// SM: D0's 6.3 million-element expansion took 34 us on an H200 (0.75 TB/s).
-constexpr int kEpilogueUnroll = 4;
+// y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a block per
+// kEpilogueElements, cuda::kValuesAtOnce elements per thread, all loaded before any
+// is stored (for_each_value). An element per thread kept 4 KB of fp16 in flight per
+// SM: D0's 6.3 million-element expansion epilogue took 34 us on an H200 (0.75 TB/s).
+constexpr int kEpilogueElements = cuda::kBlock * cuda::kValuesAtOnce;
 
 template <typename T, typename Y>
 __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
                                 const T* __restrict__ residual, Y* y, int channels, int inner,
                                 int total) {
-  const int first = blockIdx.x * blockDim.x * kEpilogueUnroll + threadIdx.x;
-  float v[kEpilogueUnroll];
-#pragma unroll
-  for (int u = 0; u < kEpilogueUnroll; ++u) {
-    const int i = first + u * static_cast<int>(blockDim.x);
-    if (i >= total) continue;
-    const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
-    const float r = residual ? cuda::as_float(residual[i]) : 0.f;
-    v[u] = epilogue_value(act, cuda::as_float(y[i]), b, r);
-  }
-#pragma unroll
-  for (int u = 0; u < kEpilogueUnroll; ++u) {
-    const int i = first + u * static_cast<int>(blockDim.x);
-    if (i < total) y[i] = cuda::stored<Y>(v[u]);
-  }
+  const int base = blockIdx.x * kEpilogueElements;
+  cuda::for_each_value(
+      base + static_cast<int>(threadIdx.x), min(total, base + kEpilogueElements), cuda::kBlock,
+      [=](int i) {
+        const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
+        const float r = residual ? cuda::as_float(residual[i]) : 0.f;
+        return epilogue_value(act, cuda::as_float(y[i]), b, r);
+      },
+      [y](int i, float v) { y[i] = cuda::stored<Y>(v); });
 }
 
 // Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
@@ -1293,8 +1287,8 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       }
     }
     if (bias_data || residual_data || p.act.kind != ActKind::None) {
-      epilogue_kernel<T, Y><<<cuda::blocks_for((out_total + kEpilogueUnroll - 1) /
-                                               kEpilogueUnroll),
+      epilogue_kernel<T, Y><<<static_cast<unsigned>((out_total + kEpilogueElements - 1) /
+                                                    kEpilogueElements),
                               cuda::kBlock, 0, stream_>>>(
           p.act, bias_data, residual_data, cuda::data<Y>(y), q.c_out, q.h_out * q.w_out,
           out_total);
