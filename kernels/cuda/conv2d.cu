@@ -256,9 +256,12 @@ __global__ void separable_depthwise_band_kernel(Conv32 p, Activation act, Input 
       [rows_in](int i, float v) { rows_in[i] = v; });
   __syncthreads();
   T* out = mid + (static_cast<size_t>(nc) * p.h_out + oy0) * p.w_out;
-  for (int o = threadIdx.x; o < (oy1 - oy0) * p.w_out; o += blockDim.x)
-    out[o] = cuda::stored<T>(
-        depthwise_output(p, act, band, w, bias, nc, oy0 + o / p.w_out, o % p.w_out));
+  cuda::for_each_value(
+      threadIdx.x, (oy1 - oy0) * p.w_out, blockDim.x,
+      [&](int o) {
+        return depthwise_output(p, act, band, w, bias, nc, oy0 + o / p.w_out, o % p.w_out);
+      },
+      [out](int o, float v) { out[o] = cuda::stored<T>(v); });
   const int threads = gridDim.x * gridDim.y * blockDim.x;
   for (int i = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
        i < start.total; i += threads)
