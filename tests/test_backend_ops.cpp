@@ -943,7 +943,7 @@ SumSeparable sum_separable(const std::vector<ResampledInput>& resampled, Activat
                            Conv2dParams dw, int64_t c_out, Activation pw_act,
                            bool with_residual) {
   SumSeparable c;
-  const Shape sum_shape{2, 5, 7, 6};
+  const Shape sum_shape{dw.n, dw.c_in, dw.h, dw.w};
   c.sum.count = 1 + static_cast<int>(resampled.size());
   c.sum.act = sum_act;
   c.sum.numel = sum_shape.numel();
@@ -1962,7 +1962,12 @@ TEST(BackendOpsContract, WeightedSumSeparableConvHasTheBitsOfSumThenConv) {
       sum_separable({upsample_input(7, 3)}, none,
                     with_pads(conv(2, 5, 7, 6, 5, 3, 2, 5, swish), 0, 0, 1, 1), 5, swish, false),
       sum_separable({maxpool_input(9, 16, 2, 3, 1, 2, 2, {0, 0, 0, 0})}, swish,
-                    with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 5, none, true)};
+                    with_pads(conv(2, 5, 7, 6, 5, 3, 1, 5, none), 1, 1, 1, 1), 5, none, true),
+      // Rows wide enough for CUDA to take each plane in 4 bands of rows, the last partial
+      // (separable_depthwise_band_kernel computing the fusion from a band's first row).
+      sum_separable({ResampledInput{Shape{1, 3, 11, 130}, FusionResample()}}, swish,
+                    with_pads(conv(1, 3, 11, 130, 3, 3, 1, 3, none), 1, 1, 1, 1), 4, none,
+                    false)};
   expect_composition_bits(cases);
 }
 

@@ -493,18 +493,20 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
 }
 
 // y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a block per
-// kEpilogueElements, cuda::kValuesAtOnce elements per thread, all loaded before any
-// is stored (for_each_value). An element per thread kept 4 KB of fp16 in flight per
-// SM: D0's 6.3 million-element expansion epilogue took 34 us on an H200 (0.75 TB/s).
+// kEpilogueElements (with kBlock threads), cuda::kValuesAtOnce elements per thread,
+// all loaded before any is stored (for_each_value). An element per thread kept 4 KB
+// of fp16 in flight per SM: D0's 6.3 million-element expansion epilogue took 34 us
+// on an H200 (0.75 TB/s).
 constexpr int kEpilogueElements = cuda::kBlock * cuda::kValuesAtOnce;
 
 template <typename T, typename Y>
 __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
                                 const T* __restrict__ residual, Y* y, int channels, int inner,
                                 int total) {
-  const int base = blockIdx.x * kEpilogueElements;
+  const int step = blockDim.x, base = blockIdx.x * step * cuda::kValuesAtOnce;
   cuda::for_each_value(
-      base + static_cast<int>(threadIdx.x), min(total, base + kEpilogueElements), cuda::kBlock,
+      base + static_cast<int>(threadIdx.x), min(total, base + step * cuda::kValuesAtOnce),
+      step,
       [=](int i) {
         const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
         const float r = residual ? cuda::as_float(residual[i]) : 0.f;
@@ -1290,9 +1292,8 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       }
     }
     if (bias_data || residual_data || p.act.kind != ActKind::None) {
-      epilogue_kernel<T, Y><<<static_cast<unsigned>((out_total + kEpilogueElements - 1) /
-                                                    kEpilogueElements),
-                              cuda::kBlock, 0, stream_>>>(
+      const int64_t blocks = (int64_t{out_total} + kEpilogueElements - 1) / kEpilogueElements;
+      epilogue_kernel<T, Y><<<static_cast<unsigned>(blocks), cuda::kBlock, 0, stream_>>>(
           p.act, bias_data, residual_data, cuda::data<Y>(y), q.c_out, q.h_out * q.w_out,
           out_total);
       after_launch("epilogue_kernel");

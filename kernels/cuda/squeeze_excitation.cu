@@ -207,7 +207,7 @@ void launch_se_rows(CUstream_st* stream, const Se32& q, size_t shared, const Ten
   const int parts = se_parts(q);
   const unsigned gating = static_cast<unsigned>((q.c + kSeSlice - 1) / kSeSlice * parts);
   const unsigned fill_blocks =
-      static_cast<unsigned>((start.total + kSeBlockElements - 1) / kSeBlockElements);
+      static_cast<unsigned>((int64_t{start.total} + kSeBlockElements - 1) / kSeBlockElements);
   se_rows_kernel<T, Y><<<gating + fill_blocks, kSeBlock, shared + kSeSlice * sizeof(float),
                          stream>>>(
       q, cuda::data<T>(mean), cuda::data<T>(w_reduce),
