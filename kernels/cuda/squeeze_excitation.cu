@@ -132,15 +132,19 @@ __global__ void __launch_bounds__(kSeBlock, 1)
     gate[k] = se_gate_of(p, w_expand, b_expand, hidden, ch0 + k);
   __syncthreads();
   const int run = width * p.inner;  // one row's elements in this slice
-  // Element e of the slice: its offset in target and y, and its channel in the slice.
-  auto at = [&p, run, ch0](int e) {
-    return (static_cast<size_t>(e / run) * p.c + ch0 + e % run / p.inner) * p.inner +
-           e % p.inner;
+  // Element e of the slice gated, with its offset in target and y.
+  struct Gated {
+    size_t at;
+    float v;
   };
   cuda::for_each_value(
       first, min(p.outer * run, base + kSeBlockElements), kSeBlock,
-      [&](int e) { return cuda::as_float(target[at(e)]) * gate[e % run / p.inner]; },
-      [&](int e, float v) { y[at(e)] = cuda::stored<T>(v); });
+      [&](int e) {
+        const int k = e % run / p.inner;  // the channel in the slice
+        const size_t at = (static_cast<size_t>(e / run) * p.c + ch0 + k) * p.inner + e % p.inner;
+        return Gated{at, cuda::as_float(target[at]) * gate[k]};
+      },
+      [y](int, Gated g) { y[g.at] = cuda::stored<T>(g.v); });
 }
 
 template <typename T>
