@@ -400,10 +400,12 @@ fi
 
 # cuDNN for dense convolutions (REPSHARE_CUDNN=ON) is a second build: the convolution
 # cases of the op harness and the whole models against the CPU, and what the cuDNN
-# handle costs in device memory (mem reports it beside cuBLAS's).
+# handle costs in device memory (mem reports it beside cuBLAS's). GPU_CHECK_SKIP_CUDNN=1
+# skips it (with GPU_CHECK_SKIP_TORCH=1: a re-check of kernels in about half the time).
 cudnn_build="$build-cudnn"
 export cudnn_build
-step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+[ -z "${GPU_CHECK_SKIP_CUDNN:-}" ] &&
+  step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DREPSHARE_CUDA=ON -DREPSHARE_CUDA_EMU=OFF -DREPSHARE_CUDNN=ON -DREPSHARE_BENCHMARKS=OFF \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc" "${cmake_deps[@]}" &&
   step build_cudnn 200 cmake --build "$cudnn_build" -j "$jobs" --target repshare repshare_tests &&
@@ -418,6 +420,9 @@ step configure_cudnn 60 cmake -S . -B "$cudnn_build" -G Ninja -DCMAKE_BUILD_TYPE
   }
 
 # ---- report ----
+skipped="${GPU_CHECK_SKIP_TORCH:+PyTorch anchor (GPU_CHECK_SKIP_TORCH)}"
+skipped+="${GPU_CHECK_SKIP_CUDNN:+${skipped:+, }cuDNN build (GPU_CHECK_SKIP_CUDNN)}"
+[ -n "$skipped" ] && fact skipped "$skipped"
 fact elapsed_s "$(($(date +%s) - started))"
 python3 - "$work/steps.tsv" "$work/facts.tsv" "$out" "$work/bench" "$xml_dir" <<'PY'
 import glob, json, os, sys
