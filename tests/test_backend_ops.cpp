@@ -1239,6 +1239,11 @@ std::vector<OpCase> all_cases() {
   c.push_back(conv_residual_case("pointwise_70_no_bias", conv(1, 40, 7, 9, 70, 1, 1, 1, none), false));
   c.push_back(conv_residual_case("pointwise_s2", conv(1, 13, 15, 15, 7, 1, 2, 1, none)));
   c.push_back(conv_residual_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, none), 1, 1, 1, 1)));
+  // Planes of a multiple of 8 outputs (CUDA's epilogue: 16 bytes per thread, packs of 8
+  // fp16 or 4 fp32 values, each within one channel plane): two images, with and
+  // without a residual.
+  c.push_back(conv_residual_case("pointwise_n2_planes_48", conv(2, 13, 8, 6, 11, 1, 1, 1, none)));
+  c.push_back(conv_case("pointwise_planes_16", conv(1, 9, 4, 4, 5, 1, 1, 1, swish), true));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
   rect.kh = 3;
   rect.kw = 5;
@@ -1246,7 +1251,7 @@ std::vector<OpCase> all_cases() {
   rect.pad_top = 1;
   c.push_back(conv_case("dense_3x5_rect", rect, true));
   // Exactly 32 taps per output (2 channels of 4x4, padded on every side): CUDA's direct
-  // kernel loads them all before summing.
+  // kernel stages the weights of every one.
   c.push_back(conv_case("dense4x4_32_taps", with_pads(conv(1, 2, 9, 10, 5, 4, 1, 1, relu), 1, 2, 2, 1), true));
   // More than 32 taps per output (CUDA: im2col + GEMM + epilogue; fewer, as in the
   // stems above, take its direct kernel).

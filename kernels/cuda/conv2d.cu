@@ -402,67 +402,80 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
 // Dense and grouped convs with few taps per output (direct_conv_applies: the
 // 3-channel stems of EfficientNet and EfficientDet, 27 taps): one launch, without
 // the im2col matrix (D0's: 27 x 65,536 values) that im2col + GEMM + epilogue, three
-// launches, would fill. A thread computes one output position for kDirectChannels
-// consecutive output channels of a group, so that each input value it loads serves
-// all of them; each output sums bias, then its taps channel by channel, and is
-// stored with activation and residual. Consecutive threads take consecutive
-// positions: coalesced loads and stores.
+// launches, would fill. A block takes kBlock consecutive output positions of one image
+// for kDirectChannels consecutive output channels of a group (blockIdx.x, y, z:
+// positions, channel block, image), so that each input value a thread loads serves
+// all of them, and the block's weights are the same for every thread: staged once in
+// shared memory, tap-major, a tap's weights for the channels read as one broadcast.
+// Each output sums bias, then its taps channel by channel, window row by row, skipping
+// those in the padding, and is stored with activation and residual. Consecutive
+// threads take consecutive positions: coalesced loads and stores.
+// The taps are loops over channel, row and column, not one loop over slots split by
+// division (the tap count known only at run time: four integer divisions per slot)
+// with every thread loading its 8 x 27 weights from global memory: that took 44 us
+// for D0's stem on an H200 and 15 for B0's; loading a thread's 27 inputs before
+// summing, 75 and 22.
 constexpr int kDirectTaps = 32;
-constexpr int kDirectChannels = 8;
+constexpr int kDirectChannels = 8;  // a multiple of 4: a tap's weights are float4s
 
-// Threads per image: output positions x channel blocks of kDirectChannels per group.
+// The blocks per image: output positions in blocks of kBlock x channel blocks of
+// kDirectChannels per group.
 struct DirectConvSplit {
   int hw, blocks_per_group, groups;
-  __host__ __device__ int per_image() const { return hw * blocks_per_group * groups; }
+  int channel_blocks() const { return blocks_per_group * groups; }
 };
 
 template <typename T, typename Y>
-__global__ void direct_conv_kernel(Conv32 p, DirectConvSplit split, Activation act,
-                                   const T* __restrict__ x, const T* __restrict__ w,
-                                   const T* __restrict__ bias, const T* __restrict__ residual,
-                                   Y* __restrict__ y, int total) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int at = i % split.hw;  // oy * w_out + ox
-  const int block = (i / split.hw) % (split.blocks_per_group * split.groups);
-  const int img = i / split.per_image();
-  const int ox = at % p.w_out, oy = at / p.w_out;
+__global__ void __launch_bounds__(cuda::kBlock)
+    direct_conv_kernel(Conv32 p, DirectConvSplit split, Activation act,
+                       const T* __restrict__ x, const T* __restrict__ w,
+                       const T* __restrict__ bias, const T* __restrict__ residual,
+                       Y* __restrict__ y) {
+  __shared__ float4 weights[kDirectTaps][kDirectChannels / 4];  // [slot][channel]
+  const int group = blockIdx.y / split.blocks_per_group;
+  const int first = blockIdx.y % split.blocks_per_group * kDirectChannels;
+  const int img = blockIdx.z;
   const int cin_g = p.c_in / split.groups, cout_g = p.c_out / split.groups;
-  const int group = block / split.blocks_per_group;
-  const int first = (block % split.blocks_per_group) * kDirectChannels;
   const int co0 = group * cout_g + first;
   const int channels = min(kDirectChannels, cout_g - first);
-  const int taps = p.kh * p.kw, slots = cin_g * taps;  // at most kDirectTaps
-  // Every tap's input first, then the sums: a loop over the taps waited for each
-  // tap's load in turn, 27 of them for a stem (B0's: 15 us on an H200 with the GPU
-  // less than full). Slot t is tap t % taps of input channel t / taps, in the order
-  // the sums take them (channel, then window row, then column); taps in the padding
-  // are skipped, not added as zeros.
-  const T* xg = x + (static_cast<size_t>(img) * p.c_in + group * cin_g) * p.h * p.w;
-  float v[kDirectTaps];
-  unsigned inside = 0;
-#pragma unroll
-  for (int t = 0; t < kDirectTaps; ++t) {
-    v[t] = 0.f;
-    if (t >= slots) continue;
-    const int ci = t / taps, tap = t % taps;
-    const int iy = oy * p.stride_h - p.pad_top + tap / p.kw * p.dil_h;
-    const int ix = ox * p.stride_w - p.pad_left + tap % p.kw * p.dil_w;
-    if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) continue;
-    v[t] = cuda::as_float(xg[(static_cast<size_t>(ci) * p.h + iy) * p.w + ix]);
-    inside |= 1u << t;
+  const int slots = cin_g * p.kh * p.kw;  // at most kDirectTaps
+  float* staged = &weights[0][0].x;
+  for (int k = threadIdx.x; k < slots * kDirectChannels; k += blockDim.x) {
+    const int t = k / kDirectChannels, j = k % kDirectChannels;
+    staged[k] = j < channels ? cuda::as_float(w[static_cast<size_t>(co0 + j) * slots + t]) : 0.f;
   }
-  const T* wg = w + static_cast<size_t>(co0) * slots;  // [channels][slots]
+  __syncthreads();
+  const int at = blockIdx.x * blockDim.x + threadIdx.x;  // oy * w_out + ox
+  if (at >= split.hw) return;
+  const int ox = at % p.w_out, oy = at / p.w_out;
   float s[kDirectChannels];
 #pragma unroll
   for (int j = 0; j < kDirectChannels; ++j)
     s[j] = bias && j < channels ? cuda::as_float(bias[co0 + j]) : 0.f;
+  const T* xg = x + (static_cast<size_t>(img) * p.c_in + group * cin_g) * p.h * p.w;
+  int t = 0;  // the slot: (channel, window row, column) in the order the sums take them
+  for (int ci = 0; ci < cin_g; ++ci) {
+    for (int ky = 0; ky < p.kh; ++ky) {
+      const int iy = oy * p.stride_h - p.pad_top + ky * p.dil_h;
+      if (iy < 0 || iy >= p.h) {
+        t += p.kw;
+        continue;
+      }
+      const T* row = xg + (static_cast<size_t>(ci) * p.h + iy) * p.w;
+      for (int kx = 0; kx < p.kw; ++kx, ++t) {
+        const int ix = ox * p.stride_w - p.pad_left + kx * p.dil_w;
+        if (ix < 0 || ix >= p.w) continue;
+        const float v = cuda::as_float(row[ix]);
 #pragma unroll
-  for (int t = 0; t < kDirectTaps; ++t) {
-    if (!(inside >> t & 1u)) continue;
-#pragma unroll
-    for (int j = 0; j < kDirectChannels; ++j)
-      if (j < channels) s[j] += v[t] * cuda::as_float(wg[static_cast<size_t>(j) * slots + t]);
+        for (int q = 0; q < kDirectChannels / 4; ++q) {
+          const float4 wq = weights[t][q];
+          s[4 * q] += v * wq.x;
+          s[4 * q + 1] += v * wq.y;
+          s[4 * q + 2] += v * wq.z;
+          s[4 * q + 3] += v * wq.w;
+        }
+      }
+    }
   }
   const size_t out0 = (static_cast<size_t>(img) * p.c_out + co0) * split.hw + at;
 #pragma unroll
@@ -492,27 +505,52 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
                                                         : cuda::stored<T>(0.f);
 }
 
-// y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a block per
-// kEpilogueElements (with kBlock threads), cuda::kValuesAtOnce elements per thread,
-// all loaded before any is stored (for_each_value). An element per thread kept 4 KB
-// of fp16 in flight per SM: D0's 6.3 million-element expansion epilogue took 34 us
-// on an H200 (0.75 TB/s).
-constexpr int kEpilogueElements = cuda::kBlock * cuda::kValuesAtOnce;
+// y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a thread per
+// Pack of N consecutive elements: 16 bytes loaded and stored at once where every pack
+// lies in one channel plane and the tensors are 16-byte aligned, else N = 1. An
+// element per thread kept 4 KB of fp16 in flight per SM: D0's 6.3 million-element
+// expansion epilogue took 34 us on an H200 (0.75 TB/s); 4 elements per thread, each
+// loaded alone, 35 us.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
 
-template <typename T, typename Y>
+template <typename T, typename Y, int N>
 __global__ void epilogue_kernel(Activation act, const T* __restrict__ bias,
-                                const T* __restrict__ residual, Y* y, int channels, int inner,
-                                int total) {
-  const int step = blockDim.x, base = blockIdx.x * step * cuda::kValuesAtOnce;
-  cuda::for_each_value(
-      base + static_cast<int>(threadIdx.x), min(total, base + step * cuda::kValuesAtOnce),
-      step,
-      [=](int i) {
-        const float b = bias ? cuda::as_float(bias[(i / inner) % channels]) : 0.f;
-        const float r = residual ? cuda::as_float(residual[i]) : 0.f;
-        return epilogue_value(act, cuda::as_float(y[i]), b, r);
-      },
-      [y](int i, float v) { y[i] = cuda::stored<Y>(v); });
+                                const T* __restrict__ residual, Y* y, int channels,
+                                int inner, int packs) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= packs) return;
+  const float b = bias ? cuda::as_float(bias[i * N / inner % channels]) : 0.f;
+  Pack<Y, N> out = reinterpret_cast<const Pack<Y, N>*>(y)[i];
+  Pack<T, N> res{};
+  if (residual) res = reinterpret_cast<const Pack<T, N>*>(residual)[i];
+#pragma unroll
+  for (int u = 0; u < N; ++u) {
+    const float r = residual ? cuda::as_float(res.v[u]) : 0.f;
+    out.v[u] = cuda::stored<Y>(epilogue_value(act, cuda::as_float(out.v[u]), b, r));
+  }
+  reinterpret_cast<Pack<Y, N>*>(y)[i] = out;
+}
+
+// epilogue_kernel over y's `total` elements, 16 bytes per thread where it may.
+template <typename T, typename Y>
+void launch_epilogue(cudaStream_t stream, Activation act, const T* bias, const T* residual,
+                     Y* y, int channels, int inner, int total) {
+  constexpr int kPacked = 16 / sizeof(Y);  // Y is at least as wide as T
+  const auto aligned = [](const void* ptr, size_t bytes) {
+    return reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
+  };
+  if (inner % kPacked == 0 && aligned(y, sizeof(Pack<Y, kPacked>)) &&
+      (!residual || aligned(residual, sizeof(Pack<T, kPacked>)))) {
+    const int packs = total / kPacked;
+    epilogue_kernel<T, Y, kPacked><<<cuda::blocks_for(packs), cuda::kBlock, 0, stream>>>(
+        act, bias, residual, y, channels, inner, packs);
+  } else {
+    epilogue_kernel<T, Y, 1><<<cuda::blocks_for(total), cuda::kBlock, 0, stream>>>(
+        act, bias, residual, y, channels, inner, total);
+  }
 }
 
 // Pointwise convs as one kernel with the epilogue fused (REPSHARE_CUDA_POINTWISE=fused,
@@ -1252,10 +1290,13 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       const int cout_g = q.c_out / groups;
       const DirectConvSplit split{q.h_out * q.w_out,
                                   (cout_g + kDirectChannels - 1) / kDirectChannels, groups};
-      const int threads = cuda::to_int(p.n * split.per_image(), "conv2d", "threads");
-      direct_conv_kernel<T, Y><<<cuda::blocks_for(threads), cuda::kBlock, 0, stream_>>>(
+      check(split.channel_blocks() <= 65535 && q.n <= 65535, ErrorKind::Unsupported,
+            "cuda conv2d: ", split.channel_blocks(), " blocks of ", kDirectChannels,
+            " output channels and ", q.n, " images exceed the direct kernel's grid");
+      const dim3 grid(cuda::blocks_for(split.hw), split.channel_blocks(), q.n);
+      direct_conv_kernel<T, Y><<<grid, cuda::kBlock, 0, stream_>>>(
           q, split, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
-          cuda::data<Y>(y), threads);
+          cuda::data<Y>(y));
       after_launch("direct_conv_kernel");
       return;
     }
@@ -1292,10 +1333,8 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       }
     }
     if (bias_data || residual_data || p.act.kind != ActKind::None) {
-      const int64_t blocks = (int64_t{out_total} + kEpilogueElements - 1) / kEpilogueElements;
-      epilogue_kernel<T, Y><<<static_cast<unsigned>(blocks), cuda::kBlock, 0, stream_>>>(
-          p.act, bias_data, residual_data, cuda::data<Y>(y), q.c_out, q.h_out * q.w_out,
-          out_total);
+      launch_epilogue<T, Y>(stream_, p.act, bias_data, residual_data, cuda::data<Y>(y),
+                            q.c_out, q.h_out * q.w_out, out_total);
       after_launch("epilogue_kernel");
     }
   });
