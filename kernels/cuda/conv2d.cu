@@ -18,6 +18,7 @@
 // 1x1 convs are one kernel with their epilogue (fp16 on tensor cores), and
 // separable_conv2d computes its depthwise half inside that kernel.
 #include <mma.h>
+#include <type_traits>
 
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cuda/conv_start.cuh"
@@ -794,23 +795,13 @@ void launch_plane_mean_split(CudaBackend& be, const Outputs& out, int64_t planes
   be.after_launch("plane_mean_split_kernel");
 }
 
-// The depthwise conv and its means in one launch, reading its input through x: a
-// block per plane, or, given split's scratch, a block per chunk of a plane.
+// The outputs of the depthwise conv p over x (read through Input), for the kernels
+// that store them and sum their means.
 template <typename T, typename Input>
-void launch_depthwise_mean(CudaBackend& be, const Conv2dParams& p, const Input& x,
-                           size_t staged_bytes, const Tensor& w, const Tensor* bias, Tensor& y,
-                           Tensor& mean, const SplitMeanScratch* split = nullptr) {
-  using Outputs = DepthwiseOutputs<T, Input>;
-  const Outputs out{conv32(p), p.act, x, cuda::data<T>(w),
-                    bias ? cuda::data<T>(*bias) : nullptr, cuda::data<T>(y)};
-  // The split kernel's blocks take chunks of a plane and never stage one (a staged
-  // input's stage() fills a block's shared memory with its whole plane).
-  check(!split || staged_bytes == 0, ErrorKind::Backend,
-        "cuda depthwise means: a staged input cannot be split between blocks");
-  if (split)
-    launch_plane_mean_split<T, Outputs>(be, out, p.n * p.c_out, *split, mean);
-  else
-    launch_plane_mean<T, Outputs>(be, out, p.n * p.c_out, staged_bytes, mean);
+DepthwiseOutputs<T, Input> depthwise_outputs(const Conv2dParams& p, const Input& x,
+                                             const Tensor& w, const Tensor* bias, Tensor& y) {
+  return {conv32(p), p.act, x, cuda::data<T>(w), bias ? cuda::data<T>(*bias) : nullptr,
+          cuda::data<T>(y)};
 }
 
 // separable_depthwise_band_kernel's output rows per block: about kBandOutputs
@@ -839,9 +830,30 @@ dim3 band_grid(const Conv32& q, int rows) {
               static_cast<unsigned>((q.h_out + rows - 1) / rows));
 }
 
-// separable_depthwise_kernel, or for an Input that computes its values,
-// separable_depthwise_band_kernel: dw over x, read through Input, into mid; where
-// fill_bias is not null, y filled with it too.
+// separable_depthwise_band_kernel where band_rows allows, for an Input that computes
+// its values: whether it was launched. One whose values are loads gains nothing from
+// staging them (no band kernel is made for it).
+template <typename T, typename Y, typename Input>
+bool launch_band(std::false_type, CudaBackend&, const Conv32&, Activation, const Input&, const T*,
+                 const T*, Tensor&, const cuda::ConvStart<T, Y>&) {
+  return false;
+}
+
+template <typename T, typename Y, typename Input>
+bool launch_band(std::true_type, CudaBackend& be, const Conv32& q, Activation act,
+                 const Input& x, const T* w, const T* b, Tensor& mid,
+                 const cuda::ConvStart<T, Y>& start) {
+  const int rows = band_rows(q);
+  if (rows == 0) return false;
+  separable_depthwise_band_kernel<T, Y, Input>
+      <<<band_grid(q, rows), cuda::kBlock, band_bytes(q, rows), be.stream()>>>(
+          q, act, x, w, b, cuda::data<T>(mid), rows, start);
+  be.after_launch("separable_depthwise_band_kernel");
+  return true;
+}
+
+// The band kernel (launch_band) or separable_depthwise_kernel: dw over x, read through
+// Input, into mid; where fill_bias is not null, y filled with it too.
 template <typename T, typename Y, typename Input>
 void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const Input& x,
                                 const Tensor& w_dw, const Tensor* b_dw, Tensor& mid,
@@ -856,14 +868,10 @@ void launch_separable_depthwise(CudaBackend& be, const Conv2dParams& dw, const I
   if (threads == 0) return;
   const T* w = cuda::data<T>(w_dw);
   const T* b = b_dw ? cuda::data<T>(*b_dw) : nullptr;
-  const int rows = Input::kComputesValues ? band_rows(q) : 0;
-  if (rows > 0 && mid_total > 0) {
-    separable_depthwise_band_kernel<T, Y, Input>
-        <<<band_grid(q, rows), cuda::kBlock, band_bytes(q, rows), be.stream()>>>(
-            q, dw.act, x, w, b, cuda::data<T>(mid), rows, start);
-    be.after_launch("separable_depthwise_band_kernel");
+  if (mid_total > 0 &&
+      launch_band(std::integral_constant<bool, Input::kComputesValues>(), be, q, dw.act, x, w, b,
+                  mid, start))
     return;
-  }
   separable_depthwise_kernel<T, Y, Input><<<cuda::blocks_for(threads), cuda::kBlock, 0,
                                             be.stream()>>>(q, dw.act, x, w, b, cuda::data<T>(mid),
                                                            mid_total, start);
@@ -1195,8 +1203,13 @@ void CudaBackend::conv2d_channel_mean(const Conv2dParams& p, const Tensor& x, co
       const SplitMeanScratch split{
           reinterpret_cast<unsigned*>(at),
           reinterpret_cast<float*>(at + kSplitMeanPlanes * sizeof(unsigned))};
-      launch_depthwise_mean<T>(*this, p, stored_planes(cuda::data<T>(x), conv32(p)), 0, w, bias,
-                               y, mean, splits_means(p) ? &split : nullptr);
+      const auto out = depthwise_outputs<T>(p, stored_planes(cuda::data<T>(x), conv32(p)), w,
+                                            bias, y);
+      // A block per chunk of a plane where the planes are too few for the GPU.
+      if (splits_means(p))
+        launch_plane_mean_split<T>(*this, out, p.n * p.c_out, split, mean);
+      else
+        launch_plane_mean<T>(*this, out, p.n * p.c_out, 0, mean);
       return;
     }
     pointwise_gemm(p, x, w, y, 0.f);
@@ -1244,8 +1257,9 @@ void CudaBackend::pointwise_depthwise_conv2d(const Conv2dParams& pw, const Conv2
         ActivatedPlanes<T>{cuda::data<T>(product), b_pw ? cuda::data<T>(*b_pw) : nullptr, pw.act,
                            static_cast<int>(staged), static_cast<int>(pw.c_out)},
         nullptr};
-    launch_depthwise_mean<T>(*this, dw, in, static_cast<size_t>(staged) * sizeof(float), w_dw,
-                             b_dw, y, *mean);
+    // A block per plane: stage() fills the block's shared memory with its whole plane.
+    launch_plane_mean<T>(*this, depthwise_outputs<T>(dw, in, w_dw, b_dw, y), dw.n * dw.c_out,
+                         static_cast<size_t>(staged) * sizeof(float), *mean);
   });
 }
 
