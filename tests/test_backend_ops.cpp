@@ -1240,8 +1240,8 @@ std::vector<OpCase> all_cases() {
   c.push_back(conv_residual_case("pointwise_s2", conv(1, 13, 15, 15, 7, 1, 2, 1, none)));
   c.push_back(conv_residual_case("grouped3", with_pads(conv(1, 6, 15, 7, 9, 3, 1, 3, none), 1, 1, 1, 1)));
   // Planes of a multiple of 8 outputs (CUDA's epilogue: 16 bytes per thread, packs of 8
-  // fp16 or 4 fp32 values, each within one channel plane): two images, with and
-  // without a residual.
+  // fp16 or 4 fp32 values, each within one channel plane): two images with a residual,
+  // one with an activation.
   c.push_back(conv_residual_case("pointwise_n2_planes_48", conv(2, 13, 8, 6, 11, 1, 1, 1, none)));
   c.push_back(conv_case("pointwise_planes_16", conv(1, 9, 4, 4, 5, 1, 1, 1, swish), true));
   Conv2dParams rect = with_pads(conv(1, 3, 15, 33, 7, 1, 1, 1, none), 0, 2, 0, 2);
@@ -2067,6 +2067,21 @@ TEST(BackendOpsContract, SqueezeExcitationConvMatchesItsTwoOps) {
 // which cuDNN builds leave to cuBLAS too) moves from the CPU's fp32 by TF32's
 // rounding (far more than fp32's, within fp16's bound), while the depthwise conv, a
 // kernel of repshare's, keeps fp32's bits.
+// CUDA's direct conv (dense convs of at most 32 taps, workspace-free) has a grid of
+// at most 65,535 images: a larger batch takes im2col + GEMM, with its workspace,
+// rather than failing at launch.
+TEST(BackendOpsContract, DirectConvBeyondItsGridTakesIm2col) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  std::unique_ptr<Backend> cuda = make_backend("cuda");
+  Conv2dParams p = with_pads(conv(65535, 3, 2, 2, 8, 3, 1, 1, Activation()), 1, 1, 1, 1);
+  p.h_out = conv_out(p.h, p.kh, p.stride_h, p.dil_h, p.pad_top, p.pad_bottom);
+  p.w_out = conv_out(p.w, p.kw, p.stride_w, p.dil_w, p.pad_left, p.pad_right);
+  EXPECT_EQ(cuda->conv2d_workspace(p), 0u);
+  p.n = 65536;
+  EXPECT_GT(cuda->conv2d_workspace(p), 0u);
+}
+
 TEST(BackendOpsContract, Tf32ProductsRoundTheGemmOperands) {
   std::string why;
   if (!tf32_available(&why)) GTEST_SKIP() << why;

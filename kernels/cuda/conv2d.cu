@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
 // for kDirectChannels consecutive output channels of a group (blockIdx.x, y, z:
 // positions, channel block, image), so that each input value a thread loads serves
 // all of them, and the block's weights are the same for every thread: staged once in
-// shared memory, tap-major, a tap's weights for the channels read as one broadcast.
+// shared memory, tap-major, a tap's weights for the channels read as float4 broadcasts.
 // Each output sums bias, then its taps channel by channel, window row by row, skipping
 // those in the padding, and is stored with activation and residual. Consecutive
 // threads take consecutive positions: coalesced loads and stores.
@@ -440,10 +440,12 @@ __global__ void __launch_bounds__(cuda::kBlock)
   const int co0 = group * cout_g + first;
   const int channels = min(kDirectChannels, cout_g - first);
   const int slots = cin_g * p.kh * p.kw;  // at most kDirectTaps
-  float* staged = &weights[0][0].x;
-  for (int k = threadIdx.x; k < slots * kDirectChannels; k += blockDim.x) {
-    const int t = k / kDirectChannels, j = k % kDirectChannels;
-    staged[k] = j < channels ? cuda::as_float(w[static_cast<size_t>(co0 + j) * slots + t]) : 0.f;
+  for (int k = threadIdx.x; k < slots * (kDirectChannels / 4); k += blockDim.x) {
+    const int t = k / (kDirectChannels / 4), j = k % (kDirectChannels / 4) * 4;
+    const auto weight = [&](int c) {  // of block channel c at slot t; 0 past the group
+      return c < channels ? cuda::as_float(w[static_cast<size_t>(co0 + c) * slots + t]) : 0.f;
+    };
+    weights[t][j / 4] = make_float4(weight(j), weight(j + 1), weight(j + 2), weight(j + 3));
   }
   __syncthreads();
   const int at = blockIdx.x * blockDim.x + threadIdx.x;  // oy * w_out + ox
@@ -507,8 +509,9 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
 }
 
 // y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a thread per
-// Pack of N consecutive elements: 16 bytes loaded and stored at once where every pack
-// lies in one channel plane and the tensors are 16-byte aligned, else N = 1. An
+// Pack of N consecutive elements: 16 bytes of y loaded and stored at once (and N
+// elements of the residual) where every pack lies in one channel plane and the tensors
+// are aligned to their packs, else N = 1. An
 // element per thread kept 4 KB of fp16 in flight per SM: D0's 6.3 million-element
 // expansion epilogue took 34 us on an H200 (0.75 TB/s); 4 elements per thread, each
 // loaded alone, 35 us.
@@ -758,9 +761,14 @@ void conv_gemm(cublasHandle_t cublas, DType x_type, DType y_type, const Conv32& 
                              static_cast<long long>(cout_g) * hw_out, groups);
 }
 
+// Also within its grid's y and z (channel blocks, images); larger batches take
+// im2col + GEMM.
 bool direct_conv_applies(const Conv2dParams& p) {
+  const int64_t channel_blocks =
+      (p.c_out / p.groups + kDirectChannels - 1) / kDirectChannels * p.groups;
   return !p.is_depthwise() && !reads_input_directly(p) &&
-         p.c_in / p.groups * p.kh * p.kw <= kDirectTaps;
+         p.c_in / p.groups * p.kh * p.kw <= kDirectTaps && channel_blocks <= 65535 &&
+         p.n <= 65535;
 }
 
 // plane_mean_kernel or plane_mean_long_kernel over `planes` planes of outputs
@@ -1304,9 +1312,6 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       const int cout_g = q.c_out / groups;
       const DirectConvSplit split{q.h_out * q.w_out,
                                   (cout_g + kDirectChannels - 1) / kDirectChannels, groups};
-      check(split.channel_blocks() <= 65535 && q.n <= 65535, ErrorKind::Unsupported,
-            "cuda conv2d: ", split.channel_blocks(), " blocks of ", kDirectChannels,
-            " output channels and ", q.n, " images exceed the direct kernel's grid");
       const dim3 grid(cuda::blocks_for(split.hw), split.channel_blocks(), q.n);
       direct_conv_kernel<T, Y><<<grid, cuda::kBlock, 0, stream_>>>(
           q, split, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,

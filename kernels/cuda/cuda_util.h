@@ -66,7 +66,9 @@ void gemm_strided_batched(cublasHandle_t handle, DType storage, DType c_storage,
 constexpr int kBlock = 256;
 // One thread per element; n > 0 (callers return early on empty tensors, since a
 // grid of zero blocks is a launch error).
-inline unsigned blocks_for(int n) { return static_cast<unsigned>((n + kBlock - 1) / kBlock); }
+inline unsigned blocks_for(int n) {
+  return static_cast<unsigned>((int64_t{n} + kBlock - 1) / kBlock);  // n near INT_MAX too
+}
 
 }  // namespace cuda
 }  // namespace repshare
