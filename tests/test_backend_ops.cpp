@@ -2067,6 +2067,55 @@ TEST(BackendOpsContract, SqueezeExcitationConvMatchesItsTwoOps) {
 // which cuDNN builds leave to cuBLAS too) moves from the CPU's fp32 by TF32's
 // rounding (far more than fp32's, within fp16's bound), while the depthwise conv, a
 // kernel of repshare's, keeps fp32's bits.
+// CUDA's conv epilogue moves 16-byte packs only where y and the residual are aligned
+// to them (arena tensors are; a bound or offset one need not be): an output and a
+// residual one element off their allocation give the same bits as aligned ones (on a
+// GPU a misaligned pack would fault; the CPU emulation checks the values).
+TEST(BackendOpsContract, ConvEpilogueOffItsAlignmentHasTheSameBits) {
+  // 1x1 convs (a GEMM, then the epilogue) on planes of 48: packs where aligned.
+  const std::vector<std::pair<Conv2dParams, bool>> cases = {
+      {conv(2, 13, 8, 6, 11, 1, 1, 1, act(ActKind::Swish)), false},
+      {conv(2, 13, 8, 6, 11, 1, 1, 1, Activation()), true}};
+  for (const auto& be : contract_backends()) {
+    for (auto c : cases) {
+      Conv2dParams& p = c.first;
+      p.h_out = p.h;
+      p.w_out = p.w;
+      const bool with_residual = c.second;
+      SCOPED_TRACE(be->name() + " " + dtype_name(be->float_storage()) +
+                   (with_residual ? ", residual" : ", swish"));
+      const Shape xs{p.n, p.c_in, p.h, p.w}, ws{p.c_out, p.c_in, 1, 1}, bs{p.c_out};
+      const Shape ys{p.n, p.c_out, p.h_out, p.w_out}, one_more{ys.numel() + 1};
+      const Floats r = random_floats(count(ys), 4);
+      Floats r_after_one(1, 0.f);
+      r_after_one.insert(r_after_one.end(), r.begin(), r.end());
+      DeviceTensor X(*be, xs, random_floats(count(xs), 1));
+      DeviceTensor W(*be, ws, random_floats(count(ws), 2)), B(*be, bs, random_floats(count(bs), 3));
+      DeviceTensor R(*be, ys, r);
+      DeviceTensor Y(*be, ys), R_off(*be, one_more, r_after_one), Y_off(*be, one_more);
+      // Views one element into the larger allocations.
+      auto offset_view = [&ys](const Tensor& whole) {
+        Tensor v = whole;
+        v.shape = ys;
+        v.data = static_cast<char*>(whole.data) + dtype_size(whole.dtype);
+        return v;
+      };
+      const Tensor r_view = offset_view(R_off.t);
+      Tensor y_view = offset_view(Y_off.t);
+      DeviceBytes workspace(*be, std::max<size_t>(be->conv2d_workspace(p), 1));
+      if (with_residual) {
+        be->conv2d_residual(p, X.t, W.t, &B.t, R.t, Y.t, workspace.data);
+        be->conv2d_residual(p, X.t, W.t, &B.t, r_view, y_view, workspace.data);
+      } else {
+        be->conv2d(p, X.t, W.t, &B.t, Y.t, workspace.data);
+        be->conv2d(p, X.t, W.t, &B.t, y_view, workspace.data);
+      }
+      const Floats want = Y.download(), off = Y_off.download();
+      EXPECT_EQ(Floats(off.begin() + 1, off.end()), want);
+    }
+  }
+}
+
 // CUDA's direct conv (dense convs of at most 32 taps, workspace-free) has a grid of
 // at most 65,535 images: a larger batch takes im2col + GEMM, with its workspace,
 // rather than failing at launch.
