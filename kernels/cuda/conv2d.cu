@@ -411,11 +411,9 @@ __global__ void __launch_bounds__(cuda::kLongRowBlock)
 // Each output sums bias, then its taps channel by channel, window row by row, skipping
 // those in the padding, and is stored with activation and residual. Consecutive
 // threads take consecutive positions: coalesced loads and stores.
-// The taps are loops over channel, row and column, not one loop over slots split by
-// division (the tap count known only at run time: four integer divisions per slot)
-// with every thread loading its 8 x 27 weights from global memory: that took 44 us
-// for D0's stem on an H200 and 15 for B0's; loading a thread's 27 inputs before
-// summing, 75 and 22.
+// With every thread loading its 8 x 27 weights from global memory, D0's stem took 44
+// us on an H200 and B0's 15; loading a thread's 27 inputs before summing (slots split
+// by run-time divisions), 75 and 22; staged as here, 23 and 10.
 constexpr int kDirectTaps = 32;
 constexpr int kDirectChannels = 8;  // a multiple of 4: a tap's weights are float4s
 
@@ -425,6 +423,10 @@ struct DirectConvSplit {
   int hw, blocks_per_group, groups;
   int channel_blocks() const { return blocks_per_group * groups; }
 };
+
+int64_t direct_blocks_per_group(const Conv2dParams& p) {
+  return (p.c_out / p.groups + kDirectChannels - 1) / kDirectChannels;
+}
 
 template <typename T, typename Y>
 __global__ void __launch_bounds__(cuda::kBlock)
@@ -455,6 +457,9 @@ __global__ void __launch_bounds__(cuda::kBlock)
 #pragma unroll
   for (int j = 0; j < kDirectChannels; ++j)
     s[j] = bias && j < channels ? cuda::as_float(bias[co0 + j]) : 0.f;
+  // The taps as window.cuh's for_each_tap walks them, but with the slot counted along:
+  // through for_each_tap (slot ci * taps + tap) ptxas gives the kernel 32 registers
+  // and a spill instead of 48 (sm_90), and the timed form is this one.
   const T* xg = x + (static_cast<size_t>(img) * p.c_in + group * cin_g) * p.h * p.w;
   int t = 0;  // the slot: (channel, window row, column) in the order the sums take them
   for (int ci = 0; ci < cin_g; ++ci) {
@@ -511,10 +516,9 @@ __global__ void im2col_kernel(Conv32 p, const T* __restrict__ x, T* __restrict__
 // y[n, c, :] = act(y + bias[c]) (+ residual) in place after the GEMM, a thread per
 // Pack of N consecutive elements: 16 bytes of y loaded and stored at once (and N
 // elements of the residual) where every pack lies in one channel plane and the tensors
-// are aligned to their packs, else N = 1. An
-// element per thread kept 4 KB of fp16 in flight per SM: D0's 6.3 million-element
-// expansion epilogue took 34 us on an H200 (0.75 TB/s); 4 elements per thread, each
-// loaded alone, 35 us.
+// are aligned to their packs, else N = 1. An element per thread kept 4 KB of fp16 in
+// flight per SM: D0's 6.3 million-element expansion epilogue took 34 us on an H200
+// (0.75 TB/s); 4 elements per thread, each loaded alone, 35 us; packs of 8, 19 us.
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -764,11 +768,9 @@ void conv_gemm(cublasHandle_t cublas, DType x_type, DType y_type, const Conv32& 
 // Also within its grid's y and z (channel blocks, images); larger batches take
 // im2col + GEMM.
 bool direct_conv_applies(const Conv2dParams& p) {
-  const int64_t channel_blocks =
-      (p.c_out / p.groups + kDirectChannels - 1) / kDirectChannels * p.groups;
   return !p.is_depthwise() && !reads_input_directly(p) &&
-         p.c_in / p.groups * p.kh * p.kw <= kDirectTaps && channel_blocks <= 65535 &&
-         p.n <= 65535;
+         p.c_in / p.groups * p.kh * p.kw <= kDirectTaps &&
+         direct_blocks_per_group(p) * p.groups <= 65535 && p.n <= 65535;
 }
 
 // plane_mean_kernel or plane_mean_long_kernel over `planes` planes of outputs
@@ -1308,10 +1310,9 @@ void CudaBackend::conv2d_with_residual(const Conv2dParams& p, const Tensor& x, c
       return;
     }
     if (direct_conv_applies(p)) {
-      const int groups = static_cast<int>(p.groups);
-      const int cout_g = q.c_out / groups;
       const DirectConvSplit split{q.h_out * q.w_out,
-                                  (cout_g + kDirectChannels - 1) / kDirectChannels, groups};
+                                  static_cast<int>(direct_blocks_per_group(p)),
+                                  static_cast<int>(p.groups)};
       const dim3 grid(cuda::blocks_for(split.hw), split.channel_blocks(), q.n);
       direct_conv_kernel<T, Y><<<grid, cuda::kBlock, 0, stream_>>>(
           q, split, p.act, cuda::data<T>(x), cuda::data<T>(w), bias_data, residual_data,
